@@ -1,0 +1,191 @@
+"""The margin document (spec section 5) and the array-level input the engine computes from.
+
+``parse_document(doc)`` validates a whole document and returns a ``MarginInput``. The Django sweep
+builds the same ``MarginInput`` straight from arrays (``Portfolios(...)``) and calls
+``check_input`` once, so both paths reach ``compute_margin`` with identical data.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from .errors import DocumentError
+from .market import OPTION, Market, parse_market
+from .params import Parameters, parse_parameters
+from .parsing import read_list, read_number, read_object, read_string, read_time, required
+
+ISOLATED, CROSS, PORTFOLIO = 0, 1, 2
+MODES = ("isolated", "cross", "portfolio")
+
+
+@dataclass(frozen=True, eq=False)
+class Portfolios:
+    """``n_port`` portfolios with ``n_pos`` positions and ``n_bal`` collateral balances, as arrays.
+
+    - ``ids`` ``n_port`` strings; ``mode`` ``(n_port,)`` int8 (``ISOLATED``, ``CROSS``, ``PORTFOLIO``)
+    - ``position_portfolio`` ``(n_pos,)`` int64 portfolio index; ``position_instrument`` ``(n_pos,)``
+      int64 index into ``Market.instruments``; ``position_quantity`` ``(n_pos,)`` signed units of
+      the instrument; ``position_entry`` ``(n_pos,)`` USD average entry (ignored, may be NaN, for
+      options). Positions are never merged; within a portfolio they are reported in array order.
+    - ``balance_portfolio`` ``(n_bal,)`` int64; ``balance_asset`` ``(n_bal,)`` int64 index into
+      ``Parameters.assets``; ``balance_amount`` ``(n_bal,)`` units of the asset (negative =
+      borrowed). Several entries for one (portfolio, asset) are added up before haircuts.
+    """
+
+    ids: tuple[str, ...]
+    mode: np.ndarray
+    position_portfolio: np.ndarray
+    position_instrument: np.ndarray
+    position_quantity: np.ndarray
+    position_entry: np.ndarray
+    balance_portfolio: np.ndarray
+    balance_asset: np.ndarray
+    balance_amount: np.ndarray
+
+    @property
+    def n_portfolios(self) -> int:
+        return len(self.ids)
+
+
+@dataclass(frozen=True, eq=False)
+class MarginInput:
+    """Everything one engine run needs: a parameter set, the market and the portfolios."""
+
+    parameters: Parameters
+    market: Market
+    portfolios: Portfolios
+
+
+def parse_document(doc: Any) -> MarginInput:
+    """Validate a margin document (a ``dict`` as loaded from JSON) and return a ``MarginInput``.
+
+    Raises ``DocumentError`` naming the first offending field; nothing is computed from a
+    malformed document.
+    """
+    doc = read_object(doc, "document")
+    valuation_time = read_time(required(doc, "valuation_time", "document"), "valuation_time")
+    parameters = parse_parameters(required(doc, "parameters", "document"))
+    market = parse_market(required(doc, "market", "document"), parameters, valuation_time)
+    instrument_index = {name: i for i, name in enumerate(market.instruments)}
+    asset_index = {name: a for a, name in enumerate(parameters.assets)}
+
+    ids: list[str] = []
+    modes: list[int] = []
+    pos_port: list[int] = []
+    pos_inst: list[int] = []
+    pos_qty: list[float] = []
+    pos_entry: list[float] = []
+    bal_port: list[int] = []
+    bal_asset: list[int] = []
+    bal_amount: list[float] = []
+    for k, portfolio in enumerate(read_list(required(doc, "portfolios", "document"), "portfolios")):
+        where = f"portfolios[{k}]"
+        read_object(portfolio, where)
+        portfolio_id = read_string(required(portfolio, "id", where), f"{where}.id")
+        if portfolio_id in ids:
+            raise DocumentError(f"{where}.id", f"duplicate portfolio id {portfolio_id!r}")
+        ids.append(portfolio_id)
+        mode = required(portfolio, "mode", where)
+        if mode not in MODES:
+            raise DocumentError(f"{where}.mode", f"must be one of {', '.join(MODES)}, got {mode!r}")
+        modes.append(MODES.index(mode))
+        for asset, amount in read_object(portfolio.get("collateral", {}), f"{where}.collateral").items():
+            if asset not in asset_index:
+                raise DocumentError(f"{where}.collateral.{asset}", f"unknown asset {asset!r}")
+            bal_port.append(k)
+            bal_asset.append(asset_index[asset])
+            bal_amount.append(read_number(amount, f"{where}.collateral.{asset}"))
+        for j, position in enumerate(read_list(portfolio.get("positions", []), f"{where}.positions")):
+            pos_where = f"{where}.positions[{j}]"
+            read_object(position, pos_where)
+            name = required(position, "instrument", pos_where)
+            if name not in instrument_index:
+                raise DocumentError(f"{pos_where}.instrument", f"unknown instrument {name!r}")
+            i = instrument_index[name]
+            pos_port.append(k)
+            pos_inst.append(i)
+            pos_qty.append(read_number(required(position, "quantity", pos_where), f"{pos_where}.quantity"))
+            if market.kind[i] == OPTION:
+                entry = np.nan  # an option is valued at its mark; its entry premium is not needed
+            else:
+                entry_value = required(position, "entry_price", pos_where)
+                entry = read_number(entry_value, f"{pos_where}.entry_price", positive=True)
+            pos_entry.append(entry)
+    portfolios = Portfolios(
+        ids=tuple(ids),
+        mode=np.asarray(modes, dtype=np.int8),
+        position_portfolio=np.asarray(pos_port, dtype=np.int64),
+        position_instrument=np.asarray(pos_inst, dtype=np.int64),
+        position_quantity=np.asarray(pos_qty, dtype=np.float64),
+        position_entry=np.asarray(pos_entry, dtype=np.float64),
+        balance_portfolio=np.asarray(bal_port, dtype=np.int64),
+        balance_asset=np.asarray(bal_asset, dtype=np.int64),
+        balance_amount=np.asarray(bal_amount, dtype=np.float64),
+    )
+    return MarginInput(parameters=parameters, market=market, portfolios=portfolios)
+
+
+def _first_bad(mask: np.ndarray) -> int | None:
+    bad = np.flatnonzero(mask)
+    return int(bad[0]) if bad.size else None
+
+
+def check_input(margin_input: MarginInput) -> None:
+    """Vectorised validation of an array-built ``MarginInput`` (what ``parse_document`` checks).
+
+    Field paths name array positions, e.g. ``market.instruments[12].strike`` or
+    ``positions[40311].instrument``. Costs a few passes over the arrays.
+    """
+    p, m, f = margin_input.parameters, margin_input.market, margin_input.portfolios
+    n_und, n_assets, n_instr, n_port = len(p.underlyings), len(p.assets), m.n_instruments, f.n_portfolios
+    checks = [
+        ("market.underlyings", m.underlying_price.shape != (n_und,), "must have one price per underlying"),
+        ("market.assets", m.asset_price.shape != (n_assets,), "must have one price per asset"),
+    ]
+    for field, bad, message in checks:
+        if bad:
+            raise DocumentError(field, message)
+    for name, array in (("multiplier", m.multiplier), ("kind", m.kind), ("underlying", m.underlying)):
+        if array.shape != (n_instr,):
+            raise DocumentError(f"market.instruments.{name}", f"must have shape ({n_instr},)")
+    i = _first_bad((m.underlying < 0) | (m.underlying >= n_und))
+    if i is not None:
+        raise DocumentError(f"market.instruments[{i}].underlying", "missing underlying")
+    i = _first_bad(~(m.underlying_price[m.underlying] > 0))
+    if i is not None:
+        raise DocumentError(f"market.instruments[{i}].underlying", "missing underlying: no positive price")
+    i = _first_bad(~(m.asset_price > 0))
+    if i is not None:
+        raise DocumentError(f"market.assets.{p.assets[i]}.price", "must be positive")
+    i = _first_bad(~(m.multiplier > 0))
+    if i is not None:
+        raise DocumentError(f"market.instruments[{i}].multiplier", "must be positive")
+    option = m.kind == OPTION
+    for name, array in (("strike", m.strike), ("iv", m.iv)):
+        i = _first_bad(option & ~(array > 0))
+        if i is not None:
+            raise DocumentError(f"market.instruments[{i}].{name}", "must be positive")
+    for name, array, size in (
+        ("positions", f.position_instrument, n_instr),
+        ("positions", f.position_portfolio, n_port),
+        ("collateral", f.balance_asset, n_assets),
+        ("collateral", f.balance_portfolio, n_port),
+    ):
+        i = _first_bad((array < 0) | (array >= size))
+        if i is not None:
+            raise DocumentError(f"{name}[{i}]", "index out of range (unknown instrument, asset or portfolio)")
+    i = _first_bad(~np.isfinite(f.position_quantity))
+    if i is not None:
+        raise DocumentError(f"positions[{i}].quantity", "must be finite")
+    i = _first_bad((m.kind[f.position_instrument] != OPTION) & ~(f.position_entry > 0))
+    if i is not None:
+        raise DocumentError(f"positions[{i}].entry_price", "must be positive")
+    i = _first_bad(~np.isfinite(f.balance_amount))
+    if i is not None:
+        raise DocumentError(f"collateral[{i}].amount", "must be finite")
+    i = _first_bad((f.mode < 0) | (f.mode > PORTFOLIO))
+    if i is not None:
+        raise DocumentError(f"portfolios[{i}].mode", "unknown mode")
