@@ -8,9 +8,16 @@ import numpy as np
 import pytest
 
 from riskengine.core import (
-    CROSS, PORTFOLIO, DocumentError, MarginInput, Portfolios, check_input, compute_document, compute_margin,
+    CROSS,
+    PORTFOLIO,
+    DocumentError,
+    MarginInput,
+    Portfolios,
+    check_input,
+    compute_document,
+    compute_margin,
     parse_document,
-)  # fmt: skip
+)
 from tests.riskengine.documents import hand_example_document
 
 
