@@ -1,0 +1,55 @@
+# Two commands matter: `make run` (the embedded demo venue) and `make test` (the whole suite).
+SHELL := /bin/bash
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+PY := $(VENV)/bin/python
+HOST ?= 127.0.0.1
+PORT ?= 8000
+
+# The test suite runs against the services this machine provides; override to test elsewhere,
+# e.g. `make test DATABASE_URL=sqlite:///var/test.sqlite3`.
+TEST_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/clearing
+TEST_REDIS_URL ?= redis://127.0.0.1:6379/15
+
+.PHONY: run test install install-dev lint migrations-check deploy-check clean
+
+$(VENV)/bin/python:
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install --quiet --upgrade pip
+
+$(VENV)/.installed-run: pyproject.toml | $(VENV)/bin/python
+	$(VENV)/bin/pip install --quiet -e .
+	touch $@
+
+$(VENV)/.installed-dev: pyproject.toml | $(VENV)/bin/python
+	$(VENV)/bin/pip install --quiet -e '.[dev]'
+	touch $@ $(VENV)/.installed-run
+
+install: $(VENV)/.installed-run
+install-dev: $(VENV)/.installed-dev
+
+# The embedded stack: SQLite, the filesystem Celery broker and the in-process channel layer.
+# DATABASE_URL / REDIS_URL in the environment switch it to PostgreSQL and Redis.
+run: install
+	mkdir -p var
+	$(PY) manage.py migrate --noinput
+	$(PY) manage.py collectstatic --noinput --verbosity 0
+	$(PY) manage.py seed_demo --if-empty
+	$(PY) manage.py runstack --host $(HOST) --port $(PORT)
+
+test: install-dev
+	DATABASE_URL=$${DATABASE_URL:-$(TEST_DATABASE_URL)} REDIS_URL=$${REDIS_URL:-$(TEST_REDIS_URL)} \
+	  $(VENV)/bin/pytest $(PYTEST_ARGS)
+
+lint: install-dev
+	$(VENV)/bin/ruff check .
+
+migrations-check: install-dev
+	$(PY) manage.py makemigrations --check --dry-run
+
+deploy-check: install
+	DJANGO_ENV=production DJANGO_SECRET_KEY=$$($(PY) -c 'import secrets; print(secrets.token_urlsafe(50))') \
+	  DJANGO_ALLOWED_HOSTS=clearing.example.org $(PY) manage.py check --deploy --fail-level WARNING
+
+clean:
+	rm -rf var

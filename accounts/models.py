@@ -1,0 +1,205 @@
+"""Members, users and roles, margin accounts, collateral assets, balances, movements and API tokens.
+
+Ledgers (``CollateralMovement``) are append-only: the model refuses updates and deletes and the
+database refuses them too (triggers installed by migration ``0002``). Balances are derived from the
+ledger in the same transaction by ``accounts.services``; nothing else writes them.
+"""
+
+from __future__ import annotations
+
+from django.contrib.auth.models import AbstractUser
+from django.db import models
+from django.db.models import Q
+
+from clearing.ledger import AmountField, AppendOnlyModel
+
+
+class Member(models.Model):
+    """A clearing member firm. Its users act on its margin accounts and nobody else's."""
+
+    code = models.SlugField(max_length=32, unique=True, help_text="Short stable identifier, e.g. ALPHA.")
+    name = models.CharField(max_length=200, unique=True)
+    is_active = models.BooleanField(default=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["code"]
+
+    def __str__(self) -> str:
+        return f"{self.code} — {self.name}"
+
+
+class Role(models.TextChoices):
+    TRADER = "trader", "Member trader"
+    VIEWER = "viewer", "Member viewer"
+    OPS = "ops", "Venue ops"
+    RISK_APPROVER = "risk_approver", "Venue risk approver"
+    PRICE_SOURCE = "price_source", "Price source (system)"
+    VENUE = "venue", "Trading venue (system)"
+
+
+MEMBER_ROLES = (Role.TRADER, Role.VIEWER)
+STAFF_ROLES = (Role.OPS, Role.RISK_APPROVER)
+
+
+class User(AbstractUser):
+    """A person or an external system. Member users belong to exactly one member; venue staff and
+    system users belong to none. What a role may do is defined in ``accounts.roles``."""
+
+    role = models.CharField(max_length=20, choices=Role.choices)
+    member = models.ForeignKey(Member, on_delete=models.PROTECT, null=True, blank=True, related_name="users")
+
+    class Meta:
+        constraints = [
+            models.CheckConstraint(
+                name="user_role_valid",
+                condition=Q(role__in=[choice.value for choice in Role]),
+            ),
+            models.CheckConstraint(
+                name="user_member_iff_member_role",
+                condition=(Q(role__in=MEMBER_ROLES) & Q(member__isnull=False))
+                | (~Q(role__in=MEMBER_ROLES) & Q(member__isnull=True)),
+                violation_error_message="Member traders and viewers need a member; other roles have none.",
+            ),
+        ]
+
+    def save(self, *args, **kwargs):
+        # Only venue staff reach the admin; the flag follows the role so it can never drift.
+        self.is_staff = self.is_superuser or self.role in STAFF_ROLES
+        super().save(*args, **kwargs)
+
+    @property
+    def is_member_user(self) -> bool:
+        return self.role in MEMBER_ROLES
+
+
+class MarginMode(models.TextChoices):
+    ISOLATED = "isolated", "Isolated"
+    CROSS = "cross", "Cross"
+    PORTFOLIO = "portfolio", "Portfolio"
+
+
+class MarginAccount(models.Model):
+    """One margin account collateralises all of its positions with all of its collateral."""
+
+    member = models.ForeignKey(Member, on_delete=models.PROTECT, related_name="accounts")
+    code = models.SlugField(
+        max_length=40, unique=True, help_text="Stable identifier used by external systems."
+    )
+    name = models.CharField(max_length=200, blank=True)
+    mode = models.CharField(max_length=10, choices=MarginMode.choices, default=MarginMode.PORTFOLIO)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["code"]
+        constraints = [
+            models.CheckConstraint(
+                name="marginaccount_mode_valid",
+                condition=Q(mode__in=[choice.value for choice in MarginMode]),
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return self.code
+
+
+class Asset(models.Model):
+    """A collateral asset. Linked to an underlying, it is valued at that underlying's index price."""
+
+    symbol = models.CharField(max_length=20, unique=True)
+    name = models.CharField(max_length=100)
+    underlying = models.ForeignKey(
+        "clearing.Underlying", on_delete=models.PROTECT, null=True, blank=True, related_name="linked_assets"
+    )
+    decimals = models.PositiveSmallIntegerField(default=8, help_text="Decimal places accepted in movements.")
+    is_active = models.BooleanField(default=True)
+
+    class Meta:
+        ordering = ["symbol"]
+
+    def __str__(self) -> str:
+        return self.symbol
+
+
+class MovementKind(models.TextChoices):
+    DEPOSIT = "deposit", "Deposit"
+    WITHDRAWAL = "withdrawal", "Withdrawal"
+    PREMIUM = "premium", "Option premium"
+    REALISED_PNL = "realised_pnl", "Realised P&L"
+    FEE = "fee", "Fee"
+
+
+class CollateralMovement(AppendOnlyModel):
+    """An immutable ledger entry: a signed change of one asset's balance in one account."""
+
+    account = models.ForeignKey(MarginAccount, on_delete=models.PROTECT, related_name="movements")
+    asset = models.ForeignKey(Asset, on_delete=models.PROTECT, related_name="movements")
+    kind = models.CharField(max_length=20, choices=MovementKind.choices)
+    amount = AmountField(help_text="Signed quantity of the asset: positive in, negative out.")
+    trade = models.ForeignKey(
+        "clearing.Trade", on_delete=models.PROTECT, null=True, blank=True, related_name="movements"
+    )
+    reference = models.CharField(max_length=200, blank=True)
+    created_by = models.ForeignKey(User, on_delete=models.PROTECT, null=True, blank=True, related_name="+")
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+
+    class Meta:
+        ordering = ["-id"]
+        constraints = [
+            models.CheckConstraint(
+                name="movement_kind_valid", condition=Q(kind__in=[c.value for c in MovementKind])
+            ),
+            models.CheckConstraint(name="movement_amount_nonzero", condition=~Q(amount=0)),
+            models.CheckConstraint(
+                name="movement_deposit_positive", condition=~Q(kind=MovementKind.DEPOSIT) | Q(amount__gt=0)
+            ),
+            models.CheckConstraint(
+                name="movement_withdrawal_negative",
+                condition=~Q(kind=MovementKind.WITHDRAWAL) | Q(amount__lt=0),
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.kind} {self.amount} {self.asset_id} on {self.account_id}"
+
+
+class CollateralBalance(models.Model):
+    """The running balance of one asset in one account: the sum of its movements (may be negative,
+    i.e. borrowed, after losses are settled in the settlement asset)."""
+
+    account = models.ForeignKey(MarginAccount, on_delete=models.PROTECT, related_name="balances")
+    asset = models.ForeignKey(Asset, on_delete=models.PROTECT, related_name="balances")
+    amount = AmountField(default=0)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["account_id", "asset__symbol"]
+        constraints = [
+            models.UniqueConstraint(fields=["account", "asset"], name="balance_one_row_per_account_asset"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.account_id}/{self.asset_id}: {self.amount}"
+
+
+class ApiToken(models.Model):
+    """A bearer token acting as its user. Only a SHA-256 digest of the secret is stored; the token
+    itself is shown once, when issued."""
+
+    user = models.ForeignKey(User, on_delete=models.CASCADE, related_name="api_tokens")
+    name = models.CharField(max_length=100, blank=True)
+    prefix = models.CharField(max_length=16, db_index=True, help_text="Public part, to recognise a token.")
+    digest = models.CharField(max_length=64, unique=True, editable=False)
+    created_at = models.DateTimeField(auto_now_add=True)
+    last_used_at = models.DateTimeField(null=True, blank=True)
+    revoked_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return f"{self.prefix}… ({self.user})"
+
+    @property
+    def is_active(self) -> bool:
+        return self.revoked_at is None

@@ -1,0 +1,51 @@
+"""What each role may do in the admin, as Django permission strings (``app_label.codename``).
+
+Roles are defined in code, not in editable groups, so that the separation between ops (who
+maintain reference data and propose parameter changes) and risk approvers (who approve them) is
+reviewed like any other code change. Ledgers (trades, collateral movements) and derived state
+(positions, balances) are view-only for everyone: they change only through services.
+"""
+
+from __future__ import annotations
+
+from accounts.models import Role
+
+_VIEW_ALL = {
+    f"{app}.view_{model}"
+    for app, models in {
+        "accounts": [
+            "member",
+            "user",
+            "marginaccount",
+            "asset",
+            "collateralmovement",
+            "collateralbalance",
+            "apitoken",
+        ],
+        "clearing": ["underlying", "instrument", "trade", "position"],
+    }.items()
+    for model in models
+}
+
+_OPS_EDIT = {
+    f"{app}.{action}_{model}"
+    for app, models in {
+        "accounts": ["member", "user", "marginaccount", "asset", "apitoken"],
+        "clearing": ["underlying", "instrument"],
+    }.items()
+    for model in models
+    for action in ("add", "change")
+}
+
+ROLE_PERMISSIONS: dict[str, frozenset[str]] = {
+    Role.OPS: frozenset(_VIEW_ALL | _OPS_EDIT),
+    Role.RISK_APPROVER: frozenset(_VIEW_ALL),
+    Role.TRADER: frozenset(),
+    Role.VIEWER: frozenset(),
+    Role.PRICE_SOURCE: frozenset(),
+    Role.VENUE: frozenset(),
+}
+
+
+def role_permissions(role: str) -> frozenset[str]:
+    return ROLE_PERMISSIONS.get(role, frozenset())

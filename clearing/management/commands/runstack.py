@@ -1,0 +1,78 @@
+"""Run the web server, a Celery worker and Celery beat together for ``make run``.
+
+Each process is started through the same entry-point script that docker compose uses
+(``docker/bin/web|worker|beat``). A process that exits is restarted after a short pause: the
+embedded filesystem broker can crash a worker that reads a message file before its producer
+finished writing it (a known kombu issue), and tasks are safe to run again (acks late,
+idempotent). Ctrl-C or SIGTERM stops all three.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from django.conf import settings
+from django.core.management.base import BaseCommand
+
+PROCESSES = ("web", "worker", "beat")
+RESTART_PAUSE_SECONDS = 2.0
+
+
+class Command(BaseCommand):
+    help = "Run web (ASGI), a Celery worker and Celery beat, restarting any that exits."
+
+    def add_arguments(self, parser):
+        parser.add_argument("--host", default=os.environ.get("HOST", "127.0.0.1"))
+        parser.add_argument("--port", type=int, default=int(os.environ.get("PORT", "8000")))
+
+    def handle(self, *args, host: str, port: int, **options):
+        scripts = Path(settings.BASE_DIR) / "docker" / "bin"
+        env = {**os.environ, "HOST": host, "PORT": str(port), "PYTHON_BIN": sys.executable}
+        if settings.CELERY_BROKER_URL == "filesystem://":
+            for folder in ("data_folder_in", "processed_folder", "control_folder"):
+                Path(settings.CELERY_BROKER_TRANSPORT_OPTIONS[folder]).mkdir(parents=True, exist_ok=True)
+        children: dict[str, subprocess.Popen] = {}
+        stopping = False
+
+        def stop(signum, frame):
+            nonlocal stopping
+            stopping = True
+
+        signal.signal(signal.SIGINT, stop)
+        signal.signal(signal.SIGTERM, stop)
+
+        def start(name: str) -> None:
+            children[name] = subprocess.Popen(
+                [str(scripts / name)], cwd=settings.BASE_DIR, env=env, start_new_session=True
+            )
+
+        for name in PROCESSES:
+            start(name)
+        self.stdout.write(
+            self.style.SUCCESS(f"Clearing venue running at http://{host}:{port}/ (Ctrl-C to stop)")
+        )
+        self.stdout.write(f"Ops admin: http://{host}:{port}/admin/")
+        self.stdout.flush()
+        try:
+            while not stopping:
+                time.sleep(0.5)
+                for name, child in list(children.items()):
+                    if child.poll() is not None and not stopping:
+                        self.stderr.write(f"{name} exited with {child.returncode}; restarting")
+                        time.sleep(RESTART_PAUSE_SECONDS)
+                        start(name)
+        finally:
+            for child in children.values():
+                if child.poll() is None:
+                    os.killpg(child.pid, signal.SIGTERM)
+            deadline = time.monotonic() + 10
+            for child in children.values():
+                try:
+                    child.wait(timeout=max(0.1, deadline - time.monotonic()))
+                except subprocess.TimeoutExpired:
+                    os.killpg(child.pid, signal.SIGKILL)

@@ -1,0 +1,201 @@
+"""Booking trades: the only writer of positions.
+
+A clearing house accepts executed trades even when they breach margin (the sweep then calls for
+margin), so booking checks that a fill is well formed, never that the account can afford it.
+
+Cash effects, in the settlement asset (``settings.SETTLEMENT_ASSET``):
+
+* options: the premium ``−q·m·price`` moves when the fill is booked; the option is then worth
+  ``q·m·mark`` in equity (spec §3), so buying an option at its mark leaves equity unchanged;
+* futures and perpetuals: the P&L of the closed quantity, ``closed·m·(price − entry)`` signed by
+  the direction of the position, is realised in cash; the open quantity carries its unrealised
+  P&L ``q·m·(S − entry)`` in equity (spec §3).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from decimal import Decimal
+
+from django.conf import settings
+from django.core.exceptions import ValidationError
+from django.db import transaction
+from django.utils import timezone
+
+from accounts.models import Asset, MarginAccount, MovementKind, User
+from accounts.services import BalanceChange, collateral_movements_apply, margin_accounts_lock
+from clearing.models import Instrument, InstrumentKind, Position, Trade
+from clearing.validation import MAX_DECIMAL_PLACES, decimal_nonzero, decimal_positive, errors_prefixed
+
+_QUANTUM = Decimal(1).scaleb(-MAX_DECIMAL_PLACES)
+
+
+@dataclass(frozen=True)
+class Fill:
+    """One executed fill to clear. ``instrument`` may be an Instrument or its symbol."""
+
+    account: MarginAccount
+    instrument: Instrument | str
+    quantity: Decimal | str | int
+    price: Decimal | str | int
+    external_id: str | None = None
+    executed_at: datetime | None = None
+
+
+@dataclass(frozen=True)
+class PositionChange:
+    quantity: Decimal
+    entry_price: Decimal
+    realised: Decimal
+
+
+def position_after_fill(
+    *, quantity: Decimal, entry_price: Decimal, fill_quantity: Decimal, fill_price: Decimal
+) -> PositionChange:
+    """The position (signed quantity, average entry price) after a fill, and the trading P&L per
+    unit of multiplier realised by the part of the fill that closes existing quantity."""
+    new_quantity = quantity + fill_quantity
+    if quantity == 0 or (quantity > 0) == (fill_quantity > 0):
+        average = (abs(quantity) * entry_price + abs(fill_quantity) * fill_price) / abs(new_quantity)
+        return PositionChange(new_quantity, average.quantize(_QUANTUM), Decimal(0))
+    closed = min(abs(fill_quantity), abs(quantity))
+    direction = 1 if quantity > 0 else -1
+    realised = closed * (fill_price - entry_price) * direction
+    if new_quantity == 0:
+        average = Decimal(0)
+    elif (new_quantity > 0) != (quantity > 0):
+        average = fill_price  # flipped: the remainder was opened at this fill's price
+    else:
+        average = entry_price
+    return PositionChange(new_quantity, average, realised)
+
+
+def _fill_validate(
+    fill: Fill, instruments: dict[str, Instrument], now: datetime
+) -> tuple[Instrument, Decimal, Decimal, datetime]:
+    symbol = fill.instrument.symbol if isinstance(fill.instrument, Instrument) else fill.instrument
+    instrument = instruments.get(symbol)
+    if instrument is None:
+        raise ValidationError({"instrument": f"Unknown instrument {symbol!r}."})
+    if not instrument.is_active:
+        raise ValidationError({"instrument": f"{symbol} is not open for clearing."})
+    quantity = decimal_nonzero(fill.quantity, field="quantity")
+    price = decimal_positive(fill.price, field="price")
+    executed_at = fill.executed_at or now
+    if timezone.is_naive(executed_at):
+        raise ValidationError({"executed_at": "Must carry a time zone."})
+    if instrument.expiry is not None and executed_at >= instrument.expiry:
+        raise ValidationError({"instrument": f"{symbol} expired at {instrument.expiry.isoformat()}."})
+    return instrument, quantity, price, executed_at
+
+
+@transaction.atomic
+def trades_book(*, fills: Sequence[Fill], booked_by: User | None = None) -> list[Trade]:
+    """Clear a batch of fills atomically: all of them or, on the first invalid one, none.
+
+    Errors name the offending item and field (``fills[2].price``). Positions and balances are
+    updated in the same transaction, under the account locks, with a constant number of queries.
+    """
+    if not fills:
+        raise ValidationError({"fills": "At least one fill is required."})
+    symbols = {f.instrument.symbol if isinstance(f.instrument, Instrument) else f.instrument for f in fills}
+    instruments = Instrument.objects.select_related("underlying").in_bulk(list(symbols), field_name="symbol")
+    now = timezone.now()
+    validated = []
+    for index, fill in enumerate(fills):
+        try:
+            validated.append(_fill_validate(fill, instruments, now))
+        except ValidationError as error:
+            raise errors_prefixed(error, f"fills[{index}]") from None
+    external_ids = [f.external_id for f in fills if f.external_id]
+    if len(set(external_ids)) != len(external_ids):
+        raise ValidationError({"fills": "The same external trade id appears twice in the batch."})
+    duplicates = set(Trade.objects.filter(external_id__in=external_ids).values_list("external_id", flat=True))
+    if duplicates:
+        raise ValidationError({"external_id": f"Already booked: {', '.join(sorted(duplicates))}."})
+
+    margin_accounts_lock(account_ids=[f.account.pk for f in fills])
+    pairs = {(f.account.pk, checked[0].pk) for f, checked in zip(fills, validated, strict=True)}
+    Position.objects.bulk_create(
+        [Position(account_id=a, instrument_id=i) for a, i in pairs], ignore_conflicts=True
+    )
+    positions = {
+        (p.account_id, p.instrument_id): p
+        for p in Position.objects.filter(
+            account_id__in={a for a, _ in pairs}, instrument_id__in={i for _, i in pairs}
+        )
+        .order_by("pk")
+        .select_for_update()
+        if (p.account_id, p.instrument_id) in pairs
+    }
+
+    settlement = Asset.objects.get(symbol=settings.SETTLEMENT_ASSET)
+    trades = []
+    cash = []
+    for fill, (instrument, quantity, price, executed_at) in zip(fills, validated, strict=True):
+        position = positions[(fill.account.pk, instrument.pk)]
+        change = position_after_fill(
+            quantity=position.quantity,
+            entry_price=position.entry_price,
+            fill_quantity=quantity,
+            fill_price=price,
+        )
+        position.quantity, position.entry_price = change.quantity, change.entry_price
+        position.realised_pnl += change.realised * instrument.multiplier
+        trades.append(
+            Trade(
+                account_id=fill.account.pk,
+                instrument=instrument,
+                quantity=quantity,
+                price=price,
+                external_id=fill.external_id or None,
+                executed_at=executed_at,
+                booked_by=booked_by,
+            )
+        )
+        if instrument.kind == InstrumentKind.OPTION:
+            cash.append((fill.account.pk, MovementKind.PREMIUM, -quantity * instrument.multiplier * price))
+        else:
+            cash.append((fill.account.pk, MovementKind.REALISED_PNL, change.realised * instrument.multiplier))
+
+    trades = Trade.objects.bulk_create(trades)
+    for position in positions.values():
+        position.updated_at = now
+    Position.objects.bulk_update(
+        list(positions.values()), ["quantity", "entry_price", "realised_pnl", "updated_at"]
+    )
+    collateral_movements_apply(
+        changes=[
+            BalanceChange(
+                account_id, settlement, kind, amount.quantize(_QUANTUM), f"trade {trade.pk}", trade.pk
+            )
+            for trade, (account_id, kind, amount) in zip(trades, cash, strict=True)
+        ],
+        created_by=booked_by,
+    )
+    return trades
+
+
+def trade_book(
+    *,
+    account: MarginAccount,
+    instrument: Instrument | str,
+    quantity: Decimal | str | int,
+    price: Decimal | str | int,
+    external_id: str | None = None,
+    executed_at: datetime | None = None,
+    booked_by: User | None = None,
+) -> Trade:
+    """Clear one fill (see ``trades_book``); errors name the field without a batch prefix."""
+    fill = Fill(account, instrument, quantity, price, external_id, executed_at)
+    try:
+        (trade,) = trades_book(fills=[fill], booked_by=booked_by)
+    except ValidationError as error:
+        if hasattr(error, "error_dict"):
+            raise ValidationError(
+                {field.removeprefix("fills[0]."): messages for field, messages in error.error_dict.items()}
+            ) from None
+        raise
+    return trade

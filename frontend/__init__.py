@@ -1,0 +1,1 @@
+"""Member pages, websocket consumers and static files."""

@@ -1,0 +1,3 @@
+"""Websocket routes (served under the ASGI app's session authentication and origin check)."""
+
+websocket_urlpatterns: list = []

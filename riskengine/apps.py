@@ -1,0 +1,6 @@
+from django.apps import AppConfig
+
+
+class RiskEngineConfig(AppConfig):
+    name = "riskengine"
+    verbose_name = "Risk engine"

@@ -1,0 +1,76 @@
+from collections import Counter
+
+import pytest
+from django.core.management import call_command
+
+from accounts.models import CollateralBalance, CollateralMovement, MarginAccount, Member, User
+from clearing.models import Instrument, Position, Trade, Underlying
+
+
+@pytest.fixture
+def seeded(db, capsys):
+    call_command("seed_demo")
+    return capsys.readouterr().out
+
+
+def test_the_demo_venue_has_the_instruments_members_and_books_it_promises(seeded):
+    assert {"BTC", "ETH", "SOL"} <= set(Underlying.objects.values_list("symbol", flat=True))
+    kinds = Counter(Instrument.objects.values_list("underlying__symbol", "kind"))
+    for underlying in ("BTC", "ETH", "SOL"):
+        assert kinds[(underlying, "perpetual")] == 1
+        assert kinds[(underlying, "future")] >= 2
+        assert kinds[(underlying, "option")] >= 20
+    option_ladder = Instrument.objects.filter(kind="option", underlying__symbol="BTC")
+    assert option_ladder.values("expiry").distinct().count() >= 2
+    assert option_ladder.values("strike").distinct().count() >= 5
+    assert set(option_ladder.values_list("right", flat=True)) == {"call", "put"}
+
+    assert MarginAccount.objects.count() >= 50
+    assert Member.objects.count() >= 3
+    assert CollateralBalance.objects.filter(asset__symbol__in=["USDC", "USDT", "DAI"], amount__gt=0).exists()
+    assert CollateralBalance.objects.filter(asset__symbol__in=["BTC", "ETH"], amount__gt=0).exists()
+
+
+def test_the_demo_books_include_hedged_directional_and_short_option_accounts(seeded):
+    open_positions = Position.objects.exclude(quantity=0)
+    short_options = open_positions.filter(instrument__kind="option", quantity__lt=0)
+    assert short_options.values("account").distinct().count() >= 5
+    hedged = [
+        account
+        for account in MarginAccount.objects.all()
+        if open_positions.filter(
+            account=account, quantity__gt=0, instrument__kind__in=["perpetual", "future"]
+        ).exists()
+        and open_positions.filter(
+            account=account, quantity__lt=0, instrument__kind__in=["perpetual", "future"]
+        ).exists()
+    ]
+    assert len(hedged) >= 5
+    single_perp = [a for a in MarginAccount.objects.all() if open_positions.filter(account=a).count() == 1]
+    assert len(single_perp) >= 5
+
+
+def test_the_demo_users_exist_with_their_roles_and_printed_passwords(seeded):
+    expected = {
+        "alice": "trader",
+        "bob": "trader",
+        "ops": "ops",
+        "risk": "risk_approver",
+        "feed": "price_source",
+        "venue": "venue",
+    }
+    for username, role in expected.items():
+        user = User.objects.get(username=username)
+        assert user.role == role
+        password = next(line.split()[1] for line in seeded.splitlines() if line.split()[:1] == [username])
+        assert user.check_password(password)
+    alice, bob = User.objects.get(username="alice"), User.objects.get(username="bob")
+    first_two = list(Member.objects.order_by("pk")[:2])
+    assert (alice.member, bob.member) == (first_two[0], first_two[1])
+
+
+def test_seeding_twice_duplicates_nothing(seeded, capsys):
+    models = (Member, User, MarginAccount, Instrument, Trade, Position, CollateralMovement, CollateralBalance)
+    before = {model: model.objects.count() for model in models}
+    call_command("seed_demo")
+    assert {model: model.objects.count() for model in models} == before
