@@ -24,6 +24,8 @@ from clearing.history import last_close
 from clearing.models import Instrument, InstrumentKind, OptionRight, Trade, Underlying
 from clearing.services import Fill, trades_book
 from riskengine.core.black76 import black76_price
+from riskengine.models import ParameterSet
+from riskengine.services import parameter_set_bootstrap
 
 UNDERLYINGS = {
     # symbol: (name, strike step, demo implied vol)
@@ -60,6 +62,49 @@ STRIKE_LADDER = (
     Decimal("1.3"),
 )
 EXPIRY_HOUR = time(8, 0, tzinfo=UTC)
+
+
+def _underlying_form(psr: float) -> dict:
+    return {
+        "psr": psr, "vol_up": 0.5, "vol_down": 0.25,
+        "extreme": [{"multiple": -2, "coverage": 0.35}, {"multiple": 2, "coverage": 0.35}],
+        "min_basis": 0.01, "basis_rate": 0.075, "som_rate": 0.01,
+        "conc_threshold": 20_000_000, "conc_rate": 0.05, "imf": 0.10, "mmf": 0.05,
+    }  # fmt: skip
+
+
+def _asset_form(underlying: str | None, addon: float, brackets: list[tuple[float | None, float]]) -> dict:
+    return {
+        "underlying": underlying,
+        "liability_addon": addon,
+        "haircuts": [{"up_to": up_to, "haircut": haircut} for up_to, haircut in brackets],
+    }
+
+
+# The venue's first parameter set: the methodology's example values for BTC and ETH, a wider scan
+# for SOL; stablecoins with small haircuts that widen with size, crypto with larger ones.
+DEMO_PARAMETERS = {
+    "version": "bootstrap-1",
+    "mm_ratio": 0.8, "offset_cap": 0.8, "lookahead_days": 1, "rate": 0.0, "price_steps": 4, "min_vol": 0.01,
+    "vol_term": {"pivot_days": 30, "short_power": 0.30, "long_power": 0.13},
+    "standard": {"option_imf": 0.15, "option_min": 0.10, "option_mmf": 0.075},
+    "underlyings": {
+        "BTC": _underlying_form(0.15), "ETH": _underlying_form(0.18), "SOL": _underlying_form(0.25),
+    },
+    "correlation": {
+        "underlyings": ["BTC", "ETH", "SOL"],
+        "matrix": [[1.0, 0.8, 0.7], [0.8, 1.0, 0.75], [0.7, 0.75, 1.0]],
+    },
+    "assets": {
+        "USD": _asset_form(None, 0.05, [(None, 0.0)]),
+        "USDC": _asset_form(None, 0.05, [(10_000_000, 0.0), (None, 0.02)]),
+        "USDT": _asset_form(None, 0.05, [(10_000_000, 0.01), (None, 0.03)]),
+        "DAI": _asset_form(None, 0.05, [(5_000_000, 0.02), (None, 0.05)]),
+        "BTC": _asset_form("BTC", 0.10, [(1_000_000, 0.05), (None, 0.10)]),
+        "ETH": _asset_form("ETH", 0.10, [(1_000_000, 0.07), (None, 0.12)]),
+        "SOL": _asset_form("SOL", 0.15, [(500_000, 0.15), (None, 0.25)]),
+    },
+}  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -311,6 +356,8 @@ def demo_venue_seed(*, today: date | None = None, log: Callable[[str], None] = p
     today = today or now.date()
     with transaction.atomic():
         instruments = reference_data_seed(today=today)
+        if not ParameterSet.objects.exists():
+            parameter_set_bootstrap(form=DEMO_PARAMETERS, reason="Demo venue bootstrap")
         members = {
             code: Member.objects.get_or_create(code=code, defaults={"name": name})[0]
             for code, name in MEMBERS.items()

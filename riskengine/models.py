@@ -1,0 +1,274 @@
+"""Risk parameter sets (methodology section 6): versioned, effective-dated, maker-checker governed.
+
+A ``ParameterSet`` holds everything the methodology's ``parameters`` form holds — global scalars
+here, one ``UnderlyingParameters`` row per underlying (scan ranges, standard-rule fractions, basis,
+short-option minimum, concentration, and the oracle's safety thresholds), one ``AssetParameters`` row
+and its ``HaircutBracket`` rows per collateral asset, and the correlation matrix — plus operational
+settings (cure period, sweep interval). ``parameter_set.to_parameters_form()`` produces the exact
+JSON form of the margin document, so every stored margin can be replayed.
+
+Sets are never deleted or edited once proposed: a change is a new set (see ``riskengine.services``).
+Exactly one set is ``active`` at any time (a partial unique index enforces "at most one").
+"""
+
+from __future__ import annotations
+
+from django.conf import settings
+from django.db import models
+from django.db.models import Q
+
+
+def _decimal(digits: int = 20, places: int = 10, **kwargs):
+    return models.DecimalField(max_digits=digits, decimal_places=places, **kwargs)
+
+
+class ParameterStatus(models.TextChoices):
+    DRAFT = "draft", "Draft"
+    PROPOSED = "proposed", "Proposed"
+    APPROVED = "approved", "Approved (awaiting its effective time)"
+    ACTIVE = "active", "Active"
+    SUPERSEDED = "superseded", "Superseded"
+    REJECTED = "rejected", "Rejected"
+    WITHDRAWN = "withdrawn", "Withdrawn"
+
+
+class ParameterSet(models.Model):
+    version = models.CharField(max_length=40, unique=True, help_text="e.g. 2026-11-24.1")
+    status = models.CharField(max_length=12, choices=ParameterStatus.choices, default=ParameterStatus.DRAFT)
+    effective_at = models.DateTimeField(null=True, blank=True, help_text="When an approved set takes effect.")
+    based_on = models.ForeignKey("self", on_delete=models.PROTECT, null=True, blank=True, related_name="+")
+    origin = models.CharField(
+        max_length=20,
+        default="manual",
+        help_text="manual, calibration or bootstrap: where the proposal came from.",
+    )
+    reason = models.TextField(blank=True, help_text="Why this change is proposed.")
+
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, null=True, blank=True, related_name="+"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    proposed_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, null=True, blank=True, related_name="+"
+    )
+    proposed_at = models.DateTimeField(null=True, blank=True)
+    decided_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, null=True, blank=True, related_name="+"
+    )
+    decided_at = models.DateTimeField(null=True, blank=True)
+    decision_note = models.TextField(blank=True)
+    activated_at = models.DateTimeField(null=True, blank=True)
+
+    # Global methodology parameters (section 4b, 5).
+    mm_ratio = _decimal(default=0.8)
+    offset_cap = _decimal(default=0.8)
+    lookahead_days = _decimal(default=1)
+    rate = _decimal(default=0)
+    price_steps = models.PositiveSmallIntegerField(default=4)
+    min_vol = _decimal(default=0.01)
+    pivot_days = _decimal(default=30)
+    short_power = _decimal(default=0.30)
+    long_power = _decimal(default=0.13)
+    option_imf = _decimal(default=0.15)
+    option_min = _decimal(default=0.10)
+    option_mmf = _decimal(default=0.075)
+    # The correlation matrix, {"underlyings": [...], "matrix": [[...]]} as in the margin document.
+    correlation = models.JSONField(default=dict)
+
+    # Operational settings.
+    cure_period_minutes = models.PositiveIntegerField(default=60)
+    sweep_interval_seconds = models.PositiveIntegerField(default=60)
+
+    class Meta:
+        ordering = ["-created_at"]
+        permissions = [("approve_parameterset", "Can approve or reject a proposed parameter set")]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["status"], condition=Q(status="active"), name="parameterset_one_active"
+            ),
+            models.CheckConstraint(
+                name="parameterset_status_valid", condition=Q(status__in=[c.value for c in ParameterStatus])
+            ),
+            models.CheckConstraint(
+                name="parameterset_mm_ratio_range", condition=Q(mm_ratio__gt=0, mm_ratio__lte=1)
+            ),
+            models.CheckConstraint(
+                name="parameterset_offset_cap_range", condition=Q(offset_cap__gte=0, offset_cap__lte=1)
+            ),
+            models.CheckConstraint(name="parameterset_price_steps_positive", condition=Q(price_steps__gte=1)),
+            models.CheckConstraint(
+                name="parameterset_not_self_approved",
+                condition=Q(decided_by__isnull=True)
+                | Q(proposed_by__isnull=True)
+                | ~Q(decided_by=models.F("proposed_by"))
+                | Q(status__in=["withdrawn"]),
+                violation_error_message="The proposer of a parameter set cannot approve or reject it.",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.version} ({self.status})"
+
+    def to_parameters_form(self) -> dict:
+        """The methodology's ``parameters`` JSON form (margin document, section 5).
+
+        Uses prefetched ``underlying_parameters``, ``asset_parameters`` and ``haircut_brackets``
+        when present (``parameter_set_active`` prefetches them).
+        """
+        brackets: dict[int, list[HaircutBracket]] = {}
+        for bracket in self.haircut_brackets.all():
+            brackets.setdefault(bracket.asset_id, []).append(bracket)
+        return {
+            "version": self.version,
+            "mm_ratio": float(self.mm_ratio),
+            "offset_cap": float(self.offset_cap),
+            "lookahead_days": float(self.lookahead_days),
+            "rate": float(self.rate),
+            "price_steps": int(self.price_steps),
+            "min_vol": float(self.min_vol),
+            "vol_term": {
+                "pivot_days": float(self.pivot_days),
+                "short_power": float(self.short_power),
+                "long_power": float(self.long_power),
+            },
+            "standard": {
+                "option_imf": float(self.option_imf),
+                "option_min": float(self.option_min),
+                "option_mmf": float(self.option_mmf),
+            },
+            "underlyings": {
+                row.underlying.symbol: row.to_form()
+                for row in sorted(self.underlying_parameters.all(), key=lambda r: r.underlying.symbol)
+            },
+            "correlation": self.correlation,
+            "assets": {
+                row.asset.symbol: {
+                    "underlying": row.asset.underlying.symbol if row.asset.underlying_id else None,
+                    "liability_addon": float(row.liability_addon),
+                    "haircuts": [
+                        {"up_to": None if b.up_to is None else float(b.up_to), "haircut": float(b.haircut)}
+                        for b in sorted(
+                            brackets.get(row.asset_id, []), key=lambda b: (b.up_to is None, b.up_to or 0)
+                        )
+                    ],
+                }
+                for row in sorted(self.asset_parameters.all(), key=lambda r: r.asset.symbol)
+            },
+        }
+
+
+class UnderlyingParameters(models.Model):
+    """Scan, standard-rule and oracle parameters of one underlying within one set."""
+
+    parameter_set = models.ForeignKey(
+        ParameterSet, on_delete=models.CASCADE, related_name="underlying_parameters"
+    )
+    underlying = models.ForeignKey("clearing.Underlying", on_delete=models.PROTECT, related_name="+")
+    psr = _decimal(help_text="Price scan range, a fraction of the index price.")
+    vol_up = _decimal(default=0.5)
+    vol_down = _decimal(default=0.25)
+    extreme = models.JSONField(
+        default=list,
+        help_text='Extreme moves: [{"multiple": -2, "coverage": 0.35}, {"multiple": 2, "coverage": 0.35}]',
+    )
+    min_basis = _decimal(default=0.01)
+    basis_rate = _decimal(default=0.075)
+    som_rate = _decimal(default=0.01)
+    conc_threshold = _decimal(digits=28, places=2, default=20_000_000)
+    conc_rate = _decimal(default=0.05)
+    imf = _decimal(default=0.10)
+    mmf = _decimal(default=0.05)
+    # Oracle safety rules (market-data issue): freshness, outlier exclusion, quorum, circuit breaker,
+    # and the move since the last sweep that triggers an event sweep of exposed accounts.
+    max_age_seconds = models.PositiveIntegerField(default=60)
+    max_deviation = _decimal(default=0.02)
+    min_sources = models.PositiveSmallIntegerField(default=3)
+    breaker_move = _decimal(default=0.15)
+    breaker_window_seconds = models.PositiveIntegerField(default=300)
+    event_move = _decimal(default=0.02)
+
+    class Meta:
+        ordering = ["parameter_set", "underlying__symbol"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["parameter_set", "underlying"], name="underlyingparameters_unique"
+            ),
+            models.CheckConstraint(name="underlyingparameters_psr_positive", condition=Q(psr__gt=0)),
+            models.CheckConstraint(
+                name="underlyingparameters_fractions_valid",
+                condition=Q(
+                    vol_up__gte=0, vol_down__gte=0, vol_down__lt=1, imf__gte=models.F("mmf"), mmf__gt=0
+                ),
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.underlying} in {self.parameter_set.version}"
+
+    def to_form(self) -> dict:
+        return {
+            "psr": float(self.psr),
+            "vol_up": float(self.vol_up),
+            "vol_down": float(self.vol_down),
+            "extreme": [
+                {"multiple": float(e["multiple"]), "coverage": float(e["coverage"])} for e in self.extreme
+            ],
+            "min_basis": float(self.min_basis),
+            "basis_rate": float(self.basis_rate),
+            "som_rate": float(self.som_rate),
+            "conc_threshold": float(self.conc_threshold),
+            "conc_rate": float(self.conc_rate),
+            "imf": float(self.imf),
+            "mmf": float(self.mmf),
+        }
+
+
+class AssetParameters(models.Model):
+    """A collateral asset's treatment within one set: its liability add-on (its haircut brackets
+    are ``HaircutBracket`` rows of the same set)."""
+
+    parameter_set = models.ForeignKey(ParameterSet, on_delete=models.CASCADE, related_name="asset_parameters")
+    asset = models.ForeignKey("accounts.Asset", on_delete=models.PROTECT, related_name="+")
+    liability_addon = _decimal(default=0.05)
+
+    class Meta:
+        ordering = ["parameter_set", "asset__symbol"]
+        constraints = [
+            models.UniqueConstraint(fields=["parameter_set", "asset"], name="assetparameters_unique"),
+            models.CheckConstraint(
+                name="assetparameters_addon_not_negative", condition=Q(liability_addon__gte=0)
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.asset} in {self.parameter_set.version}"
+
+
+class HaircutBracket(models.Model):
+    """One tax-bracket-like slice: collateral value up to ``up_to`` USD (``null`` = no upper bound)
+    is worth ``1 − haircut`` of itself."""
+
+    parameter_set = models.ForeignKey(ParameterSet, on_delete=models.CASCADE, related_name="haircut_brackets")
+    asset = models.ForeignKey("accounts.Asset", on_delete=models.PROTECT, related_name="+")
+    up_to = _decimal(digits=28, places=2, null=True, blank=True)
+    haircut = _decimal()
+
+    class Meta:
+        ordering = ["parameter_set", "asset__symbol", "up_to"]
+        constraints = [
+            models.UniqueConstraint(fields=["parameter_set", "asset", "up_to"], name="haircutbracket_unique"),
+            models.UniqueConstraint(
+                fields=["parameter_set", "asset"],
+                condition=Q(up_to__isnull=True),
+                name="haircutbracket_one_open",
+            ),
+            models.CheckConstraint(
+                name="haircutbracket_haircut_range", condition=Q(haircut__gte=0, haircut__lte=1)
+            ),
+            models.CheckConstraint(
+                name="haircutbracket_up_to_positive", condition=Q(up_to__isnull=True) | Q(up_to__gt=0)
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.asset} ≤ {self.up_to or '∞'}: {self.haircut}"
