@@ -1,0 +1,1 @@
+"""The margin engine (a pure numpy core in ``riskengine.core``) and its Django-side parameters."""
