@@ -1,0 +1,29 @@
+"""The market inputs of a margin computation, as the oracle hands them to the risk engine."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+
+
+@dataclass(frozen=True)
+class MarketQuotes:
+    """One consistent view of the market at ``valuation_time``.
+
+    Prices are the oracle's *last good* index prices (the price a sweep must use even when the
+    current status is not ``ok``); ``statuses`` says how each symbol's oracle stands (``ok``,
+    ``degraded``, ``stale`` or ``unconfirmed``) so that liquidation can be suspended where the price
+    is not trustworthy; ``index_price_ids`` references the stored index rows used, so a margin
+    snapshot can point at the exact prices it was computed from.
+    """
+
+    valuation_time: datetime
+    underlying_prices: dict[str, float]  # underlying symbol -> USD per unit
+    asset_prices: dict[str, float]  # unlinked collateral asset symbol -> USD per unit
+    option_ivs: dict[str, float]  # option instrument symbol -> mark implied volatility (0.55 = 55 %)
+    statuses: dict[str, str] = field(default_factory=dict)  # underlying or asset symbol -> oracle status
+    index_price_ids: dict[str, int] = field(default_factory=dict)  # symbol -> stored index price row id
+
+    def unsafe_for_liquidation(self) -> set[str]:
+        """Symbols whose price must not trigger a liquidation (stale or unconfirmed)."""
+        return {symbol for symbol, status in self.statuses.items() if status in ("stale", "unconfirmed")}
