@@ -412,7 +412,8 @@ def collateral_values(margin_input: MarginInput) -> np.ndarray:
         minlength=n_port * n_assets,
     ).reshape(n_port, n_assets)
     value = amounts * m.asset_price[None, :]
-    width = p.haircut_upper - p.haircut_lower  # (n_assets, n_brackets); inf for the open bracket
+    with np.errstate(invalid="ignore"):  # padding brackets are inf - inf
+        width = p.haircut_upper - p.haircut_lower  # (n_assets, n_brackets); inf for the open bracket
     width = np.where(np.isnan(width), 0.0, width)  # padding brackets (inf - inf) have no width
     slices = np.clip(value[:, :, None] - p.haircut_lower[None], 0.0, width[None])
     haircut_value = (slices * (1.0 - p.haircut_rate[None])).sum(axis=2)

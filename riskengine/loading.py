@@ -1,0 +1,274 @@
+"""From the database to the engine: load accounts as arrays, build the engine's input and the
+margin document (methodology section 5) it replays from.
+
+The numeric core (``riskengine.core``) knows nothing of Django; this module is the one place that
+turns rows into its arrays. The same ``LoadedBook`` serves a sweep over every account, an event
+sweep of one account, a what-if (with hypothetical rows appended) and the impact preview of a
+proposed parameter set, so all of them compute the same figures from the same inputs.
+
+Units: quantities in instrument units, prices in USD, balances in asset units; floats from here on.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, replace
+from datetime import datetime
+
+import numpy as np
+from django.db.models import FloatField
+from django.db.models.functions import Cast
+
+from accounts.models import Asset, CollateralBalance, MarginAccount
+from clearing.models import Instrument, InstrumentKind, Position
+from riskengine.core import (
+    MODES,
+    OPTION,
+    MarginInput,
+    Portfolios,
+    check_input,
+    parse_market,
+    parse_parameters,
+)
+from riskengine.core.errors import DocumentError
+from riskengine.quotes import MarketQuotes
+
+
+@dataclass(frozen=True, eq=False)
+class BookRows:
+    """Accounts, their open positions and non-zero balances, as arrays (database ids, not indices).
+
+    - ``account_ids`` ``(n_acc,)`` int64, ``account_codes`` ``n_acc`` strings, ``account_modes``
+      ``(n_acc,)`` int8 (engine mode codes)
+    - ``position_ids`` ``(n_pos,)`` int64 (0 for hypothetical rows), ``position_account``
+      ``(n_pos,)`` int64 account id, ``position_instrument`` ``(n_pos,)`` int64 instrument id,
+      ``position_quantity`` ``(n_pos,)`` float64 units, ``position_entry`` ``(n_pos,)`` float64 USD
+    - ``balance_account`` ``(n_bal,)`` int64 account id, ``balance_asset`` ``(n_bal,)`` int64 asset
+      id, ``balance_amount`` ``(n_bal,)`` float64 units of the asset
+    """
+
+    account_ids: np.ndarray
+    account_codes: tuple[str, ...]
+    account_modes: np.ndarray
+    position_ids: np.ndarray
+    position_account: np.ndarray
+    position_instrument: np.ndarray
+    position_quantity: np.ndarray
+    position_entry: np.ndarray
+    balance_account: np.ndarray
+    balance_asset: np.ndarray
+    balance_amount: np.ndarray
+
+    def with_hypothetical(
+        self,
+        *,
+        positions: Iterable[tuple[int, int, float, float]] = (),
+        balances: Iterable[tuple[int, int, float]] = (),
+    ) -> BookRows:
+        """A copy with extra rows: positions ``(account_id, instrument_id, quantity, entry_price)``
+        and balance changes ``(account_id, asset_id, amount)`` (added before haircuts)."""
+        positions, balances = list(positions), list(balances)
+        if not positions and not balances:
+            return self
+        pos = np.array(positions, dtype=np.float64).reshape(-1, 4)
+        bal = np.array(balances, dtype=np.float64).reshape(-1, 3)
+        return replace(
+            self,
+            position_ids=np.concatenate([self.position_ids, np.zeros(len(pos), dtype=np.int64)]),
+            position_account=np.concatenate([self.position_account, pos[:, 0].astype(np.int64)]),
+            position_instrument=np.concatenate([self.position_instrument, pos[:, 1].astype(np.int64)]),
+            position_quantity=np.concatenate([self.position_quantity, pos[:, 2]]),
+            position_entry=np.concatenate([self.position_entry, pos[:, 3]]),
+            balance_account=np.concatenate([self.balance_account, bal[:, 0].astype(np.int64)]),
+            balance_asset=np.concatenate([self.balance_asset, bal[:, 1].astype(np.int64)]),
+            balance_amount=np.concatenate([self.balance_amount, bal[:, 2]]),
+        )
+
+
+def book_rows_fetch(*, account_ids: Sequence[int] | None = None) -> BookRows:
+    """Read accounts (all, or ``account_ids``), their open positions and non-zero balances in
+    three queries, ordered by account then row id so results are deterministic."""
+    accounts = MarginAccount.objects.order_by("pk")
+    positions = Position.objects.exclude(quantity=0).order_by("account_id", "pk")
+    balances = CollateralBalance.objects.exclude(amount=0).order_by("account_id", "asset_id")
+    if account_ids is not None:
+        accounts = accounts.filter(pk__in=list(account_ids))
+        positions = positions.filter(account_id__in=list(account_ids))
+        balances = balances.filter(account_id__in=list(account_ids))
+    account_rows = list(accounts.values_list("pk", "code", "mode"))
+    position_rows = list(
+        positions.values_list(
+            "pk",
+            "account_id",
+            "instrument_id",
+            Cast("quantity", FloatField()),
+            Cast("entry_price", FloatField()),
+        )
+    )
+    balance_rows = list(balances.values_list("account_id", "asset_id", Cast("amount", FloatField())))
+    pos = np.array(position_rows, dtype=np.float64).reshape(-1, 5)
+    bal = np.array(balance_rows, dtype=np.float64).reshape(-1, 3)
+    return BookRows(
+        account_ids=np.array([row[0] for row in account_rows], dtype=np.int64),
+        account_codes=tuple(row[1] for row in account_rows),
+        account_modes=np.array([MODES.index(row[2]) for row in account_rows], dtype=np.int8),
+        position_ids=pos[:, 0].astype(np.int64),
+        position_account=pos[:, 1].astype(np.int64),
+        position_instrument=pos[:, 2].astype(np.int64),
+        position_quantity=pos[:, 3],
+        position_entry=pos[:, 4],
+        balance_account=bal[:, 0].astype(np.int64),
+        balance_asset=bal[:, 1].astype(np.int64),
+        balance_amount=bal[:, 2],
+    )
+
+
+def market_form_build(*, quotes: MarketQuotes, instruments: Iterable[Instrument]) -> dict:
+    """The document's ``market`` section for ``instruments`` priced by ``quotes``.
+
+    Every underlying price is included (linked collateral needs its underlying's price even with no
+    position); an option without a mark implied volatility is refused by the engine, naming it.
+    """
+    instrument_forms = {}
+    for instrument in sorted(instruments, key=lambda i: i.symbol):
+        entry = {
+            "kind": instrument.kind,
+            "underlying": instrument.underlying.symbol,
+            "multiplier": float(instrument.multiplier),
+        }
+        if instrument.expiry is not None:
+            entry["expiry"] = instrument.expiry.isoformat().replace("+00:00", "Z")
+        if instrument.kind == InstrumentKind.OPTION:
+            entry["strike"] = float(instrument.strike)
+            entry["right"] = instrument.right
+            if instrument.symbol in quotes.option_ivs:
+                entry["iv"] = float(quotes.option_ivs[instrument.symbol])
+        instrument_forms[instrument.symbol] = entry
+    return {
+        "underlyings": {
+            symbol: {"price": float(price)} for symbol, price in sorted(quotes.underlying_prices.items())
+        },
+        "assets": {symbol: {"price": float(price)} for symbol, price in sorted(quotes.asset_prices.items())},
+        "instruments": instrument_forms,
+    }
+
+
+@dataclass(frozen=True, eq=False)
+class LoadedBook:
+    """A validated engine input for ``rows`` with what is needed to explain and replay it.
+
+    Portfolio ``k`` of ``margin_input`` is account ``rows.account_ids[k]``; position ``j`` is
+    ``rows.position_ids[j]``.
+    """
+
+    rows: BookRows
+    margin_input: MarginInput
+    valuation_time: datetime
+    parameters_form: dict
+    market_form: dict
+    instrument_symbols: dict[int, str]
+    asset_symbols: dict[int, str]
+
+    def portfolio_form(self, k: int) -> dict:
+        """Portfolio ``k`` in the document's ``portfolios[]`` form (positions never merged)."""
+        rows = self.rows
+        account_id = rows.account_ids[k]
+        positions = []
+        for j in np.flatnonzero(rows.position_account == account_id):
+            symbol = self.instrument_symbols[int(rows.position_instrument[j])]
+            position = {"instrument": symbol, "quantity": repr(float(rows.position_quantity[j]))}
+            if not np.isnan(rows.position_entry[j]):
+                position["entry_price"] = repr(float(rows.position_entry[j]))
+            positions.append(position)
+        collateral: dict[str, float] = {}
+        for b in np.flatnonzero(rows.balance_account == account_id):
+            symbol = self.asset_symbols[int(rows.balance_asset[b])]
+            collateral[symbol] = collateral.get(symbol, 0.0) + float(rows.balance_amount[b])
+        return {
+            "id": rows.account_codes[k],
+            "mode": MODES[int(rows.account_modes[k])],
+            "collateral": {symbol: repr(amount) for symbol, amount in sorted(collateral.items())},
+            "positions": positions,
+        }
+
+    def document(self, indices: Iterable[int] | None = None) -> dict:
+        """The margin document that replays portfolios ``indices`` (all by default); its market
+        lists only the instruments those portfolios hold."""
+        indices = range(self.rows.account_ids.size) if indices is None else list(indices)
+        portfolios = [self.portfolio_form(k) for k in indices]
+        held = {position["instrument"] for portfolio in portfolios for position in portfolio["positions"]}
+        market = dict(self.market_form)
+        market["instruments"] = {s: e for s, e in self.market_form["instruments"].items() if s in held}
+        return {
+            "valuation_time": self.valuation_time.isoformat().replace("+00:00", "Z"),
+            "parameters": self.parameters_form,
+            "market": market,
+            "portfolios": portfolios,
+        }
+
+
+def margin_book_build(*, rows: BookRows, parameters_form: dict, quotes: MarketQuotes) -> LoadedBook:
+    """Build and validate the engine input for ``rows`` under ``parameters_form`` and ``quotes``.
+
+    Raises ``DocumentError`` naming the field when the inputs cannot be margined (an asset the
+    parameter set does not cover, an option without a mark volatility, a missing index price).
+    """
+    parameters = parse_parameters(parameters_form)
+    instruments = Instrument.objects.select_related("underlying").in_bulk(
+        np.unique(rows.position_instrument).tolist()
+    )
+    market_form = market_form_build(quotes=quotes, instruments=instruments.values())
+    market = parse_market(market_form, parameters, quotes.valuation_time)
+
+    instrument_index = {name: i for i, name in enumerate(market.instruments)}
+    asset_index = {name: a for a, name in enumerate(parameters.assets)}
+    instrument_symbols = {pk: instrument.symbol for pk, instrument in instruments.items()}
+    asset_symbols = dict(
+        Asset.objects.filter(pk__in=np.unique(rows.balance_asset).tolist()).values_list("pk", "symbol")
+    )
+    for symbol in asset_symbols.values():
+        if symbol not in asset_index:
+            raise DocumentError(
+                f"parameters.assets.{symbol}", "held as collateral but not covered by the parameter set"
+            )
+
+    account_index = np.searchsorted(rows.account_ids, rows.position_account)
+    instrument_lookup = np.zeros(max(instrument_symbols, default=0) + 1, dtype=np.int64)
+    for pk, symbol in instrument_symbols.items():
+        instrument_lookup[pk] = instrument_index[symbol]
+    asset_lookup = np.zeros(max(asset_symbols, default=0) + 1, dtype=np.int64)
+    for pk, symbol in asset_symbols.items():
+        asset_lookup[pk] = asset_index[symbol]
+    position_instrument = instrument_lookup[rows.position_instrument]
+    portfolios = Portfolios(
+        ids=rows.account_codes,
+        mode=rows.account_modes,
+        position_portfolio=account_index.astype(np.int64),
+        position_instrument=position_instrument,
+        position_quantity=rows.position_quantity,
+        # An option is valued at its mark; its entry premium was settled in cash when it traded.
+        position_entry=np.where(market.kind[position_instrument] == OPTION, np.nan, rows.position_entry),
+        balance_portfolio=np.searchsorted(rows.account_ids, rows.balance_account).astype(np.int64),
+        balance_asset=asset_lookup[rows.balance_asset],
+        balance_amount=rows.balance_amount,
+    )
+    margin_input = MarginInput(parameters=parameters, market=market, portfolios=portfolios)
+    check_input(margin_input)
+    return LoadedBook(
+        rows=rows,
+        margin_input=margin_input,
+        valuation_time=quotes.valuation_time,
+        parameters_form=parameters_form,
+        market_form=market_form,
+        instrument_symbols=instrument_symbols,
+        asset_symbols=asset_symbols,
+    )
+
+
+def margin_book_load(
+    *, parameters_form: dict, quotes: MarketQuotes, account_ids: Sequence[int] | None = None
+) -> LoadedBook:
+    """``book_rows_fetch`` then ``margin_book_build``: the engine input for (some) accounts."""
+    return margin_book_build(
+        rows=book_rows_fetch(account_ids=account_ids), parameters_form=parameters_form, quotes=quotes
+    )
