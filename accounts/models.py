@@ -79,8 +79,19 @@ class MarginMode(models.TextChoices):
     PORTFOLIO = "portfolio", "Portfolio"
 
 
+class AccountKind(models.TextChoices):
+    MEMBER = "member", "Member account"
+    HOUSE = "house", "Venue house (liquidation) account"
+    INSURANCE_FUND = "insurance_fund", "Insurance fund"
+
+
 class MarginAccount(models.Model):
-    """One margin account collateralises all of its positions with all of its collateral."""
+    """One margin account collateralises all of its positions with all of its collateral.
+
+    The venue itself holds two special accounts (one each, enforced by the database): the house
+    account that takes over liquidated positions, and the insurance fund that receives liquidation
+    fees and covers deficits. Neither is margin-called nor liquidated.
+    """
 
     member = models.ForeignKey(Member, on_delete=models.PROTECT, related_name="accounts")
     code = models.SlugField(
@@ -88,11 +99,19 @@ class MarginAccount(models.Model):
     )
     name = models.CharField(max_length=200, blank=True)
     mode = models.CharField(max_length=10, choices=MarginMode.choices, default=MarginMode.PORTFOLIO)
+    kind = models.CharField(max_length=20, choices=AccountKind.choices, default=AccountKind.MEMBER)
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
         ordering = ["code"]
         constraints = [
+            models.CheckConstraint(
+                name="marginaccount_kind_valid",
+                condition=Q(kind__in=[choice.value for choice in AccountKind]),
+            ),
+            models.UniqueConstraint(
+                fields=["kind"], condition=~Q(kind="member"), name="marginaccount_one_house_and_one_fund"
+            ),
             models.CheckConstraint(
                 name="marginaccount_mode_valid",
                 condition=Q(mode__in=[choice.value for choice in MarginMode]),

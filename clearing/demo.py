@@ -18,7 +18,7 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
-from accounts.models import Asset, MarginAccount, MarginMode, Member, Role, User
+from accounts.models import AccountKind, Asset, MarginAccount, MarginMode, Member, Role, User
 from accounts.services import collateral_deposit, user_create
 from clearing.history import last_close
 from clearing.models import Instrument, InstrumentKind, OptionRight, Trade, Underlying
@@ -43,6 +43,9 @@ ASSETS = {
     "ETH": ("Ether", "ETH", 8),
     "SOL": ("Solana", "SOL", 8),
 }
+VENUE_MEMBER = ("VENUE", "The clearing venue")
+VENUE_ACCOUNTS = (("VENUE-HOUSE", AccountKind.HOUSE), ("VENUE-INSURANCE", AccountKind.INSURANCE_FUND))
+INSURANCE_FUND_SEED = Decimal(5_000_000)
 MEMBERS = {
     "ALPHA": "Alpha Capital Markets",
     "BOREAL": "Borealis Trading",
@@ -369,6 +372,21 @@ def demo_venue_seed(*, today: date | None = None, log: Callable[[str], None] = p
                     password=demo.password,
                     role=demo.role,
                     member=members[demo.member] if demo.member else None,
+                )
+    with transaction.atomic():
+        venue_member, _ = Member.objects.get_or_create(
+            code=VENUE_MEMBER[0], defaults={"name": VENUE_MEMBER[1]}
+        )
+        for code, kind in VENUE_ACCOUNTS:
+            account, created = MarginAccount.objects.get_or_create(
+                kind=kind, defaults={"code": code, "member": venue_member, "mode": MarginMode.CROSS}
+            )
+            if created and kind == AccountKind.INSURANCE_FUND:
+                collateral_deposit(
+                    account=account,
+                    asset=Asset.objects.get(symbol=settings.SETTLEMENT_ASSET),
+                    amount=INSURANCE_FUND_SEED,
+                    reference="initial insurance fund",
                 )
     venue_user = User.objects.get(username="venue")
     market = Market(instruments=instruments, spots=spot_prices())
