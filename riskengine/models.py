@@ -8,7 +8,8 @@ settings (cure period, sweep interval). ``parameter_set.to_parameters_form()`` p
 JSON form of the margin document, so every stored margin can be replayed.
 
 Sets are never deleted or edited once proposed: a change is a new set (see ``riskengine.services``).
-Exactly one set is ``active`` at any time (a partial unique index enforces "at most one").
+Exactly one set is ``active`` at any time (a partial unique index enforces "at most one"). Every
+transition and every edit of a draft is recorded in the append-only ``ParameterSetEvent`` log.
 """
 
 from __future__ import annotations
@@ -16,6 +17,13 @@ from __future__ import annotations
 from django.conf import settings
 from django.db import models
 from django.db.models import Q
+from django.utils import timezone
+
+from clearing.ledger import AppendOnlyModel
+
+
+class FrozenParameterSet(Exception):
+    """Raised when code tries to change the parameters of a set that is no longer a draft."""
 
 
 def _decimal(digits: int = 20, places: int = 10, **kwargs):
@@ -32,6 +40,28 @@ class ParameterStatus(models.TextChoices):
     WITHDRAWN = "withdrawn", "Withdrawn"
 
 
+class ParameterOrigin(models.TextChoices):
+    MANUAL = "manual", "Manual"
+    CALIBRATION = "calibration", "Calibration"
+    BOOTSTRAP = "bootstrap", "Bootstrap"
+
+
+# The columns a status transition writes; everything else is a parameter, frozen after the draft.
+GOVERNANCE_FIELDS = frozenset(
+    {
+        "status",
+        "effective_at",
+        "proposed_by",
+        "proposed_at",
+        "decided_by",
+        "decided_at",
+        "decision_note",
+        "activated_at",
+        "reason",
+    }
+)
+
+
 class ParameterSet(models.Model):
     version = models.CharField(max_length=40, unique=True, help_text="e.g. 2026-11-24.1")
     status = models.CharField(max_length=12, choices=ParameterStatus.choices, default=ParameterStatus.DRAFT)
@@ -39,7 +69,8 @@ class ParameterSet(models.Model):
     based_on = models.ForeignKey("self", on_delete=models.PROTECT, null=True, blank=True, related_name="+")
     origin = models.CharField(
         max_length=20,
-        default="manual",
+        choices=ParameterOrigin.choices,
+        default=ParameterOrigin.MANUAL,
         help_text="manual, calibration or bootstrap: where the proposal came from.",
     )
     reason = models.TextField(blank=True, help_text="Why this change is proposed.")
@@ -109,6 +140,32 @@ class ParameterSet(models.Model):
     def __str__(self) -> str:
         return f"{self.version} ({self.status})"
 
+    def save(self, *args, **kwargs):
+        # Once proposed, a set's parameters are frozen: only the governance columns may change, and
+        # only through an explicit ``update_fields`` (the services in ``riskengine.services``).
+        loaded = getattr(self, "_loaded_status", None)
+        if not self._state.adding and loaded not in (None, ParameterStatus.DRAFT):
+            update_fields = kwargs.get("update_fields")
+            if update_fields is None or not set(update_fields) <= GOVERNANCE_FIELDS:
+                raise FrozenParameterSet(
+                    f"Parameter set {self.version} is {loaded}: its parameters are frozen"
+                )
+        super().save(*args, **kwargs)
+        self._loaded_status = self.status
+
+    def delete(self, *args, **kwargs):
+        raise FrozenParameterSet("Parameter sets are never deleted: withdraw or reject them instead")
+
+    @classmethod
+    def from_db(cls, db, field_names, values):
+        instance = super().from_db(db, field_names, values)
+        instance._loaded_status = instance.status if "status" in field_names else None
+        return instance
+
+    @property
+    def is_draft(self) -> bool:
+        return self.status == ParameterStatus.DRAFT
+
     def to_parameters_form(self) -> dict:
         """The methodology's ``parameters`` JSON form (margin document, section 5).
 
@@ -157,7 +214,23 @@ class ParameterSet(models.Model):
         }
 
 
-class UnderlyingParameters(models.Model):
+class DraftRowMixin:
+    """Rows of a set can be added, changed or deleted only while their set is a draft."""
+
+    def _refuse_unless_draft(self) -> None:
+        if not ParameterSet.objects.filter(pk=self.parameter_set_id, status=ParameterStatus.DRAFT).exists():
+            raise FrozenParameterSet(f"{type(self).__name__}: its parameter set is not a draft")
+
+    def save(self, *args, **kwargs):
+        self._refuse_unless_draft()
+        super().save(*args, **kwargs)
+
+    def delete(self, *args, **kwargs):
+        self._refuse_unless_draft()
+        return super().delete(*args, **kwargs)
+
+
+class UnderlyingParameters(DraftRowMixin, models.Model):
     """Scan, standard-rule and oracle parameters of one underlying within one set."""
 
     parameter_set = models.ForeignKey(
@@ -223,7 +296,7 @@ class UnderlyingParameters(models.Model):
         }
 
 
-class AssetParameters(models.Model):
+class AssetParameters(DraftRowMixin, models.Model):
     """A collateral asset's treatment within one set: its liability add-on (its haircut brackets
     are ``HaircutBracket`` rows of the same set)."""
 
@@ -244,7 +317,7 @@ class AssetParameters(models.Model):
         return f"{self.asset} in {self.parameter_set.version}"
 
 
-class HaircutBracket(models.Model):
+class HaircutBracket(DraftRowMixin, models.Model):
     """One tax-bracket-like slice: collateral value up to ``up_to`` USD (``null`` = no upper bound)
     is worth ``1 − haircut`` of itself."""
 
@@ -272,3 +345,46 @@ class HaircutBracket(models.Model):
 
     def __str__(self) -> str:
         return f"{self.asset} ≤ {self.up_to or '∞'}: {self.haircut}"
+
+
+class EventAction(models.TextChoices):
+    CREATED = "created", "Created"
+    EDITED = "edited", "Edited"
+    PROPOSED = "proposed", "Proposed"
+    APPROVED = "approved", "Approved"
+    REJECTED = "rejected", "Rejected"
+    WITHDRAWN = "withdrawn", "Withdrawn"
+    ACTIVATED = "activated", "Activated"
+    SUPERSEDED = "superseded", "Superseded"
+
+
+class ParameterSetEvent(AppendOnlyModel):
+    """The audit trail of parameter governance: who did what to which set, when and why.
+
+    Append-only (the model and the database refuse updates and deletes). ``actor`` is null for the
+    system (calibration proposals, scheduled activation, bootstrap).
+    """
+
+    parameter_set = models.ForeignKey(ParameterSet, on_delete=models.PROTECT, related_name="events")
+    action = models.CharField(max_length=12, choices=EventAction.choices)
+    actor = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, null=True, blank=True, related_name="+"
+    )
+    at = models.DateTimeField(default=timezone.now)
+    from_status = models.CharField(max_length=12, blank=True)
+    to_status = models.CharField(max_length=12, blank=True)
+    note = models.TextField(blank=True)
+    changes = models.JSONField(default=list, blank=True, help_text="What an edit changed.")
+
+    class Meta:
+        ordering = ["at", "pk"]
+        indexes = [models.Index(fields=["parameter_set", "at"], name="parametersetevent_set_at")]
+        constraints = [
+            models.CheckConstraint(
+                name="parametersetevent_action_valid", condition=Q(action__in=[c.value for c in EventAction])
+            ),
+        ]
+
+    def __str__(self) -> str:
+        who = self.actor.username if self.actor_id else "system"
+        return f"{self.parameter_set.version}: {self.action} by {who} at {self.at:%Y-%m-%d %H:%M:%S}"

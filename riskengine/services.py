@@ -1,11 +1,21 @@
-"""Writing risk parameter sets."""
+"""Writing risk parameter sets, and their governance (methodology section 6).
+
+Life of a set: ``draft`` (editable in the admin) → ``proposed`` (frozen, validated by the engine)
+→ ``approved`` by a risk approver who is not the proposer → ``active`` at its effective time (the
+previous active set becomes ``superseded``); or ``rejected`` / ``withdrawn``. Nothing is deleted;
+every step is an append-only ``ParameterSetEvent`` with who, when and why. Activation sends
+``riskengine.signals.parameter_set_activated`` once the transaction has committed.
+"""
 
 from __future__ import annotations
 
+import logging
+from datetime import datetime
 from decimal import Decimal
 
 from django.core.exceptions import ValidationError
 from django.db import transaction
+from django.db.models import Q
 from django.utils import timezone
 
 from accounts.models import Asset, User
@@ -14,10 +24,29 @@ from riskengine.core.errors import DocumentError
 from riskengine.core.params import parse_parameters
 from riskengine.models import (
     AssetParameters,
+    EventAction,
     HaircutBracket,
+    ParameterOrigin,
     ParameterSet,
+    ParameterSetEvent,
     ParameterStatus,
     UnderlyingParameters,
+)
+from riskengine.selectors import parameter_sets_with_rows
+from riskengine.signals import parameter_set_activated
+
+logger = logging.getLogger(__name__)
+
+ADD_PERMISSION = "riskengine.add_parameterset"
+EDIT_PERMISSION = "riskengine.change_parameterset"
+APPROVE_PERMISSION = "riskengine.approve_parameterset"
+ORACLE_FIELDS = (
+    "max_age_seconds",
+    "max_deviation",
+    "min_sources",
+    "breaker_move",
+    "breaker_window_seconds",
+    "event_move",
 )
 
 GLOBAL_FIELDS = ("mm_ratio", "offset_cap", "lookahead_days", "rate", "price_steps", "min_vol")
@@ -90,14 +119,7 @@ def parameter_set_create(
         previous = {
             row.underlying.symbol: row for row in based_on.underlying_parameters.select_related("underlying")
         }
-    oracle_fields = (
-        "max_age_seconds",
-        "max_deviation",
-        "min_sources",
-        "breaker_move",
-        "breaker_window_seconds",
-        "event_move",
-    )
+    oracle_fields = ORACLE_FIELDS
     rows = []
     for symbol, values in form["underlyings"].items():
         oracle = (
@@ -134,6 +156,13 @@ def parameter_set_create(
         for symbol, values in form.get("assets", {}).items()
         for bracket in values.get("haircuts", [])
     )
+    parameter_set_event_record(
+        parameter_set=parameter_set,
+        action=EventAction.CREATED,
+        actor=created_by,
+        note=reason or (f"Copied from {based_on.version}" if based_on else ""),
+        to_status=ParameterStatus.DRAFT,
+    )
     return parameter_set
 
 
@@ -143,9 +172,330 @@ def parameter_set_bootstrap(*, form: dict, reason: str = "Initial parameter set"
     change goes through proposal and approval by a second person."""
     if ParameterSet.objects.filter(status=ParameterStatus.ACTIVE).exists():
         raise ValidationError("A parameter set is already active; propose a change instead.")
-    parameter_set = parameter_set_create(form=form, created_by=None, origin="bootstrap", reason=reason)
-    now = timezone.now()
-    parameter_set.status = ParameterStatus.ACTIVE
-    parameter_set.effective_at = parameter_set.activated_at = now
-    parameter_set.save(update_fields=["status", "effective_at", "activated_at"])
+    parameter_set = parameter_set_create(
+        form=form, created_by=None, origin=ParameterOrigin.BOOTSTRAP, reason=reason
+    )
+    parameter_set.effective_at = timezone.now()
+    parameter_set.save(update_fields=["effective_at"])
+    _activate(parameter_set=parameter_set, now=parameter_set.effective_at, actor=None, note=reason)
     return parameter_set
+
+
+def parameter_set_event_record(
+    *,
+    parameter_set: ParameterSet,
+    action: str,
+    actor: User | None,
+    note: str = "",
+    from_status: str = "",
+    to_status: str = "",
+    changes: list | None = None,
+    at: datetime | None = None,
+) -> ParameterSetEvent:
+    """Append one entry to the audit trail (``actor=None``: the system)."""
+    return ParameterSetEvent.objects.create(
+        parameter_set=parameter_set,
+        action=action,
+        actor=actor,
+        note=note,
+        from_status=from_status,
+        to_status=to_status,
+        changes=changes or [],
+        at=at or timezone.now(),
+    )
+
+
+def _require(user: User | None, permission: str, field: str, what: str) -> None:
+    if user is None or not user.is_active or not user.has_perm(permission):
+        raise ValidationError({field: f"{getattr(user, 'username', 'Nobody')} may not {what}."})
+
+
+def _lock(*, parameter_set: ParameterSet) -> ParameterSet:
+    """Lock ``parameter_set`` and the active set in primary-key order; return ``parameter_set`` fresh."""
+    rows = list(
+        ParameterSet.objects.filter(Q(pk=parameter_set.pk) | Q(status=ParameterStatus.ACTIVE))
+        .order_by("pk")
+        .select_for_update()
+    )
+    return next(row for row in rows if row.pk == parameter_set.pk)
+
+
+def _transition(
+    *,
+    parameter_set: ParameterSet,
+    to_status: str,
+    action: str,
+    actor: User | None,
+    note: str,
+    now: datetime,
+    fields: dict,
+) -> None:
+    from_status = parameter_set.status
+    parameter_set.status = to_status
+    for name, value in fields.items():
+        setattr(parameter_set, name, value)
+    parameter_set.save(update_fields=["status", *fields])
+    parameter_set_event_record(
+        parameter_set=parameter_set,
+        action=action,
+        actor=actor,
+        note=note,
+        from_status=from_status,
+        to_status=to_status,
+        at=now,
+    )
+
+
+def _activate(*, parameter_set: ParameterSet, now: datetime, actor: User | None, note: str = "") -> None:
+    """Make ``parameter_set`` the active set; the caller holds the locks (``_lock``)."""
+    for previous in ParameterSet.objects.filter(status=ParameterStatus.ACTIVE).exclude(pk=parameter_set.pk):
+        _transition(
+            parameter_set=previous,
+            to_status=ParameterStatus.SUPERSEDED,
+            action=EventAction.SUPERSEDED,
+            actor=actor,
+            note=f"Superseded by {parameter_set.version}",
+            now=now,
+            fields={},
+        )
+    _transition(
+        parameter_set=parameter_set,
+        to_status=ParameterStatus.ACTIVE,
+        action=EventAction.ACTIVATED,
+        actor=actor,
+        note=note,
+        now=now,
+        fields={"activated_at": now},
+    )
+    transaction.on_commit(lambda: _announce_activation(parameter_set))
+
+
+def _announce_activation(parameter_set: ParameterSet) -> None:
+    # The set is committed and active whatever a receiver does; a failing receiver (say, the broker
+    # is down when the sweep is enqueued) is logged, not turned into an error of the approval.
+    for receiver, result in parameter_set_activated.send_robust(
+        sender=ParameterSet, parameter_set=parameter_set
+    ):
+        if isinstance(result, Exception):
+            logger.error(
+                "parameter_set_activated receiver %r failed for %s",
+                receiver,
+                parameter_set.version,
+                exc_info=result,
+            )
+
+
+def parameter_set_validate(*, parameter_set: ParameterSet):
+    """Check a whole set: every row against the model's rules, then the parameters form through the
+    engine (``parse_parameters``). Returns the engine's ``Parameters``; raises ``ValidationError``
+    naming the field."""
+    parameter_set = parameter_sets_with_rows().get(pk=parameter_set.pk)
+    errors: dict[str, list[str]] = {}
+    try:
+        parameter_set.full_clean(validate_unique=False)
+    except ValidationError as error:
+        errors.update(error.message_dict)
+    for row in parameter_set.underlying_parameters.all():
+        try:
+            row.full_clean(exclude=["parameter_set"], validate_unique=False)
+        except ValidationError as error:
+            for field, messages in error.message_dict.items():
+                errors[f"underlyings.{row.underlying.symbol}.{field}"] = messages
+    asset_ids = {row.asset_id for row in parameter_set.asset_parameters.all()}
+    for bracket in parameter_set.haircut_brackets.all():
+        if bracket.asset_id not in asset_ids:
+            errors["haircut_brackets"] = [
+                "Every haircut bracket's asset needs an asset row (its liability add-on) in the set."
+            ]
+    if errors:
+        raise ValidationError(errors)
+    try:
+        return parse_parameters(parameter_set.to_parameters_form())
+    except DocumentError as error:
+        raise ValidationError({error.field: error.message}) from None
+
+
+@transaction.atomic
+def parameter_set_draft_from(
+    *, base: ParameterSet, created_by: User | None, version: str, reason: str = ""
+) -> ParameterSet:
+    """A new editable draft holding a copy of every parameter of ``base`` (``created_by=None``: the
+    system)."""
+    if created_by is not None:
+        _require(created_by, ADD_PERMISSION, "created_by", "create parameter sets")
+    version = version.strip()
+    if not version:
+        raise ValidationError({"version": "A version is required."})
+    base = parameter_sets_with_rows().get(pk=base.pk)
+    return parameter_set_create(
+        form=base.to_parameters_form() | {"version": version},
+        created_by=created_by,
+        origin=ParameterOrigin.MANUAL if created_by is not None else ParameterOrigin.CALIBRATION,
+        reason=reason or f"Copied from {base.version}",
+        based_on=base,
+    )
+
+
+@transaction.atomic
+def parameter_set_edit_record(*, parameter_set: ParameterSet, edited_by: User, changes: list) -> None:
+    """Record an edit of a draft (the admin saves drafts, then calls this with what changed)."""
+    if parameter_set.status != ParameterStatus.DRAFT:
+        raise ValidationError({"status": "Only a draft can be edited."})
+    parameter_set_event_record(
+        parameter_set=parameter_set,
+        action=EventAction.EDITED,
+        actor=edited_by,
+        changes=changes,
+        from_status=ParameterStatus.DRAFT,
+        to_status=ParameterStatus.DRAFT,
+    )
+
+
+@transaction.atomic
+def parameter_set_propose(
+    *, parameter_set: ParameterSet, proposed_by: User | None, reason: str
+) -> ParameterSet:
+    """Freeze a validated draft as a proposal (``proposed_by=None``: proposed by the system, as
+    calibration does). Invalid sets are refused with the engine's error, nothing changed."""
+    if proposed_by is not None:
+        _require(proposed_by, EDIT_PERMISSION, "proposed_by", "propose parameter sets")
+    if not reason.strip():
+        raise ValidationError({"reason": "Say why this change is proposed."})
+    parameter_set = _lock(parameter_set=parameter_set)
+    if parameter_set.status != ParameterStatus.DRAFT:
+        raise ValidationError(
+            {"status": f"Only a draft can be proposed; this set is {parameter_set.status}."}
+        )
+    parameter_set_validate(parameter_set=parameter_set)
+    now = timezone.now()
+    _transition(
+        parameter_set=parameter_set,
+        to_status=ParameterStatus.PROPOSED,
+        action=EventAction.PROPOSED,
+        actor=proposed_by,
+        note=reason,
+        now=now,
+        fields={"proposed_by": proposed_by, "proposed_at": now, "reason": reason},
+    )
+    return parameter_set
+
+
+@transaction.atomic
+def parameter_set_approve(
+    *, parameter_set: ParameterSet, approved_by: User, note: str = "", now: datetime | None = None
+) -> ParameterSet:
+    """Approve a proposal (a risk approver who did not propose it). It becomes active at once when its
+    effective time has come (or is unset), else at that time through ``parameter_set_activate_due``."""
+    _require(approved_by, APPROVE_PERMISSION, "approved_by", "approve parameter sets")
+    parameter_set = _lock(parameter_set=parameter_set)
+    if parameter_set.status != ParameterStatus.PROPOSED:
+        raise ValidationError(
+            {"status": f"Only a proposed set can be approved; this set is {parameter_set.status}."}
+        )
+    if parameter_set.proposed_by_id is not None and parameter_set.proposed_by_id == approved_by.pk:
+        raise ValidationError({"approved_by": "The proposer of a parameter set cannot approve it."})
+    now = now or timezone.now()
+    _transition(
+        parameter_set=parameter_set,
+        to_status=ParameterStatus.APPROVED,
+        action=EventAction.APPROVED,
+        actor=approved_by,
+        note=note,
+        now=now,
+        fields={"decided_by": approved_by, "decided_at": now, "decision_note": note},
+    )
+    if parameter_set.effective_at is None or parameter_set.effective_at <= now:
+        if parameter_set.effective_at is None:
+            parameter_set.effective_at = now
+            parameter_set.save(update_fields=["effective_at"])
+        _activate(parameter_set=parameter_set, now=now, actor=approved_by, note="Approved and effective")
+    return parameter_set
+
+
+@transaction.atomic
+def parameter_set_reject(*, parameter_set: ParameterSet, rejected_by: User, note: str) -> ParameterSet:
+    """Refuse a proposal, with the reason (a risk approver who did not propose it)."""
+    _require(rejected_by, APPROVE_PERMISSION, "rejected_by", "reject parameter sets")
+    if not note.strip():
+        raise ValidationError({"note": "Say why the proposal is rejected."})
+    parameter_set = _lock(parameter_set=parameter_set)
+    if parameter_set.status != ParameterStatus.PROPOSED:
+        raise ValidationError(
+            {"status": f"Only a proposed set can be rejected; this set is {parameter_set.status}."}
+        )
+    if parameter_set.proposed_by_id is not None and parameter_set.proposed_by_id == rejected_by.pk:
+        raise ValidationError(
+            {"rejected_by": "The proposer cannot reject their own set; withdraw it instead."}
+        )
+    now = timezone.now()
+    _transition(
+        parameter_set=parameter_set,
+        to_status=ParameterStatus.REJECTED,
+        action=EventAction.REJECTED,
+        actor=rejected_by,
+        note=note,
+        now=now,
+        fields={"decided_by": rejected_by, "decided_at": now, "decision_note": note},
+    )
+    return parameter_set
+
+
+WITHDRAWABLE = (ParameterStatus.DRAFT, ParameterStatus.PROPOSED, ParameterStatus.APPROVED)
+
+
+@transaction.atomic
+def parameter_set_withdraw(*, parameter_set: ParameterSet, withdrawn_by: User, note: str) -> ParameterSet:
+    """Abandon a draft, a proposal or an approved set that is not yet active (ops staff)."""
+    _require(withdrawn_by, EDIT_PERMISSION, "withdrawn_by", "withdraw parameter sets")
+    if not note.strip():
+        raise ValidationError({"note": "Say why the set is withdrawn."})
+    parameter_set = _lock(parameter_set=parameter_set)
+    if parameter_set.status not in WITHDRAWABLE:
+        raise ValidationError({"status": f"A {parameter_set.status} set cannot be withdrawn."})
+    now = timezone.now()
+    _transition(
+        parameter_set=parameter_set,
+        to_status=ParameterStatus.WITHDRAWN,
+        action=EventAction.WITHDRAWN,
+        actor=withdrawn_by,
+        note=note,
+        now=now,
+        fields={"decided_by": withdrawn_by, "decided_at": now, "decision_note": note},
+    )
+    return parameter_set
+
+
+@transaction.atomic
+def parameter_set_activate_due(*, now: datetime | None = None) -> list[ParameterSet]:
+    """Activate approved sets whose effective time has come (Celery beat runs this every ~15 s).
+
+    When several are due at once only the latest takes effect; the earlier ones are superseded
+    without ever being active, so one activation (and one full sweep) happens. Returns the sets
+    activated (at most one). Safe to run concurrently: rows are locked and re-read.
+    """
+    now = now or timezone.now()
+    due = list(
+        ParameterSet.objects.filter(
+            Q(status=ParameterStatus.APPROVED, effective_at__lte=now) | Q(status=ParameterStatus.ACTIVE)
+        )
+        .order_by("pk")
+        .select_for_update()
+    )
+    due = sorted(
+        (row for row in due if row.status == ParameterStatus.APPROVED), key=lambda r: (r.effective_at, r.pk)
+    )
+    if not due:
+        return []
+    *skipped, latest = due
+    for parameter_set in skipped:
+        _transition(
+            parameter_set=parameter_set,
+            to_status=ParameterStatus.SUPERSEDED,
+            action=EventAction.SUPERSEDED,
+            actor=None,
+            note=f"Superseded by {latest.version} before taking effect",
+            now=now,
+            fields={},
+        )
+    _activate(parameter_set=latest, now=now, actor=None, note="Effective time reached")
+    return [latest]
