@@ -37,9 +37,27 @@ _OPS_EDIT = {
     for action in ("add", "change")
 }
 
+# Risk parameter governance (maker-checker): ops draft and propose parameter sets and edit their
+# rows while drafts; risk approvers view them and approve or reject proposals. Nobody deletes.
+_PARAMETERS_VIEW = {
+    f"riskengine.view_{model}"
+    for model in (
+        "parameterset",
+        "underlyingparameters",
+        "assetparameters",
+        "haircutbracket",
+        "parametersetevent",
+    )
+}
+_PARAMETERS_EDIT = {
+    f"riskengine.{action}_{model}"
+    for model in ("parameterset", "underlyingparameters", "assetparameters", "haircutbracket")
+    for action in ("add", "change")
+}
+
 ROLE_PERMISSIONS: dict[str, frozenset[str]] = {
-    Role.OPS: frozenset(_VIEW_ALL | _OPS_EDIT),
-    Role.RISK_APPROVER: frozenset(_VIEW_ALL),
+    Role.OPS: frozenset(_VIEW_ALL | _OPS_EDIT | _PARAMETERS_VIEW | _PARAMETERS_EDIT),
+    Role.RISK_APPROVER: frozenset(_VIEW_ALL | _PARAMETERS_VIEW | {"riskengine.approve_parameterset"}),
     Role.TRADER: frozenset(),
     Role.VIEWER: frozenset(),
     Role.PRICE_SOURCE: frozenset(),

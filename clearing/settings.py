@@ -195,7 +195,13 @@ CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_TIMEZONE = "UTC"
-CELERY_BEAT_SCHEDULE: dict = {}
+CELERY_BEAT_SCHEDULE: dict = {
+    # Approved risk parameter sets take effect at their effective time (riskengine.services).
+    "riskengine-parameter-sets-activate-due": {
+        "task": "riskengine.tasks.parameter_sets_activate_due",
+        "schedule": 15.0,
+    },
+}
 CELERY_BEAT_SCHEDULE_FILENAME = str(VAR_DIR / "celerybeat-schedule")
 
 # https://channels.readthedocs.io/en/stable/topics/channel_layers.html
