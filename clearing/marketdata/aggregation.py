@@ -1,0 +1,216 @@
+"""The oracle's aggregation rule as a pure function over plain values (no Django, no database).
+
+``index_aggregate(quotes, rules=..., prior=..., now=...)`` turns each source's latest quote for one
+symbol into an index price with a status:
+
+1. A source is *fresh* when its ``source_time`` is within ``max_age`` of ``now``. None fresh →
+   ``stale``: no price, the last good price stands.
+2. The median of the fresh quotes is the centre; a quote more than ``max_deviation`` (a fraction)
+   away from it is excluded, with the reason. With exactly two fresh sources there is no
+   majority: the one closest to the last good price is kept and the other excluded (two sources are
+   never averaged).
+3. The price is the median of what remains (with two: the one closest to the last good price; with
+   one: that one). Status ``ok``, or ``degraded`` when fewer than ``min_sources`` remain.
+4. Circuit breaker: a price more than ``breaker_move`` away from a last good price set within
+   ``breaker_window`` is held ``unconfirmed`` (the last good price stands) until the next
+   aggregation agrees with it within ``max_deviation`` — that confirms it — or an ops user does.
+
+Every result names the contributing sources and each exclusion with its reason.
+"""
+
+from __future__ import annotations
+
+import statistics
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from decimal import Decimal
+
+PRICE_PLACES = Decimal("1e-10")
+
+OK, DEGRADED, STALE, UNCONFIRMED = "ok", "degraded", "stale", "unconfirmed"
+
+
+@dataclass(frozen=True)
+class Quote:
+    source: str
+    price: Decimal
+    source_time: datetime
+
+
+@dataclass(frozen=True)
+class OracleRules:
+    max_age: timedelta
+    max_deviation: Decimal  # fraction of the median, 0.02 = 2 %
+    min_sources: int
+    breaker_move: Decimal  # fraction of the last good price
+    breaker_window: timedelta
+    event_move: Decimal  # fraction of the price at the last sweep
+
+
+@dataclass(frozen=True)
+class PriorState:
+    last_good_price: Decimal | None = None
+    last_good_at: datetime | None = None
+    pending_price: Decimal | None = None  # the candidate the breaker holds, if any
+
+
+@dataclass(frozen=True)
+class Exclusion:
+    source: str
+    price: Decimal
+    reason: str
+
+    def as_json(self) -> dict:
+        return {"source": self.source, "price": str(self.price), "reason": self.reason}
+
+
+@dataclass(frozen=True)
+class Aggregate:
+    status: str
+    price: Decimal | None  # what the fresh sources say (None when stale)
+    sources: tuple[str, ...]
+    exclusions: tuple[Exclusion, ...]
+    note: str
+    last_good_price: Decimal | None  # what the platform uses after this aggregation
+    last_good_at: datetime | None
+    pending_price: Decimal | None  # held by the breaker (status unconfirmed), else None
+    pending_status: str  # the status the held price would have had: ok or degraded
+    fresh_until: datetime | None  # when the freshest contributing quote goes stale
+
+    @property
+    def is_good(self) -> bool:
+        """True when this aggregation set a new last good price."""
+        return self.status in (OK, DEGRADED)
+
+
+def _pct(fraction: Decimal) -> str:
+    return f"{fraction * 100:.2f} %"
+
+
+def _move(price: Decimal, reference: Decimal) -> Decimal:
+    return abs(price / reference - 1)
+
+
+def index_aggregate(
+    quotes: list[Quote], *, rules: OracleRules, prior: PriorState, now: datetime
+) -> Aggregate:
+    """One aggregation of ``quotes`` (each source's latest quote, one per source) at ``now``."""
+    exclusions: list[Exclusion] = []
+    notes: list[str] = []
+    horizon = now - rules.max_age
+    fresh = []
+    for quote in sorted(quotes, key=lambda q: q.source):
+        if quote.source_time < horizon:
+            exclusions.append(
+                Exclusion(quote.source, quote.price, f"stale: source time older than {rules.max_age}")
+            )
+        else:
+            fresh.append(quote)
+    if not fresh:
+        return Aggregate(
+            status=STALE,
+            price=None,
+            sources=(),
+            exclusions=tuple(exclusions),
+            note="no fresh source; the last good price stands",
+            last_good_price=prior.last_good_price,
+            last_good_at=prior.last_good_at,
+            pending_price=None,
+            pending_status="",
+            fresh_until=None,
+        )
+
+    anchor = prior.last_good_price
+    if len(fresh) == 2:
+        # No majority between two: never average them; keep the one closer to the last good price.
+        if anchor is None:
+            kept, other = sorted(fresh, key=lambda q: q.source_time, reverse=True)
+            reason = "two sources and no last good price: kept the most recent quote"
+        else:
+            kept, other = sorted(fresh, key=lambda q: (abs(q.price - anchor), q.source))
+            reason = f"two sources: kept {kept.source}, closer to the last good price {anchor}"
+        if other.price == kept.price:
+            remaining = fresh
+        else:
+            remaining = [kept]
+            exclusions.append(Exclusion(other.source, other.price, reason))
+            notes.append(reason)
+        price = kept.price
+    else:
+        centre = statistics.median(q.price for q in fresh)
+        remaining = []
+        for quote in fresh:
+            deviation = _move(quote.price, centre)
+            if deviation > rules.max_deviation:
+                exclusions.append(
+                    Exclusion(
+                        quote.source,
+                        quote.price,
+                        f"deviates {_pct(deviation)} from the median "
+                        f"{centre.quantize(PRICE_PLACES).normalize()} (max {_pct(rules.max_deviation)})",
+                    )
+                )
+            else:
+                remaining.append(quote)
+        if not remaining:
+            # Only possible with an even number of split quotes: fall back to the closest to the
+            # last good price (or to the median) rather than to an average nobody quoted.
+            target = anchor if anchor is not None else centre
+            kept = min(fresh, key=lambda q: (abs(q.price - target), q.source))
+            exclusions = [e for e in exclusions if e.source != kept.source]
+            remaining = [kept]
+            notes.append(f"sources split; kept {kept.source}, closest to {target}")
+        if len(remaining) == 2:
+            target = anchor if anchor is not None else centre
+            kept = min(remaining, key=lambda q: (abs(q.price - target), q.source))
+            price = kept.price
+            notes.append(f"two sources left: took {kept.source}, closest to {target}")
+        else:
+            price = statistics.median(q.price for q in remaining)
+    price = price.quantize(PRICE_PLACES)
+    status = OK if len(remaining) >= rules.min_sources else DEGRADED
+    if status == DEGRADED:
+        notes.insert(0, f"{len(remaining)} of {rules.min_sources} required sources")
+    sources = tuple(q.source for q in remaining)
+    fresh_until = max(q.source_time for q in remaining) + rules.max_age
+
+    breaker_armed = (
+        anchor is not None
+        and prior.last_good_at is not None
+        and prior.last_good_at >= now - rules.breaker_window
+        and _move(price, anchor) > rules.breaker_move
+    )
+    if breaker_armed:
+        if prior.pending_price is not None and _move(price, prior.pending_price) <= rules.max_deviation:
+            notes.append(
+                f"confirms the move of {_pct(_move(price, anchor))} from {anchor} held by the breaker"
+            )
+        else:
+            notes.append(
+                f"circuit breaker: {_pct(_move(price, anchor))} from the last good price {anchor} "
+                f"(max {_pct(rules.breaker_move)} within {rules.breaker_window}); held until confirmed"
+            )
+            return Aggregate(
+                status=UNCONFIRMED,
+                price=price,
+                sources=sources,
+                exclusions=tuple(exclusions),
+                note="; ".join(notes),
+                last_good_price=anchor,
+                last_good_at=prior.last_good_at,
+                pending_price=price,
+                pending_status=status,
+                fresh_until=fresh_until,
+            )
+    return Aggregate(
+        status=status,
+        price=price,
+        sources=sources,
+        exclusions=tuple(exclusions),
+        note="; ".join(notes),
+        last_good_price=price,
+        last_good_at=now,
+        pending_price=None,
+        pending_status="",
+        fresh_until=fresh_until,
+    )

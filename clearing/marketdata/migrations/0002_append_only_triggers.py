@@ -1,0 +1,27 @@
+"""The database itself refuses UPDATE and DELETE on the oracle's ledgers."""
+
+from django.db import migrations
+
+from clearing.ledger import append_only_trigger_sql
+
+LEDGER_TABLES = ["marketdata_priceobservation", "marketdata_volobservation", "marketdata_indexprice"]
+
+
+def install(apps, schema_editor):
+    for table in LEDGER_TABLES:
+        forward, _ = append_only_trigger_sql(table, schema_editor.connection.vendor)
+        for statement in forward:
+            schema_editor.execute(statement, params=None)
+
+
+def uninstall(apps, schema_editor):
+    for table in LEDGER_TABLES:
+        _, reverse = append_only_trigger_sql(table, schema_editor.connection.vendor)
+        for statement in reverse:
+            schema_editor.execute(statement, params=None)
+
+
+class Migration(migrations.Migration):
+    dependencies = [("marketdata", "0001_initial")]
+
+    operations = [migrations.RunPython(install, uninstall)]

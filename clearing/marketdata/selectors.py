@@ -1,0 +1,76 @@
+"""Reads of the oracle. ``market_quotes_current`` is what every sweep and the API read."""
+
+from __future__ import annotations
+
+from datetime import date, datetime
+
+from django.conf import settings
+from django.utils import timezone
+
+from clearing.marketdata.aggregation import DEGRADED, OK, STALE
+from clearing.marketdata.models import IndexClose, IndexPrice, IndexState, OpsAlert, SymbolKind, VolMark
+from riskengine.quotes import MarketQuotes
+
+
+def market_quotes_current(*, at: datetime | None = None) -> MarketQuotes:
+    """The oracle's current market, valued at ``at`` (default now), in two queries.
+
+    Prices are each symbol's *last good* price. A symbol whose freshest contributing source is
+    older than its ``max_age`` at ``at`` reads ``stale`` even before the next aggregation records
+    it. The settlement asset is always 1.0 with status ``ok``. ``index_price_ids`` points at the
+    row of each last good price.
+    """
+    at = at or timezone.now()
+    underlyings: dict[str, float] = {}
+    assets: dict[str, float] = {settings.SETTLEMENT_ASSET: 1.0}
+    statuses: dict[str, str] = {settings.SETTLEMENT_ASSET: OK}
+    ids: dict[str, int] = {}
+    for state in IndexState.objects.all():
+        status = state.status
+        if status in (OK, DEGRADED) and (state.fresh_until is None or state.fresh_until < at):
+            status = STALE
+        statuses[state.symbol] = status
+        if state.last_good_price is None:
+            continue
+        target = underlyings if state.kind == SymbolKind.UNDERLYING else assets
+        target[state.symbol] = float(state.last_good_price)
+        if state.last_good_index_price_id is not None:
+            ids[state.symbol] = state.last_good_index_price_id
+    ivs = {
+        symbol: float(iv)
+        for symbol, iv in VolMark.objects.filter(instrument__is_active=True).values_list(
+            "instrument__symbol", "iv"
+        )
+    }
+    return MarketQuotes(
+        valuation_time=at,
+        underlying_prices=underlyings,
+        asset_prices=assets,
+        option_ivs=ivs,
+        statuses=statuses,
+        index_price_ids=ids,
+    )
+
+
+def underlyings_unsafe_for_liquidation(*, at: datetime | None = None) -> set[str]:
+    """Symbols whose price is ``stale`` or ``unconfirmed``: no liquidation of exposed accounts."""
+    return market_quotes_current(at=at).unsafe_for_liquidation()
+
+
+def index_prices_recent(*, symbol: str, limit: int = 50) -> list[IndexPrice]:
+    return list(IndexPrice.objects.filter(symbol=symbol).order_by("-id")[:limit])
+
+
+def index_closes(*, symbols: list[str], until: date | None = None) -> dict[str, list[tuple[date, float]]]:
+    """Daily closes per symbol in date order (one query), up to ``until`` inclusive."""
+    rows = IndexClose.objects.filter(symbol__in=symbols)
+    if until is not None:
+        rows = rows.filter(day__lte=until)
+    closes: dict[str, list[tuple[date, float]]] = {symbol: [] for symbol in symbols}
+    for symbol, day, price in rows.order_by("symbol", "day").values_list("symbol", "day", "price"):
+        closes[symbol].append((day, float(price)))
+    return closes
+
+
+def ops_alerts_open() -> list[OpsAlert]:
+    return list(OpsAlert.objects.filter(resolved_at=None).order_by("-last_raised_at"))
