@@ -18,6 +18,7 @@ import os
 from pathlib import Path
 
 import dj_database_url
+from celery.schedules import crontab
 from django.core.exceptions import ImproperlyConfigured
 
 BASE_DIR = Path(__file__).resolve().parent.parent
@@ -84,6 +85,7 @@ INSTALLED_APPS = [
     "accounts",
     "clearing",
     "riskengine",
+    "clearing.marketdata",
     "frontend",
 ]
 
@@ -201,6 +203,11 @@ CELERY_BEAT_SCHEDULE: dict = {
         "task": "riskengine.tasks.parameter_sets_activate_due",
         "schedule": 15.0,
     },
+    # The oracle records symbols whose sources went quiet as stale (and alerts ops).
+    "marketdata-refresh": {"task": "marketdata.refresh", "schedule": 10.0},
+    # Daily recalibration of psr and correlations: proposed, never applied automatically.
+    # Runs after the UTC day's close is recorded.
+    "marketdata-calibrate": {"task": "marketdata.calibrate", "schedule": crontab(hour=0, minute=15)},
 }
 CELERY_BEAT_SCHEDULE_FILENAME = str(VAR_DIR / "celerybeat-schedule")
 
