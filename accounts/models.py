@@ -146,6 +146,8 @@ class MovementKind(models.TextChoices):
     PREMIUM = "premium", "Option premium"
     REALISED_PNL = "realised_pnl", "Realised P&L"
     FEE = "fee", "Fee"
+    LIQUIDATION_FEE = "liquidation_fee", "Liquidation fee"
+    DEFICIT_COVER = "deficit_cover", "Deficit covered by the insurance fund"
 
 
 class CollateralMovement(AppendOnlyModel):
