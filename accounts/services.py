@@ -29,6 +29,7 @@ from accounts.models import (
     Role,
     User,
 )
+from clearing.signals import accounts_changed_on_commit
 from clearing.validation import decimal_positive
 
 
@@ -97,6 +98,7 @@ def collateral_movements_apply(
     for balance in balances.values():
         balance.updated_at = now
     CollateralBalance.objects.bulk_update(list(balances.values()), ["amount", "updated_at"])
+    accounts_changed_on_commit(sender=__name__, account_ids=account_ids)
     return CollateralMovement.objects.bulk_create(movements)
 
 

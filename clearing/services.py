@@ -27,6 +27,7 @@ from django.utils import timezone
 from accounts.models import Asset, MarginAccount, MovementKind, User
 from accounts.services import BalanceChange, collateral_movements_apply, margin_accounts_lock
 from clearing.models import Instrument, InstrumentKind, Position, Trade
+from clearing.signals import accounts_changed_on_commit
 from clearing.validation import MAX_DECIMAL_PLACES, decimal_nonzero, decimal_positive, errors_prefixed
 
 _QUANTUM = Decimal(1).scaleb(-MAX_DECIMAL_PLACES)
@@ -175,6 +176,7 @@ def trades_book(*, fills: Sequence[Fill], booked_by: User | None = None) -> list
         ],
         created_by=booked_by,
     )
+    accounts_changed_on_commit(sender=__name__, account_ids=[f.account.pk for f in fills])
     return trades
 
 

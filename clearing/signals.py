@@ -1,0 +1,24 @@
+"""Signals of the clearing domain.
+
+``accounts_changed`` is sent (``sender`` = the service's module name, kwarg ``account_ids``: a
+sorted list of margin account ids) after a transaction that changed positions or collateral
+balances has committed — a booked trade batch or applied collateral movements. It is never sent for
+a transaction that rolled back. The margin sweeps connect it to a coalesced event sweep of those
+accounts (``riskengine.sweeps``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from django.db import transaction
+from django.dispatch import Signal
+
+accounts_changed = Signal()
+
+
+def accounts_changed_on_commit(*, sender: str, account_ids: Iterable[int]) -> None:
+    """Send ``accounts_changed`` for ``account_ids`` once the current transaction commits."""
+    ids = sorted(set(account_ids))
+    if ids:
+        transaction.on_commit(lambda: accounts_changed.send(sender=sender, account_ids=ids))
