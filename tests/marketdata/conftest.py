@@ -6,9 +6,9 @@ import pytest
 from django.utils import timezone
 
 from accounts.models import Role
+from accounts.services import user_create
 from clearing.marketdata.services import price_source_register
 from riskengine.services import parameter_set_bootstrap
-from tests import factories
 
 
 class Clock:
@@ -37,9 +37,22 @@ def clock(monkeypatch):
 
 
 def small_form(assets: list[str]) -> dict:
-    underlying = {"psr": 0.15, "imf": 0.10, "mmf": 0.05}
+    underlying = {
+        "psr": 0.15, "vol_up": 0.5, "vol_down": 0.25,
+        "extreme": [{"multiple": -2, "coverage": 0.35}, {"multiple": 2, "coverage": 0.35}],
+        "min_basis": 0.01, "basis_rate": 0.075, "som_rate": 0.01,
+        "conc_threshold": 20_000_000, "conc_rate": 0.05, "imf": 0.10, "mmf": 0.05,
+    }  # fmt: skip
     return {
         "version": "test-1",
+        "mm_ratio": 0.8,
+        "offset_cap": 0.8,
+        "lookahead_days": 1,
+        "rate": 0.0,
+        "price_steps": 4,
+        "min_vol": 0.01,
+        "vol_term": {"pivot_days": 30, "short_power": 0.30, "long_power": 0.13},
+        "standard": {"option_imf": 0.15, "option_min": 0.10, "option_mmf": 0.075},
         "underlyings": {"BTC": underlying, "ETH": dict(underlying, psr=0.18)},
         "correlation": {"underlyings": ["BTC", "ETH"], "matrix": [[1.0, 0.8], [0.8, 1.0]]},
         "assets": {
@@ -58,7 +71,8 @@ def oracle(db, venue, clock):
     """The small venue with an active parameter set (default oracle thresholds: max_age 60 s,
     max_deviation 2 %, min_sources 3, breaker 15 % within 300 s, event move 2 %) and four sources."""
     parameter_set_bootstrap(form=small_form(["USD", "USDC", "BTC"]))
-    users = [factories.user_make(username=f"src-{name}", role=Role.PRICE_SOURCE) for name in "abcd"]
+    # System users without a password: hashing one is slow and sources use API tokens anyway.
+    users = [user_create(username=f"src-{name}", password=None, role=Role.PRICE_SOURCE) for name in "abcd"]
     for user in users:
         price_source_register(user=user)
     venue.sources = users
