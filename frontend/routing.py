@@ -1,3 +1,9 @@
 """Websocket routes (served under the ASGI app's session authentication and origin check)."""
 
-websocket_urlpatterns: list = []
+from django.urls import path
+
+from frontend.consumers import MarginConsumer
+
+websocket_urlpatterns: list = [
+    path("ws/margin/", MarginConsumer.as_asgi()),
+]

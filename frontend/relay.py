@@ -1,0 +1,167 @@
+"""The outbox relay: committed ``OutboxEvent`` rows → the channel layer → members' browsers.
+
+Design (see also README, "Live margin"):
+
+* Producers (sweeps, the oracle, target bands) call ``frontend.events.events_publish`` inside the
+  transaction of the state change, so an event exists iff its change committed.
+* One relay task runs inside each ASGI web process. It is started lazily by the first websocket
+  connection (``relay_ensure_started``): a process that serves no websocket has nobody to push to,
+  and the lazy start works the same under uvicorn, daphne and the test servers, none of which need
+  a lifespan handler for it.
+* Every ``POLL_SECONDS`` it *claims* a batch of pending rows in one statement,
+  ``UPDATE … SET relayed_at = now WHERE id IN (SELECT … WHERE relayed_at IS NULL ORDER BY id
+  [FOR UPDATE SKIP LOCKED] LIMIT n) RETURNING …``. On PostgreSQL, ``SKIP LOCKED`` lets several web
+  processes (behind the Redis layer) claim disjoint batches, so each row is relayed exactly once; on
+  SQLite (the embedded stack: one web process, writers serialised by the database lock) the same
+  statement without the locking clause is atomic.
+* Claimed rows are ``group_send``-ed in id order to ``account-<id>`` groups: the in-memory layer of
+  this process in the embedded stack, Redis in production (where any web process may hold the
+  member's socket).
+* Rows older than ``RETENTION`` are deleted (relayed or not): pushes are notifications, the database
+  is the truth, and a page that connects or reconnects reads the current state, never old events.
+
+Why polling and not LISTEN/NOTIFY: a 50 ms poll of a partial index (``outbox_pending``) costs one
+cheap query per process and works identically on SQLite; measured end-to-end figures are in
+docs/performance.md ("Live margin").
+
+The relay's database work runs on its own single thread (its own connection): it never queues
+behind, or holds up, the thread that serves Django's synchronous views.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from concurrent.futures import ThreadPoolExecutor
+from datetime import timedelta
+
+from channels.layers import get_channel_layer
+from django.db import close_old_connections, connection, transaction
+from django.utils import timezone
+
+from frontend.models import OutboxEvent
+
+logger = logging.getLogger(__name__)
+
+POLL_SECONDS = 0.05
+BATCH = 500
+RETENTION = timedelta(minutes=5)
+PRUNE_EVERY_SECONDS = 30.0
+# The layer message type the consumers handle (``MarginConsumer.outbox_event``).
+MESSAGE_TYPE = "outbox.event"
+
+
+def outbox_claim(*, limit: int = BATCH) -> list[tuple[int, str, dict]]:
+    """Mark up to ``limit`` pending rows relayed and return them as ``(id, group, payload)`` in id
+    order. Safe with concurrent relays: a row is returned to exactly one caller."""
+    table = OutboxEvent._meta.db_table
+    lock = " FOR UPDATE SKIP LOCKED" if connection.vendor == "postgresql" else ""
+    sql = (
+        f"UPDATE {table} SET relayed_at = %s WHERE id IN ("
+        f"SELECT id FROM {table} WHERE relayed_at IS NULL ORDER BY id LIMIT %s{lock}"
+        ') RETURNING id, "group", payload'
+    )
+    with transaction.atomic(), connection.cursor() as cursor:
+        cursor.execute(sql, [timezone.now(), limit])
+        rows = cursor.fetchall()
+    field = OutboxEvent._meta.get_field("payload")
+    decoded = [(pk, group, field.from_db_value(payload, None, connection)) for pk, group, payload in rows]
+    # RETURNING gives no order guarantee; members must see events in the order they happened.
+    decoded.sort(key=lambda row: row[0])
+    return decoded
+
+
+def outbox_prune(*, retention: timedelta = RETENTION) -> int:
+    """Delete rows older than ``retention``; returns how many."""
+    deleted, _ = OutboxEvent.objects.filter(created_at__lt=timezone.now() - retention).delete()
+    return deleted
+
+
+def _connection_close() -> None:
+    connection.close()
+
+
+class OutboxRelay:
+    """The polling loop of one process (see the module docstring)."""
+
+    def __init__(self, *, poll_seconds: float = POLL_SECONDS, batch: int = BATCH) -> None:
+        self.poll_seconds = poll_seconds
+        self.batch = batch
+        self.relayed = 0
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="outbox-relay")
+        self._task: asyncio.Task | None = None
+        self._last_prune = 0.0
+
+    def _claim(self) -> list[tuple[int, str, dict]]:
+        close_old_connections()
+        try:
+            if time.monotonic() - self._last_prune > PRUNE_EVERY_SECONDS:
+                self._last_prune = time.monotonic()
+                outbox_prune()
+            return outbox_claim(limit=self.batch)
+        except Exception:
+            # A broken connection is replaced on the next round; never let the loop die.
+            connection.close()
+            raise
+
+    async def run_once(self) -> int:
+        """Claim one batch and send it; returns how many events were sent."""
+        loop = asyncio.get_running_loop()
+        rows = await loop.run_in_executor(self._executor, self._claim)
+        if rows:
+            layer = get_channel_layer()
+            for _, group, payload in rows:
+                await layer.group_send(group, {"type": MESSAGE_TYPE, "event": payload})
+            self.relayed += len(rows)
+        return len(rows)
+
+    async def run(self) -> None:
+        while True:
+            try:
+                sent = await self.run_once()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                logger.exception("outbox relay round failed; retrying")
+                await asyncio.sleep(1.0)
+                continue
+            # A full batch means more are waiting: go again at once.
+            if sent < self.batch:
+                await asyncio.sleep(self.poll_seconds)
+
+    def start(self) -> asyncio.Task:
+        if self._task is None or self._task.done():
+            self._task = asyncio.get_running_loop().create_task(self.run(), name="outbox-relay")
+        return self._task
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+        # The connection belongs to the relay's thread: close it there (the proxy resolves per thread).
+        await asyncio.get_running_loop().run_in_executor(self._executor, _connection_close)
+        self._executor.shutdown(wait=False)
+
+
+_relays: dict[asyncio.AbstractEventLoop, OutboxRelay] = {}
+
+
+def relay_ensure_started() -> OutboxRelay:
+    """Start this event loop's relay if it is not running (called on every websocket connect)."""
+    loop = asyncio.get_running_loop()
+    relay = _relays.get(loop)
+    if relay is None:
+        relay = _relays[loop] = OutboxRelay()
+    relay.start()
+    return relay
+
+
+async def relay_stop() -> None:
+    """Stop this event loop's relay (tests; servers just exit)."""
+    relay = _relays.pop(asyncio.get_running_loop(), None)
+    if relay is not None:
+        await relay.stop()

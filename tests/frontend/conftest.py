@@ -1,0 +1,49 @@
+import pytest
+import pytest_asyncio
+from channels.testing import WebsocketCommunicator
+from django.conf import settings
+from django.test import Client
+
+from accounts.models import Role
+from clearing.asgi import application
+from frontend.relay import relay_stop
+from tests import factories
+
+
+@pytest.fixture
+def two_members(transactional_db):
+    """Members AAA (two accounts) and BBB (one), a trader each; committed, because the consumer and
+    the relay read from their own threads and connections."""
+    member_a = factories.member_make(code="AAA")
+    member_b = factories.member_make(code="BBB")
+    return {
+        "a_accounts": [
+            factories.account_make(member=member_a, code="AAA-01"),
+            factories.account_make(member=member_a, code="AAA-02"),
+        ],
+        "b_accounts": [factories.account_make(member=member_b, code="BBB-01")],
+        "alice": factories.user_make(username="alice", role=Role.TRADER, member=member_a),
+        "bob": factories.user_make(username="bob", role=Role.VIEWER, member=member_b),
+        "ops": factories.user_make(username="ops", role=Role.OPS),
+        "feed": factories.user_make(username="feed", role=Role.PRICE_SOURCE),
+    }
+
+
+def session_cookie(user) -> str:
+    client = Client()
+    client.force_login(user)
+    return client.cookies[settings.SESSION_COOKIE_NAME].value
+
+
+def communicator(*, cookie: str | None = None, origin: str = "http://testserver") -> WebsocketCommunicator:
+    headers = [(b"origin", origin.encode()), (b"host", b"testserver")]
+    if cookie:
+        headers.append((b"cookie", f"{settings.SESSION_COOKIE_NAME}={cookie}".encode()))
+    return WebsocketCommunicator(application, "/ws/margin/", headers=headers)
+
+
+@pytest_asyncio.fixture
+async def stop_relay():
+    """Stops the relay a connection started, so no task outlives the test's event loop."""
+    yield
+    await relay_stop()

@@ -1,0 +1,110 @@
+"""The /ws/margin/ socket: who may connect, and that a member hears only its own accounts."""
+
+import asyncio
+
+import pytest
+from asgiref.sync import sync_to_async
+
+from frontend.events import events_publish
+from tests.frontend.conftest import communicator, session_cookie
+
+pytestmark = [pytest.mark.asyncio, pytest.mark.usefixtures("stop_relay")]
+
+
+async def test_an_anonymous_visitor_is_refused(two_members):
+    socket = communicator()
+    connected, code = await socket.connect()
+    assert not connected
+    assert code == 4401
+
+
+async def test_a_foreign_origin_is_refused_even_with_a_valid_session(two_members):
+    cookie = await sync_to_async(session_cookie)(two_members["alice"])
+    socket = communicator(cookie=cookie, origin="https://evil.example.com")
+    connected, _ = await socket.connect()
+    assert not connected
+
+
+@pytest.mark.parametrize("username", ["ops", "feed"])
+async def test_staff_and_system_users_are_refused(two_members, username):
+    cookie = await sync_to_async(session_cookie)(two_members[username])
+    connected, code = await communicator(cookie=cookie).connect()
+    assert not connected
+    assert code == 4403
+
+
+async def test_a_member_is_greeted_with_exactly_its_own_accounts(two_members):
+    cookie = await sync_to_async(session_cookie)(two_members["alice"])
+    socket = communicator(cookie=cookie)
+    connected, _ = await socket.connect()
+    assert connected
+    hello = await socket.receive_json_from(timeout=2)
+    assert hello["type"] == "hello"
+    assert [account["code"] for account in hello["accounts"]] == ["AAA-01", "AAA-02"]
+    await socket.disconnect()
+
+
+async def test_a_member_receives_its_own_events_and_never_another_members(two_members):
+    a1, a2 = two_members["a_accounts"]
+    (b1,) = two_members["b_accounts"]
+    alice = communicator(cookie=await sync_to_async(session_cookie)(two_members["alice"]))
+    bob = communicator(cookie=await sync_to_async(session_cookie)(two_members["bob"]))
+    assert (await alice.connect())[0]
+    assert (await bob.connect())[0]
+    await alice.receive_json_from(timeout=2)
+    await bob.receive_json_from(timeout=2)
+
+    await sync_to_async(events_publish)(
+        events=[
+            (b1.pk, "margin_call.opened", {"call": 7, "shortfall": "1200.5"}),
+            (a1.pk, "margin.updated", {"equity": "100"}),
+            (a2.pk, "margin_call.opened", {"call": 8}),
+        ]
+    )
+    received = [await alice.receive_json_from(timeout=2) for _ in range(2)]
+    assert received == [
+        {"type": "margin.updated", "account": a1.pk, "equity": "100"},
+        {"type": "margin_call.opened", "account": a2.pk, "call": 8},
+    ]
+    assert await bob.receive_json_from(timeout=2) == {
+        "type": "margin_call.opened",
+        "account": b1.pk,
+        "call": 7,
+        "shortfall": "1200.5",
+    }
+    assert await alice.receive_nothing(timeout=0.3)
+    assert await bob.receive_nothing(timeout=0.3)
+    await alice.disconnect()
+    await bob.disconnect()
+
+
+async def test_a_ping_is_answered_and_other_messages_are_ignored(two_members):
+    socket = communicator(cookie=await sync_to_async(session_cookie)(two_members["alice"]))
+    await socket.connect()
+    await socket.receive_json_from(timeout=2)
+    await socket.send_json_to({"type": "subscribe", "account": two_members["b_accounts"][0].pk})
+    await socket.send_json_to({"type": "ping"})
+    assert await socket.receive_json_from(timeout=2) == {"type": "pong"}
+    await socket.disconnect()
+
+
+async def test_an_event_rolled_back_with_its_change_is_never_pushed(two_members):
+    from django.db import transaction
+
+    (a1, _) = two_members["a_accounts"]
+    socket = communicator(cookie=await sync_to_async(session_cookie)(two_members["alice"]))
+    await socket.connect()
+    await socket.receive_json_from(timeout=2)
+
+    def publish_then_fail():
+        try:
+            with transaction.atomic():
+                events_publish(events=[(a1.pk, "margin_call.opened", {"call": 1})])
+                raise RuntimeError("the sweep failed after publishing")
+        except RuntimeError:
+            pass
+
+    await sync_to_async(publish_then_fail)()
+    assert await socket.receive_nothing(timeout=0.4)
+    await asyncio.sleep(0)
+    await socket.disconnect()
