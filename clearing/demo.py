@@ -429,6 +429,10 @@ def demo_venue_seed(*, today: date | None = None, log: Callable[[str], None] = p
                     booked_by=venue_user,
                 )
                 booked += 1
+    # The oracle: real history as index history, demo price sources, current prices and IV marks.
+    from clearing.marketdata.demo import marketdata_demo_seed
+
+    marketdata_demo_seed(log=log)
     log(
         f"Demo venue ready: {MarginAccount.objects.count()} accounts ({booked} books booked this run), "
         f"{Instrument.objects.count()} instruments, settlement asset {settings.SETTLEMENT_ASSET}."
