@@ -214,6 +214,11 @@ class ParameterSet(models.Model):
         }
 
 
+def default_extreme_moves() -> list[dict]:
+    """The methodology's default extreme scenarios: ±2 price scan ranges at 35 % coverage."""
+    return [{"multiple": -2, "coverage": 0.35}, {"multiple": 2, "coverage": 0.35}]
+
+
 class DraftRowMixin:
     """Rows of a set can be added, changed or deleted only while their set is a draft."""
 
@@ -241,7 +246,7 @@ class UnderlyingParameters(DraftRowMixin, models.Model):
     vol_up = _decimal(default=0.5)
     vol_down = _decimal(default=0.25)
     extreme = models.JSONField(
-        default=list,
+        default=default_extreme_moves,
         help_text='Extreme moves: [{"multiple": -2, "coverage": 0.35}, {"multiple": 2, "coverage": 0.35}]',
     )
     min_basis = _decimal(default=0.01)
