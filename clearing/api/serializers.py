@@ -1,0 +1,339 @@
+"""Input and output shapes of the API. Inputs are strict: unknown fields are refused, decimals are
+finite with at most 10 decimal places and 18 integer digits (the database's NUMERIC(28, 10)), and
+money comes back as decimal strings."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from drf_spectacular.utils import extend_schema_field
+from rest_framework import serializers
+
+from accounts.models import Asset, CollateralMovement, MarginAccount
+from clearing.models import Instrument, Position, Trade, Underlying
+from riskengine.models import ParameterSet
+
+# Upper bounds that keep one request's work bounded.
+MAX_BATCH = 1000
+MAX_WHAT_IF_TRADES = 500
+MAX_WHAT_IF_COLLATERAL = 50
+
+
+class StrictSerializer(serializers.Serializer):
+    """Refuses fields it does not declare, naming each (a typo must not be silently ignored)."""
+
+    def to_internal_value(self, data):
+        if isinstance(data, Mapping):
+            unknown = sorted(set(data) - set(self.fields))
+            if unknown:
+                raise serializers.ValidationError({name: ["Unknown field."] for name in unknown})
+        return super().to_internal_value(data)
+
+
+class PositiveDecimal(serializers.DecimalField):
+    def __init__(self, **kwargs):
+        super().__init__(max_digits=28, decimal_places=10, **kwargs)
+
+    def to_internal_value(self, data):
+        value = super().to_internal_value(data)
+        if value <= 0:
+            raise serializers.ValidationError("Must be positive.")
+        return value
+
+
+class NonZeroDecimal(serializers.DecimalField):
+    def __init__(self, **kwargs):
+        super().__init__(max_digits=28, decimal_places=10, **kwargs)
+
+    def to_internal_value(self, data):
+        value = super().to_internal_value(data)
+        if value == 0:
+            raise serializers.ValidationError("Must not be zero.")
+        return value
+
+
+# --- Reference data ------------------------------------------------------------------------------
+
+
+class UnderlyingOut(serializers.ModelSerializer):
+    class Meta:
+        model = Underlying
+        fields = ["id", "symbol", "name", "is_active"]
+
+
+class InstrumentOut(serializers.ModelSerializer):
+    underlying = serializers.SlugRelatedField(slug_field="symbol", read_only=True)
+
+    class Meta:
+        model = Instrument
+        fields = [
+            "id",
+            "symbol",
+            "kind",
+            "underlying",
+            "multiplier",
+            "expiry",
+            "strike",
+            "right",
+            "is_active",
+        ]
+
+
+class AssetOut(serializers.ModelSerializer):
+    underlying = serializers.SlugRelatedField(slug_field="symbol", read_only=True)
+
+    class Meta:
+        model = Asset
+        fields = ["id", "symbol", "name", "underlying", "decimals", "is_active"]
+
+
+# --- Prices ---------------------------------------------------------------------------------------
+
+
+class PriceObservationIn(StrictSerializer):
+    symbol = serializers.CharField(
+        max_length=20, help_text="An underlying (BTC) or a collateral asset (USDC)."
+    )
+    price = PositiveDecimal()
+    source_time = serializers.DateTimeField(
+        help_text="When the source observed the price (with a time zone)."
+    )
+
+
+class IndexPriceOut(serializers.Serializer):
+    id = serializers.IntegerField()
+    symbol = serializers.CharField()
+    status = serializers.CharField(help_text="ok, degraded, stale or unconfirmed.")
+    price = serializers.DecimalField(max_digits=28, decimal_places=10, allow_null=True)
+    last_good_price = serializers.DecimalField(max_digits=28, decimal_places=10, allow_null=True)
+    sources = serializers.ListField(child=serializers.CharField())
+    note = serializers.CharField()
+    computed_at = serializers.DateTimeField()
+
+
+class VolObservationIn(StrictSerializer):
+    instrument = serializers.CharField(max_length=40, help_text="An option's symbol.")
+    iv = PositiveDecimal(help_text="Annualised implied volatility (0.55 = 55 %).")
+    source_time = serializers.DateTimeField()
+
+
+class VolObservationOut(serializers.Serializer):
+    id = serializers.IntegerField()
+    instrument = serializers.CharField(source="instrument.symbol")
+    iv = serializers.DecimalField(max_digits=12, decimal_places=8)
+    source_time = serializers.DateTimeField()
+    received_at = serializers.DateTimeField()
+
+
+class IndexStateOut(serializers.Serializer):
+    symbol = serializers.CharField()
+    kind = serializers.CharField(help_text="underlying or asset.")
+    status = serializers.CharField(
+        help_text="ok, degraded, stale or unconfirmed; a symbol whose sources went quiet reads stale."
+    )
+    price = serializers.DecimalField(
+        max_digits=28, decimal_places=10, allow_null=True, help_text="What the fresh sources say now."
+    )
+    last_good_price = serializers.DecimalField(
+        max_digits=28, decimal_places=10, allow_null=True, help_text="The price margin is computed with."
+    )
+    last_good_at = serializers.DateTimeField(allow_null=True)
+    pending_price = serializers.DecimalField(
+        max_digits=28, decimal_places=10, allow_null=True, help_text="A move held by the circuit breaker."
+    )
+    updated_at = serializers.DateTimeField()
+
+
+# --- Accounts, positions, trades, collateral ---------------------------------------------------
+
+
+class BalanceOut(serializers.Serializer):
+    asset = serializers.CharField(source="asset.symbol")
+    amount = serializers.DecimalField(max_digits=28, decimal_places=10)
+
+
+class AccountOut(serializers.ModelSerializer):
+    member = serializers.SlugRelatedField(slug_field="code", read_only=True)
+    balances = serializers.SerializerMethodField()
+
+    class Meta:
+        model = MarginAccount
+        fields = ["id", "code", "name", "member", "mode", "kind", "created_at", "balances"]
+
+    @extend_schema_field(BalanceOut(many=True))
+    def get_balances(self, account) -> list[dict]:
+        rows = [b for b in account.balances.all() if b.amount != 0]
+        return BalanceOut(rows, many=True).data
+
+
+class PositionOut(serializers.ModelSerializer):
+    account = serializers.SlugRelatedField(slug_field="code", read_only=True)
+    instrument = serializers.SlugRelatedField(slug_field="symbol", read_only=True)
+
+    class Meta:
+        model = Position
+        fields = ["id", "account_id", "account", "instrument", "quantity", "entry_price", "realised_pnl",
+                  "updated_at"]  # fmt: skip
+
+
+class TradeOut(serializers.ModelSerializer):
+    account = serializers.SlugRelatedField(slug_field="code", read_only=True)
+    instrument = serializers.SlugRelatedField(slug_field="symbol", read_only=True)
+    trade_id = serializers.CharField(source="external_id", allow_null=True, read_only=True)
+
+    class Meta:
+        model = Trade
+        fields = ["id", "account_id", "account", "instrument", "quantity", "price", "trade_id", "executed_at",
+                  "booked_at"]  # fmt: skip
+
+
+class FillIn(StrictSerializer):
+    account = serializers.CharField(max_length=40, help_text="The margin account's code.")
+    instrument = serializers.CharField(max_length=40, help_text="The instrument's symbol.")
+    quantity = NonZeroDecimal(help_text="Signed: positive buys, negative sells.")
+    price = PositiveDecimal()
+    trade_id = serializers.CharField(
+        max_length=100, required=False, help_text="The venue's own trade id; booked at most once."
+    )
+    executed_at = serializers.DateTimeField(required=False, help_text="Defaults to the booking time.")
+
+
+class FillBatchIn(StrictSerializer):
+    fills = FillIn(many=True, min_length=1, max_length=MAX_BATCH)
+
+
+class TradesOut(serializers.Serializer):
+    trades = TradeOut(many=True)
+
+
+class CollateralIn(StrictSerializer):
+    asset = serializers.CharField(max_length=20, help_text="The collateral asset's symbol.")
+    amount = PositiveDecimal(help_text="Units of the asset, within the asset's decimal places.")
+    reference = serializers.CharField(max_length=200, required=False, default="")
+
+
+class MovementOut(serializers.ModelSerializer):
+    account = serializers.SlugRelatedField(slug_field="code", read_only=True)
+    asset = serializers.SlugRelatedField(slug_field="symbol", read_only=True)
+
+    class Meta:
+        model = CollateralMovement
+        fields = ["id", "account_id", "account", "asset", "kind", "amount", "trade_id", "reference",
+                  "created_at"]  # fmt: skip
+
+
+# --- Margin --------------------------------------------------------------------------------------
+
+
+class WorstScenarioOut(serializers.Serializer):
+    price_move = serializers.FloatField()
+    vol_move = serializers.CharField()
+    kind = serializers.CharField()
+
+
+class ByUnderlyingOut(serializers.Serializer):
+    underlying = serializers.CharField()
+    scan_risk = serializers.FloatField()
+    directional = serializers.FloatField()
+    delta_usd = serializers.FloatField()
+    gamma_usd = serializers.FloatField()
+    vega_usd = serializers.FloatField()
+    theta_usd = serializers.FloatField()
+    worst_scenario = WorstScenarioOut()
+
+
+class ComponentsOut(serializers.Serializer):
+    scan_directional = serializers.FloatField()
+    scan_non_directional = serializers.FloatField()
+    correlation_credit = serializers.FloatField()
+    basis = serializers.FloatField()
+    short_option_minimum = serializers.FloatField()
+    concentration = serializers.FloatField()
+
+
+class PositionMarginOut(serializers.Serializer):
+    instrument = serializers.CharField()
+    quantity = serializers.FloatField()
+    price = serializers.FloatField()
+    value = serializers.FloatField()
+    delta_usd = serializers.FloatField()
+    initial_margin = serializers.FloatField()
+
+
+class ComparisonOut(serializers.Serializer):
+    isolated = serializers.FloatField()
+    cross = serializers.FloatField()
+    portfolio = serializers.FloatField()
+
+
+class MarginResultOut(serializers.Serializer):
+    """One engine result (methodology section 5), USD."""
+
+    id = serializers.CharField()
+    mode = serializers.CharField()
+    status = serializers.CharField(help_text="healthy, margin_call or liquidation.")
+    equity = serializers.FloatField()
+    collateral_value = serializers.FloatField()
+    initial_margin = serializers.FloatField()
+    maintenance_margin = serializers.FloatField()
+    excess = serializers.FloatField()
+    margin_ratio = serializers.FloatField(allow_null=True)
+    components = ComponentsOut()
+    by_underlying = ByUnderlyingOut(many=True)
+    positions = PositionMarginOut(many=True)
+    comparison = ComparisonOut()
+
+
+class MarginDocumentIn(StrictSerializer):
+    """A complete margin document (methodology section 5); the engine validates its contents."""
+
+    valuation_time = serializers.CharField(max_length=40)
+    parameters = serializers.DictField()
+    market = serializers.DictField()
+    portfolios = serializers.ListField(child=serializers.DictField(), max_length=1000)
+
+
+class SimulateOut(serializers.Serializer):
+    results = MarginResultOut(many=True)
+
+
+class WhatIfTradeIn(StrictSerializer):
+    instrument = serializers.CharField(max_length=40)
+    quantity = NonZeroDecimal(help_text="Signed: positive buys, negative sells.")
+    price = PositiveDecimal(required=False, help_text="Defaults to the current mark.")
+
+
+class WhatIfCollateralIn(StrictSerializer):
+    asset = serializers.CharField(max_length=20)
+    amount = NonZeroDecimal(help_text="Signed units of the asset: positive deposits, negative withdraws.")
+
+
+class WhatIfIn(StrictSerializer):
+    trades = WhatIfTradeIn(many=True, required=False, max_length=MAX_WHAT_IF_TRADES)
+    collateral = WhatIfCollateralIn(many=True, required=False, max_length=MAX_WHAT_IF_COLLATERAL)
+
+
+class WhatIfOut(serializers.Serializer):
+    before = MarginResultOut()
+    after = MarginResultOut()
+    document = serializers.DictField(help_text="The margin document that replays `after`.")
+
+
+# --- Risk parameters -----------------------------------------------------------------------------
+
+
+class ParameterSetOut(serializers.ModelSerializer):
+    class Meta:
+        model = ParameterSet
+        fields = ["id", "version", "status", "origin", "reason", "effective_at", "activated_at", "created_at"]
+
+
+class ParameterSetActiveOut(ParameterSetOut):
+    parameters = serializers.SerializerMethodField()
+
+    class Meta(ParameterSetOut.Meta):
+        fields = [*ParameterSetOut.Meta.fields, "parameters"]
+
+    @extend_schema_field({"type": "object", "description": "The methodology's `parameters` form."})
+    def get_parameters(self, parameter_set) -> dict:
+        return parameter_set.to_parameters_form()

@@ -1,0 +1,38 @@
+"""``/api/v1/`` resources, ``/api/schema/`` (OpenAPI 3) and ``/api/docs/`` (browsable docs)."""
+
+from django.urls import include, path
+from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
+
+from clearing.api import views
+
+app_name = "api"
+
+v1 = [
+    path("underlyings/", views.UnderlyingList.as_view(), name="underlyings"),
+    path("instruments/", views.InstrumentList.as_view(), name="instruments"),
+    path("assets/", views.AssetList.as_view(), name="assets"),
+    path("price-observations/", views.PriceObservationCreate.as_view(), name="price-observations"),
+    path("vol-observations/", views.VolObservationCreate.as_view(), name="vol-observations"),
+    path("index-prices/", views.IndexPriceList.as_view(), name="index-prices"),
+    path("index-prices/<str:symbol>/confirm/", views.IndexPriceConfirm.as_view(), name="index-price-confirm"),
+    path("accounts/", views.AccountList.as_view(), name="accounts"),
+    path("accounts/<int:pk>/", views.AccountDetail.as_view(), name="account"),
+    path("accounts/<int:pk>/positions/", views.PositionList.as_view(), name="account-positions"),
+    path("accounts/<int:pk>/trades/", views.AccountTradeList.as_view(), name="account-trades"),
+    path("accounts/<int:pk>/collateral-movements/", views.MovementList.as_view(), name="account-movements"),
+    path("accounts/<int:pk>/deposits/", views.AccountDeposit.as_view(), name="account-deposits"),
+    path("accounts/<int:pk>/withdrawals/", views.AccountWithdrawal.as_view(), name="account-withdrawals"),
+    path("accounts/<int:pk>/what-if/", views.AccountWhatIf.as_view(), name="account-what-if"),
+    path("positions/", views.PositionList.as_view(), name="positions"),
+    path("trades/", views.TradeListCreate.as_view(), name="trades"),
+    path("margin/simulate/", views.MarginSimulate.as_view(), name="margin-simulate"),
+    path("risk-parameters/", views.ParameterSetList.as_view(), name="risk-parameters"),
+    path("risk-parameters/active/", views.ParameterSetActive.as_view(), name="risk-parameters-active"),
+    path("risk-parameters/<int:pk>/", views.ParameterSetDetail.as_view(), name="risk-parameter-set"),
+]
+
+urlpatterns = [
+    path("v1/", include(v1)),
+    path("schema/", SpectacularAPIView.as_view(), name="schema"),
+    path("docs/", SpectacularSwaggerView.as_view(url_name="api:schema"), name="docs"),
+]

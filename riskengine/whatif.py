@@ -1,0 +1,176 @@
+"""What-if: an account's margin before and after hypothetical trades and collateral changes.
+
+Hypothetical fills are applied to the account's rows exactly as ``clearing.services.trades_book``
+would book them (``position_after_fill``: netted into the position, average entry price, realised
+linear P&L and option premiums moved in the settlement asset), so the "after" figures are what the
+account would show once those fills clear. Nothing is written. The result carries the margin
+document of the hypothetical book, which replays to the "after" figures with the engine alone.
+
+Used by the API (``POST /api/v1/accounts/{id}/what-if/``), the web app's what-if form and its
+hedge suggestion.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from datetime import datetime
+from decimal import Decimal
+
+import numpy as np
+from django.conf import settings
+from django.core.exceptions import ValidationError
+
+from accounts.models import Asset, MarginAccount
+from clearing.models import Instrument, InstrumentKind
+from clearing.services import position_after_fill
+from clearing.validation import decimal_nonzero, decimal_positive
+from riskengine.core import black76_price, compute_margin
+from riskengine.loading import BookRows, LoadedBook, book_rows_fetch, margin_book_build
+from riskengine.quotes import MarketQuotes
+from riskengine.selectors import parameter_set_active
+
+SECONDS_PER_YEAR = 365 * 24 * 3600
+
+
+def quotes_current() -> MarketQuotes:
+    """The oracle's current market (the one seam tests replace with fixed quotes)."""
+    from clearing.marketdata.selectors import market_quotes_current
+
+    return market_quotes_current()
+
+
+@dataclass(frozen=True)
+class WhatIf:
+    """``before`` and ``after`` are engine result dicts (spec section 5) of the account;
+    ``document`` is the margin document of the hypothetical book (it replays ``after``) and
+    ``document_before`` the one of the current book (it replays ``before``)."""
+
+    before: dict
+    after: dict
+    document: dict
+    document_before: dict
+
+
+def _mark_price(*, instrument: Instrument, quotes: MarketQuotes, rate: float, field: str) -> Decimal:
+    """The price a hypothetical fill without a price trades at: the index for linear instruments,
+    the Black-76 mark for options (what the engine values it at, so the fill moves no equity)."""
+    spot = quotes.underlying_prices.get(instrument.underlying.symbol)
+    if spot is None:
+        raise ValidationError({field: f"No index price for {instrument.underlying.symbol}; give a price."})
+    if instrument.kind != InstrumentKind.OPTION:
+        return Decimal(repr(float(spot)))
+    iv = quotes.option_ivs.get(instrument.symbol)
+    if iv is None:
+        raise ValidationError({field: f"No mark implied volatility for {instrument.symbol}; give a price."})
+    years = (instrument.expiry - quotes.valuation_time).total_seconds() / SECONDS_PER_YEAR
+    price = float(black76_price(spot, float(instrument.strike), iv, years, instrument.right == "call", rate))
+    # The mark may round to zero for a far out-of-the-money option; a fill needs a positive price.
+    return max(Decimal(repr(price)).quantize(Decimal("1e-10")), Decimal("1e-10"))
+
+
+def _rows_after(
+    *,
+    rows: BookRows,
+    account_id: int,
+    trades: Sequence[tuple[Instrument, Decimal, Decimal | None]],
+    collateral: Sequence[tuple[Asset, Decimal]],
+    quotes: MarketQuotes,
+    rate: float,
+    valuation_time: datetime,
+) -> BookRows:
+    """``rows`` with the hypothetical fills netted into the account's positions and the cash and
+    collateral changes added to its balances."""
+    positions = [
+        [int(rows.position_ids[j]), int(rows.position_account[j]), int(rows.position_instrument[j]),
+         float(rows.position_quantity[j]), float(rows.position_entry[j])]
+        for j in range(rows.position_ids.size)
+    ]  # fmt: skip
+    balances: list[tuple[int, int, float]] = []
+    settlement_id: int | None = None
+    for index, (instrument, quantity, price) in enumerate(trades):
+        field = f"trades[{index}]"
+        quantity = decimal_nonzero(quantity, field=f"{field}.quantity")
+        if price is None:
+            price = _mark_price(instrument=instrument, quotes=quotes, rate=rate, field=f"{field}.price")
+        else:
+            price = decimal_positive(price, field=f"{field}.price")
+        if instrument.expiry is not None and instrument.expiry <= valuation_time:
+            raise ValidationError({f"{field}.instrument": f"{instrument.symbol} has expired."})
+        if not instrument.is_active:
+            raise ValidationError({f"{field}.instrument": f"{instrument.symbol} is not open for clearing."})
+        row = next((p for p in positions if p[1] == account_id and p[2] == instrument.pk and p[3] != 0), None)
+        if row is None:
+            row = [0, account_id, instrument.pk, 0.0, 0.0]
+            positions.append(row)
+        entry = Decimal(0) if row[3] == 0 or np.isnan(row[4]) else Decimal(repr(row[4]))
+        change = position_after_fill(
+            quantity=Decimal(repr(row[3])), entry_price=entry, fill_quantity=quantity, fill_price=price
+        )
+        row[3], row[4] = float(change.quantity), float(change.entry_price)
+        if instrument.kind == InstrumentKind.OPTION:
+            cash = -quantity * instrument.multiplier * price
+        else:
+            cash = change.realised * instrument.multiplier
+        if cash:
+            if settlement_id is None:
+                settlement_id = Asset.objects.values_list("pk", flat=True).get(
+                    symbol=settings.SETTLEMENT_ASSET
+                )
+            balances.append((account_id, settlement_id, float(cash)))
+    for index, (asset, amount) in enumerate(collateral):
+        amount = decimal_nonzero(amount, field=f"collateral[{index}].amount")
+        balances.append((account_id, asset.pk, float(amount)))
+
+    kept = [p for p in positions if p[3] != 0]
+    table = np.array(kept, dtype=np.float64).reshape(-1, 5)
+    netted = replace(
+        rows,
+        position_ids=table[:, 0].astype(np.int64),
+        position_account=table[:, 1].astype(np.int64),
+        position_instrument=table[:, 2].astype(np.int64),
+        position_quantity=table[:, 3],
+        position_entry=table[:, 4],
+    )
+    return netted.with_hypothetical(balances=balances)
+
+
+def margin_what_if(
+    *,
+    account: MarginAccount,
+    trades: Sequence[tuple[Instrument, Decimal, Decimal | None]] = (),
+    collateral: Sequence[tuple[Asset, Decimal]] = (),
+    quotes: MarketQuotes | None = None,
+    parameters_form: dict | None = None,
+) -> WhatIf:
+    """The account's margin now and after ``trades`` ``(instrument, signed quantity, price or
+    None for the current mark)`` and ``collateral`` ``(asset, signed amount: + deposit, −
+    withdrawal)``, under the active parameter set and the oracle's current quotes.
+
+    Raises ``ValidationError`` naming ``trades[i].<field>`` or ``collateral[i].<field>`` for bad
+    hypothetical input, ``DocumentError`` when the book cannot be margined (missing price or vol).
+    """
+    quotes = quotes or quotes_current()
+    form = parameters_form or parameter_set_active().to_parameters_form()
+    rows = book_rows_fetch(account_ids=[account.pk])
+    after_rows = _rows_after(
+        rows=rows,
+        account_id=account.pk,
+        trades=trades,
+        collateral=collateral,
+        quotes=quotes,
+        rate=float(form.get("rate", 0.0)),
+        valuation_time=quotes.valuation_time,
+    )
+    before = margin_book_build(rows=rows, parameters_form=form, quotes=quotes)
+    after = margin_book_build(rows=after_rows, parameters_form=form, quotes=quotes)
+    return WhatIf(
+        before=_result(before),
+        after=_result(after),
+        document=after.document(),
+        document_before=before.document(),
+    )
+
+
+def _result(book: LoadedBook) -> dict:
+    return compute_margin(book.margin_input).to_dict(0)
