@@ -85,6 +85,7 @@ INSTALLED_APPS = [
     "clearing",
     "riskengine",
     "clearing.marketdata",
+    "clearing.api",
     "frontend",
 ]
 
@@ -233,9 +234,25 @@ REST_FRAMEWORK = {
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
-    "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.LimitOffsetPagination",
+    # JSON only: one body format to validate strictly (the browsable API still renders).
+    "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
+    "DEFAULT_PAGINATION_CLASS": "clearing.api.pagination.Pagination",
     "PAGE_SIZE": 50,
+    "DEFAULT_THROTTLE_CLASSES": [
+        "clearing.api.throttling.TokenRateThrottle",
+        "clearing.api.throttling.AnonymousThrottle",
+    ],
+    # Per token (or session user) and per anonymous address; the API's counters live in CACHES.
+    "DEFAULT_THROTTLE_RATES": {
+        "token": env_str("API_THROTTLE_RATE", "1200/min"),
+        "anon": env_str("API_ANON_THROTTLE_RATE", "60/min"),
+    },
+    "EXCEPTION_HANDLER": "clearing.api.errors.exception_handler",
 }
+# Shared by every web process when Redis is there (API throttling counters); per process otherwise.
+# https://docs.djangoproject.com/en/5.2/topics/cache/#redis
+if REDIS_URL:
+    CACHES = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": REDIS_URL}}
 SPECTACULAR_SETTINGS = {
     "TITLE": "Clearing platform API",
     "DESCRIPTION": "Trades, collateral and prices in; margin, margin calls and liquidations out.",
