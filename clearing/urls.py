@@ -16,6 +16,5 @@ urlpatterns = [
     path("logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("healthz", healthz, name="healthz"),
     path("api/", include("clearing.api.urls")),
-    path("api/", include("clearing.api.urls")),
     path("", include("frontend.urls")),
 ]
