@@ -7,6 +7,7 @@ the engine's full validation again before a set can leave the draft state.
 from __future__ import annotations
 
 import math
+from decimal import Decimal
 
 import numpy as np
 from django import forms
@@ -188,7 +189,18 @@ class CorrelationField(forms.Field):
             return True
 
 
-class ParameterSetForm(forms.ModelForm):
+class PlainDecimalsMixin:
+    """Show stored decimals as typed (0.8, 20000000) rather than NUMERIC's padding (0.8000000000,
+    0E-10)."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        for name, value in list(self.initial.items()):
+            if isinstance(value, Decimal) and value.is_finite():
+                self.initial[name] = f"{value.normalize():f}"
+
+
+class ParameterSetForm(PlainDecimalsMixin, forms.ModelForm):
     correlation = CorrelationField(
         help_text="Editing a cell edits its mirror. Rows and columns follow the set's underlyings."
     )
@@ -219,7 +231,7 @@ def parameter_set_underlyings(parameter_set: ParameterSet) -> list[str]:
     return list((parameter_set.correlation or {}).get("underlyings") or [])
 
 
-class UnderlyingParametersForm(forms.ModelForm):
+class UnderlyingParametersForm(PlainDecimalsMixin, forms.ModelForm):
     class Meta:
         model = UnderlyingParameters
         fields = [
@@ -275,7 +287,7 @@ class HaircutBracketFormSet(forms.BaseInlineFormSet):
             raise ValidationError(errors)
 
 
-class HaircutBracketForm(forms.ModelForm):
+class HaircutBracketForm(PlainDecimalsMixin, forms.ModelForm):
     class Meta:
         model = HaircutBracket
         fields = ["asset", "up_to", "haircut"]
