@@ -43,7 +43,9 @@ def errors_flatten(detail, prefix: str = "") -> dict[str, list]:
     if isinstance(detail, dict):
         flat: dict[str, list] = {}
         for key, value in detail.items():
-            flat.update(errors_flatten(value, f"{prefix}.{key}" if prefix else str(key)))
+            # List serializers report their items by index.
+            path = f"{prefix}[{key}]" if isinstance(key, int) else f"{prefix}.{key}" if prefix else str(key)
+            flat.update(errors_flatten(value, path))
         return flat
     if isinstance(detail, list) and detail and all(isinstance(item, dict | list) for item in detail):
         flat = {}

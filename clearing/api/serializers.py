@@ -30,10 +30,19 @@ class StrictSerializer(serializers.Serializer):
         return super().to_internal_value(data)
 
 
-class PositiveDecimal(serializers.DecimalField):
+class ExactDecimal(serializers.DecimalField):
+    """A decimal that fits NUMERIC(28, 10), as sent: JSON numbers or decimal strings, no NaN or
+    infinity, at most 10 decimal places. Not rounded: ``250.5`` stays ``250.5`` so services can
+    check an asset's own decimal places."""
+
     def __init__(self, **kwargs):
         super().__init__(max_digits=28, decimal_places=10, **kwargs)
 
+    def quantize(self, value):
+        return value
+
+
+class PositiveDecimal(ExactDecimal):
     def to_internal_value(self, data):
         value = super().to_internal_value(data)
         if value <= 0:
@@ -41,10 +50,7 @@ class PositiveDecimal(serializers.DecimalField):
         return value
 
 
-class NonZeroDecimal(serializers.DecimalField):
-    def __init__(self, **kwargs):
-        super().__init__(max_digits=28, decimal_places=10, **kwargs)
-
+class NonZeroDecimal(ExactDecimal):
     def to_internal_value(self, data):
         value = super().to_internal_value(data)
         if value == 0:

@@ -1,0 +1,110 @@
+"""A small venue with two members, every role holding an API token, an active parameter set and
+fixed market quotes (the what-if/withdrawal seam ``riskengine.whatif.quotes_current``)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import timedelta
+from decimal import Decimal
+
+import pytest
+from django.core.cache.backends.locmem import LocMemCache
+from django.utils import timezone
+from rest_framework.test import APIClient
+
+from accounts.models import MarginAccount, Role, User
+from accounts.services import api_token_issue, collateral_deposit, user_create
+from clearing.api.throttling import AnonymousThrottle, TokenRateThrottle
+from clearing.marketdata.services import price_source_register
+from riskengine import whatif
+from riskengine.quotes import MarketQuotes
+from riskengine.services import parameter_set_bootstrap
+from tests import factories
+from tests.governance.conftest import venue_parameters_form
+
+BTC, ETH = 60_000.0, 3_000.0
+
+
+def quotes_fixed() -> MarketQuotes:
+    return MarketQuotes(
+        valuation_time=timezone.now(),
+        underlying_prices={"BTC": BTC, "ETH": ETH},
+        asset_prices={"USD": 1.0, "USDC": 1.0},
+        option_ivs={"BTC-70000-C": 0.55},
+        statuses={"BTC": "ok", "ETH": "ok", "USD": "ok", "USDC": "ok"},
+    )
+
+
+@pytest.fixture(autouse=True)
+def throttle_cache(monkeypatch):
+    """Each test counts requests from zero (the default cache may be a Redis shared across runs)."""
+    cache = LocMemCache(f"throttle-{id(monkeypatch)}", {})
+    monkeypatch.setattr(TokenRateThrottle, "cache", cache)
+    monkeypatch.setattr(AnonymousThrottle, "cache", cache)
+    return cache
+
+
+@pytest.fixture
+def fixed_quotes(monkeypatch):
+    monkeypatch.setattr(whatif, "quotes_current", quotes_fixed)
+    return quotes_fixed
+
+
+@dataclass
+class Client:
+    user: User
+    http: APIClient
+
+    def get(self, path, **kwargs):
+        return self.http.get(path, **kwargs)
+
+    def post(self, path, data=None, *, key: str | None = None, **kwargs):
+        headers = {"Idempotency-Key": key} if key is not None else {}
+        return self.http.post(path, data, format="json", headers=headers, **kwargs)
+
+
+def client_for(user: User | None) -> Client:
+    http = APIClient()
+    if user is not None:
+        _, token = api_token_issue(user=user, name="tests")
+        http.credentials(HTTP_AUTHORIZATION=f"Bearer {token}")
+    return Client(user, http)
+
+
+@dataclass
+class World:
+    venue: factories.Venue
+    account_a: MarginAccount
+    account_a2: MarginAccount
+    account_b: MarginAccount
+    clients: dict[str, Client]
+
+    def __getitem__(self, name: str) -> Client:
+        return self.clients[name]
+
+
+@pytest.fixture
+def world(db, venue, member_a, member_b, fixed_quotes) -> World:
+    parameter_set_bootstrap(form=venue_parameters_form("v1"))
+    account_a = factories.account_make(member=member_a, code="AAA-01")
+    account_a2 = factories.account_make(member=member_a, code="AAA-02", mode="cross")
+    account_b = factories.account_make(member=member_b, code="BBB-01")
+    for account in (account_a, account_a2, account_b):
+        collateral_deposit(account=account, asset=venue.usdc, amount=Decimal(100_000))
+    users = {
+        "trader_a": user_create(username="trader-a", password=None, role=Role.TRADER, member=member_a),
+        "viewer_a": user_create(username="viewer-a", password=None, role=Role.VIEWER, member=member_a),
+        "trader_b": user_create(username="trader-b", password=None, role=Role.TRADER, member=member_b),
+        "ops": user_create(username="ops", password=None, role=Role.OPS),
+        "risk": user_create(username="risk", password=None, role=Role.RISK_APPROVER),
+        "feed": user_create(username="feed", password=None, role=Role.PRICE_SOURCE),
+        "venue": user_create(username="venue", password=None, role=Role.VENUE),
+    }
+    price_source_register(user=users["feed"])
+    clients = {name: client_for(user) for name, user in users.items()}
+    clients["anonymous"] = client_for(None)
+    return World(venue, account_a, account_a2, account_b, clients)
+
+
+def recent(seconds: int = 1) -> str:
+    return (timezone.now() - timedelta(seconds=seconds)).isoformat()
