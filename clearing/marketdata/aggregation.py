@@ -122,19 +122,22 @@ def index_aggregate(
 
     anchor = prior.last_good_price
     if len(fresh) == 2:
-        # No majority between two: never average them; keep the one closer to the last good price.
+        # No majority between two: never average them; take the one closer to the last good price.
         if anchor is None:
             kept, other = sorted(fresh, key=lambda q: q.source_time, reverse=True)
-            reason = "two sources and no last good price: kept the most recent quote"
+            why = "no last good price: took the most recent quote"
         else:
             kept, other = sorted(fresh, key=lambda q: (abs(q.price - anchor), q.source))
-            reason = f"two sources: kept {kept.source}, closer to the last good price {anchor}"
-        if other.price == kept.price:
-            remaining = fresh
-        else:
+            why = f"took {kept.source}, closer to the last good price {anchor}"
+        disagreement = _move(other.price, kept.price)
+        if disagreement > rules.max_deviation:
             remaining = [kept]
-            exclusions.append(Exclusion(other.source, other.price, reason))
-            notes.append(reason)
+            exclusions.append(
+                Exclusion(other.source, other.price, f"two sources {_pct(disagreement)} apart: {why}")
+            )
+        else:
+            remaining = [kept, other]
+        notes.append(f"two sources, never averaged: {why}")
         price = kept.price
     else:
         centre = statistics.median(q.price for q in fresh)

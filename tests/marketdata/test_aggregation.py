@@ -63,9 +63,19 @@ def test_two_sources_are_never_averaged_the_one_closest_to_the_last_good_price_w
     result = index_aggregate(quotes(100.5, 101.5), rules=RULES, prior=GOOD, now=NOW)
     assert result.status == "degraded"
     assert result.price == Decimal("100.5")  # not 101.0
-    assert result.sources == ("s1",)
-    assert result.exclusions[0].source == "s2"
-    assert "closer to the last good price" in result.note
+    assert result.sources == ("s1", "s2")  # they agree within max_deviation: both count
+    assert result.exclusions == ()
+    assert "never averaged" in result.note
+
+
+def test_two_sources_that_disagree_keep_the_one_closest_to_the_last_good_price():
+    result = index_aggregate(quotes(130, 99), rules=RULES, prior=GOOD, now=NOW)
+    assert result.status == "degraded"
+    assert result.price == Decimal(99)
+    assert result.sources == ("s2",)
+    [excluded] = result.exclusions
+    assert excluded.source == "s1"
+    assert "closer to the last good price 100" in excluded.reason
 
 
 def test_no_fresh_source_is_stale_and_the_last_good_price_stands():
