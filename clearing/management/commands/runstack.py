@@ -1,4 +1,4 @@
-"""Run the web server, a Celery worker and Celery beat together for ``make run``.
+"""Run the web server, a Celery worker, Celery beat and the demo price feed for ``make run``.
 
 Each process is started through the same entry-point script that docker compose uses
 (``docker/bin/web|worker|beat``). A process that exits is restarted after a short pause: the
@@ -20,6 +20,8 @@ from django.conf import settings
 from django.core.management.base import BaseCommand
 
 PROCESSES = ("web", "worker", "beat")
+# The demo's simulated price sources, on unless CLEARING_DEMO_FEED=0.
+DEMO_FEED = "demo-feed"
 RESTART_PAUSE_SECONDS = 2.0
 
 
@@ -51,7 +53,10 @@ class Command(BaseCommand):
                 [str(scripts / name)], cwd=settings.BASE_DIR, env=env, start_new_session=True
             )
 
-        for name in PROCESSES:
+        processes = list(PROCESSES)
+        if os.environ.get("CLEARING_DEMO_FEED", "1") != "0":
+            processes.append(DEMO_FEED)
+        for name in processes:
             start(name)
         self.stdout.write(
             self.style.SUCCESS(f"Clearing venue running at http://{host}:{port}/ (Ctrl-C to stop)")
