@@ -350,6 +350,12 @@ def _states_save(
     for state in touched:
         if state.status != previous_status.get(state.symbol):
             _status_alerts(state)
+    # Members exposed to a symbol hear of its status change live, through the outbox (same transaction).
+    from frontend.services import price_status_events_publish
+
+    price_status_events_publish(
+        changes=[(state.symbol, previous_status.get(state.symbol, ""), state.status) for state in touched]
+    )
     if moves:
         transaction.on_commit(partial(_moves_send, list(moves)))
 
