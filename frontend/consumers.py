@@ -52,6 +52,7 @@ class MarginConsumer(AsyncJsonWebsocketConsumer):
             await self.close(code=CLOSE_FORBIDDEN)
             return
         relay_ensure_started()
+        self.account_codes = {account["id"]: account["code"] for account in accounts}
         self.account_groups = [account_group(account["id"]) for account in accounts]
         for group in self.account_groups:
             await self.channel_layer.group_add(group, self.channel_name)
@@ -68,4 +69,6 @@ class MarginConsumer(AsyncJsonWebsocketConsumer):
             await self.send_json({"type": "pong"})
 
     async def outbox_event(self, message: dict) -> None:
-        await self.send_json(message["event"])
+        event = message["event"]
+        code = self.account_codes.get(event.get("account"))
+        await self.send_json({**event, "account_code": code} if code else event)

@@ -34,7 +34,24 @@ def events_publish(*, events: list[tuple[int, str, dict]]) -> list[OutboxEvent]:
         )
         for account_id, event_type, payload in events
     ]
-    return OutboxEvent.objects.bulk_create(rows)
+    created = OutboxEvent.objects.bulk_create(rows)
+    _target_bands_follow(events)
+    return created
+
+
+def _target_bands_follow(events: list[tuple[int, str, dict]]) -> None:
+    """A swept margin (``margin.updated`` carrying equity and MM) is checked against the account's
+    target band in the same transaction, so the band alert commits, or not, with the sweep."""
+    ratios: dict[int, float | None] = {}
+    for account_id, event_type, payload in events:
+        if event_type != "margin.updated" or "maintenance_margin" not in payload or "equity" not in payload:
+            continue
+        mm = float(payload["maintenance_margin"])
+        ratios[account_id] = float(payload["equity"]) / mm if mm > 0 else None
+    if ratios:
+        from frontend.services import target_bands_check  # services publish through this module
+
+        target_bands_check(ratios=ratios)
 
 
 def event_publish(*, account_id: int, type: str, payload: dict) -> OutboxEvent:

@@ -1,25 +1,181 @@
-from django.contrib.auth.decorators import login_required
-from django.shortcuts import get_object_or_404, redirect, render
+"""Member pages: thin views over ``frontend.selectors`` (reads) and ``frontend.services`` (writes).
 
-from accounts.selectors import margin_accounts_visible
+Pages that change live render their changing part from a fragment template; the page's script
+re-fetches that fragment (``?fragment=1``) when the websocket announces an event for one of its
+accounts, or reconnects. The database stays the one source of what is shown.
+"""
+
+from __future__ import annotations
+
+from django.contrib import messages
+from django.contrib.auth.decorators import login_required
+from django.core.exceptions import ObjectDoesNotExist, ValidationError
+from django.http import Http404
+from django.shortcuts import redirect, render
+from django.views.decorators.http import require_POST
+
+from frontend import charts
+from frontend.forms import TargetBandForm, what_if_forms
+from frontend.selectors import (
+    account_now,
+    account_summaries,
+    account_summary,
+    account_visible,
+    hedge_suggestions,
+    margin_calls_recent,
+    margin_history,
+)
+from frontend.services import target_band_clear, target_band_set
+from riskengine.core.errors import DocumentError
+from riskengine.selectors import NoActiveParameterSet
+from riskengine.whatif import margin_what_if
+
+COMPONENTS = [
+    ("scan_directional", "Directional scan"),
+    ("scan_non_directional", "Non-directional scan"),
+    ("correlation_credit", "Correlation credit"),
+    ("basis", "Basis"),
+    ("short_option_minimum", "Short option min."),
+    ("concentration", "Concentration"),
+]
+
+
+def _account_or_404(request, code: str):
+    # Another member's account is indistinguishable from one that does not exist.
+    account = account_visible(user=request.user, code=code)
+    if account is None:
+        raise Http404("No such account.")
+    return account
 
 
 @login_required
 def overview(request):
     if request.user.is_staff and not request.user.is_member_user:
         return redirect("admin:index")
-    accounts = margin_accounts_visible(user=request.user).prefetch_related("balances__asset")
-    return render(request, "frontend/overview.html", {"accounts": accounts})
+    context = {"summaries": account_summaries(user=request.user)}
+    template = "frontend/_overview_live.html" if request.GET.get("fragment") else "frontend/overview.html"
+    return render(request, template, context)
+
+
+def _detail_context(account) -> dict:
+    summary = account_summary(account=account)
+    history = margin_history(account=account)
+    context = {
+        "account": account,
+        "summary": summary,
+        "calls": margin_calls_recent(account=account),
+        "history_chart": charts.line_chart(
+            [s.read_at for s in history],
+            [
+                ("Equity", "#1c2430", [s.equity for s in history]),
+                ("IM", "#2456a6", [s.initial_margin for s in history]),
+                ("MM", "#c62828", [s.maintenance_margin for s in history]),
+            ],
+            title="Margin history",
+        ),
+    }
+    try:
+        now = account_now(account=account)
+    except (DocumentError, ObjectDoesNotExist, NoActiveParameterSet) as error:
+        context["now_error"] = str(error)
+        return context
+    result = now.result
+    comparison = result["comparison"]
+    context.update(
+        now=now,
+        result=result,
+        components_chart=charts.bar_chart(
+            [
+                (
+                    label,
+                    -result["components"][key] if key == "correlation_credit" else result["components"][key],
+                )
+                for key, label in COMPONENTS
+            ],
+            title="Initial margin by component",
+        ),
+        underlying_chart=charts.bar_chart(
+            [(row["underlying"], row["scan_risk"]) for row in result["by_underlying"]],
+            title="Scan risk by underlying",
+        ),
+        comparison=comparison,
+        savings=max(0.0, comparison["isolated"] - comparison["portfolio"]),
+        savings_cross=max(0.0, comparison["cross"] - comparison["portfolio"]),
+        hedges=hedge_suggestions(account=account, now=now),
+    )
+    return context
 
 
 @login_required
 def account_detail(request, code: str):
-    # Another member's account is indistinguishable from one that does not exist.
-    account = get_object_or_404(margin_accounts_visible(user=request.user), code=code)
-    positions = account.positions.select_related("instrument__underlying").exclude(quantity=0)
-    balances = account.balances.select_related("asset").exclude(amount=0)
-    return render(
-        request,
-        "frontend/account_detail.html",
-        {"account": account, "positions": positions, "balances": balances},
+    account = _account_or_404(request, code)
+    context = _detail_context(account)
+    if request.GET.get("fragment"):
+        return render(request, "frontend/_account_live.html", context)
+    band = context["summary"].band
+    context["band_form"] = TargetBandForm(
+        initial={"lower": band.lower, "upper": band.upper} if band else None
     )
+    return render(request, "frontend/account_detail.html", context)
+
+
+@login_required
+@require_POST
+def target_band(request, code: str):
+    account = _account_or_404(request, code)
+    if request.POST.get("clear"):
+        target_band_clear(account=account)
+        messages.info(request, "Target band removed.")
+        return redirect("frontend:account-detail", code=account.code)
+    form = TargetBandForm(request.POST)
+    if form.is_valid():
+        try:
+            target_band_set(account=account, user=request.user, **form.cleaned_data)
+        except ValidationError as error:
+            for name, errors in error.message_dict.items():
+                form.add_error(name if name in form.fields else None, errors)
+        else:
+            messages.success(request, "Target band saved.")
+            return redirect("frontend:account-detail", code=account.code)
+    context = _detail_context(account)
+    context["band_form"] = form
+    return render(request, "frontend/account_detail.html", context, status=400)
+
+
+@login_required
+def what_if(request, code: str):
+    account = _account_or_404(request, code)
+    trade_forms, collateral_forms = what_if_forms(request.POST if request.method == "POST" else None)
+    context = {"account": account, "trade_forms": trade_forms, "collateral_forms": collateral_forms}
+    if request.method == "POST" and all(f.is_valid() for f in [*trade_forms, *collateral_forms]):
+        trades = [
+            (f.cleaned_data["instrument"], f.cleaned_data["quantity"], f.cleaned_data["price"])
+            for f in trade_forms
+            if f.cleaned_data.get("instrument")
+        ]
+        collateral = [
+            (f.cleaned_data["asset"], f.cleaned_data["amount"])
+            for f in collateral_forms
+            if f.cleaned_data.get("asset")
+        ]
+        if not trades and not collateral:
+            context["error"] = "Add at least one hypothetical trade or collateral change."
+        else:
+            try:
+                outcome = margin_what_if(account=account, trades=trades, collateral=collateral)
+            except ValidationError as error:
+                context["error"] = "; ".join(f"{k}: {' '.join(v)}" for k, v in error.message_dict.items())
+            except DocumentError as error:
+                context["error"] = str(error)
+            else:
+                context["rows"] = [
+                    (label, outcome.before[key], outcome.after[key], outcome.after[key] - outcome.before[key])
+                    for key, label in [
+                        ("equity", "Equity"),
+                        ("initial_margin", "Initial margin"),
+                        ("maintenance_margin", "Maintenance margin"),
+                        ("excess", "Excess"),
+                    ]
+                ]
+                context["before"], context["after"] = outcome.before, outcome.after
+    return render(request, "frontend/what_if.html", context, status=400 if context.get("error") else 200)

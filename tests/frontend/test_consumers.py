@@ -63,12 +63,13 @@ async def test_a_member_receives_its_own_events_and_never_another_members(two_me
     )
     received = [await alice.receive_json_from(timeout=2) for _ in range(2)]
     assert received == [
-        {"type": "margin.updated", "account": a1.pk, "equity": "100"},
-        {"type": "margin_call.opened", "account": a2.pk, "call": 8},
+        {"type": "margin.updated", "account": a1.pk, "account_code": "AAA-01", "equity": "100"},
+        {"type": "margin_call.opened", "account": a2.pk, "account_code": "AAA-02", "call": 8},
     ]
     assert await bob.receive_json_from(timeout=2) == {
         "type": "margin_call.opened",
         "account": b1.pk,
+        "account_code": "BBB-01",
         "call": 7,
         "shortfall": "1200.5",
     }

@@ -1,0 +1,59 @@
+from __future__ import annotations
+
+from django import forms
+from django.utils import timezone
+
+from accounts.models import Asset
+from clearing.models import Instrument
+
+TRADE_ROWS = 3
+COLLATERAL_ROWS = 2
+
+
+class TradeRow(forms.Form):
+    instrument = forms.ModelChoiceField(queryset=Instrument.objects.none(), required=False)
+    quantity = forms.DecimalField(required=False, max_digits=28, decimal_places=10, help_text="+ buy, − sell")
+    price = forms.DecimalField(required=False, max_digits=28, decimal_places=10, help_text="blank: mark")
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.fields["instrument"].queryset = (
+            Instrument.objects.filter(is_active=True)
+            .exclude(expiry__lte=timezone.now())
+            .select_related("underlying")
+            .order_by("underlying__symbol", "kind", "symbol")
+        )
+
+    def clean(self):
+        data = super().clean()
+        if data.get("instrument") and data.get("quantity") in (None, 0):
+            self.add_error("quantity", "Give a non-zero quantity.")
+        if data.get("quantity") and not data.get("instrument"):
+            self.add_error("instrument", "Choose an instrument.")
+        return data
+
+
+class CollateralRow(forms.Form):
+    asset = forms.ModelChoiceField(queryset=Asset.objects.order_by("symbol"), required=False)
+    amount = forms.DecimalField(
+        required=False, max_digits=28, decimal_places=10, help_text="+ deposit, − withdraw"
+    )
+
+    def clean(self):
+        data = super().clean()
+        if data.get("asset") and data.get("amount") in (None, 0):
+            self.add_error("amount", "Give a non-zero amount.")
+        if data.get("amount") and not data.get("asset"):
+            self.add_error("asset", "Choose an asset.")
+        return data
+
+
+def what_if_forms(data=None) -> tuple[list[TradeRow], list[CollateralRow]]:
+    trades = [TradeRow(data, prefix=f"t{i}") for i in range(TRADE_ROWS)]
+    collateral = [CollateralRow(data, prefix=f"c{i}") for i in range(COLLATERAL_ROWS)]
+    return trades, collateral
+
+
+class TargetBandForm(forms.Form):
+    lower = forms.DecimalField(min_value=0, max_digits=12, decimal_places=4, label="Lowest equity / MM")
+    upper = forms.DecimalField(min_value=0, max_digits=12, decimal_places=4, label="Highest equity / MM")

@@ -1,0 +1,85 @@
+"""Writes of the member web app: target bands, and the live events it publishes for others.
+
+Every function that publishes runs inside the caller's transaction (the outbox: the event commits
+with the change it announces, see ``frontend.relay``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from decimal import Decimal
+
+from django.core.exceptions import ValidationError
+from django.db import transaction
+
+from accounts.models import MarginAccount, User
+from clearing.validation import decimal_positive
+from frontend.events import events_publish
+from frontend.models import BandState, TargetBand
+from riskengine.sweeps.selectors import accounts_exposed
+
+
+@transaction.atomic
+def target_band_set(*, account: MarginAccount, lower: object, upper: object, user: User) -> TargetBand:
+    """Set the band ``lower ≤ equity / MM ≤ upper`` of ``account``. Refused with a ValidationError
+    naming ``lower`` or ``upper`` (nothing changed) unless ``0 < lower < upper``."""
+    lower = decimal_positive(lower, field="lower")
+    upper = decimal_positive(upper, field="upper")
+    if upper <= lower:
+        raise ValidationError({"upper": "Must be above the lower bound."})
+    if max(lower, upper) >= Decimal("1e8"):
+        raise ValidationError({"upper": "Must be below 100,000,000."})
+    band, _ = TargetBand.objects.update_or_create(
+        account=account, defaults={"lower": lower, "upper": upper, "updated_by": user}
+    )
+    return band
+
+
+@transaction.atomic
+def target_band_clear(*, account: MarginAccount) -> int:
+    deleted, _ = TargetBand.objects.filter(account=account).delete()
+    return deleted
+
+
+def target_bands_check(*, ratios: Mapping[int, float | None]) -> list[TargetBand]:
+    """Compare freshly swept collateralisation ratios (account id → equity / MM, None when MM = 0)
+    with the accounts' bands; publish ``target_band.breached`` when an account leaves its band and
+    ``target_band.restored`` when it comes back. Call it in the transaction that stores the sweep's
+    results. Returns the bands whose state changed."""
+    changed = []
+    bands = TargetBand.objects.filter(account_id__in=list(ratios)).order_by("pk").select_for_update()
+    events = []
+    for band in bands:
+        ratio = ratios[band.account_id]
+        state = band.state_for(ratio)
+        if state == band.state:
+            continue
+        band.state = state
+        changed.append(band)
+        kind = "target_band.restored" if state == BandState.INSIDE else "target_band.breached"
+        events.append(
+            (
+                band.account_id,
+                kind,
+                {"ratio": ratio, "lower": band.lower, "upper": band.upper, "state": state},
+            )
+        )
+    if changed:
+        TargetBand.objects.bulk_update(changed, ["state"])
+        events_publish(events=events)
+    return changed
+
+
+def price_status_events_publish(*, changes: Iterable[tuple[str, str, str]]) -> int:
+    """Tell the accounts exposed to a symbol that its oracle status changed; ``changes`` are
+    ``(symbol, previous status, new status)``. Called by the oracle in the transaction that stores
+    the new status. Returns how many events were written."""
+    events = [
+        (account_id, "price.status", {"symbol": symbol, "previous": previous, "status": status})
+        for symbol, previous, status in changes
+        if previous != status
+        for account_id in accounts_exposed(symbol=symbol)
+    ]
+    if events:
+        events_publish(events=events)
+    return len(events)

@@ -1,0 +1,31 @@
+from __future__ import annotations
+
+from django import template
+
+register = template.Library()
+
+
+@register.filter
+def usd(value) -> str:
+    """12,345.67 with a real minus sign; an em dash for no value."""
+    if value is None or value == "":
+        return "—"
+    value = float(value)
+    return f"{'−' if value < 0 else ''}{abs(value):,.2f}"
+
+
+@register.filter
+def ratio(value) -> str:
+    return "—" if value is None else f"{float(value):.2f}×"
+
+
+@register.filter
+def pct(value) -> str:
+    return "—" if value is None else f"{float(value) * 100:.1f} %"
+
+
+@register.filter
+def qty(value) -> str:
+    if value is None:
+        return "—"
+    return f"{float(value):,.4f}".rstrip("0").rstrip(".")
