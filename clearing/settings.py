@@ -84,6 +84,7 @@ INSTALLED_APPS = [
     "accounts",
     "clearing",
     "riskengine",
+    "riskengine.sweeps",
     "clearing.marketdata",
     "clearing.api",
     "frontend",
@@ -208,6 +209,9 @@ CELERY_BEAT_SCHEDULE: dict = {
     # Daily recalibration of psr and correlations: proposed, never applied automatically.
     # Runs after the UTC day's close is recorded.
     "marketdata-calibrate": {"task": "marketdata.calibrate", "schedule": crontab(hour=0, minute=15)},
+    # Starts a full margin sweep when the active parameter set's sweep_interval_seconds (default
+    # 60) has passed since the last one; checking every few seconds keeps that interval governed.
+    "sweeps-full-due": {"task": "sweeps.full_due", "schedule": 5.0},
 }
 CELERY_BEAT_SCHEDULE_FILENAME = str(VAR_DIR / "celerybeat-schedule")
 
@@ -280,6 +284,12 @@ if PRODUCTION:
 # --- Platform ---------------------------------------------------------------------------------
 # The settlement currency: realised P&L, option premiums and fees are booked in this asset.
 SETTLEMENT_ASSET = "USD"
+# Margin sweeps (riskengine.sweeps): accounts per shard of a full sweep; the liquidation fee paid
+# to the insurance fund, as a fraction of the notional closed; how long event-sweep requests wait
+# to be coalesced before one engine run takes them all (0: only requests already pending coalesce).
+CLEARING_SWEEP_SHARD_SIZE = env_int("CLEARING_SWEEP_SHARD_SIZE", 5000)
+CLEARING_LIQUIDATION_FEE_RATE = env_str("CLEARING_LIQUIDATION_FEE_RATE", "0.005")
+CLEARING_EVENT_SWEEP_DELAY_SECONDS = float(env_str("CLEARING_EVENT_SWEEP_DELAY_SECONDS", "0.05"))
 # Real daily history shipped with the repository (see clearing/data/prices/README.md).
 PRICE_HISTORY_DIR = Path(
     env_str("CLEARING_PRICE_HISTORY_DIR", str(BASE_DIR / "clearing" / "data" / "prices"))

@@ -16,6 +16,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 
 import numpy as np
+from django.db import connection
 from django.db.models import FloatField
 from django.db.models.functions import Cast
 
@@ -85,29 +86,26 @@ class BookRows:
         )
 
 
-def book_rows_fetch(*, account_ids: Sequence[int] | None = None) -> BookRows:
-    """Read accounts (all, or ``account_ids``), their open positions and non-zero balances in
-    three queries, ordered by account then row id so results are deterministic."""
+def book_rows_fetch(
+    *, account_ids: Sequence[int] | None = None, account_range: tuple[int, int] | None = None
+) -> BookRows:
+    """Read accounts (all, ``account_ids``, or ids in the inclusive ``account_range``), their open
+    positions and non-zero balances in three queries, ordered by account then row id so results
+    are deterministic.
+
+    On PostgreSQL positions and balances are read with binary ``COPY`` straight into numpy (a
+    million positions in well under a second); elsewhere through the ORM.
+    """
     accounts = MarginAccount.objects.order_by("pk")
-    positions = Position.objects.exclude(quantity=0).order_by("account_id", "pk")
-    balances = CollateralBalance.objects.exclude(amount=0).order_by("account_id", "asset_id")
     if account_ids is not None:
         accounts = accounts.filter(pk__in=list(account_ids))
-        positions = positions.filter(account_id__in=list(account_ids))
-        balances = balances.filter(account_id__in=list(account_ids))
+    if account_range is not None:
+        accounts = accounts.filter(pk__gte=account_range[0], pk__lte=account_range[1])
     account_rows = list(accounts.values_list("pk", "code", "mode"))
-    position_rows = list(
-        positions.values_list(
-            "pk",
-            "account_id",
-            "instrument_id",
-            Cast("quantity", FloatField()),
-            Cast("entry_price", FloatField()),
-        )
-    )
-    balance_rows = list(balances.values_list("account_id", "asset_id", Cast("amount", FloatField())))
-    pos = np.array(position_rows, dtype=np.float64).reshape(-1, 5)
-    bal = np.array(balance_rows, dtype=np.float64).reshape(-1, 3)
+    if connection.vendor == "postgresql":
+        pos, bal = _book_arrays_copy(account_ids=account_ids, account_range=account_range)
+    else:
+        pos, bal = _book_arrays_orm(account_ids=account_ids, account_range=account_range)
     return BookRows(
         account_ids=np.array([row[0] for row in account_rows], dtype=np.int64),
         account_codes=tuple(row[1] for row in account_rows),
@@ -121,6 +119,83 @@ def book_rows_fetch(*, account_ids: Sequence[int] | None = None) -> BookRows:
         balance_asset=bal[:, 1].astype(np.int64),
         balance_amount=bal[:, 2],
     )
+
+
+def _book_arrays_orm(
+    *, account_ids: Sequence[int] | None, account_range: tuple[int, int] | None
+) -> tuple[np.ndarray, np.ndarray]:
+    positions = Position.objects.exclude(quantity=0).order_by("account_id", "pk")
+    balances = CollateralBalance.objects.exclude(amount=0).order_by("account_id", "asset_id")
+    if account_ids is not None:
+        positions = positions.filter(account_id__in=list(account_ids))
+        balances = balances.filter(account_id__in=list(account_ids))
+    if account_range is not None:
+        positions = positions.filter(account_id__gte=account_range[0], account_id__lte=account_range[1])
+        balances = balances.filter(account_id__gte=account_range[0], account_id__lte=account_range[1])
+    position_rows = list(
+        positions.values_list(
+            "pk",
+            "account_id",
+            "instrument_id",
+            Cast("quantity", FloatField()),
+            Cast("entry_price", FloatField()),
+        )
+    )
+    balance_rows = list(balances.values_list("account_id", "asset_id", Cast("amount", FloatField())))
+    pos = np.array(position_rows, dtype=np.float64).reshape(-1, 5)
+    bal = np.array(balance_rows, dtype=np.float64).reshape(-1, 3)
+    return pos, bal
+
+
+def _copy_binary(sql: str, params: list, columns: list[tuple[str, str]]) -> np.ndarray:
+    """Run ``COPY (sql) TO STDOUT (FORMAT binary)`` for non-null 8-byte columns and parse it with
+    one structured numpy view: each row is a field count, then a length and a value per column."""
+    fields = [("count", ">i2")]
+    for name, kind in columns:
+        fields += [(f"{name}_len", ">i4"), (name, kind)]
+    dtype = np.dtype(fields)
+    with (
+        connection.cursor() as cursor,
+        cursor.cursor.copy(f"COPY ({sql}) TO STDOUT (FORMAT binary)", params) as copy,
+    ):
+        data = b"".join(bytes(block) for block in copy)
+    # 11-byte signature, 4-byte flags, 4-byte header extension length (0), then rows, then -1.
+    header = 19 + int.from_bytes(data[15:19], "big")
+    return np.frombuffer(data, dtype=dtype, offset=header, count=(len(data) - header - 2) // dtype.itemsize)
+
+
+def _book_arrays_copy(
+    *, account_ids: Sequence[int] | None, account_range: tuple[int, int] | None
+) -> tuple[np.ndarray, np.ndarray]:
+    where, params = "", []
+    if account_ids is not None:
+        where += " AND account_id = ANY(%s)"
+        params.append(list(account_ids))
+    if account_range is not None:
+        where += " AND account_id BETWEEN %s AND %s"
+        params += [account_range[0], account_range[1]]
+    positions = _copy_binary(
+        "SELECT id, account_id, instrument_id, quantity::float8, entry_price::float8 "
+        f"FROM {Position._meta.db_table} WHERE quantity <> 0{where}",
+        params,
+        [("id", ">i8"), ("account", ">i8"), ("instrument", ">i8"), ("quantity", ">f8"), ("entry", ">f8")],
+    )
+    balances = _copy_binary(
+        f"SELECT account_id, asset_id, amount::float8 FROM {CollateralBalance._meta.db_table} "
+        f"WHERE amount <> 0{where}",
+        params,
+        [("account", ">i8"), ("asset", ">i8"), ("amount", ">f8")],
+    )
+    # Sorting here is cheaper than ORDER BY in the database and gives the same order.
+    order = np.lexsort((positions["id"], positions["account"]))
+    pos = np.empty((order.size, 5), dtype=np.float64)
+    for c, name in enumerate(("id", "account", "instrument", "quantity", "entry")):
+        pos[:, c] = positions[name][order]
+    order = np.lexsort((balances["asset"], balances["account"]))
+    bal = np.empty((order.size, 3), dtype=np.float64)
+    for c, name in enumerate(("account", "asset", "amount")):
+        bal[:, c] = balances[name][order]
+    return pos, bal
 
 
 def market_form_build(*, quotes: MarketQuotes, instruments: Iterable[Instrument]) -> dict:

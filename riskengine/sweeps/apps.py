@@ -1,0 +1,12 @@
+from django.apps import AppConfig
+
+
+class SweepsConfig(AppConfig):
+    name = "riskengine.sweeps"
+    label = "sweeps"
+    verbose_name = "Margin sweeps"
+
+    def ready(self) -> None:
+        from riskengine.sweeps import receivers
+
+        receivers.connect()

@@ -1,0 +1,274 @@
+"""Margin sweeps: what was computed, from which inputs, and what it set in motion.
+
+- ``Sweep``: one run of the engine over many accounts (``full``: every account, split into shards;
+  ``event``: the accounts a trade, a collateral movement or an index move touched). It fixes the
+  inputs shared by all its accounts: the parameter set, the valuation time and the ``market`` form
+  of the margin document (stored once, for replay) with the oracle's index price row ids.
+- ``SweepShard``: a range of account ids (full sweeps) or an explicit list (event sweeps). Unique
+  per ``(sweep, number)``; a shard stores its results in one transaction that also marks it
+  ``done``, so running it again (a redelivered task) changes nothing.
+- ``MarginSnapshot``: one account's figures from one sweep, unique per ``(sweep, account)``, with
+  the account's exact engine input (``positions``, ``collateral``) so the margin document can be
+  rebuilt and recomputed (``selectors.margin_snapshot_document``). Figures are the engine's float64
+  outputs stored as ``double precision``: a replay reproduces them bit for bit. Money that moves
+  (call amounts, fees, deficits) is ``NUMERIC``.
+- ``AccountMargin``: the latest snapshot of each account (by read time), for fast reads.
+- ``MarginCall`` / ``MarginCallEvent``: at most one open call per account (partial unique index);
+  every transition is appended to the event log with its time and cause.
+- ``Liquidation``: at most one in progress per account (partial unique index).
+- ``SweepRequest``: pending event-sweep requests, one row per account, drained in one engine run;
+  this is what coalesces bursts across machines.
+
+Compact arrays (stored as ``bytea``, little-endian, decoded by ``riskengine.sweeps.codec``):
+``positions`` records ``(instrument_id int64, quantity float64, entry_price float64)`` in the
+order the engine saw them; ``collateral`` records ``(asset_id int64, amount float64)``;
+``by_underlying`` records ``(underlying index int64, worst scenario index int64, scan_risk,
+directional, delta_usd, gamma_usd, vega_usd, theta_usd)``, indices into the parameter set's
+underlyings and scenario grid. Writing 100,000 snapshots as JSON would cost more than the whole
+engine run (see docs/performance.md).
+"""
+
+from __future__ import annotations
+
+from django.db import models
+from django.db.models import Q
+
+from clearing.ledger import AmountField, AppendOnlyModel
+
+
+class SweepKind(models.TextChoices):
+    FULL = "full", "Full sweep"
+    EVENT = "event", "Event sweep"
+
+
+class SweepStatus(models.TextChoices):
+    RUNNING = "running", "Running"
+    DONE = "done", "Done"
+    FAILED = "failed", "Failed"
+
+
+class Sweep(models.Model):
+    kind = models.CharField(max_length=8, choices=SweepKind.choices)
+    cause = models.CharField(max_length=200, help_text="What triggered it: beat, command, trade, index BTC…")
+    parameter_set = models.ForeignKey("riskengine.ParameterSet", on_delete=models.PROTECT, related_name="+")
+    valuation_time = models.DateTimeField()
+    market = models.JSONField(help_text="The margin document's market section used by every account.")
+    statuses = models.JSONField(default=dict, help_text="Oracle status per symbol at the sweep.")
+    index_price_ids = models.JSONField(default=dict, help_text="Symbol → stored index price row used.")
+    status = models.CharField(max_length=8, choices=SweepStatus.choices, default=SweepStatus.RUNNING)
+    shard_count = models.PositiveIntegerField(default=0)
+    shards_done = models.PositiveIntegerField(default=0)
+    accounts = models.PositiveIntegerField(default=0)
+    started_at = models.DateTimeField(auto_now_add=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-id"]
+        constraints = [
+            models.CheckConstraint(name="sweep_kind_valid", condition=Q(kind__in=SweepKind.values)),
+            models.CheckConstraint(name="sweep_status_valid", condition=Q(status__in=SweepStatus.values)),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.kind} sweep {self.pk} ({self.status})"
+
+
+class ShardStatus(models.TextChoices):
+    PENDING = "pending", "Pending"
+    DONE = "done", "Done"
+    FAILED = "failed", "Failed"
+
+
+class SweepShard(models.Model):
+    sweep = models.ForeignKey(Sweep, on_delete=models.CASCADE, related_name="shards")
+    number = models.PositiveIntegerField()
+    first_account_id = models.BigIntegerField(null=True, blank=True)
+    last_account_id = models.BigIntegerField(null=True, blank=True)
+    account_ids = models.JSONField(null=True, blank=True, help_text="Explicit accounts (event sweeps).")
+    status = models.CharField(max_length=8, choices=ShardStatus.choices, default=ShardStatus.PENDING)
+    accounts = models.PositiveIntegerField(default=0)
+    worker = models.CharField(max_length=200, blank=True, help_text="Host that stored the results.")
+    read_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    timings = models.JSONField(default=dict, help_text="Seconds spent reading, computing, storing.")
+    error = models.TextField(blank=True)
+
+    class Meta:
+        ordering = ["sweep_id", "number"]
+        constraints = [
+            models.UniqueConstraint(fields=["sweep", "number"], name="sweepshard_one_per_number"),
+            models.CheckConstraint(
+                name="sweepshard_status_valid", condition=Q(status__in=ShardStatus.values)
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"shard {self.number} of sweep {self.sweep_id}"
+
+
+class MarginStatus(models.TextChoices):
+    HEALTHY = "healthy", "Healthy"
+    MARGIN_CALL = "margin_call", "Margin call"
+    LIQUIDATION = "liquidation", "Liquidation"
+
+
+class MarginSnapshot(models.Model):
+    sweep = models.ForeignKey(Sweep, on_delete=models.CASCADE, related_name="snapshots")
+    shard = models.ForeignKey(SweepShard, on_delete=models.CASCADE, related_name="snapshots")
+    account = models.ForeignKey("accounts.MarginAccount", on_delete=models.CASCADE, related_name="+")
+    parameter_set = models.ForeignKey("riskengine.ParameterSet", on_delete=models.PROTECT, related_name="+")
+    read_at = models.DateTimeField(help_text="When the account's positions and balances were read.")
+    mode = models.CharField(max_length=10)
+    status = models.CharField(max_length=12, choices=MarginStatus.choices)
+    equity = models.FloatField()
+    collateral_value = models.FloatField()
+    initial_margin = models.FloatField()
+    maintenance_margin = models.FloatField()
+    excess = models.FloatField()
+    margin_ratio = models.FloatField(null=True, blank=True)
+    scan_directional = models.FloatField()
+    scan_non_directional = models.FloatField()
+    correlation_credit = models.FloatField()
+    basis = models.FloatField()
+    short_option_minimum = models.FloatField()
+    concentration = models.FloatField()
+    required_isolated = models.FloatField()
+    required_cross = models.FloatField()
+    required_portfolio = models.FloatField()
+    by_underlying = models.BinaryField(help_text="Per-underlying figures (see the module docstring).")
+    positions = models.BinaryField(help_text="The engine's input positions (see the module docstring).")
+    collateral = models.BinaryField(help_text="The engine's input balances (see the module docstring).")
+
+    class Meta:
+        ordering = ["-id"]
+        constraints = [
+            models.UniqueConstraint(fields=["sweep", "account"], name="marginsnapshot_one_per_sweep_account"),
+        ]
+        indexes = [models.Index(fields=["account", "-read_at"], name="marginsnapshot_account_recent")]
+
+    def __str__(self) -> str:
+        return f"{self.account_id} in sweep {self.sweep_id}: {self.status}"
+
+
+class AccountMargin(models.Model):
+    """The latest snapshot of one account (the one read last), kept in step by every sweep."""
+
+    account = models.OneToOneField(
+        "accounts.MarginAccount", on_delete=models.CASCADE, primary_key=True, related_name="margin"
+    )
+    snapshot = models.ForeignKey(MarginSnapshot, on_delete=models.CASCADE, related_name="+")
+    read_at = models.DateTimeField()
+    status = models.CharField(max_length=12, choices=MarginStatus.choices)
+    equity = models.FloatField()
+    initial_margin = models.FloatField()
+    maintenance_margin = models.FloatField()
+
+    def __str__(self) -> str:
+        return f"{self.account_id}: {self.status}"
+
+
+class CallStatus(models.TextChoices):
+    OPEN = "open", "Open"
+    CURED = "cured", "Cured"
+    ESCALATED = "escalated", "Escalated to liquidation"
+
+
+class MarginCall(models.Model):
+    account = models.ForeignKey(
+        "accounts.MarginAccount", on_delete=models.PROTECT, related_name="margin_calls"
+    )
+    status = models.CharField(max_length=10, choices=CallStatus.choices, default=CallStatus.OPEN)
+    amount = AmountField(help_text="IM − equity when opened, USD.")
+    deadline = models.DateTimeField()
+    opened_at = models.DateTimeField()
+    opened_by = models.ForeignKey(MarginSnapshot, on_delete=models.PROTECT, related_name="+")
+    closed_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-id"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["account"], condition=Q(status="open"), name="margincall_one_open_per_account"
+            ),
+            models.CheckConstraint(name="margincall_status_valid", condition=Q(status__in=CallStatus.values)),
+            models.CheckConstraint(name="margincall_amount_positive", condition=Q(amount__gt=0)),
+        ]
+
+    def __str__(self) -> str:
+        return f"call {self.pk} on {self.account_id} ({self.status})"
+
+
+class MarginCallEvent(AppendOnlyModel):
+    """One transition of a margin call (append-only): opened, cured, escalated, or a suspended
+    escalation (``to_status`` stays ``open``)."""
+
+    call = models.ForeignKey(MarginCall, on_delete=models.PROTECT, related_name="events")
+    at = models.DateTimeField()
+    from_status = models.CharField(max_length=10, blank=True)
+    to_status = models.CharField(max_length=10)
+    cause = models.CharField(max_length=300)
+    snapshot = models.ForeignKey(MarginSnapshot, on_delete=models.PROTECT, null=True, related_name="+")
+
+    class Meta:
+        ordering = ["id"]
+
+    def __str__(self) -> str:
+        return f"{self.call_id}: {self.from_status or '∅'} → {self.to_status}"
+
+
+class LiquidationStatus(models.TextChoices):
+    IN_PROGRESS = "in_progress", "In progress"
+    DONE = "done", "Done"
+
+
+class Liquidation(models.Model):
+    account = models.ForeignKey(
+        "accounts.MarginAccount", on_delete=models.PROTECT, related_name="liquidations"
+    )
+    call = models.ForeignKey(MarginCall, on_delete=models.PROTECT, related_name="liquidations")
+    sweep = models.ForeignKey(Sweep, on_delete=models.PROTECT, related_name="liquidations")
+    status = models.CharField(
+        max_length=12, choices=LiquidationStatus.choices, default=LiquidationStatus.IN_PROGRESS
+    )
+    started_at = models.DateTimeField()
+    finished_at = models.DateTimeField(null=True, blank=True)
+    plan = models.JSONField(
+        default=list, help_text="Positions closed, in order, with the margin each released."
+    )
+    trades = models.ManyToManyField("clearing.Trade", related_name="+", blank=True)
+    equity_before = models.FloatField(null=True, blank=True)
+    initial_margin_before = models.FloatField(null=True, blank=True)
+    equity_after = models.FloatField(null=True, blank=True)
+    initial_margin_after = models.FloatField(null=True, blank=True)
+    closed_notional = AmountField(default=0)
+    fee = AmountField(default=0, help_text="Paid to the insurance fund, USD.")
+    deficit_covered = AmountField(default=0, help_text="Negative equity covered by the insurance fund, USD.")
+
+    class Meta:
+        ordering = ["-id"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["account"],
+                condition=Q(status="in_progress"),
+                name="liquidation_one_in_progress_per_account",
+            ),
+            models.CheckConstraint(
+                name="liquidation_status_valid", condition=Q(status__in=LiquidationStatus.values)
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"liquidation {self.pk} of {self.account_id} ({self.status})"
+
+
+class SweepRequest(models.Model):
+    """A pending event sweep of one account; many requests before the drain make one row."""
+
+    account = models.OneToOneField(
+        "accounts.MarginAccount", on_delete=models.CASCADE, primary_key=True, related_name="+"
+    )
+    cause = models.CharField(max_length=200)
+    requested_at = models.DateTimeField()
+
+    def __str__(self) -> str:
+        return f"sweep {self.account_id} ({self.cause})"

@@ -1,0 +1,181 @@
+"""Reads of margin sweeps: exposures, current margins, and the replay of a stored snapshot."""
+
+from __future__ import annotations
+
+import math
+from functools import lru_cache
+
+import numpy as np
+from django.db.models import Q
+
+from accounts.models import Asset, CollateralBalance, MarginAccount
+from clearing.models import Instrument, Position
+from riskengine.core import parse_parameters, scenario_grid
+from riskengine.core.margin import VOL_MOVES
+from riskengine.quotes import MarketQuotes
+from riskengine.selectors import parameter_sets_with_rows
+from riskengine.sweeps import codec
+from riskengine.sweeps.models import AccountMargin, MarginSnapshot, Sweep
+
+
+@lru_cache(maxsize=16)
+def _parameters_form(parameter_set_id: int, version: str) -> dict:
+    # A set's parameters are frozen once proposed, so its form can be cached for the process;
+    # the version is part of the key so a reused id (a re-created test database) never hits.
+    return parameter_sets_with_rows().get(pk=parameter_set_id).to_parameters_form()
+
+
+def parameters_form(*, parameter_set) -> dict:
+    """The parameters form of ``parameter_set`` (cached per process: sets are frozen)."""
+    return _parameters_form(parameter_set.pk, parameter_set.version)
+
+
+def sweep_quotes(*, sweep: Sweep) -> MarketQuotes:
+    """The market a sweep used, as ``MarketQuotes`` (every shard of a sweep prices with these)."""
+    market = sweep.market
+    return MarketQuotes(
+        valuation_time=sweep.valuation_time,
+        underlying_prices={s: e["price"] for s, e in market["underlyings"].items()},
+        asset_prices={s: e["price"] for s, e in market["assets"].items()},
+        option_ivs={s: e["iv"] for s, e in market["instruments"].items() if "iv" in e},
+        statuses=dict(sweep.statuses),
+        index_price_ids=dict(sweep.index_price_ids),
+    )
+
+
+def accounts_exposed(*, symbol: str) -> list[int]:
+    """Member and venue accounts whose margin depends on ``symbol``'s price: positions on that
+    underlying, collateral linked to it, or collateral that is the asset itself."""
+    positions = Position.objects.exclude(quantity=0).filter(instrument__underlying__symbol=symbol)
+    balances = CollateralBalance.objects.exclude(amount=0).filter(
+        Q(asset__symbol=symbol) | Q(asset__underlying__symbol=symbol)
+    )
+    ids = set(positions.values_list("account_id", flat=True)) | set(
+        balances.values_list("account_id", flat=True)
+    )
+    return sorted(ids)
+
+
+def account_margins_current(*, account_ids: list[int]) -> dict[int, AccountMargin]:
+    """The latest margin of each account (those ever swept), in one query."""
+    return AccountMargin.objects.in_bulk(account_ids)
+
+
+def margin_snapshot_positions(
+    *, snapshot: MarginSnapshot, symbols: dict[int, str] | None = None
+) -> list[dict]:
+    """The snapshot's input positions in the document's ``positions[]`` form."""
+    records = codec.decode(codec.POSITION, snapshot.positions)
+    if symbols is None:
+        symbols = dict(
+            Instrument.objects.filter(pk__in=np.unique(records["instrument"]).tolist()).values_list(
+                "pk", "symbol"
+            )
+        )
+    positions = []
+    for record in records:
+        position = {
+            "instrument": symbols[int(record["instrument"])],
+            "quantity": repr(float(record["quantity"])),
+        }
+        if not math.isnan(record["entry"]):
+            position["entry_price"] = repr(float(record["entry"]))
+        positions.append(position)
+    return positions
+
+
+def margin_snapshot_by_underlying(*, snapshot: MarginSnapshot, parameters_form: dict) -> list[dict]:
+    """The snapshot's ``by_underlying`` figures as in the engine's result (spec section 5)."""
+    parameters = parse_parameters(parameters_form)
+    grid = scenario_grid(parameters)
+    out = []
+    for r in codec.decode(codec.PAIR, snapshot.by_underlying):
+        u, s = int(r["underlying"]), int(r["worst"])
+        out.append(
+            {
+                "underlying": parameters.underlyings[u],
+                "scan_risk": float(r["scan_risk"]),
+                "directional": float(r["directional"]),
+                "delta_usd": float(r["delta_usd"]),
+                "gamma_usd": float(r["gamma_usd"]),
+                "vega_usd": float(r["vega_usd"]),
+                "theta_usd": float(r["theta_usd"]),
+                "worst_scenario": {
+                    "price_move": float(grid.price_move[u, s]),
+                    "vol_move": VOL_MOVES[grid.vol_move[s]],
+                    "kind": "extreme" if grid.is_extreme[s] else "standard",
+                },
+            }
+        )
+    return out
+
+
+def margin_snapshot_figures(*, snapshot: MarginSnapshot) -> dict:
+    """The stored figures in the engine's result shape (without per-position figures, which a
+    replay of ``margin_snapshot_document`` gives)."""
+    return {
+        "id": snapshot.account.code,
+        "mode": snapshot.mode,
+        "status": snapshot.status,
+        "equity": snapshot.equity,
+        "collateral_value": snapshot.collateral_value,
+        "initial_margin": snapshot.initial_margin,
+        "maintenance_margin": snapshot.maintenance_margin,
+        "excess": snapshot.excess,
+        "margin_ratio": snapshot.margin_ratio,
+        "components": {
+            "scan_directional": snapshot.scan_directional,
+            "scan_non_directional": snapshot.scan_non_directional,
+            "correlation_credit": snapshot.correlation_credit,
+            "basis": snapshot.basis,
+            "short_option_minimum": snapshot.short_option_minimum,
+            "concentration": snapshot.concentration,
+        },
+        "by_underlying": margin_snapshot_by_underlying(
+            snapshot=snapshot, parameters_form=parameters_form(parameter_set=snapshot.parameter_set)
+        ),
+        "comparison": {
+            "isolated": snapshot.required_isolated,
+            "cross": snapshot.required_cross,
+            "portfolio": snapshot.required_portfolio,
+        },
+    }
+
+
+def margin_snapshot_document(*, snapshot: MarginSnapshot) -> dict:
+    """The margin document (spec section 5) the snapshot was computed from: the parameters form
+    of its parameter set, the sweep's market restricted to the account's instruments, and the
+    account's positions and collateral exactly as the engine saw them. ``compute_document`` on it
+    gives the stored figures."""
+    sweep = snapshot.sweep
+    positions = margin_snapshot_positions(snapshot=snapshot)
+    balances = codec.decode(codec.BALANCE, snapshot.collateral)
+    asset_symbols = dict(
+        Asset.objects.filter(pk__in=np.unique(balances["asset"]).tolist()).values_list("pk", "symbol")
+    )
+    collateral: dict[str, float] = {}
+    for record in balances:
+        symbol = asset_symbols[int(record["asset"])]
+        collateral[symbol] = collateral.get(symbol, 0.0) + float(record["amount"])
+    held = {position["instrument"] for position in positions}
+    market = dict(sweep.market)
+    market["instruments"] = {s: e for s, e in sweep.market["instruments"].items() if s in held}
+    account = snapshot.account
+    return {
+        "valuation_time": sweep.valuation_time.isoformat().replace("+00:00", "Z"),
+        "parameters": parameters_form(parameter_set=snapshot.parameter_set),
+        "market": market,
+        "portfolios": [
+            {
+                "id": account.code,
+                "mode": snapshot.mode,
+                "collateral": {symbol: repr(amount) for symbol, amount in sorted(collateral.items())},
+                "positions": positions,
+            }
+        ],
+    }
+
+
+def venue_account_ids() -> dict[str, int]:
+    """The house and insurance fund accounts, by kind."""
+    return dict(MarginAccount.objects.exclude(kind="member").values_list("kind", "pk"))

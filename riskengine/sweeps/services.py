@@ -1,0 +1,957 @@
+"""Margin sweeps: run the engine over accounts, store snapshots, drive margin calls and liquidations.
+
+Consistency. A sweep fixes the parameter set and the prices (stored in ``Sweep.market``) for all
+its accounts. A full-sweep shard reads its accounts' positions and balances in one ``REPEATABLE
+READ`` transaction (one database snapshot, no locks held); an event sweep locks its accounts first
+(every writer of positions and balances takes those locks), so it reads each account whole.
+
+Ordering. ``AccountMargin`` holds each account's latest snapshot by read time. A shard upserts it
+with ``… ON CONFLICT DO UPDATE … WHERE read_at <= excluded.read_at RETURNING``: only accounts for
+which this snapshot became current drive margin-call transitions, and the upsert's row locks
+serialise two sweeps of the same account (rows are taken in account order, so no deadlock).
+
+Idempotency. A shard stores everything (snapshots, current margins, call transitions, events) in
+one transaction that also marks it done, under a lock on the shard row; running it again changes
+nothing, and a worker killed before the commit leaves nothing behind (its task is acknowledged
+late and redelivered).
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import socket
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from decimal import Decimal
+
+import numpy as np
+from django.conf import settings
+from django.db import connection, transaction
+from django.db.models import F
+from django.utils import timezone
+
+from accounts.models import AccountKind, Asset, MarginAccount, MovementKind
+from accounts.services import BalanceChange, collateral_movements_apply, margin_accounts_lock
+from clearing.models import Instrument, Position
+from clearing.services import Fill, trades_book
+from frontend.events import events_publish
+from riskengine.core import MODES, OPTION, compute_margin
+from riskengine.core.margin import STATUSES
+from riskengine.loading import BookRows, LoadedBook, book_rows_fetch, margin_book_build, market_form_build
+from riskengine.quotes import MarketQuotes
+from riskengine.selectors import parameter_set_active
+from riskengine.sweeps import codec
+from riskengine.sweeps.models import (
+    AccountMargin,
+    CallStatus,
+    Liquidation,
+    LiquidationStatus,
+    MarginCall,
+    MarginCallEvent,
+    MarginSnapshot,
+    ShardStatus,
+    Sweep,
+    SweepKind,
+    SweepRequest,
+    SweepShard,
+    SweepStatus,
+)
+from riskengine.sweeps.selectors import parameters_form, sweep_quotes
+
+log = logging.getLogger(__name__)
+
+HOSTNAME = socket.gethostname()
+# margin.updated is pushed when the status changes or equity, IM or MM moved by more than this
+# fraction: a full sweep every minute would otherwise push every account every minute.
+UPDATE_THRESHOLD = 1e-4
+SUSPENDED_ALERT = "liquidation_suspended"
+
+
+def quotes_current() -> MarketQuotes:
+    from clearing.marketdata.selectors import market_quotes_current
+
+    return market_quotes_current()
+
+
+# --- Engine run and storage --------------------------------------------------------------------
+
+
+@dataclass
+class ShardOutcome:
+    """What a shard did (the command's summary adds these up)."""
+
+    accounts: int = 0
+    statuses: dict[str, int] = field(default_factory=lambda: dict.fromkeys(STATUSES, 0))
+    opened: int = 0
+    cured: int = 0
+    escalated: int = 0
+    suspended: int = 0
+    liquidations: list[int] = field(default_factory=list)
+    timings: dict[str, float] = field(default_factory=dict)
+
+    def add(self, other: ShardOutcome) -> None:
+        self.accounts += other.accounts
+        for key, count in other.statuses.items():
+            self.statuses[key] += count
+        self.opened += other.opened
+        self.cured += other.cured
+        self.escalated += other.escalated
+        self.suspended += other.suspended
+        self.liquidations += other.liquidations
+        for key, seconds in other.timings.items():
+            self.timings[key] = self.timings.get(key, 0.0) + seconds
+
+
+def _read_at() -> datetime:
+    if connection.vendor == "postgresql":
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT statement_timestamp()")
+            return cursor.fetchone()[0]
+    return timezone.now()
+
+
+def _snapshot_columns(
+    book: LoadedBook, result, *, sweep: Sweep, shard: SweepShard, read_at: datetime
+) -> dict:
+    """Every ``MarginSnapshot`` column as a list (one entry per account), built with numpy."""
+    rows = book.rows
+    n = rows.account_ids.size
+    pos_indptr = np.searchsorted(rows.position_account, np.append(rows.account_ids, np.iinfo(np.int64).max))
+    bal_indptr = np.searchsorted(rows.balance_account, np.append(rows.account_ids, np.iinfo(np.int64).max))
+    positions = codec.records(
+        codec.POSITION,
+        instrument=rows.position_instrument,
+        quantity=rows.position_quantity,
+        entry=book.margin_input.portfolios.position_entry,
+    )
+    balances = codec.records(codec.BALANCE, asset=rows.balance_asset, amount=rows.balance_amount)
+    pairs = codec.records(
+        codec.PAIR,
+        underlying=result.pair_underlying,
+        worst=result.worst_scenario,
+        scan_risk=result.scan_risk,
+        directional=result.directional,
+        delta_usd=result.delta_usd,
+        gamma_usd=result.gamma_usd,
+        vega_usd=result.vega_usd,
+        theta_usd=result.theta_usd,
+    )
+    ratio = result.margin_ratio
+    return {
+        "sweep_id": [sweep.pk] * n,
+        "shard_id": [shard.pk] * n,
+        "account_id": rows.account_ids.tolist(),
+        "parameter_set_id": [sweep.parameter_set_id] * n,
+        "read_at": [read_at] * n,
+        "mode": [MODES[m] for m in result.mode.tolist()],
+        "status": [STATUSES[s] for s in result.status.tolist()],
+        "equity": result.equity.tolist(),
+        "collateral_value": result.collateral_value.tolist(),
+        "initial_margin": result.initial_margin.tolist(),
+        "maintenance_margin": result.maintenance_margin.tolist(),
+        "excess": result.excess.tolist(),
+        "margin_ratio": [None if np.isnan(r) else r for r in ratio.tolist()],
+        "scan_directional": result.scan_directional.tolist(),
+        "scan_non_directional": result.scan_non_directional.tolist(),
+        "correlation_credit": result.correlation_credit.tolist(),
+        "basis": result.basis.tolist(),
+        "short_option_minimum": result.short_option_minimum.tolist(),
+        "concentration": result.concentration.tolist(),
+        "required_isolated": result.required_isolated.tolist(),
+        "required_cross": result.required_cross.tolist(),
+        "required_portfolio": result.required_portfolio.tolist(),
+        "by_underlying": codec.split(pairs, result.pair_indptr),
+        "positions": codec.split(positions, pos_indptr),
+        "collateral": codec.split(balances, bal_indptr),
+    }
+
+
+def _copy_text(value) -> str:
+    if value is None:
+        return "\\N"
+    if isinstance(value, bytes):
+        return "\\\\x" + value.hex()
+    if isinstance(value, datetime):
+        return value.isoformat()
+    return str(value)
+
+
+def _snapshots_insert(columns: dict) -> None:
+    names = list(columns)
+    if connection.vendor == "postgresql":
+        # COPY in text format: one round trip for the whole shard. Strings here are our own
+        # (modes, statuses, numbers, hex), never containing tabs, newlines or backslashes.
+        lines = io.StringIO()
+        for row in zip(*(columns[name] for name in names), strict=True):
+            lines.write("\t".join(map(_copy_text, row)))
+            lines.write("\n")
+        sql = f"COPY {MarginSnapshot._meta.db_table} ({', '.join(names)}) FROM STDIN"
+        with connection.cursor() as cursor, cursor.cursor.copy(sql) as copy:
+            copy.write(lines.getvalue())
+        return
+    MarginSnapshot.objects.bulk_create(
+        [MarginSnapshot(**dict(zip(names, row, strict=True))) for row in zip(*columns.values(), strict=True)],
+        batch_size=500,
+    )
+
+
+def _current_upsert(shard: SweepShard) -> list[int]:
+    """Make this shard's snapshots current where they were read last; returns those accounts."""
+    table = AccountMargin._meta.db_table
+    sql = f"""
+        INSERT INTO {table}
+            (account_id, snapshot_id, read_at, status, equity, initial_margin, maintenance_margin)
+        SELECT account_id, id, read_at, status, equity, initial_margin, maintenance_margin
+        FROM {MarginSnapshot._meta.db_table} WHERE shard_id = %s ORDER BY account_id
+        ON CONFLICT (account_id) DO UPDATE SET
+            snapshot_id = excluded.snapshot_id, read_at = excluded.read_at, status = excluded.status,
+            equity = excluded.equity, initial_margin = excluded.initial_margin,
+            maintenance_margin = excluded.maintenance_margin
+        WHERE {table}.read_at <= excluded.read_at
+        RETURNING account_id
+    """
+    with connection.cursor() as cursor:
+        cursor.execute(sql, [shard.pk])
+        return [row[0] for row in cursor.fetchall()]
+
+
+def _changed(previous: tuple | None, status: str, figures: tuple[float, float, float]) -> bool:
+    if previous is None or previous[0] != status:
+        return True
+    return any(
+        abs(new - old) > UPDATE_THRESHOLD * max(abs(old), 1.0)
+        for new, old in zip(figures, previous[1:], strict=True)
+    )
+
+
+def _exposures(book: LoadedBook, k: int) -> set[str]:
+    """Symbols whose prices account ``k``'s margin depends on."""
+    rows, market = book.rows, book.market_form
+    account_id = rows.account_ids[k]
+    symbols = set()
+    for j in np.flatnonzero(rows.position_account == account_id):
+        symbol = book.instrument_symbols[int(rows.position_instrument[j])]
+        symbols.add(market["instruments"][symbol]["underlying"])
+    parameters = book.margin_input.parameters
+    for b in np.flatnonzero(rows.balance_account == account_id):
+        asset = book.asset_symbols[int(rows.balance_asset[b])]
+        symbols.add(asset)
+        underlying = int(parameters.asset_underlying[parameters.assets.index(asset)])
+        if underlying >= 0:
+            symbols.add(parameters.underlyings[underlying])
+    return symbols
+
+
+def _store(
+    *,
+    sweep: Sweep,
+    shard: SweepShard,
+    book: LoadedBook,
+    result,
+    read_at: datetime,
+    quotes: MarketQuotes,
+    worker: str,
+    timings: dict[str, float],
+) -> ShardOutcome:
+    """Write one shard's results (inside the caller's transaction)."""
+    started = time.perf_counter()
+    outcome = ShardOutcome(accounts=int(book.rows.account_ids.size), timings=timings)
+    columns = _snapshot_columns(book, result, sweep=sweep, shard=shard, read_at=read_at)
+    account_ids = columns["account_id"]
+    margins = AccountMargin.objects.all()
+    if shard.first_account_id is not None:
+        margins = margins.filter(
+            account_id__gte=shard.first_account_id, account_id__lte=shard.last_account_id
+        )
+    else:
+        margins = margins.filter(account_id__in=account_ids)
+    previous = {
+        row[0]: row[1:]
+        for row in margins.values_list(
+            "account_id", "status", "equity", "initial_margin", "maintenance_margin"
+        )
+    }
+    _snapshots_insert(columns)
+    current = set(_current_upsert(shard))
+    timings["store"] = time.perf_counter() - started
+
+    started = time.perf_counter()
+    for status in columns["status"]:
+        outcome.statuses[status] += 1
+    index = {account_id: k for k, account_id in enumerate(account_ids)}
+    snapshot_ids = (
+        dict(
+            MarginSnapshot.objects.filter(
+                shard=shard, account_id__in=[a for a in current if _unhealthy(columns, index[a])]
+            ).values_list("account_id", "pk")
+        )
+        if current
+        else {}
+    )
+    venue = set(MarginAccount.objects.exclude(kind=AccountKind.MEMBER).values_list("pk", flat=True))
+    open_calls = {
+        call.account_id: call
+        for call in MarginCall.objects.filter(status=CallStatus.OPEN, account_id__in=sorted(current - venue))
+    }
+    busy = set(
+        Liquidation.objects.filter(
+            status=LiquidationStatus.IN_PROGRESS, account_id__in=sorted(current - venue)
+        ).values_list("account_id", flat=True)
+    )
+    now = timezone.now()
+    cure = timedelta(minutes=sweep.parameter_set.cure_period_minutes)
+    unsafe = quotes.unsafe_for_liquidation()
+    events: list[tuple[int, str, dict]] = []
+    call_events: list[MarginCallEvent] = []
+    for account_id in sorted(current):
+        k = index[account_id]
+        status = columns["status"][k]
+        figures = (columns["equity"][k], columns["initial_margin"][k], columns["maintenance_margin"][k])
+        equity, im, mm = figures
+        if sweep.kind == SweepKind.EVENT or _changed(previous.get(account_id), status, figures):
+            events.append(
+                (
+                    account_id,
+                    "margin.updated",
+                    {
+                        "sweep": sweep.pk,
+                        "status": status,
+                        "equity": equity,
+                        "initial_margin": im,
+                        "maintenance_margin": mm,
+                        "excess": columns["excess"][k],
+                    },
+                )
+            )
+        if account_id in venue:
+            continue
+        call = open_calls.get(account_id)
+        if status == "healthy":
+            if call is not None:
+                call.status, call.closed_at = CallStatus.CURED, now
+                call.save(update_fields=["status", "closed_at"])
+                call_events.append(
+                    _event(
+                        call,
+                        CallStatus.OPEN,
+                        CallStatus.CURED,
+                        f"equity {equity:.2f} ≥ IM {im:.2f}",
+                        snapshot_ids.get(account_id),
+                        now,
+                    )
+                )
+                events.append(
+                    (
+                        account_id,
+                        "margin_call.cured",
+                        {"call": call.pk, "equity": equity, "initial_margin": im},
+                    )
+                )
+                outcome.cured += 1
+            continue
+        if call is None:
+            call = MarginCall.objects.create(
+                account_id=account_id,
+                amount=Decimal(repr(im - equity)).quantize(Decimal("0.0000000001")),
+                deadline=now + cure,
+                opened_at=now,
+                opened_by_id=snapshot_ids[account_id],
+            )
+            call_events.append(
+                _event(
+                    call,
+                    "",
+                    CallStatus.OPEN,
+                    f"equity {equity:.2f} < IM {im:.2f}",
+                    snapshot_ids[account_id],
+                    now,
+                )
+            )
+            events.append(
+                (
+                    account_id,
+                    "margin_call.opened",
+                    {
+                        "call": call.pk,
+                        "amount": call.amount,
+                        "deadline": call.deadline,
+                        "equity": equity,
+                        "initial_margin": im,
+                        "maintenance_margin": mm,
+                    },
+                )
+            )
+            outcome.opened += 1
+        if status != "liquidation" and now < call.deadline:
+            continue
+        cause = f"equity {equity:.2f} < MM {mm:.2f}" if status == "liquidation" else "cure period elapsed"
+        if account_id in busy:
+            continue
+        exposed = sorted(_exposures(book, k) & unsafe)
+        if exposed:
+            _suspend(
+                call=call,
+                account_id=account_id,
+                exposed=exposed,
+                cause=cause,
+                snapshot_id=snapshot_ids[account_id],
+                now=now,
+                call_events=call_events,
+            )
+            outcome.suspended += 1
+            continue
+        _alert_resolve(account_id)
+        call.status, call.closed_at = CallStatus.ESCALATED, now
+        call.save(update_fields=["status", "closed_at"])
+        call_events.append(
+            _event(call, CallStatus.OPEN, CallStatus.ESCALATED, cause, snapshot_ids[account_id], now)
+        )
+        liquidation = Liquidation.objects.create(
+            account_id=account_id,
+            call=call,
+            sweep=sweep,
+            started_at=now,
+            equity_before=equity,
+            initial_margin_before=im,
+        )
+        events.append(
+            (
+                account_id,
+                "margin_call.escalated",
+                {"call": call.pk, "cause": cause, "liquidation": liquidation.pk},
+            )
+        )
+        events.append(
+            (
+                account_id,
+                "liquidation.started",
+                {"liquidation": liquidation.pk, "equity": equity, "initial_margin": im},
+            )
+        )
+        outcome.escalated += 1
+        outcome.liquidations.append(liquidation.pk)
+    MarginCallEvent.objects.bulk_create(call_events)
+    if events:
+        events_publish(events=events)
+    shard.status, shard.worker, shard.read_at, shard.finished_at = (
+        ShardStatus.DONE,
+        worker,
+        read_at,
+        timezone.now(),
+    )
+    shard.accounts = outcome.accounts
+    timings["calls"] = time.perf_counter() - started
+    shard.timings = {key: round(seconds, 4) for key, seconds in timings.items()}
+    shard.save(update_fields=["status", "worker", "read_at", "finished_at", "accounts", "timings"])
+    liquidations = list(outcome.liquidations)
+    if liquidations:
+        transaction.on_commit(lambda: _liquidations_enqueue(liquidations))
+    return outcome
+
+
+def _unhealthy(columns: dict, k: int) -> bool:
+    return columns["status"][k] != "healthy"
+
+
+def _event(call, from_status, to_status, cause, snapshot_id, now) -> MarginCallEvent:
+    return MarginCallEvent(
+        call=call, at=now, from_status=from_status, to_status=to_status, cause=cause, snapshot_id=snapshot_id
+    )
+
+
+def _suspend(*, call, account_id, exposed, cause, snapshot_id, now, call_events) -> None:
+    from clearing.marketdata.services import ops_alert_raise
+
+    symbols = ", ".join(exposed)
+    message = f"Liquidation of account {account_id} suspended ({cause}): {symbols} stale or unconfirmed."
+    last = call.events.order_by("-id").values_list("cause", flat=True).first()
+    if last is None or not last.startswith("liquidation suspended"):
+        call_events.append(
+            _event(
+                call,
+                CallStatus.OPEN,
+                CallStatus.OPEN,
+                f"liquidation suspended: {', '.join(exposed)} not trustworthy",
+                snapshot_id,
+                now,
+            )
+        )
+    ops_alert_raise(kind=SUSPENDED_ALERT, key=str(account_id), message=message)
+
+
+def _alert_resolve(account_id: int) -> None:
+    from clearing.marketdata.services import ops_alert_resolve
+
+    ops_alert_resolve(kind=SUSPENDED_ALERT, key=str(account_id))
+
+
+def _liquidations_enqueue(ids: list[int]) -> None:
+    from riskengine.sweeps.tasks import liquidation_execute as task
+
+    for liquidation_id in ids:
+        task.delay(liquidation_id)
+
+
+def _compute(rows: BookRows, *, form: dict, quotes: MarketQuotes, timings: dict) -> tuple[LoadedBook, object]:
+    started = time.perf_counter()
+    book = margin_book_build(rows=rows, parameters_form=form, quotes=quotes)
+    result = compute_margin(book.margin_input)
+    timings["compute"] = time.perf_counter() - started
+    return book, result
+
+
+# --- Full sweeps -------------------------------------------------------------------------------
+
+
+@transaction.atomic
+def sweep_full_create(
+    *, cause: str, quotes: MarketQuotes | None = None, shard_size: int | None = None, enqueue: bool = True
+) -> Sweep:
+    """Fix a full sweep's inputs (active parameter set, prices) and split every account into shards
+    of ``shard_size`` (default ``CLEARING_SWEEP_SHARD_SIZE``) consecutive ids; with ``enqueue``,
+    one Celery task per shard is sent when the transaction commits."""
+    parameter_set = parameter_set_active()
+    quotes = quotes or quotes_current()
+    instruments = Instrument.objects.select_related("underlying").all()
+    sweep = Sweep.objects.create(
+        kind=SweepKind.FULL,
+        cause=cause[:200],
+        parameter_set=parameter_set,
+        valuation_time=quotes.valuation_time,
+        market=market_form_build(quotes=quotes, instruments=instruments),
+        statuses=quotes.statuses,
+        index_price_ids=quotes.index_price_ids,
+    )
+    ids = np.fromiter(MarginAccount.objects.order_by("pk").values_list("pk", flat=True), dtype=np.int64)
+    size = max(1, shard_size or settings.CLEARING_SWEEP_SHARD_SIZE)
+    shards = SweepShard.objects.bulk_create(
+        [
+            SweepShard(
+                sweep=sweep,
+                number=n,
+                first_account_id=int(ids[i]),
+                last_account_id=int(ids[min(i + size, ids.size) - 1]),
+            )
+            for n, i in enumerate(range(0, ids.size, size))
+        ]
+    )
+    sweep.shard_count, sweep.accounts = len(shards), int(ids.size)
+    if not shards:
+        sweep.status, sweep.finished_at = SweepStatus.DONE, timezone.now()
+    sweep.save(update_fields=["shard_count", "accounts", "status", "finished_at"])
+    if enqueue and shards:
+        shard_ids = [shard.pk for shard in shards]
+        transaction.on_commit(lambda: _shards_enqueue(shard_ids))
+    return sweep
+
+
+def _shards_enqueue(shard_ids: list[int]) -> None:
+    from riskengine.sweeps.tasks import sweep_shard
+
+    for shard_id in shard_ids:
+        sweep_shard.delay(shard_id)
+
+
+def sweep_shard_run(*, shard_id: int, worker: str = HOSTNAME) -> ShardOutcome:
+    """Compute and store one shard of a full sweep. Idempotent: a shard already done is skipped."""
+    shard = SweepShard.objects.select_related("sweep__parameter_set").get(pk=shard_id)
+    if shard.status == ShardStatus.DONE:
+        return ShardOutcome()
+    sweep = shard.sweep
+    quotes = sweep_quotes(sweep=sweep)
+    form = parameters_form(parameter_set=sweep.parameter_set)
+    timings: dict[str, float] = {}
+    started = time.perf_counter()
+    try:
+        # One database snapshot for the shard's reads (inside an outer transaction, e.g. a test,
+        # that transaction's isolation applies).
+        fresh = not connection.in_atomic_block
+        with transaction.atomic():
+            if connection.vendor == "postgresql" and fresh:
+                with connection.cursor() as cursor:
+                    cursor.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+            read_at = _read_at()
+            rows = book_rows_fetch(account_range=(shard.first_account_id, shard.last_account_id))
+        timings["read"] = time.perf_counter() - started
+        book, result = _compute(rows, form=form, quotes=quotes, timings=timings)
+        with transaction.atomic():
+            locked = SweepShard.objects.select_for_update().get(pk=shard_id)
+            if locked.status == ShardStatus.DONE:
+                return ShardOutcome()
+            outcome = _store(
+                sweep=sweep,
+                shard=locked,
+                book=book,
+                result=result,
+                read_at=read_at,
+                quotes=quotes,
+                worker=worker,
+                timings=timings,
+            )
+            _sweep_progress(sweep=sweep, quotes=quotes)
+        return outcome
+    except Exception as error:
+        SweepShard.objects.filter(pk=shard_id).exclude(status=ShardStatus.DONE).update(
+            status=ShardStatus.FAILED, error=repr(error)[:2000]
+        )
+        Sweep.objects.filter(pk=sweep.pk).update(status=SweepStatus.FAILED)
+        raise
+
+
+def _sweep_progress(*, sweep: Sweep, quotes: MarketQuotes) -> None:
+    Sweep.objects.filter(pk=sweep.pk).update(shards_done=F("shards_done") + 1)
+    done, count = Sweep.objects.filter(pk=sweep.pk).values_list("shards_done", "shard_count").get()
+    if done < count:
+        return
+    Sweep.objects.filter(pk=sweep.pk, status=SweepStatus.RUNNING).update(
+        status=SweepStatus.DONE, finished_at=timezone.now()
+    )
+    if sweep.kind == SweepKind.FULL:
+        from clearing.marketdata.services import index_sweep_reference_set
+
+        prices = {
+            s: Decimal(repr(p))
+            for s, p in {**quotes.underlying_prices, **quotes.asset_prices}.items()
+            if p > 0
+        }
+        index_sweep_reference_set(prices=prices)
+
+
+def sweep_full_run(
+    *, cause: str, quotes: MarketQuotes | None = None, shard_size: int | None = None
+) -> tuple[Sweep, ShardOutcome]:
+    """A full sweep run here and now, shard after shard (``manage.py sweep``, the benchmark)."""
+    sweep = sweep_full_create(cause=cause, quotes=quotes, shard_size=shard_size, enqueue=False)
+    total = ShardOutcome()
+    for shard_id in sweep.shards.order_by("number").values_list("pk", flat=True):
+        total.add(sweep_shard_run(shard_id=shard_id))
+    sweep.refresh_from_db()
+    return sweep, total
+
+
+def sweep_full_due(*, now: datetime | None = None) -> Sweep | None:
+    """Start a distributed full sweep if the active set's ``sweep_interval_seconds`` has passed
+    since the last one started (beat checks every few seconds)."""
+    now = now or timezone.now()
+    with transaction.atomic():
+        parameter_set = parameter_set_active()
+        # The active set's row is the mutex: two checks at once start at most one sweep.
+        type(parameter_set).objects.select_for_update().filter(pk=parameter_set.pk).first()
+        last = (
+            Sweep.objects.filter(kind=SweepKind.FULL)
+            .order_by("-started_at")
+            .values_list("started_at", flat=True)
+            .first()
+        )
+        if last is not None and now - last < timedelta(seconds=parameter_set.sweep_interval_seconds):
+            return None
+        return sweep_full_create(cause="periodic")
+
+
+# --- Event sweeps ------------------------------------------------------------------------------
+
+
+@transaction.atomic
+def sweep_accounts_run(
+    *, account_ids: list[int], cause: str, quotes: MarketQuotes | None = None, worker: str = HOSTNAME
+) -> Sweep | None:
+    """An event sweep of ``account_ids``: lock them, read, compute, store, drive their calls."""
+    timings: dict[str, float] = {}
+    started = time.perf_counter()
+    locked = margin_accounts_lock(account_ids=account_ids)
+    if not locked:
+        return None
+    quotes = quotes or quotes_current()
+    parameter_set = parameter_set_active()
+    read_at = _read_at()
+    rows = book_rows_fetch(account_ids=sorted(locked))
+    timings["read"] = time.perf_counter() - started
+    book, result = _compute(
+        rows, form=parameters_form(parameter_set=parameter_set), quotes=quotes, timings=timings
+    )
+    sweep = Sweep.objects.create(
+        kind=SweepKind.EVENT,
+        cause=cause[:200],
+        parameter_set=parameter_set,
+        valuation_time=quotes.valuation_time,
+        market=book.market_form,
+        statuses=quotes.statuses,
+        index_price_ids=quotes.index_price_ids,
+        shard_count=1,
+        accounts=len(locked),
+    )
+    shard = SweepShard.objects.create(sweep=sweep, number=0, account_ids=sorted(locked))
+    _store(
+        sweep=sweep,
+        shard=shard,
+        book=book,
+        result=result,
+        read_at=read_at,
+        quotes=quotes,
+        worker=worker,
+        timings=timings,
+    )
+    _sweep_progress(sweep=sweep, quotes=quotes)
+    sweep.refresh_from_db()
+    return sweep
+
+
+def sweep_requests_add(*, account_ids, cause: str) -> int:
+    """Ask for an event sweep of ``account_ids``. An account already waiting is not added again;
+    when a new request is recorded, one drain task is sent (after ``CLEARING_EVENT_SWEEP_DELAY_SECONDS``),
+    so a burst of events for an account, on any machine, makes one engine run. Returns the number
+    of new requests."""
+    ids = sorted({int(a) for a in account_ids})
+    if not ids:
+        return 0
+    now = timezone.now()
+    table = SweepRequest._meta.db_table
+    placeholders = ", ".join(["(%s, %s, %s)"] * len(ids))
+    params: list = []
+    for account_id in ids:
+        params += [account_id, cause[:200], now]
+    with transaction.atomic(), connection.cursor() as cursor:
+        cursor.execute(
+            f"INSERT INTO {table} (account_id, cause, requested_at) VALUES {placeholders} "
+            "ON CONFLICT (account_id) DO NOTHING RETURNING account_id",
+            params,
+        )
+        added = len(cursor.fetchall())
+        if added:
+            transaction.on_commit(_drain_enqueue)
+    return added
+
+
+def _drain_enqueue() -> None:
+    from riskengine.sweeps.tasks import sweep_requests_drain as task
+
+    task.apply_async(countdown=settings.CLEARING_EVENT_SWEEP_DELAY_SECONDS)
+
+
+def sweep_requests_drain(*, limit: int = 5000, quotes: MarketQuotes | None = None) -> Sweep | None:
+    """Take every pending request (up to ``limit``) and sweep those accounts in one engine run,
+    deleting the requests in the same transaction (a crash leaves them for the next drain)."""
+    with transaction.atomic():
+        requests = list(SweepRequest.objects.select_for_update(skip_locked=True).order_by("pk")[:limit])
+        if not requests:
+            return None
+        causes = sorted({request.cause for request in requests})
+        ids = [request.pk for request in requests]
+        sweep = sweep_accounts_run(account_ids=ids, cause="; ".join(causes), quotes=quotes)
+        SweepRequest.objects.filter(pk__in=ids).delete()
+        return sweep
+
+
+# --- Liquidation -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PlanStep:
+    position_id: int
+    instrument: str
+    quantity: float
+    price: float
+    notional: float
+    released: float
+    equity_after: float
+    initial_margin_after: float
+
+
+def liquidation_plan(
+    *, book: LoadedBook, fee_rate: float, settlement_asset_id: int
+) -> tuple[list[PlanStep], float, float]:
+    """Close positions of the (single) account in ``book`` one at a time, each time choosing the
+    position whose close releases the most initial margin per unit of notional, until equity ≥ IM
+    or the account is flat. Closing at the index price (the mark for options) moves the position's
+    value into cash, so equity only falls by the fee. Returns the steps and the starting equity and
+    IM. Each step is one engine run over every candidate (one what-if portfolio per position)."""
+    rows = book.rows
+    result = compute_margin(book.margin_input)
+    equity, im = float(result.equity[0]), float(result.initial_margin[0])
+    start = (equity, im)
+    market = book.margin_input.market
+    instrument_index = book.margin_input.portfolios.position_instrument
+    value = result.position_value
+    price = np.where(
+        market.kind[instrument_index] == OPTION,
+        result.position_price,
+        market.underlying_price[market.underlying[instrument_index]],
+    )
+    price = np.maximum(price, 1e-10)
+    notional = np.abs(rows.position_quantity) * market.multiplier[instrument_index] * price
+    fee = fee_rate * notional
+    remaining = list(range(rows.position_ids.size))
+    cash = 0.0
+    steps: list[PlanStep] = []
+    account_id = int(rows.account_ids[0])
+    while equity < im and remaining:
+        n = len(remaining)
+        keep = [[j for j in remaining if j != c] for c in remaining]
+        fake = np.arange(1, n + 1, dtype=np.int64)
+        pos = np.array([j for kept in keep for j in kept], dtype=np.int64)
+        owner = np.repeat(fake, [len(kept) for kept in keep])
+        bal_owner = np.repeat(fake, rows.balance_account.size)
+        extra = np.array([cash + value[c] - fee[c] for c in remaining])
+        what_if = BookRows(
+            account_ids=fake,
+            account_codes=tuple(f"{account_id}-{c}" for c in remaining),
+            account_modes=np.repeat(rows.account_modes, n),
+            position_ids=rows.position_ids[pos],
+            position_account=owner,
+            position_instrument=rows.position_instrument[pos],
+            position_quantity=rows.position_quantity[pos],
+            position_entry=rows.position_entry[pos],
+            balance_account=np.concatenate([bal_owner, fake]),
+            balance_asset=np.concatenate([np.tile(rows.balance_asset, n), np.full(n, settlement_asset_id)]),
+            balance_amount=np.concatenate([np.tile(rows.balance_amount, n), extra]),
+        )
+        trial = compute_margin(
+            margin_book_build(
+                rows=what_if, parameters_form=book.parameters_form, quotes=_quotes_of(book)
+            ).margin_input
+        )
+        released = im - trial.initial_margin
+        best = int(np.argmax(released / np.maximum(notional[remaining], 1e-12)))
+        c = remaining[best]
+        cash += value[c] - fee[c]
+        equity, im = float(trial.equity[best]), float(trial.initial_margin[best])
+        steps.append(
+            PlanStep(
+                int(rows.position_ids[c]),
+                book.instrument_symbols[int(rows.position_instrument[c])],
+                float(rows.position_quantity[c]),
+                float(price[c]),
+                float(notional[c]),
+                float(released[best]),
+                equity,
+                im,
+            )
+        )
+        remaining.remove(c)
+    return steps, *start
+
+
+def _quotes_of(book: LoadedBook) -> MarketQuotes:
+    market = book.market_form
+    return MarketQuotes(
+        valuation_time=book.valuation_time,
+        underlying_prices={s: e["price"] for s, e in market["underlyings"].items()},
+        asset_prices={s: e["price"] for s, e in market["assets"].items()},
+        option_ivs={s: e["iv"] for s, e in market["instruments"].items() if "iv" in e},
+    )
+
+
+def _balances(account_id: int, form: dict, quotes: MarketQuotes) -> tuple[np.ndarray, np.ndarray]:
+    """The account's balances now: (asset index in the parameter set, amount)."""
+    portfolios = margin_book_build(
+        rows=book_rows_fetch(account_ids=[account_id]), parameters_form=form, quotes=quotes
+    ).margin_input.portfolios
+    return portfolios.balance_asset, portfolios.balance_amount
+
+
+def _decimal(value: float) -> Decimal:
+    return Decimal(repr(value)).quantize(Decimal("0.0000000001"))
+
+
+@transaction.atomic
+def liquidation_execute(*, liquidation_id: int, quotes: MarketQuotes | None = None) -> Liquidation:
+    """Execute a liquidation at the prices of the sweep that started it (or ``quotes``): close the
+    plan's positions against the house account with ``trades_book``, pay the fee (``CLEARING_
+    LIQUIDATION_FEE_RATE`` of the closed notional, never more than the equity left) to the insurance
+    fund, and have the fund cover any negative equity left once flat. Idempotent."""
+    liquidation = (
+        Liquidation.objects.select_for_update()
+        .select_related("sweep__parameter_set", "account")
+        .get(pk=liquidation_id)
+    )
+    if liquidation.status == LiquidationStatus.DONE:
+        return liquidation
+    venue = dict(MarginAccount.objects.exclude(kind=AccountKind.MEMBER).values_list("kind", "pk"))
+    house_id, fund_id = venue[AccountKind.HOUSE], venue[AccountKind.INSURANCE_FUND]
+    accounts = margin_accounts_lock(account_ids=[liquidation.account_id, house_id, fund_id])
+    quotes = quotes or sweep_quotes(sweep=liquidation.sweep)
+    form = parameters_form(parameter_set=liquidation.sweep.parameter_set)
+    settlement = Asset.objects.get(symbol=settings.SETTLEMENT_ASSET)
+    book = margin_book_build(
+        rows=book_rows_fetch(account_ids=[liquidation.account_id]), parameters_form=form, quotes=quotes
+    )
+    fee_rate = float(settings.CLEARING_LIQUIDATION_FEE_RATE)
+    steps, _, _ = liquidation_plan(book=book, fee_rate=fee_rate, settlement_asset_id=settlement.pk)
+    quantities = dict(
+        Position.objects.filter(pk__in=[s.position_id for s in steps]).values_list("pk", "quantity")
+    )
+    instruments = Instrument.objects.in_bulk([s.instrument for s in steps], field_name="symbol")
+    account, house = accounts[liquidation.account_id], accounts[house_id]
+    fills = []
+    notional = Decimal(0)
+    for step in steps:
+        quantity = quantities[step.position_id]
+        price = max(_decimal(step.price), Decimal("0.0000000001"))
+        reference = f"liquidation-{liquidation.pk}-{step.position_id}"
+        fills += [
+            Fill(account, step.instrument, -quantity, price, f"{reference}-a"),
+            Fill(house, step.instrument, quantity, price, f"{reference}-h"),
+        ]
+        notional += abs(quantity) * instruments[step.instrument].multiplier * price
+    trades = trades_book(fills=fills) if fills else []
+    after = compute_margin(
+        margin_book_build(
+            rows=book_rows_fetch(account_ids=[account.pk]), parameters_form=form, quotes=quotes
+        ).margin_input
+    )
+    equity = float(after.equity[0])
+    fee = min(_decimal(fee_rate * float(notional)), max(_decimal(equity), Decimal(0)))
+    changes = []
+    if fee > 0:
+        reference = f"liquidation {liquidation.pk} fee"
+        changes += [
+            BalanceChange(account.pk, settlement, MovementKind.LIQUIDATION_FEE, -fee, reference),
+            BalanceChange(fund_id, settlement, MovementKind.LIQUIDATION_FEE, fee, reference),
+        ]
+    equity -= float(fee)
+    # Once flat, a negative net balance (market value, before haircuts) is the deficit.
+    asset_index, amounts = _balances(account.pk, form, quotes)
+    net = float(np.sum(book.margin_input.market.asset_price[asset_index] * amounts)) - float(fee)
+    flat = not Position.objects.filter(account=account).exclude(quantity=0).exists()
+    deficit = _decimal(-net) if flat and net < 0 else Decimal(0)
+    if deficit > 0:
+        reference = f"liquidation {liquidation.pk} deficit"
+        changes += [
+            BalanceChange(account.pk, settlement, MovementKind.DEFICIT_COVER, deficit, reference),
+            BalanceChange(fund_id, settlement, MovementKind.DEFICIT_COVER, -deficit, reference),
+        ]
+    collateral_movements_apply(changes=changes, created_by=None)
+    final = compute_margin(
+        margin_book_build(
+            rows=book_rows_fetch(account_ids=[account.pk]), parameters_form=form, quotes=quotes
+        ).margin_input
+    )
+    liquidation.plan = [step.__dict__ for step in steps]
+    liquidation.status, liquidation.finished_at = LiquidationStatus.DONE, timezone.now()
+    liquidation.closed_notional, liquidation.fee, liquidation.deficit_covered = notional, fee, deficit
+    liquidation.equity_after, liquidation.initial_margin_after = (
+        float(final.equity[0]),
+        float(final.initial_margin[0]),
+    )
+    liquidation.save()
+    liquidation.trades.set(trades)
+    events_publish(
+        events=[
+            (
+                account.pk,
+                "liquidation.finished",
+                {
+                    "liquidation": liquidation.pk,
+                    "positions_closed": len(steps),
+                    "closed_notional": notional,
+                    "fee": fee,
+                    "deficit_covered": deficit,
+                    "equity": liquidation.equity_after,
+                    "initial_margin": liquidation.initial_margin_after,
+                },
+            )
+        ]
+    )
+    return liquidation
