@@ -727,7 +727,12 @@ def sweep_requests_add(*, account_ids, cause: str) -> int:
 def _drain_enqueue() -> None:
     from riskengine.sweeps.tasks import sweep_requests_drain as task
 
-    task.apply_async(countdown=settings.CLEARING_EVENT_SWEEP_DELAY_SECONDS)
+    # Runs after the writer's commit: a broker outage must not fail the trade or deposit. The
+    # request row stays and the periodic task drains it.
+    try:
+        task.apply_async(countdown=settings.CLEARING_EVENT_SWEEP_DELAY_SECONDS)
+    except Exception:
+        log.exception("could not enqueue the event-sweep drain; the periodic task will take it")
 
 
 def sweep_requests_drain(*, limit: int = 5000, quotes: MarketQuotes | None = None) -> Sweep | None:
