@@ -17,9 +17,9 @@ def sweep_full(cause: str = "requested") -> int:
 @shared_task(name="sweeps.full_due")
 def sweep_full_due() -> int | None:
     """Start a full sweep when due; also drain event-sweep requests whose task was lost."""
+    sweep = services.sweep_full_due()
     while services.sweep_requests_drain() is not None:
         pass
-    sweep = services.sweep_full_due()
     return sweep.pk if sweep else None
 
 
