@@ -86,7 +86,7 @@ class InstrumentOut(serializers.ModelSerializer):
 
 
 class AssetOut(serializers.ModelSerializer):
-    underlying = serializers.SlugRelatedField(slug_field="symbol", read_only=True)
+    underlying = serializers.SlugRelatedField(slug_field="symbol", read_only=True, allow_null=True)
 
     class Meta:
         model = Asset

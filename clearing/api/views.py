@@ -19,6 +19,7 @@ from accounts.services import collateral_deposit
 from clearing.api import serializers as s
 from clearing.api.errors import validation_error_from_django, validation_error_from_document
 from clearing.api.idempotency import idempotent
+from clearing.api.parsers import StrictJSONParser
 from clearing.api.permissions import (
     ACCOUNT_WRITERS,
     OPS,
@@ -77,12 +78,14 @@ def asset_by_symbol(symbol: str, *, field: str) -> Asset:
 
 class RoleView(APIView):
     permission_classes = [RolePermission]
+    parser_classes = [StrictJSONParser]
     read_roles: frozenset = frozenset()
     write_roles: frozenset = frozenset()
 
 
 class RoleListView(generics.ListAPIView):
     permission_classes = [RolePermission]
+    parser_classes = [StrictJSONParser]
     read_roles: frozenset = frozenset()
     write_roles: frozenset = frozenset()
 
