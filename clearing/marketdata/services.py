@@ -13,6 +13,7 @@ assets have no parameter rows of their own for these, and a stablecoin's toleran
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -21,7 +22,7 @@ from functools import partial
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 
 from accounts.models import Asset, Role, User
@@ -216,6 +217,68 @@ def _source_time_check(value: object, *, now: datetime, field: str) -> datetime:
 
 
 # --- Prices --------------------------------------------------------------------------------------
+
+
+# Below this many rows one INSERT beats drawing ids and opening a COPY.
+COPY_THRESHOLD = 20
+
+
+def _ledger_insert(model, rows: list, fields: tuple[str, ...]) -> None:
+    """Insert ``rows`` (unsaved instances of ``model``) and set their primary keys.
+
+    On PostgreSQL the ids are drawn from the table's sequence and the rows go in with one COPY:
+    every observation stores two ledger rows (the observation and its index price), and COPY
+    is what lets the oracle keep up with thousands of observations per second (see
+    docs/performance.md). Elsewhere (the embedded SQLite stack) ``bulk_create``.
+    """
+    if not rows:
+        return
+    if connection.vendor != "postgresql" or len(rows) < COPY_THRESHOLD:
+        model.objects.bulk_create(rows)
+        return
+    meta = model._meta
+    columns = [meta.get_field(name).column for name in fields]
+    attnames = [meta.get_field(name).attname for name in fields]
+    json_fields = {
+        meta.get_field(name).attname
+        for name in fields
+        if meta.get_field(name).get_internal_type() == "JSONField"
+    }
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT nextval(pg_get_serial_sequence(%s, 'id')) FROM generate_series(1, %s)",
+            [meta.db_table, len(rows)],
+        )
+        ids = [pk for (pk,) in cursor.fetchall()]
+        statement = f"COPY {connection.ops.quote_name(meta.db_table)} (id, {', '.join(columns)}) FROM STDIN"
+        with cursor.cursor.copy(statement) as copy:
+            for pk, row in zip(ids, rows, strict=True):
+                row.pk = pk
+                copy.write_row(
+                    [pk]
+                    + [
+                        json.dumps(getattr(row, name)) if name in json_fields else getattr(row, name)
+                        for name in attnames
+                    ]
+                )
+    for row in rows:
+        row._state.adding = False
+        row._state.db = connection.alias
+
+
+OBSERVATION_FIELDS = ("source", "symbol", "price", "source_time", "received_at")
+INDEX_PRICE_FIELDS = (
+    "symbol",
+    "status",
+    "price",
+    "last_good_price",
+    "sources",
+    "exclusions",
+    "note",
+    "observation",
+    "confirmed_by",
+    "computed_at",
+)
 
 
 @dataclass
@@ -421,18 +484,17 @@ def price_observations_submit(*, observations: Sequence[PriceIn]) -> list[IndexP
     states = _states_lock(rules)
     previous_status = {symbol: state.status for symbol, state in states.items()}
     quotes, _ = _quotes_load(rules)
-    stored = PriceObservation.objects.bulk_create(
-        [
-            PriceObservation(
-                source=sources[item.source_user.pk],
-                symbol=item.symbol,
-                price=price,
-                source_time=source_time,
-                received_at=now,
-            )
-            for item, price, source_time in checked
-        ]
-    )
+    stored = [
+        PriceObservation(
+            source=sources[item.source_user.pk],
+            symbol=item.symbol,
+            price=price,
+            source_time=source_time,
+            received_at=now,
+        )
+        for item, price, source_time in checked
+    ]
+    _ledger_insert(PriceObservation, stored, OBSERVATION_FIELDS)
     rows: list[IndexPrice] = []
     moves: list[_Move] = []
     changed_quotes: dict[tuple[str, int], SourceQuote] = {}
@@ -463,7 +525,7 @@ def price_observations_submit(*, observations: Sequence[PriceIn]) -> list[IndexP
                 moves=moves,
             )
         )
-    IndexPrice.objects.bulk_create(rows)
+    _ledger_insert(IndexPrice, rows, INDEX_PRICE_FIELDS)
     if changed_quotes:
         SourceQuote.objects.bulk_create(
             list(changed_quotes.values()),
@@ -518,7 +580,7 @@ def index_prices_refresh(*, symbols: Iterable[str] | None = None) -> list[IndexP
         for symbol in sorted(rules)
         if states[symbol].fresh_until is not None and states[symbol].fresh_until < now
     ]
-    IndexPrice.objects.bulk_create(rows)
+    _ledger_insert(IndexPrice, rows, INDEX_PRICE_FIELDS)
     _states_save(states=states.values(), previous_status=previous_status, now=now, moves=moves)
     return rows
 
