@@ -57,6 +57,18 @@ def overview(request):
     return render(request, template, context)
 
 
+def _im_chart(result: dict):
+    """Portfolio margin explains IM by methodology component; the other modes add up positions."""
+    if result["mode"] == "portfolio":
+        items = [
+            (label, -result["components"][key] if key == "correlation_credit" else result["components"][key])
+            for key, label in COMPONENTS
+        ]
+        return charts.bar_chart(items, title="Initial margin by component")
+    items = [(p["instrument"], p["initial_margin"]) for p in result["positions"]]
+    return charts.bar_chart(items, title="Initial margin by position")
+
+
 def _detail_context(account) -> dict:
     summary = account_summary(account=account)
     history = margin_history(account=account)
@@ -84,23 +96,14 @@ def _detail_context(account) -> dict:
     context.update(
         now=now,
         result=result,
-        components_chart=charts.bar_chart(
-            [
-                (
-                    label,
-                    -result["components"][key] if key == "correlation_credit" else result["components"][key],
-                )
-                for key, label in COMPONENTS
-            ],
-            title="Initial margin by component",
-        ),
+        components_chart=_im_chart(result),
         underlying_chart=charts.bar_chart(
             [(row["underlying"], row["scan_risk"]) for row in result["by_underlying"]],
             title="Scan risk by underlying",
         ),
         comparison=comparison,
-        savings=max(0.0, comparison["isolated"] - comparison["portfolio"]),
-        savings_cross=max(0.0, comparison["cross"] - comparison["portfolio"]),
+        savings=comparison["isolated"] - comparison["portfolio"],
+        savings_cross=comparison["cross"] - comparison["portfolio"],
         hedges=hedge_suggestions(account=account, now=now),
     )
     return context
@@ -147,7 +150,10 @@ def what_if(request, code: str):
     account = _account_or_404(request, code)
     trade_forms, collateral_forms = what_if_forms(request.POST if request.method == "POST" else None)
     context = {"account": account, "trade_forms": trade_forms, "collateral_forms": collateral_forms}
-    if request.method == "POST" and all(f.is_valid() for f in [*trade_forms, *collateral_forms]):
+    valid = all(f.is_valid() for f in [*trade_forms, *collateral_forms]) if request.method == "POST" else None
+    if valid is False:
+        context["error"] = "Correct the rows marked below."
+    if valid:
         trades = [
             (f.cleaned_data["instrument"], f.cleaned_data["quantity"], f.cleaned_data["price"])
             for f in trade_forms

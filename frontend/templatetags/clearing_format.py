@@ -10,7 +10,7 @@ def usd(value) -> str:
     """12,345.67 with a real minus sign; an em dash for no value."""
     if value is None or value == "":
         return "—"
-    value = float(value)
+    value = round(float(value), 2)
     return f"{'−' if value < 0 else ''}{abs(value):,.2f}"
 
 
@@ -29,3 +29,9 @@ def qty(value) -> str:
     if value is None:
         return "—"
     return f"{float(value):,.4f}".rstrip("0").rstrip(".")
+
+
+@register.filter
+def status_label(value) -> str:
+    """``margin_call`` → ``margin call``; no status (never swept) → an em dash."""
+    return str(value).replace("_", " ") if value else "—"

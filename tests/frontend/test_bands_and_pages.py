@@ -1,0 +1,171 @@
+"""Target bands, price status events, and the member pages on a swept demo venue."""
+
+import io
+from decimal import Decimal
+
+import pytest
+from django.core.exceptions import ValidationError
+from django.core.management import call_command
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
+
+from accounts.models import MarginAccount, User
+from frontend.events import events_publish
+from frontend.models import OutboxEvent, TargetBand
+from frontend.services import price_status_events_publish, target_band_set
+from riskengine.sweeps.models import AccountMargin
+from riskengine.sweeps.services import sweep_accounts_run
+from tests import factories
+from tests.browser.scenario import btc_observe, thin_account_make
+
+
+@pytest.fixture
+def account(member_a):
+    return factories.account_make(member=member_a, code="AAA-01")
+
+
+@pytest.fixture
+def alice(member_a):
+    return factories.user_make(username="alice", member=member_a)
+
+
+def published(kind: str) -> list[dict]:
+    return list(OutboxEvent.objects.filter(type=kind).order_by("id").values_list("payload", flat=True))
+
+
+@pytest.mark.parametrize(
+    ("lower", "upper", "field"),
+    [
+        ("0", "2", "lower"),
+        ("-1", "2", "lower"),
+        ("2", "2", "upper"),
+        ("3", "2", "upper"),
+        ("nan", "2", "lower"),
+    ],
+)
+def test_a_band_must_have_a_positive_lower_bound_below_the_upper(account, alice, lower, upper, field):
+    with pytest.raises(ValidationError) as error:
+        target_band_set(account=account, lower=lower, upper=upper, user=alice)
+    assert field in error.value.message_dict
+    assert not TargetBand.objects.exists()
+
+
+def test_a_sweep_outside_the_band_alerts_once_and_again_when_back_inside(account, alice):
+    target_band_set(account=account, lower=Decimal("1.5"), upper=Decimal("4"), user=alice)
+
+    def swept(equity: float, mm: float) -> None:
+        events_publish(
+            events=[
+                (
+                    account.pk,
+                    "margin.updated",
+                    {"equity": equity, "maintenance_margin": mm, "initial_margin": 2 * mm},
+                )
+            ]
+        )
+
+    swept(300, 100)  # 3×: inside
+    swept(120, 100)  # 1.2×: below
+    swept(110, 100)  # still below: no second alert
+    swept(250, 100)  # back inside
+    swept(100, 0)  # nothing at risk: above the band
+    assert [(p["state"], p["ratio"]) for p in published("target_band.breached")] == [
+        ("below", 1.2),
+        ("above", None),
+    ]
+    assert [p["state"] for p in published("target_band.restored")] == ["inside"]
+    assert TargetBand.objects.get().state == "above"
+
+
+def test_price_status_changes_reach_only_the_exposed_accounts(venue, member_a, member_b):
+    from clearing.services import Fill, trades_book
+
+    exposed = factories.account_make(member=member_a, code="AAA-01")
+    other = factories.account_make(member=member_b, code="BBB-01")
+    trades_book(
+        fills=[
+            Fill(exposed, "BTC-PERP", Decimal(1), Decimal(60000)),
+            Fill(other, "ETH-PERP", Decimal(1), Decimal(3000)),
+        ]
+    )
+    assert price_status_events_publish(changes=[("BTC", "ok", "stale"), ("ETH", "ok", "ok")]) == 1
+    (event,) = OutboxEvent.objects.filter(type="price.status")
+    assert event.group == f"account-{exposed.pk}"
+    assert event.payload == {
+        "type": "price.status",
+        "account": exposed.pk,
+        "symbol": "BTC",
+        "previous": "ok",
+        "status": "stale",
+    }
+
+
+@pytest.fixture
+def swept_demo(db):
+    call_command("seed_demo", stdout=io.StringIO())
+    account = thin_account_make(code="ALPHA-LIVE")
+    btc_observe(fraction=0.03)
+    sweep_accounts_run(account_ids=[account.pk], cause="test: BTC drop")
+    return account
+
+
+def test_the_member_pages_show_swept_margin_calls_modes_and_hedges(client, swept_demo):
+    client.force_login(User.objects.get(username="alice"))
+    margin = AccountMargin.objects.get(account=swept_demo)
+    with CaptureQueriesContext(connection) as queries:
+        overview = client.get("/")
+    assert overview.status_code == 200
+    assert len(queries) <= 10, "the overview's queries must not grow with the number of accounts"
+    html = overview.content.decode()
+    assert 'data-account-card="ALPHA-LIVE"' in html
+    assert "Margin call" in html
+    assert MarginAccount.objects.filter(member__code="ALPHA").count() > 5
+
+    detail = client.get("/accounts/ALPHA-LIVE/").content.decode()
+    assert f"{margin.equity:,.2f}" in detail
+    assert "data-deadline" in detail
+    for section in ("comparison", "greeks", "hedges", "positions", "collateral"):
+        assert f'id="{section}"' in detail
+    assert "Sell 10 BTC-PERP" in detail  # the hedge that flattens the 10 BTC long
+
+    fragment = client.get("/accounts/ALPHA-LIVE/?fragment=1").content.decode()
+    assert "<html" not in fragment
+    assert "data-deadline" in fragment
+
+
+def test_another_members_account_and_its_what_if_are_a_404(client, swept_demo):
+    client.force_login(User.objects.get(username="bob"))
+    assert client.get("/accounts/ALPHA-LIVE/").status_code == 404
+    assert client.get("/accounts/ALPHA-LIVE/what-if/").status_code == 404
+    assert client.post("/accounts/ALPHA-LIVE/band/", {"lower": "1", "upper": "2"}).status_code == 404
+
+
+def test_a_what_if_shows_before_and_after_and_refuses_bad_rows(client, swept_demo):
+    from accounts.models import Asset
+    from clearing.models import Instrument
+
+    client.force_login(User.objects.get(username="alice"))
+    perp = Instrument.objects.get(symbol="BTC-PERP")
+    usd = Asset.objects.get(symbol="USD")
+    good = client.post(
+        "/accounts/ALPHA-LIVE/what-if/",
+        {"t0-instrument": perp.pk, "t0-quantity": "-5", "c0-asset": usd.pk, "c0-amount": "1000"},
+    )
+    assert good.status_code == 200
+    assert 'id="what-if-result"' in good.content.decode()
+    bad = client.post("/accounts/ALPHA-LIVE/what-if/", {"t0-instrument": perp.pk, "t0-quantity": "0"})
+    assert bad.status_code == 400
+    assert "Give a non-zero quantity." in bad.content.decode()
+    empty = client.post("/accounts/ALPHA-LIVE/what-if/", {})
+    assert empty.status_code == 400
+
+
+def test_a_member_sets_a_band_from_the_page(client, swept_demo):
+    client.force_login(User.objects.get(username="alice"))
+    response = client.post("/accounts/ALPHA-LIVE/band/", {"lower": "2", "upper": "5"})
+    assert response.status_code == 302
+    band = TargetBand.objects.get(account=swept_demo)
+    assert (band.lower, band.upper) == (Decimal(2), Decimal(5))
+    page = client.get("/accounts/ALPHA-LIVE/").content.decode()
+    assert "below your target band" in page
+    assert client.post("/accounts/ALPHA-LIVE/band/", {"lower": "5", "upper": "2"}).status_code == 400
