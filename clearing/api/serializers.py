@@ -12,6 +12,7 @@ from rest_framework import serializers
 from accounts.models import Asset, CollateralMovement, MarginAccount
 from clearing.models import Instrument, Position, Trade, Underlying
 from riskengine.models import ParameterSet
+from riskengine.sweeps.models import Liquidation, MarginCall, MarginCallEvent, MarginSnapshot
 
 # Upper bounds that keep one request's work bounded.
 MAX_BATCH = 1000
@@ -153,6 +154,17 @@ class IndexStateOut(serializers.Serializer):
 # --- Accounts, positions, trades, collateral ---------------------------------------------------
 
 
+class AccountMarginOut(serializers.Serializer):
+    """The account's latest swept margin (null until its first sweep)."""
+
+    snapshot_id = serializers.IntegerField()
+    read_at = serializers.DateTimeField()
+    status = serializers.CharField(help_text="healthy, margin_call or liquidation.")
+    equity = serializers.FloatField()
+    initial_margin = serializers.FloatField()
+    maintenance_margin = serializers.FloatField()
+
+
 class BalanceOut(serializers.Serializer):
     asset = serializers.CharField(source="asset.symbol")
     amount = serializers.DecimalField(max_digits=28, decimal_places=10)
@@ -161,10 +173,18 @@ class BalanceOut(serializers.Serializer):
 class AccountOut(serializers.ModelSerializer):
     member = serializers.SlugRelatedField(slug_field="code", read_only=True)
     balances = serializers.SerializerMethodField()
+    margin = serializers.SerializerMethodField()
 
     class Meta:
         model = MarginAccount
-        fields = ["id", "code", "name", "member", "mode", "kind", "created_at", "balances"]
+        fields = ["id", "code", "name", "member", "mode", "kind", "created_at", "balances", "margin"]
+
+    @extend_schema_field(AccountMarginOut(allow_null=True))
+    def get_margin(self, account) -> dict | None:
+        current = getattr(account, "margin", None)
+        if current is None:
+            return None
+        return AccountMarginOut(current).data
 
     @extend_schema_field(BalanceOut(many=True))
     def get_balances(self, account) -> list[dict]:
@@ -343,3 +363,70 @@ class ParameterSetActiveOut(ParameterSetOut):
     @extend_schema_field({"type": "object", "description": "The methodology's `parameters` form."})
     def get_parameters(self, parameter_set) -> dict:
         return parameter_set.to_parameters_form()
+
+
+# --- Sweeps: current margin, history, margin calls, liquidations ------------------------------------
+
+
+class SnapshotOut(serializers.ModelSerializer):
+    sweep_id = serializers.IntegerField()
+    valuation_time = serializers.DateTimeField(source="sweep.valuation_time")
+    parameter_set_version = serializers.CharField(source="parameter_set.version")
+    status = serializers.CharField(help_text="healthy, margin_call or liquidation.")
+
+    class Meta:
+        model = MarginSnapshot
+        fields = ["id", "sweep_id", "read_at", "valuation_time", "parameter_set_version", "mode", "status",
+                  "equity", "collateral_value", "initial_margin", "maintenance_margin", "excess",
+                  "margin_ratio"]  # fmt: skip
+
+
+class MarginFiguresOut(serializers.Serializer):
+    id = serializers.CharField()
+    mode = serializers.CharField()
+    status = serializers.CharField()
+    equity = serializers.FloatField()
+    collateral_value = serializers.FloatField()
+    initial_margin = serializers.FloatField()
+    maintenance_margin = serializers.FloatField()
+    excess = serializers.FloatField()
+    margin_ratio = serializers.FloatField(allow_null=True)
+    components = ComponentsOut()
+    by_underlying = ByUnderlyingOut(many=True)
+    comparison = ComparisonOut()
+
+
+class AccountMarginDetailOut(serializers.Serializer):
+    snapshot = SnapshotOut()
+    margin = MarginFiguresOut(help_text="The stored figures (methodology section 5 result).")
+    document = serializers.DictField(help_text="The margin document the figures replay from.")
+
+
+class MarginCallEventOut(serializers.ModelSerializer):
+    class Meta:
+        model = MarginCallEvent
+        fields = ["at", "from_status", "to_status", "cause", "snapshot_id"]
+
+
+class MarginCallOut(serializers.ModelSerializer):
+    account = serializers.SlugRelatedField(slug_field="code", read_only=True)
+    status = serializers.CharField(help_text="open, cured or escalated (to liquidation).")
+    events = MarginCallEventOut(many=True, read_only=True)
+
+    class Meta:
+        model = MarginCall
+        fields = ["id", "account_id", "account", "status", "amount", "deadline", "opened_at", "closed_at",
+                  "events"]  # fmt: skip
+
+
+class LiquidationOut(serializers.ModelSerializer):
+    account = serializers.SlugRelatedField(slug_field="code", read_only=True)
+    status = serializers.CharField(help_text="in_progress or done.")
+    trades = serializers.PrimaryKeyRelatedField(many=True, read_only=True)
+    plan = serializers.JSONField(help_text="Positions closed, in order, with the margin each released.")
+
+    class Meta:
+        model = Liquidation
+        fields = ["id", "account_id", "account", "call_id", "sweep_id", "status", "started_at", "finished_at",
+                  "plan", "trades", "equity_before", "initial_margin_before", "equity_after",
+                  "initial_margin_after", "closed_notional", "fee", "deficit_covered"]  # fmt: skip

@@ -40,6 +40,8 @@ from clearing.services import Fill, trades_book
 from riskengine.core import DocumentError, compute_document
 from riskengine.models import ParameterStatus
 from riskengine.selectors import NoActiveParameterSet, parameter_set_active, parameter_sets_with_rows
+from riskengine.sweeps.models import AccountMargin, Liquidation, MarginCall, MarginCallEvent, MarginSnapshot
+from riskengine.sweeps.selectors import margin_snapshot_document, margin_snapshot_figures
 from riskengine.whatif import margin_what_if
 from riskengine.withdrawals import collateral_withdraw_checked
 
@@ -193,6 +195,7 @@ def accounts_visible_with_balances(request):
     balances = CollateralBalance.objects.select_related("asset").order_by("asset__symbol")
     return (
         margin_accounts_visible(user=request.user)
+        .select_related("margin")
         .prefetch_related(Prefetch("balances", queryset=balances))
         .order_by("pk")
     )
@@ -428,6 +431,93 @@ class MarginSimulate(RoleView):
         except DocumentError as error:
             raise validation_error_from_document(error) from None
         return Response({"results": results})
+
+
+class AccountMarginCurrent(RoleView):
+    read_roles = READERS
+
+    @extend_schema(
+        responses={200: s.AccountMarginDetailOut},
+        summary="The account's latest margin snapshot, its figures and the document it replays from.",
+    )
+    def get(self, request, pk: int):
+        account = account_visible(request, pk)
+        current = (
+            AccountMargin.objects.filter(account=account)
+            .select_related("snapshot__sweep", "snapshot__parameter_set", "snapshot__account")
+            .first()
+        )
+        if current is None:
+            raise exceptions.NotFound("This account has not been margined by a sweep yet.")
+        snapshot = current.snapshot
+        return Response(
+            {
+                "snapshot": s.SnapshotOut(snapshot).data,
+                "margin": margin_snapshot_figures(snapshot=snapshot),
+                "document": margin_snapshot_document(snapshot=snapshot),
+            }
+        )
+
+
+class AccountMarginHistory(RoleListView):
+    """The account's margin snapshots, newest first."""
+
+    read_roles = READERS
+    serializer_class = s.SnapshotOut
+
+    def get_queryset(self):
+        account = account_visible(self.request, self.kwargs["pk"])
+        return (
+            MarginSnapshot.objects.filter(account=account)
+            .select_related("sweep", "parameter_set")
+            .defer("by_underlying", "positions", "collateral", "sweep__market")
+            .order_by("-read_at", "-id")
+        )
+
+
+class MarginCallViews:
+    read_roles = READERS
+    serializer_class = s.MarginCallOut
+    permission_classes = [RolePermission]
+
+    def get_queryset(self):
+        events = MarginCallEvent.objects.order_by("id")
+        return (
+            MarginCall.objects.filter(account__in=margin_accounts_visible(user=self.request.user))
+            .select_related("account")
+            .prefetch_related(Prefetch("events", queryset=events))
+            .order_by("-id")
+        )
+
+
+class MarginCallList(MarginCallViews, generics.ListAPIView):
+    pass
+
+
+class MarginCallDetail(MarginCallViews, generics.RetrieveAPIView):
+    pass
+
+
+class LiquidationViews:
+    read_roles = READERS
+    serializer_class = s.LiquidationOut
+    permission_classes = [RolePermission]
+
+    def get_queryset(self):
+        return (
+            Liquidation.objects.filter(account__in=margin_accounts_visible(user=self.request.user))
+            .select_related("account")
+            .prefetch_related("trades")
+            .order_by("-id")
+        )
+
+
+class LiquidationList(LiquidationViews, generics.ListAPIView):
+    pass
+
+
+class LiquidationDetail(LiquidationViews, generics.RetrieveAPIView):
+    pass
 
 
 # --- Risk parameters -----------------------------------------------------------------------------

@@ -108,3 +108,28 @@ def world(db, venue, member_a, member_b, fixed_quotes) -> World:
 
 def recent(seconds: int = 1) -> str:
     return (timezone.now() - timedelta(seconds=seconds)).isoformat()
+
+
+@dataclass
+class Swept:
+    call: object
+    liquidation: object
+
+
+@pytest.fixture
+def swept(world) -> Swept:
+    """Account A is swept into a margin call (12 BTC long on 100k USDC: IM ≈ 108k, MM ≈ 86k);
+    account B is swept healthy; a liquidation record exists for A's call."""
+    from clearing.services import trade_book
+    from riskengine.sweeps.models import Liquidation, MarginCall
+    from riskengine.sweeps.services import sweep_accounts_run
+
+    trade_book(account=world.account_a, instrument="BTC-PERP", quantity=Decimal(12), price=Decimal(60_000))
+    sweep = sweep_accounts_run(
+        account_ids=[world.account_a.pk, world.account_b.pk], cause="test", quotes=quotes_fixed()
+    )
+    call = MarginCall.objects.get(account=world.account_a)
+    liquidation = Liquidation.objects.create(
+        account=world.account_a, call=call, sweep=sweep, started_at=timezone.now(), plan=[]
+    )
+    return Swept(call, liquidation)

@@ -78,9 +78,10 @@ ENDPOINTS = {
         lambda w: {"asset": "USDC", "amount": "1"},
         account_scoped=True,
     ),
+    # On A's second account: the first one is in a margin call, where a withdrawal is refused.
     "account-withdrawals": Endpoint(
         "post",
-        account("withdrawals/"),
+        lambda w: f"{V1}/accounts/{w.account_a2.pk}/withdrawals/",
         {"trader_a", "trader_b", "ops"},
         lambda w: {"asset": "USDC", "amount": "1"},
         account_scoped=True,
@@ -98,6 +99,17 @@ ENDPOINTS = {
     "margin-simulate": Endpoint("post", lambda w: f"{V1}/margin/simulate/", READERS, _document),
     "risk-parameters": Endpoint("get", lambda w: f"{V1}/risk-parameters/", READERS),
     "risk-parameters-active": Endpoint("get", lambda w: f"{V1}/risk-parameters/active/", READERS),
+    "account-margin": Endpoint("get", account("margin/"), READERS, account_scoped=True),
+    "account-margin-history": Endpoint("get", account("margin-history/"), READERS, account_scoped=True),
+    "margin-calls": Endpoint("get", lambda w: f"{V1}/margin-calls/", READERS),
+    # Member B's users do not see member A's call: 404.
+    "margin-call": Endpoint(
+        "get", lambda w: f"{V1}/margin-calls/{w.swept.call.pk}/", READERS, account_scoped=True
+    ),
+    "liquidations": Endpoint("get", lambda w: f"{V1}/liquidations/", READERS),
+    "liquidation": Endpoint(
+        "get", lambda w: f"{V1}/liquidations/{w.swept.liquidation.pk}/", READERS, account_scoped=True
+    ),
     "risk-parameter-set": Endpoint("get", lambda w: f"{V1}/risk-parameters/{_active_id()}/", READERS),
 }
 
@@ -119,7 +131,8 @@ def expected_status(endpoint: Endpoint, caller: str) -> str:
 
 
 @pytest.mark.parametrize("name", sorted(ENDPOINTS))
-def test_every_caller_gets_exactly_what_its_role_allows(world, name):
+def test_every_caller_gets_exactly_what_its_role_allows(world, swept, name):
+    world.swept = swept
     endpoint = ENDPOINTS[name]
     outcomes = {}
     for caller in ("anonymous", *ROLES):
@@ -150,6 +163,7 @@ def test_lists_show_only_the_callers_member_accounts(world):
         assert codes(world[caller], "trades/") == {"AAA-01"}
     assert codes(world["trader_b"], "accounts/", "code") == {"BBB-01"}
     assert codes(world["trader_b"], "trades/") == {"BBB-01"}
+    assert codes(world["trader_b"], "margin-calls/") == set()
     for staff in ("ops", "risk"):
         assert {"AAA-01", "AAA-02", "BBB-01"} <= codes(world[staff], "accounts/", "code")
         assert codes(world[staff], "trades/") == {"AAA-01", "BBB-01"}

@@ -61,7 +61,7 @@ CALLERS = {
 
 @schema.parametrize()
 @settings(
-    max_examples=40,
+    max_examples=25,
     deadline=None,
     suppress_health_check=[
         HealthCheck.function_scoped_fixture,
@@ -69,12 +69,17 @@ CALLERS = {
         HealthCheck.filter_too_much,
     ],
 )
-def test_no_generated_request_causes_a_server_error(case, world, keep_connection):
+def test_no_generated_request_causes_a_server_error(case, world, swept, keep_connection):
     caller = world[CALLERS.get((case.method.upper(), case.operation.path), "ops")]
     if case.path_parameters and "id" in case.path_parameters:
-        # Aim at a real account (or parameter set) instead of 404s most of the time.
-        if case.operation.path.startswith("/api/v1/accounts/"):
+        # Aim at real objects instead of 404s most of the time.
+        path = case.operation.path
+        if path.startswith("/api/v1/accounts/"):
             case.path_parameters["id"] = world.account_a.pk
+        elif path.startswith("/api/v1/margin-calls/"):
+            case.path_parameters["id"] = swept.call.pk
+        elif path.startswith("/api/v1/liquidations/"):
+            case.path_parameters["id"] = swept.liquidation.pk
         else:
             case.path_parameters["id"] = parameter_set_active().pk
     headers = {"Authorization": caller.http._credentials["HTTP_AUTHORIZATION"]}

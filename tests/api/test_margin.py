@@ -1,0 +1,58 @@
+"""Swept margin through the API: current margin with its replay document, history, calls,
+liquidations."""
+
+from __future__ import annotations
+
+import pytest
+
+from riskengine.core import compute_document
+
+V1 = "/api/v1"
+
+
+def test_the_current_margin_replays_from_its_document(world, swept):
+    body = world["viewer_a"].get(f"{V1}/accounts/{world.account_a.pk}/margin/").json()
+    assert body["snapshot"]["status"] == "margin_call"
+    (replayed,) = compute_document(body["document"])
+    for figure in ("equity", "initial_margin", "maintenance_margin", "excess"):
+        assert replayed[figure] == pytest.approx(body["margin"][figure], rel=1e-12)
+    assert replayed["components"] == pytest.approx(body["margin"]["components"])
+    assert replayed["comparison"] == pytest.approx(body["margin"]["comparison"])
+    assert [u["underlying"] for u in body["margin"]["by_underlying"]] == ["BTC"]
+
+
+def test_accounts_carry_their_current_margin(world, swept):
+    accounts = {a["code"]: a for a in world["trader_a"].get(f"{V1}/accounts/").json()["results"]}
+    assert accounts["AAA-01"]["margin"]["status"] == "margin_call"
+    assert accounts["AAA-01"]["margin"]["initial_margin"] > accounts["AAA-01"]["margin"]["equity"]
+    assert accounts["AAA-02"]["margin"] is None  # never swept
+
+
+def test_an_account_never_swept_has_no_current_margin(world, swept):
+    assert world["trader_a"].get(f"{V1}/accounts/{world.account_a2.pk}/margin/").status_code == 404
+
+
+def test_margin_history_is_paginated_newest_first(world, swept):
+    from riskengine.sweeps.services import sweep_accounts_run
+    from tests.api.conftest import quotes_fixed
+
+    sweep_accounts_run(account_ids=[world.account_a.pk], cause="again", quotes=quotes_fixed())
+    page = world["trader_a"].get(f"{V1}/accounts/{world.account_a.pk}/margin-history/?limit=1").json()
+    assert page["count"] == 2
+    assert len(page["results"]) == 1
+    assert page["next"]
+
+
+def test_margin_calls_and_liquidations_are_listed_with_their_events(world, swept):
+    calls = world["trader_a"].get(f"{V1}/margin-calls/").json()["results"]
+    assert [(c["account"], c["status"]) for c in calls] == [("AAA-01", "open")]
+    assert calls[0]["events"][0]["to_status"] == "open"
+    assert float(calls[0]["amount"]) > 0
+    liquidations = world["ops"].get(f"{V1}/liquidations/").json()["results"]
+    assert [liq["account"] for liq in liquidations] == ["AAA-01"]
+    assert world["trader_b"].get(f"{V1}/liquidations/").json()["results"] == []
+
+
+def test_the_accounts_list_does_not_grow_queries_with_accounts(world, swept, django_assert_max_num_queries):
+    with django_assert_max_num_queries(6):
+        world["ops"].get(f"{V1}/accounts/")
