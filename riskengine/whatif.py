@@ -26,9 +26,10 @@ from clearing.models import Instrument, InstrumentKind
 from clearing.services import position_after_fill
 from clearing.validation import decimal_nonzero, decimal_positive
 from riskengine.core import black76_price, compute_margin
-from riskengine.loading import BookRows, LoadedBook, book_rows_fetch, margin_book_build
+from riskengine.loading import BookRows, book_rows_fetch, margin_book_build
+from riskengine.models import ParameterSet, ParameterStatus
 from riskengine.quotes import MarketQuotes
-from riskengine.selectors import parameter_set_active
+from riskengine.selectors import NoActiveParameterSet
 
 SECONDS_PER_YEAR = 365 * 24 * 3600
 
@@ -151,7 +152,7 @@ def margin_what_if(
     hypothetical input, ``DocumentError`` when the book cannot be margined (missing price or vol).
     """
     quotes = quotes or quotes_current()
-    form = parameters_form or parameter_set_active().to_parameters_form()
+    form = parameters_form or _active_parameters_form()
     rows = book_rows_fetch(account_ids=[account.pk])
     after_rows = _rows_after(
         rows=rows,
@@ -162,15 +163,46 @@ def margin_what_if(
         rate=float(form.get("rate", 0.0)),
         valuation_time=quotes.valuation_time,
     )
-    before = margin_book_build(rows=rows, parameters_form=form, quotes=quotes)
-    after = margin_book_build(rows=after_rows, parameters_form=form, quotes=quotes)
-    return WhatIf(
-        before=_result(before),
-        after=_result(after),
-        document=after.document(),
-        document_before=before.document(),
+    # One engine run for both books: the hypothetical book is a second portfolio under a
+    # placeholder id that sorts first (portfolio 0 = after, 1 = before).
+    book = margin_book_build(
+        rows=_side_by_side(after=after_rows, before=rows), parameters_form=form, quotes=quotes
+    )
+    after, before = compute_margin(book.margin_input).to_dicts([0, 1])
+    return WhatIf(before=before, after=after, document=book.document([0]), document_before=book.document([1]))
+
+
+_PLACEHOLDER_ID = -1
+
+
+def _side_by_side(*, after: BookRows, before: BookRows) -> BookRows:
+    """One ``BookRows`` holding the after book (account id ``_PLACEHOLDER_ID``) then the before
+    book: both portfolios share one market and one engine run."""
+
+    def ids(array: np.ndarray) -> np.ndarray:
+        return np.full(array.shape, _PLACEHOLDER_ID, dtype=np.int64)
+
+    return BookRows(
+        account_ids=np.concatenate([ids(after.account_ids), before.account_ids]),
+        account_codes=after.account_codes + before.account_codes,
+        account_modes=np.concatenate([after.account_modes, before.account_modes]),
+        position_ids=np.concatenate([after.position_ids, before.position_ids]),
+        position_account=np.concatenate([ids(after.position_account), before.position_account]),
+        position_instrument=np.concatenate([after.position_instrument, before.position_instrument]),
+        position_quantity=np.concatenate([after.position_quantity, before.position_quantity]),
+        position_entry=np.concatenate([after.position_entry, before.position_entry]),
+        balance_account=np.concatenate([ids(after.balance_account), before.balance_account]),
+        balance_asset=np.concatenate([after.balance_asset, before.balance_asset]),
+        balance_amount=np.concatenate([after.balance_amount, before.balance_amount]),
     )
 
 
-def _result(book: LoadedBook) -> dict:
-    return compute_margin(book.margin_input).to_dict(0)
+def _active_parameters_form() -> dict:
+    """The active set's form, cached per process by set (a set's parameters are frozen once it
+    is proposed): one small query per what-if instead of four."""
+    from riskengine.sweeps.selectors import parameters_form
+
+    active = ParameterSet.objects.filter(status=ParameterStatus.ACTIVE).only("pk", "version").first()
+    if active is None:
+        raise NoActiveParameterSet("No active risk parameter set: approve one in the admin.")
+    return parameters_form(parameter_set=active)
