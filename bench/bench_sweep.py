@@ -97,8 +97,8 @@ def venue_build() -> None:
     )
     usd = Asset.objects.get(symbol="USD").pk
     cash = np.round(notional.sum(axis=1) * rng.uniform(0.03, 0.6, N_ACCOUNTS), 2)
-    copy_in("accounts_collateralbalance", ["account_id", "asset_id", "amount", "updated_at"],
-            [f"{a}\t{usd}\t{c!r}\t{now}\n" for a, c in zip(ids.tolist(), cash.tolist(), strict=True)])  # fmt: skip
+    balances = [f"{a}\t{usd}\t{c!r}\t{now}\n" for a, c in zip(ids.tolist(), cash.tolist(), strict=True)]
+    copy_in("accounts_collateralbalance", ["account_id", "asset_id", "amount", "updated_at"], balances)
     with connection.cursor() as cursor:
         cursor.execute("ANALYZE")
     print(f"venue written in {time.perf_counter() - started:.1f} s")
@@ -118,8 +118,10 @@ def bare_round_trip(sweep_id: int) -> float:
         started = time.perf_counter()
         for sql in (
             "COPY (SELECT id, code, mode FROM accounts_marginaccount) TO STDOUT (FORMAT binary)",
-            "COPY (SELECT id, account_id, instrument_id, quantity::float8, entry_price::float8 FROM clearing_position WHERE quantity <> 0) TO STDOUT (FORMAT binary)",
-            "COPY (SELECT account_id, asset_id, amount::float8 FROM accounts_collateralbalance WHERE amount <> 0) TO STDOUT (FORMAT binary)",
+            "COPY (SELECT id, account_id, instrument_id, quantity::float8, entry_price::float8 "
+            "FROM clearing_position WHERE quantity <> 0) TO STDOUT (FORMAT binary)",
+            "COPY (SELECT account_id, asset_id, amount::float8 FROM accounts_collateralbalance "
+            "WHERE amount <> 0) TO STDOUT (FORMAT binary)",
         ):
             with cursor.cursor.copy(sql) as copy:
                 b"".join(bytes(block) for block in copy)
@@ -133,8 +135,9 @@ def bare_round_trip(sweep_id: int) -> float:
 def main() -> None:
     assert connection.vendor == "postgresql", "set DATABASE_URL to a PostgreSQL database"
     venue_build()
-    print(f"accounts {MarginAccount.objects.count():,}, open positions {Position.objects.exclude(quantity=0).count():,}, "
-          f"balances {CollateralBalance.objects.exclude(amount=0).count():,}")  # fmt: skip
+    positions = Position.objects.exclude(quantity=0).count()
+    balances = CollateralBalance.objects.exclude(amount=0).count()
+    print(f"accounts {MarginAccount.objects.count():,}, open positions {positions:,}, balances {balances:,}")
     market = quotes()
     with mock.patch.object(services, "_liquidations_enqueue"):
         started = time.perf_counter()
