@@ -55,9 +55,39 @@ _PARAMETERS_EDIT = {
     for action in ("add", "change")
 }
 
+# Monitoring (the ops dashboard's admin pages): the oracle's sources, ledgers, states and alerts,
+# and what sweeps computed and set in motion. Ops may switch a price source off, resolve alerts
+# and confirm a move the circuit breaker holds (the last two are not model permissions: the role
+# backend grants the strings); the ledgers and derived rows stay read-only.
+_MONITORING_VIEW = {
+    f"{app}.view_{model}"
+    for app, models in {
+        "marketdata": ["pricesource", "priceobservation", "indexprice", "indexstate", "opsalert"],
+        "sweeps": [
+            "sweep",
+            "sweepshard",
+            "marginsnapshot",
+            "accountmargin",
+            "margincall",
+            "margincallevent",
+            "liquidation",
+        ],
+    }.items()
+    for model in models
+}
+_OPS_MONITORING = {
+    "marketdata.change_pricesource",
+    "marketdata.resolve_opsalert",
+    "marketdata.confirm_indexprice",
+}
+
 ROLE_PERMISSIONS: dict[str, frozenset[str]] = {
-    Role.OPS: frozenset(_VIEW_ALL | _OPS_EDIT | _PARAMETERS_VIEW | _PARAMETERS_EDIT),
-    Role.RISK_APPROVER: frozenset(_VIEW_ALL | _PARAMETERS_VIEW | {"riskengine.approve_parameterset"}),
+    Role.OPS: frozenset(
+        _VIEW_ALL | _OPS_EDIT | _PARAMETERS_VIEW | _PARAMETERS_EDIT | _MONITORING_VIEW | _OPS_MONITORING
+    ),
+    Role.RISK_APPROVER: frozenset(
+        _VIEW_ALL | _PARAMETERS_VIEW | {"riskengine.approve_parameterset"} | _MONITORING_VIEW
+    ),
     Role.TRADER: frozenset(),
     Role.VIEWER: frozenset(),
     Role.PRICE_SOURCE: frozenset(),
