@@ -11,7 +11,7 @@ Units: quantities in instrument units, prices in USD, balances in asset units; f
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
 
@@ -32,6 +32,7 @@ from riskengine.core import (
     parse_parameters,
 )
 from riskengine.core.errors import DocumentError
+from riskengine.core.params import Parameters
 from riskengine.quotes import MarketQuotes
 
 
@@ -110,6 +111,41 @@ def book_rows_fetch(
         account_ids=np.array([row[0] for row in account_rows], dtype=np.int64),
         account_codes=tuple(row[1] for row in account_rows),
         account_modes=np.array([MODES.index(row[2]) for row in account_rows], dtype=np.int8),
+        position_ids=pos[:, 0].astype(np.int64),
+        position_account=pos[:, 1].astype(np.int64),
+        position_instrument=pos[:, 2].astype(np.int64),
+        position_quantity=pos[:, 3],
+        position_entry=pos[:, 4],
+        balance_account=bal[:, 0].astype(np.int64),
+        balance_asset=bal[:, 1].astype(np.int64),
+        balance_amount=bal[:, 2],
+    )
+
+
+def account_rows_fetch(*, account: MarginAccount) -> BookRows:
+    """One account's open positions and non-zero balances in **one** query (the request path: a
+    what-if), the same rows in the same order as ``book_rows_fetch(account_ids=[account.pk])``."""
+    sql = (
+        "SELECT 0, id, instrument_id, CAST(quantity AS DOUBLE PRECISION),"
+        " CAST(entry_price AS DOUBLE PRECISION)"
+        f" FROM {Position._meta.db_table} WHERE account_id = %s AND quantity <> 0"
+        " UNION ALL"
+        " SELECT 1, asset_id, asset_id, CAST(amount AS DOUBLE PRECISION), 0"
+        f" FROM {CollateralBalance._meta.db_table} WHERE account_id = %s AND amount <> 0"
+    )
+    with connection.cursor() as cursor:
+        cursor.execute(sql, [account.pk, account.pk])
+        records = sorted(cursor.fetchall(), key=lambda r: (r[0], r[1]))
+    positions = [
+        (r[1], account.pk, r[2], r[3], np.nan if r[4] is None else r[4]) for r in records if r[0] == 0
+    ]
+    balances = [(account.pk, r[2], r[3]) for r in records if r[0] == 1]
+    pos = np.array(positions, dtype=np.float64).reshape(-1, 5)
+    bal = np.array(balances, dtype=np.float64).reshape(-1, 3)
+    return BookRows(
+        account_ids=np.array([account.pk], dtype=np.int64),
+        account_codes=(account.code,),
+        account_modes=np.array([MODES.index(account.mode)], dtype=np.int8),
         position_ids=pos[:, 0].astype(np.int64),
         position_account=pos[:, 1].astype(np.int64),
         position_instrument=pos[:, 2].astype(np.int64),
@@ -282,25 +318,43 @@ class LoadedBook:
         }
 
 
-def margin_book_build(*, rows: BookRows, parameters_form: dict, quotes: MarketQuotes) -> LoadedBook:
+def margin_book_build(
+    *,
+    rows: BookRows,
+    parameters_form: dict,
+    quotes: MarketQuotes,
+    parameters: Parameters | None = None,
+    instruments: Mapping[int, Instrument] | None = None,
+    asset_symbols: Mapping[int, str] | None = None,
+) -> LoadedBook:
     """Build and validate the engine input for ``rows`` under ``parameters_form`` and ``quotes``.
+
+    ``parameters`` (``parameters_form`` already parsed), ``instruments`` (by pk, with their
+    underlying) and ``asset_symbols`` (by pk) may be given by a caller that caches them
+    (``riskengine.reference``); they are read from the database otherwise. Only the instruments
+    ``rows`` hold are priced and validated.
 
     Raises ``DocumentError`` naming the field when the inputs cannot be margined (an asset the
     parameter set does not cover, an option without a mark volatility, a missing index price).
     """
-    parameters = parse_parameters(parameters_form)
-    instruments = Instrument.objects.select_related("underlying").in_bulk(
-        np.unique(rows.position_instrument).tolist()
-    )
+    if parameters is None:
+        parameters = parse_parameters(parameters_form)
+    held = np.unique(rows.position_instrument).tolist()
+    if instruments is None:
+        instruments = Instrument.objects.select_related("underlying").in_bulk(held)
+    else:
+        instruments = {pk: instruments[pk] for pk in held}
     market_form = market_form_build(quotes=quotes, instruments=instruments.values())
     market = parse_market(market_form, parameters, quotes.valuation_time)
 
     instrument_index = {name: i for i, name in enumerate(market.instruments)}
     asset_index = {name: a for a, name in enumerate(parameters.assets)}
     instrument_symbols = {pk: instrument.symbol for pk, instrument in instruments.items()}
-    asset_symbols = dict(
-        Asset.objects.filter(pk__in=np.unique(rows.balance_asset).tolist()).values_list("pk", "symbol")
-    )
+    held_assets = np.unique(rows.balance_asset).tolist()
+    if asset_symbols is None:
+        asset_symbols = dict(Asset.objects.filter(pk__in=held_assets).values_list("pk", "symbol"))
+    else:
+        asset_symbols = {pk: asset_symbols[pk] for pk in held_assets}
     for symbol in asset_symbols.values():
         if symbol not in asset_index:
             raise DocumentError(

@@ -26,19 +26,17 @@ from clearing.models import Instrument, InstrumentKind
 from clearing.services import position_after_fill
 from clearing.validation import decimal_nonzero, decimal_positive
 from riskengine.core import black76_price, compute_margin
-from riskengine.loading import BookRows, book_rows_fetch, margin_book_build
-from riskengine.models import ParameterSet, ParameterStatus
+from riskengine.loading import BookRows, account_rows_fetch, margin_book_build
 from riskengine.quotes import MarketQuotes
-from riskengine.selectors import NoActiveParameterSet
+from riskengine.reference import Reference, quotes_current_cached, reference_current
 
 SECONDS_PER_YEAR = 365 * 24 * 3600
 
 
 def quotes_current() -> MarketQuotes:
-    """The oracle's current market (the one seam tests replace with fixed quotes)."""
-    from clearing.marketdata.selectors import market_quotes_current
-
-    return market_quotes_current()
+    """The oracle's current market (the one seam tests replace with fixed quotes), from the
+    per-process cache that follows the oracle's writes (``riskengine.reference``)."""
+    return quotes_current_cached()
 
 
 @dataclass(frozen=True)
@@ -79,6 +77,7 @@ def _rows_after(
     quotes: MarketQuotes,
     rate: float,
     valuation_time: datetime,
+    settlement_asset_id: int | None = None,
 ) -> BookRows:
     """``rows`` with the hypothetical fills netted into the account's positions and the cash and
     collateral changes added to its balances."""
@@ -88,7 +87,7 @@ def _rows_after(
         for j in range(rows.position_ids.size)
     ]  # fmt: skip
     balances: list[tuple[int, int, float]] = []
-    settlement_id: int | None = None
+    settlement_id = settlement_asset_id
     for index, (instrument, quantity, price) in enumerate(trades):
         field = f"trades[{index}]"
         quantity = decimal_nonzero(quantity, field=f"{field}.quantity")
@@ -143,17 +142,21 @@ def margin_what_if(
     collateral: Sequence[tuple[Asset, Decimal]] = (),
     quotes: MarketQuotes | None = None,
     parameters_form: dict | None = None,
+    reference: Reference | None = None,
 ) -> WhatIf:
     """The account's margin now and after ``trades`` ``(instrument, signed quantity, price or
     None for the current mark)`` and ``collateral`` ``(asset, signed amount: + deposit, −
     withdrawal)``, under the active parameter set and the oracle's current quotes.
 
     Raises ``ValidationError`` naming ``trades[i].<field>`` or ``collateral[i].<field>`` for bad
-    hypothetical input, ``DocumentError`` when the book cannot be margined (missing price or vol).
+    hypothetical input, ``DocumentError`` when the book cannot be margined (missing price or vol),
+    ``NoActiveParameterSet``. ``reference`` is ``reference_current()`` when the caller already has it.
     """
+    # The active set, instruments and assets come from the per-process cache (one probe query).
+    reference = reference or reference_current()
     quotes = quotes or quotes_current()
-    form = parameters_form or _active_parameters_form()
-    rows = book_rows_fetch(account_ids=[account.pk])
+    form = parameters_form or reference.parameters_form
+    rows = account_rows_fetch(account=account)
     after_rows = _rows_after(
         rows=rows,
         account_id=account.pk,
@@ -162,11 +165,18 @@ def margin_what_if(
         quotes=quotes,
         rate=float(form.get("rate", 0.0)),
         valuation_time=quotes.valuation_time,
+        settlement_asset_id=reference.settlement_asset_id,
     )
     # One engine run for both books: the hypothetical book is a second portfolio under a
     # placeholder id that sorts first (portfolio 0 = after, 1 = before).
+    both = _side_by_side(after=after_rows, before=rows)
     book = margin_book_build(
-        rows=_side_by_side(after=after_rows, before=rows), parameters_form=form, quotes=quotes
+        rows=both,
+        parameters_form=form,
+        quotes=quotes,
+        parameters=reference.parameters if parameters_form is None else None,
+        instruments=_instruments_for(reference, rows=both),
+        asset_symbols=_asset_symbols_for(reference, rows=both),
     )
     after, before = compute_margin(book.margin_input).to_dicts([0, 1])
     return WhatIf(before=before, after=after, document=book.document([0]), document_before=book.document([1]))
@@ -197,12 +207,13 @@ def _side_by_side(*, after: BookRows, before: BookRows) -> BookRows:
     )
 
 
-def _active_parameters_form() -> dict:
-    """The active set's form, cached per process by set (a set's parameters are frozen once it
-    is proposed): one small query per what-if instead of four."""
-    from riskengine.sweeps.selectors import parameters_form
+def _instruments_for(reference: Reference, *, rows: BookRows) -> dict[int, Instrument] | None:
+    """The cached instruments, or None (read them) when the book holds one the cache has not seen
+    (listed since the last probe by a transaction that had not committed then)."""
+    held = set(np.unique(rows.position_instrument).tolist())
+    return reference.instruments if held <= reference.instruments.keys() else None
 
-    active = ParameterSet.objects.filter(status=ParameterStatus.ACTIVE).only("pk", "version").first()
-    if active is None:
-        raise NoActiveParameterSet("No active risk parameter set: approve one in the admin.")
-    return parameters_form(parameter_set=active)
+
+def _asset_symbols_for(reference: Reference, *, rows: BookRows) -> dict[int, str] | None:
+    held = set(np.unique(rows.balance_asset).tolist())
+    return reference.asset_symbols if held <= reference.asset_symbols.keys() else None

@@ -39,6 +39,7 @@ from clearing.models import Instrument, Position, Trade, Underlying
 from clearing.services import Fill, trades_book
 from riskengine.core import DocumentError, compute_document
 from riskengine.models import ParameterStatus
+from riskengine.reference import reference_current
 from riskengine.selectors import NoActiveParameterSet, parameter_set_active, parameter_sets_with_rows
 from riskengine.sweeps.models import AccountMargin, Liquidation, MarginCall, MarginCallEvent, MarginSnapshot
 from riskengine.sweeps.selectors import margin_snapshot_document, margin_snapshot_figures
@@ -69,6 +70,15 @@ def validated(serializer_class, request) -> dict:
 def account_visible(request, pk: int) -> MarginAccount:
     """The account ``pk`` if the user may see it; 404 otherwise (whether or not it exists)."""
     return get_object_or_404(margin_accounts_visible(user=request.user), pk=pk)
+
+
+def reference_lookup(cached: Mapping, symbols: set[str], queryset) -> dict:
+    """Rows by symbol from the reference cache, reading only symbols it does not know."""
+    found = {symbol: cached[symbol] for symbol in symbols if symbol in cached}
+    missing = symbols - found.keys()
+    if missing:
+        found.update(queryset.in_bulk(missing, field_name="symbol"))
+    return found
 
 
 def asset_by_symbol(symbol: str, *, field: str) -> Asset:
@@ -388,10 +398,21 @@ class AccountWhatIf(RoleView):
         account = account_visible(request, pk)
         data = validated(s.WhatIfIn, request)
         trades_in, collateral_in = data.get("trades", []), data.get("collateral", [])
-        instruments = Instrument.objects.select_related("underlying").in_bulk(
-            {t["instrument"] for t in trades_in}, field_name="symbol"
+        try:
+            # The active set, instruments and assets, cached per process (one probe query).
+            reference = reference_current()
+        except NoActiveParameterSet:
+            reference = None  # bad input is still reported first; the what-if then answers 503
+        instruments = reference_lookup(
+            reference.instruments_by_symbol if reference else {},
+            {t["instrument"] for t in trades_in},
+            Instrument.objects.select_related("underlying"),
         )
-        assets = Asset.objects.in_bulk({c["asset"] for c in collateral_in}, field_name="symbol")
+        assets = reference_lookup(
+            reference.assets_by_symbol if reference else {},
+            {c["asset"] for c in collateral_in},
+            Asset.objects,
+        )
         errors = {}
         for index, trade in enumerate(trades_in):
             if trade["instrument"] not in instruments:
@@ -406,6 +427,7 @@ class AccountWhatIf(RoleView):
                 account=account,
                 trades=[(instruments[t["instrument"]], t["quantity"], t.get("price")) for t in trades_in],
                 collateral=[(assets[c["asset"]], c["amount"]) for c in collateral_in],
+                reference=reference,
             )
         except NoActiveParameterSet as error:
             raise ServiceUnavailable(str(error)) from None

@@ -1,0 +1,107 @@
+"""The what-if's per-process caches (``riskengine.reference``): the active parameter set, the
+reference rows and the oracle's quotes are reused while unchanged, never after a change."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+import pytest
+
+from clearing.marketdata.services import price_observation_submit
+from clearing.services import trade_book
+from riskengine import reference
+from riskengine.models import ParameterSet, ParameterStatus
+from riskengine.services import parameter_set_bootstrap
+from riskengine.signals import parameter_set_activated
+from riskengine.whatif import margin_what_if
+from tests.api.conftest import quotes_fixed
+from tests.governance.conftest import venue_parameters_form
+from tests.marketdata.conftest import clock, oracle  # noqa: F401 (fixtures)
+
+V1 = "/api/v1"
+
+
+@pytest.fixture(autouse=True)
+def empty_caches():
+    reference.reference_clear()
+    yield
+    reference.reference_clear()
+
+
+def test_a_what_if_costs_the_same_few_queries_whatever_the_book(world, django_assert_max_num_queries):
+    trader = world["trader_a"]
+    path = f"{V1}/accounts/{world.account_a.pk}/what-if/"
+    body = {
+        "trades": [{"instrument": "BTC-PERP", "quantity": "1"}],
+        "collateral": [{"asset": "USDC", "amount": "-5"}],
+    }
+    assert trader.post(path, body).status_code == 200  # fills the caches, records the token's use
+    # token, account, reference probe, the account's rows (quotes: the tests' fixed seam)
+    with django_assert_max_num_queries(4):
+        assert trader.post(path, body).status_code == 200
+    for instrument in ("BTC-PERP", "ETH-PERP", "BTC-70000-C"):
+        trade_book(account=world.account_a, instrument=instrument, quantity=Decimal(2), price=Decimal(100))
+    with django_assert_max_num_queries(4):
+        assert trader.post(path, body).status_code == 200
+
+
+def test_cached_reference_data_gives_the_figures_of_a_fresh_read(world):
+    trade_book(account=world.account_a, instrument="BTC-70000-C", quantity=Decimal(-3), price=Decimal(900))
+    trades = [(world.venue.btc_perp, Decimal(2), None)]
+    quotes = quotes_fixed()  # one valuation time for all three
+    fresh = margin_what_if(account=world.account_a, trades=trades, quotes=quotes)
+    cached = margin_what_if(account=world.account_a, trades=trades, quotes=quotes)
+    reference.reference_clear()
+    again = margin_what_if(account=world.account_a, trades=trades, quotes=quotes)
+    for result in (cached, again):
+        assert result.before == fresh.before
+        assert result.after == fresh.after
+        assert result.document == fresh.document
+
+
+def test_a_parameter_set_activated_elsewhere_is_used_by_the_next_what_if(world):
+    trade_book(account=world.account_a, instrument="BTC-PERP", quantity=Decimal(3), price=Decimal(60_000))
+    before = margin_what_if(account=world.account_a).before
+    # Another process activates a stricter set: no signal reaches this one, the probe must notice.
+    parameter_set_activated.disconnect(dispatch_uid="riskengine.reference.activated")
+    try:
+        ParameterSet.objects.filter(status=ParameterStatus.ACTIVE).update(status=ParameterStatus.SUPERSEDED)
+        form = venue_parameters_form("v2")
+        for underlying in form["underlyings"].values():
+            underlying["psr"] = 0.30
+        parameter_set_bootstrap(form=form)
+    finally:
+        parameter_set_activated.connect(
+            reference.reference_clear, dispatch_uid="riskengine.reference.activated"
+        )
+    after = margin_what_if(account=world.account_a).before
+    assert reference.reference_current().parameters_form["version"] == "v2"
+    assert after["initial_margin"] > before["initial_margin"]
+
+
+def submit(oracle, clock, symbol, *prices):  # noqa: F811
+    for user, price in zip(oracle.sources, prices, strict=False):
+        price_observation_submit(source_user=user, symbol=symbol, price=price, source_time=clock.now)
+
+
+def test_cached_quotes_follow_every_new_index_price_and_go_stale_on_time(
+    oracle,  # noqa: F811
+    clock,  # noqa: F811
+    django_assert_num_queries,
+):
+    submit(oracle, clock, "BTC", "60000", "60010", "59990")
+    first = reference.quotes_current_cached()
+    assert (first.underlying_prices["BTC"], first.statuses["BTC"]) == (60000.0, "ok")
+    clock.advance(seconds=5)
+    with django_assert_num_queries(1):  # only the probe: nothing new from the oracle
+        hit = reference.quotes_current_cached()
+    assert hit.valuation_time == clock.now
+    assert hit.underlying_prices == first.underlying_prices
+
+    submit(oracle, clock, "BTC", "61000", "61010", "60990")
+    assert reference.quotes_current_cached().underlying_prices["BTC"] == 61000.0
+
+    clock.advance(seconds=75)  # the sources are now older than max_age (60 s): no write needed
+    stale = reference.quotes_current_cached()
+    assert stale.statuses["BTC"] == "stale"
+    assert stale.underlying_prices["BTC"] == 61000.0  # the last good price
