@@ -18,6 +18,8 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import timedelta
+from decimal import Decimal
 
 from accounts.models import AccountKind, CollateralBalance, MarginAccount
 from riskengine.models import ParameterSet, ParameterSetEvent, ParameterStatus
@@ -45,6 +47,23 @@ def dashboard_panels() -> list[DashboardPanel]:
     return sorted(_PANELS.values(), key=lambda panel: (panel.order, panel.key))
 
 
+def duration_text(delta: timedelta | None) -> str:
+    """``1 h 05 min``, ``4 min 07 s``, ``2.31 s``; the sign is left to the caller."""
+    if delta is None:
+        return ""
+    seconds = abs(delta.total_seconds())
+    if seconds < 60:
+        return f"{seconds:.2f} s" if seconds < 10 else f"{seconds:.0f} s"
+    minutes, secs = divmod(int(seconds), 60)
+    if minutes < 60:
+        return f"{minutes} min {secs:02d} s"
+    hours, minutes = divmod(minutes, 60)
+    if hours < 48:
+        return f"{hours} h {minutes:02d} min"
+    days, hours = divmod(hours, 24)
+    return f"{days} d {hours} h"
+
+
 def parameters_panel_context() -> dict:
     """The active set, sets awaiting a decision or their effective time, recent governance events."""
     return {
@@ -59,14 +78,37 @@ def parameters_panel_context() -> dict:
 
 
 def insurance_fund_panel_context() -> dict:
-    """The insurance fund account's balances, per asset, in asset units."""
+    """The insurance fund account's balances, per asset, in asset units and valued in USD at the
+    oracle's last good prices (4 queries). An asset without a price is shown and left out of the
+    total, which is then marked incomplete; a price that is not ``ok`` is flagged."""
+    from clearing.marketdata.selectors import market_quotes_current
+
     fund = MarginAccount.objects.filter(kind=AccountKind.INSURANCE_FUND).first()
     balances = []
+    total = Decimal(0)
+    complete = True
     if fund is not None:
         balances = list(
-            CollateralBalance.objects.filter(account=fund).select_related("asset").order_by("asset__symbol")
+            CollateralBalance.objects.filter(account=fund)
+            .select_related("asset__underlying")
+            .order_by("asset__symbol")
         )
-    return {"fund": fund, "balances": balances}
+        quotes = market_quotes_current()
+        for balance in balances:
+            asset = balance.asset
+            symbol = asset.underlying.symbol if asset.underlying_id else asset.symbol
+            prices = quotes.underlying_prices if asset.underlying_id else quotes.asset_prices
+            price = prices.get(symbol)
+            balance.price_status = quotes.statuses.get(symbol, "unpriced")
+            if price is None:
+                balance.price = balance.usd = None
+                complete = complete and balance.amount == 0
+                continue
+            # Decimal(repr(float)) keeps the oracle's stored digits (the float came from NUMERIC).
+            balance.price = Decimal(repr(price))
+            balance.usd = balance.amount * balance.price
+            total += balance.usd
+    return {"fund": fund, "balances": balances, "total_usd": total, "complete": complete}
 
 
 dashboard_panel_register(

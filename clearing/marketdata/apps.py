@@ -8,4 +8,6 @@ class MarketDataConfig(AppConfig):
 
     def ready(self) -> None:
         # Registers the Celery tasks with the app when the worker imports the project.
-        from clearing.marketdata import tasks  # noqa: F401
+        from clearing.marketdata import dashboard, tasks  # noqa: F401
+
+        dashboard.register()

@@ -7,6 +7,7 @@ class SweepsConfig(AppConfig):
     verbose_name = "Margin sweeps"
 
     def ready(self) -> None:
-        from riskengine.sweeps import receivers
+        from riskengine.sweeps import dashboard, receivers
 
         receivers.connect()
+        dashboard.register()
