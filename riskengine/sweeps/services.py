@@ -29,7 +29,7 @@ from decimal import Decimal
 import numpy as np
 from django.conf import settings
 from django.db import connection, transaction
-from django.db.models import F
+from django.db.models import F, OuterRef, Subquery
 from django.utils import timezone
 
 from accounts.models import AccountKind, Asset, MarginAccount, MovementKind
@@ -197,8 +197,9 @@ def _snapshots_insert(columns: dict) -> None:
     )
 
 
-def _current_upsert(shard: SweepShard) -> list[int]:
-    """Make this shard's snapshots current where they were read last; returns those accounts."""
+def _current_upsert(shard: SweepShard) -> dict[int, int]:
+    """Make this shard's snapshots current where they were read last; returns those accounts with
+    the id of their (now current) snapshot."""
     table = AccountMargin._meta.db_table
     sql = f"""
         INSERT INTO {table}
@@ -210,38 +211,54 @@ def _current_upsert(shard: SweepShard) -> list[int]:
             equity = excluded.equity, initial_margin = excluded.initial_margin,
             maintenance_margin = excluded.maintenance_margin
         WHERE {table}.read_at <= excluded.read_at
-        RETURNING account_id
+        RETURNING account_id, snapshot_id
     """
     with connection.cursor() as cursor:
         cursor.execute(sql, [shard.pk])
-        return [row[0] for row in cursor.fetchall()]
+        return dict(cursor.fetchall())
 
 
-def _changed(previous: tuple | None, status: str, figures: tuple[float, float, float]) -> bool:
-    if previous is None or previous[0] != status:
-        return True
-    return any(
-        abs(new - old) > UPDATE_THRESHOLD * max(abs(old), 1.0)
-        for new, old in zip(figures, previous[1:], strict=True)
-    )
+def _changed(previous: dict, account_ids: np.ndarray, status: np.ndarray, figures: np.ndarray) -> np.ndarray:
+    """Which accounts' status changed, or whose equity, IM or MM (``figures``, shape (n, 3)) moved
+    by more than ``UPDATE_THRESHOLD`` from ``previous`` (account id → (status, equity, IM, MM));
+    accounts never swept count as changed."""
+    n = account_ids.size
+    old_status = np.full(n, -1, dtype=np.int64)
+    old = np.full((n, 3), np.nan)
+    for i, account_id in enumerate(account_ids.tolist()):
+        row = previous.get(account_id)
+        if row is not None:
+            old_status[i] = STATUSES.index(row[0])
+            old[i] = row[1:]
+    with np.errstate(invalid="ignore"):
+        moved = np.abs(figures - old) > UPDATE_THRESHOLD * np.maximum(np.abs(old), 1.0)
+    return (old_status != status) | moved.any(axis=1) | np.isnan(old).any(axis=1)
 
 
-def _exposures(book: LoadedBook, k: int) -> set[str]:
-    """Symbols whose prices account ``k``'s margin depends on."""
-    rows, market = book.rows, book.market_form
-    account_id = rows.account_ids[k]
-    symbols = set()
-    for j in np.flatnonzero(rows.position_account == account_id):
-        symbol = book.instrument_symbols[int(rows.position_instrument[j])]
-        symbols.add(market["instruments"][symbol]["underlying"])
-    parameters = book.margin_input.parameters
-    for b in np.flatnonzero(rows.balance_account == account_id):
-        asset = book.asset_symbols[int(rows.balance_asset[b])]
-        symbols.add(asset)
-        underlying = int(parameters.asset_underlying[parameters.assets.index(asset)])
-        if underlying >= 0:
-            symbols.add(parameters.underlyings[underlying])
-    return symbols
+def _exposed(book: LoadedBook, unsafe: set[str]) -> list[list[str]]:
+    """For every portfolio of ``book``, the symbols of ``unsafe`` its margin depends on (positions
+    on that underlying, collateral that is the asset or is linked to that underlying), in one
+    vectorised pass per unsafe symbol."""
+    n = book.rows.account_ids.size
+    exposed: list[list[str]] = [[] for _ in range(n)]
+    if not unsafe:
+        return exposed
+    margin_input = book.margin_input
+    parameters, market, portfolios = margin_input.parameters, margin_input.market, margin_input.portfolios
+    position_underlying = market.underlying[portfolios.position_instrument]
+    balance_underlying = np.asarray(parameters.asset_underlying)[portfolios.balance_asset]
+    for symbol in sorted(unsafe):
+        hit = np.zeros(n, dtype=bool)
+        if symbol in parameters.underlyings:
+            u = parameters.underlyings.index(symbol)
+            hit[portfolios.position_portfolio[position_underlying == u]] = True
+            hit[portfolios.balance_portfolio[balance_underlying == u]] = True
+        if symbol in parameters.assets:
+            a = parameters.assets.index(symbol)
+            hit[portfolios.balance_portfolio[portfolios.balance_asset == a]] = True
+        for k in np.flatnonzero(hit).tolist():
+            exposed[k].append(symbol)
+    return exposed
 
 
 def _store(
@@ -255,18 +272,18 @@ def _store(
     worker: str,
     timings: dict[str, float],
 ) -> ShardOutcome:
-    """Write one shard's results (inside the caller's transaction)."""
+    """Write one shard's results (inside the caller's transaction), in a number of queries that
+    does not depend on how many accounts it holds or how many of them enter or leave a call."""
     started = time.perf_counter()
     outcome = ShardOutcome(accounts=int(book.rows.account_ids.size), timings=timings)
     columns = _snapshot_columns(book, result, sweep=sweep, shard=shard, read_at=read_at)
-    account_ids = columns["account_id"]
     margins = AccountMargin.objects.all()
     if shard.first_account_id is not None:
         margins = margins.filter(
             account_id__gte=shard.first_account_id, account_id__lte=shard.last_account_id
         )
     else:
-        margins = margins.filter(account_id__in=account_ids)
+        margins = margins.filter(account_id__in=columns["account_id"])
     previous = {
         row[0]: row[1:]
         for row in margins.values_list(
@@ -274,167 +291,14 @@ def _store(
         )
     }
     _snapshots_insert(columns)
-    current = set(_current_upsert(shard))
+    current = _current_upsert(shard)
     timings["store"] = time.perf_counter() - started
 
     started = time.perf_counter()
-    for status in columns["status"]:
-        outcome.statuses[status] += 1
-    index = {account_id: k for k, account_id in enumerate(account_ids)}
-    snapshot_ids = (
-        dict(
-            MarginSnapshot.objects.filter(
-                shard=shard, account_id__in=[a for a in current if _unhealthy(columns, index[a])]
-            ).values_list("account_id", "pk")
-        )
-        if current
-        else {}
-    )
-    venue = set(MarginAccount.objects.exclude(kind=AccountKind.MEMBER).values_list("pk", flat=True))
-    open_calls = {
-        call.account_id: call
-        for call in MarginCall.objects.filter(status=CallStatus.OPEN, account_id__in=sorted(current - venue))
-    }
-    busy = set(
-        Liquidation.objects.filter(
-            status=LiquidationStatus.IN_PROGRESS, account_id__in=sorted(current - venue)
-        ).values_list("account_id", flat=True)
-    )
-    now = timezone.now()
-    cure = timedelta(minutes=sweep.parameter_set.cure_period_minutes)
-    unsafe = quotes.unsafe_for_liquidation()
-    events: list[tuple[int, str, dict]] = []
-    call_events: list[MarginCallEvent] = []
-    for account_id in sorted(current):
-        k = index[account_id]
-        status = columns["status"][k]
-        figures = (columns["equity"][k], columns["initial_margin"][k], columns["maintenance_margin"][k])
-        equity, im, mm = figures
-        if sweep.kind == SweepKind.EVENT or _changed(previous.get(account_id), status, figures):
-            events.append(
-                (
-                    account_id,
-                    "margin.updated",
-                    {
-                        "sweep": sweep.pk,
-                        "status": status,
-                        "equity": equity,
-                        "initial_margin": im,
-                        "maintenance_margin": mm,
-                        "excess": columns["excess"][k],
-                    },
-                )
-            )
-        if account_id in venue:
-            continue
-        call = open_calls.get(account_id)
-        if status == "healthy":
-            if call is not None:
-                call.status, call.closed_at = CallStatus.CURED, now
-                call.save(update_fields=["status", "closed_at"])
-                call_events.append(
-                    _event(
-                        call,
-                        CallStatus.OPEN,
-                        CallStatus.CURED,
-                        f"equity {equity:.2f} ≥ IM {im:.2f}",
-                        snapshot_ids.get(account_id),
-                        now,
-                    )
-                )
-                events.append(
-                    (
-                        account_id,
-                        "margin_call.cured",
-                        {"call": call.pk, "equity": equity, "initial_margin": im},
-                    )
-                )
-                outcome.cured += 1
-            continue
-        if call is None:
-            call = MarginCall.objects.create(
-                account_id=account_id,
-                amount=Decimal(repr(im - equity)).quantize(Decimal("0.0000000001")),
-                deadline=now + cure,
-                opened_at=now,
-                opened_by_id=snapshot_ids[account_id],
-            )
-            call_events.append(
-                _event(
-                    call,
-                    "",
-                    CallStatus.OPEN,
-                    f"equity {equity:.2f} < IM {im:.2f}",
-                    snapshot_ids[account_id],
-                    now,
-                )
-            )
-            events.append(
-                (
-                    account_id,
-                    "margin_call.opened",
-                    {
-                        "call": call.pk,
-                        "amount": call.amount,
-                        "deadline": call.deadline,
-                        "equity": equity,
-                        "initial_margin": im,
-                        "maintenance_margin": mm,
-                    },
-                )
-            )
-            outcome.opened += 1
-        if status != "liquidation" and now < call.deadline:
-            continue
-        cause = f"equity {equity:.2f} < MM {mm:.2f}" if status == "liquidation" else "cure period elapsed"
-        if account_id in busy:
-            continue
-        exposed = sorted(_exposures(book, k) & unsafe)
-        if exposed:
-            _suspend(
-                call=call,
-                account_id=account_id,
-                exposed=exposed,
-                cause=cause,
-                snapshot_id=snapshot_ids[account_id],
-                now=now,
-                call_events=call_events,
-            )
-            outcome.suspended += 1
-            continue
-        _alert_resolve(account_id)
-        call.status, call.closed_at = CallStatus.ESCALATED, now
-        call.save(update_fields=["status", "closed_at"])
-        call_events.append(
-            _event(call, CallStatus.OPEN, CallStatus.ESCALATED, cause, snapshot_ids[account_id], now)
-        )
-        liquidation = Liquidation.objects.create(
-            account_id=account_id,
-            call=call,
-            sweep=sweep,
-            started_at=now,
-            equity_before=equity,
-            initial_margin_before=im,
-        )
-        events.append(
-            (
-                account_id,
-                "margin_call.escalated",
-                {"call": call.pk, "cause": cause, "liquidation": liquidation.pk},
-            )
-        )
-        events.append(
-            (
-                account_id,
-                "liquidation.started",
-                {"liquidation": liquidation.pk, "equity": equity, "initial_margin": im},
-            )
-        )
-        outcome.escalated += 1
-        outcome.liquidations.append(liquidation.pk)
-    MarginCallEvent.objects.bulk_create(call_events)
-    if events:
-        events_publish(events=events)
+    for code, count in enumerate(np.bincount(result.status, minlength=len(STATUSES)).tolist()):
+        outcome.statuses[STATUSES[code]] += count
+    _calls_follow(sweep=sweep, book=book, result=result, current=current, previous=previous,
+                  quotes=quotes, outcome=outcome)  # fmt: skip
     shard.status, shard.worker, shard.read_at, shard.finished_at = (
         ShardStatus.DONE,
         worker,
@@ -451,40 +315,246 @@ def _store(
     return outcome
 
 
-def _unhealthy(columns: dict, k: int) -> bool:
-    return columns["status"][k] != "healthy"
+@dataclass
+class _Transition:
+    """What one account's new snapshot does to its margin call (decided before any write)."""
+
+    k: int
+    account_id: int
+    snapshot_id: int
+    call: MarginCall | None
+    opened: bool = False
+    cured: bool = False
+    escalate_cause: str = ""
+    suspended: list[str] = field(default_factory=list)
+    liquidation: Liquidation | None = None
+
+
+def _calls_follow(
+    *,
+    sweep: Sweep,
+    book: LoadedBook,
+    result,
+    current: dict[int, int],
+    previous: dict,
+    quotes: MarketQuotes,
+    outcome: ShardOutcome,
+) -> None:
+    """Margin-call transitions and live pushes for the accounts whose snapshot became current:
+    decide every account's transition in memory, then write calls, events, liquidations, alerts
+    and outbox events with one bulk statement each."""
+    if not current:
+        return
+    from clearing.marketdata.models import OpsAlert
+
+    ids = np.array(sorted(current), dtype=np.int64)
+    ks = np.searchsorted(book.rows.account_ids, ids)
+    status = result.status[ks]
+    figures = np.column_stack([result.equity[ks], result.initial_margin[ks], result.maintenance_margin[ks]])
+    if sweep.kind == SweepKind.EVENT:
+        push = np.ones(ids.size, dtype=bool)
+    else:
+        push = _changed(previous, ids, status, figures)
+    healthy = STATUSES.index("healthy")
+    liquidating = STATUSES.index("liquidation")
+
+    venue = set(MarginAccount.objects.exclude(kind=AccountKind.MEMBER).values_list("pk", flat=True))
+    members = [a for a in ids.tolist() if a not in venue]
+    last_cause = MarginCallEvent.objects.filter(call=OuterRef("pk")).order_by("-id").values("cause")[:1]
+    open_calls = {
+        call.account_id: call
+        for call in MarginCall.objects.filter(status=CallStatus.OPEN, account_id__in=members).annotate(
+            last_cause=Subquery(last_cause)
+        )
+    }
+    busy = set(
+        Liquidation.objects.filter(status=LiquidationStatus.IN_PROGRESS, account_id__in=members).values_list(
+            "account_id", flat=True
+        )
+    )
+    now = timezone.now()
+    cure = timedelta(minutes=sweep.parameter_set.cure_period_minutes)
+    unsafe = quotes.unsafe_for_liquidation()
+    exposed = _exposed(book, unsafe) if unsafe else None
+
+    transitions: dict[int, _Transition] = {}
+    for i in np.flatnonzero((status != healthy) | np.isin(ids, list(open_calls))).tolist():
+        account_id = int(ids[i])
+        if account_id in venue:
+            continue
+        call = open_calls.get(account_id)
+        t = _Transition(k=int(ks[i]), account_id=account_id, snapshot_id=current[account_id], call=call)
+        transitions[account_id] = t
+        equity, im, mm = figures[i].tolist()
+        if status[i] == healthy:
+            t.cured = True
+            continue
+        if call is None:
+            t.opened = True
+            t.call = call = MarginCall(
+                account_id=account_id,
+                amount=_decimal(im - equity),
+                deadline=now + cure,
+                opened_at=now,
+                opened_by_id=t.snapshot_id,
+            )
+        if status[i] != liquidating and now < call.deadline:
+            continue
+        if account_id in busy:
+            continue
+        cause = f"equity {equity:.2f} < MM {mm:.2f}" if status[i] == liquidating else "cure period elapsed"
+        if exposed is not None and exposed[t.k]:
+            t.suspended = exposed[t.k]
+            t.escalate_cause = cause
+            continue
+        t.escalate_cause = cause
+        call.status, call.closed_at = CallStatus.ESCALATED, now
+        t.liquidation = Liquidation(
+            account_id=account_id,
+            call=call,
+            sweep=sweep,
+            started_at=now,
+            equity_before=equity,
+            initial_margin_before=im,
+        )
+
+    # Writes: one statement each, in an order that gives every row the ids it refers to.
+    opened = [t.call for t in transitions.values() if t.opened]
+    MarginCall.objects.bulk_create(opened)
+    cured = [t for t in transitions.values() if t.cured]
+    if cured:
+        MarginCall.objects.filter(pk__in=[t.call.pk for t in cured]).update(
+            status=CallStatus.CURED, closed_at=now
+        )
+    escalated = [t for t in transitions.values() if t.liquidation is not None]
+    if existing := [t.call.pk for t in escalated if not t.opened]:
+        MarginCall.objects.filter(pk__in=existing).update(status=CallStatus.ESCALATED, closed_at=now)
+    Liquidation.objects.bulk_create([t.liquidation for t in escalated])
+    suspended = [t for t in transitions.values() if t.suspended]
+    if escalated:
+        OpsAlert.objects.filter(
+            kind=SUSPENDED_ALERT, key__in=[str(t.account_id) for t in escalated], resolved_at=None
+        ).update(resolved_at=now)
+    if suspended:
+        _alerts_raise(suspended, now=now)
+
+    call_events: list[MarginCallEvent] = []
+    events: list[tuple[int, str, dict]] = []
+    for i in range(ids.size):
+        account_id = int(ids[i])
+        equity, im, mm = figures[i].tolist()
+        if push[i]:
+            events.append(
+                (
+                    account_id,
+                    "margin.updated",
+                    {
+                        "sweep": sweep.pk,
+                        "status": STATUSES[int(status[i])],
+                        "equity": equity,
+                        "initial_margin": im,
+                        "maintenance_margin": mm,
+                        "excess": float(result.excess[ks[i]]),
+                    },
+                )
+            )
+        t = transitions.get(account_id)
+        if t is None:
+            continue
+        call = t.call
+        if t.cured:
+            cause = f"equity {equity:.2f} ≥ IM {im:.2f}"
+            call_events.append(_event(call, CallStatus.OPEN, CallStatus.CURED, cause, t.snapshot_id, now))
+            events.append(
+                (account_id, "margin_call.cured", {"call": call.pk, "equity": equity, "initial_margin": im})
+            )
+            outcome.cured += 1
+            continue
+        if t.opened:
+            call_events.append(
+                _event(call, "", CallStatus.OPEN, f"equity {equity:.2f} < IM {im:.2f}", t.snapshot_id, now)
+            )
+            events.append(
+                (
+                    account_id,
+                    "margin_call.opened",
+                    {
+                        "call": call.pk,
+                        "amount": call.amount,
+                        "deadline": call.deadline,
+                        "equity": equity,
+                        "initial_margin": im,
+                        "maintenance_margin": mm,
+                    },
+                )
+            )
+            outcome.opened += 1
+        if t.suspended:
+            last = None if t.opened else getattr(call, "last_cause", None)
+            if last is None or not last.startswith("liquidation suspended"):
+                cause = f"liquidation suspended: {', '.join(t.suspended)} not trustworthy"
+                call_events.append(_event(call, CallStatus.OPEN, CallStatus.OPEN, cause, t.snapshot_id, now))
+            outcome.suspended += 1
+        if t.liquidation is not None:
+            liquidation = t.liquidation
+            call_events.append(
+                _event(call, CallStatus.OPEN, CallStatus.ESCALATED, t.escalate_cause, t.snapshot_id, now)
+            )
+            events.append(
+                (
+                    account_id,
+                    "margin_call.escalated",
+                    {"call": call.pk, "cause": t.escalate_cause, "liquidation": liquidation.pk},
+                )
+            )
+            events.append(
+                (
+                    account_id,
+                    "liquidation.started",
+                    {"liquidation": liquidation.pk, "equity": equity, "initial_margin": im},
+                )
+            )
+            outcome.escalated += 1
+            outcome.liquidations.append(liquidation.pk)
+    MarginCallEvent.objects.bulk_create(call_events)
+    if events:
+        events_publish(events=events)
+
+
+def _alerts_raise(suspended: list[_Transition], *, now: datetime) -> None:
+    """``ops_alert_raise`` for many accounts at once: bump the open ``liquidation_suspended``
+    alerts (count, message, time), open the missing ones. The accounts' current-margin row locks
+    (taken by the upsert) serialise two sweeps raising the same account's alert."""
+    from clearing.marketdata.models import OpsAlert
+
+    messages = {
+        str(t.account_id): f"Liquidation of account {t.account_id} suspended ({t.escalate_cause}): "
+        f"{', '.join(t.suspended)} stale or unconfirmed."
+        for t in suspended
+    }
+    alerts = list(
+        OpsAlert.objects.select_for_update()
+        .filter(kind=SUSPENDED_ALERT, key__in=list(messages), resolved_at=None)
+        .order_by("pk")
+    )
+    for alert in alerts:
+        alert.raise_count += 1
+        alert.message = messages.pop(alert.key)
+        alert.last_raised_at = now
+    if alerts:
+        OpsAlert.objects.bulk_update(alerts, ["raise_count", "message", "last_raised_at"])
+    OpsAlert.objects.bulk_create(
+        [
+            OpsAlert(kind=SUSPENDED_ALERT, key=key, message=message, last_raised_at=now)
+            for key, message in messages.items()
+        ]
+    )
 
 
 def _event(call, from_status, to_status, cause, snapshot_id, now) -> MarginCallEvent:
     return MarginCallEvent(
         call=call, at=now, from_status=from_status, to_status=to_status, cause=cause, snapshot_id=snapshot_id
     )
-
-
-def _suspend(*, call, account_id, exposed, cause, snapshot_id, now, call_events) -> None:
-    from clearing.marketdata.services import ops_alert_raise
-
-    symbols = ", ".join(exposed)
-    message = f"Liquidation of account {account_id} suspended ({cause}): {symbols} stale or unconfirmed."
-    last = call.events.order_by("-id").values_list("cause", flat=True).first()
-    if last is None or not last.startswith("liquidation suspended"):
-        call_events.append(
-            _event(
-                call,
-                CallStatus.OPEN,
-                CallStatus.OPEN,
-                f"liquidation suspended: {', '.join(exposed)} not trustworthy",
-                snapshot_id,
-                now,
-            )
-        )
-    ops_alert_raise(kind=SUSPENDED_ALERT, key=str(account_id), message=message)
-
-
-def _alert_resolve(account_id: int) -> None:
-    from clearing.marketdata.services import ops_alert_resolve
-
-    ops_alert_resolve(kind=SUSPENDED_ALERT, key=str(account_id))
 
 
 def _liquidations_enqueue(ids: list[int]) -> None:
@@ -611,8 +681,9 @@ def _sweep_progress(*, sweep: Sweep, quotes: MarketQuotes) -> None:
     if sweep.kind == SweepKind.FULL:
         from clearing.marketdata.services import index_sweep_reference_set
 
+        # Quotes are floats (an oracle's median, a moved test price): NUMERIC(28, 10) takes 10 places.
         prices = {
-            s: Decimal(repr(p))
+            s: _decimal(p)
             for s, p in {**quotes.underlying_prices, **quotes.asset_prices}.items()
             if p > 0
         }

@@ -380,3 +380,51 @@ def test_call_events_are_append_only(quotes):
     event = MarginCallEvent.objects.get(call__account=account)
     with pytest.raises(AppendOnlyError):
         event.delete()
+
+
+# A shard's queries: reads, snapshot COPY, upsert, venue accounts, open calls, busy liquidations,
+# one bulk statement per kind of write (calls, cures, escalations, liquidations, alerts, call
+# events, outbox, target bands), progress and shard rows. The same bound holds for 2 and for 12
+# accounts entering a call, being escalated, or having their liquidation suspended.
+SHARD_MAX_QUERIES = 36
+
+
+def shard_run_queries(*, quotes, accounts: int, assert_max) -> None:
+    for n in range(accounts):
+        account_with_btc_long(code=f"T-BULK-{accounts}-{n}", usd="20000")
+    for market in (quotes, moved(quotes, BTC=quotes.underlying_prices["BTC"] * 0.93)):
+        sweep = services.sweep_full_create(cause="bulk", quotes=market, shard_size=10_000, enqueue=False)
+        with assert_max(SHARD_MAX_QUERIES):
+            services.sweep_shard_run(shard_id=sweep.shards.get().pk)
+
+
+@pytest.mark.parametrize("accounts", [2, 12])
+def test_a_shard_makes_as_many_queries_whatever_the_number_of_accounts_in_a_call(
+    quotes, accounts, django_assert_max_num_queries
+):
+    shard_run_queries(quotes=quotes, accounts=accounts, assert_max=django_assert_max_num_queries)
+
+    bulk = MarginAccount.objects.filter(code__startswith=f"T-BULK-{accounts}-")
+    assert MarginCall.objects.filter(account__in=bulk, status=CallStatus.ESCALATED).count() == accounts
+    assert (
+        Liquidation.objects.filter(account__in=bulk, status=LiquidationStatus.IN_PROGRESS).count() == accounts
+    )
+    events = MarginCallEvent.objects.filter(call__account__in=bulk).values_list("to_status", flat=True)
+    assert sorted(events) == ["escalated"] * accounts + ["open"] * accounts
+
+
+@pytest.mark.parametrize("accounts", [2, 12])
+def test_suspended_liquidations_cost_no_query_per_account(quotes, accounts, django_assert_max_num_queries):
+    from clearing.marketdata.models import OpsAlert
+
+    stale = demo_quotes(BTC="stale")
+    shard_run_queries(quotes=stale, accounts=accounts, assert_max=django_assert_max_num_queries)
+
+    bulk = MarginAccount.objects.filter(code__startswith=f"T-BULK-{accounts}-")
+    assert MarginCall.objects.filter(account__in=bulk, status=CallStatus.OPEN).count() == accounts
+    assert not Liquidation.objects.filter(account__in=bulk).exists()
+    keys = {str(pk) for pk in bulk.values_list("pk", flat=True)}
+    alerts = OpsAlert.objects.filter(kind="liquidation_suspended", key__in=keys, resolved_at=None)
+    assert set(alerts.values_list("key", flat=True)) == keys
+    causes = MarginCallEvent.objects.filter(call__account__in=bulk).values_list("cause", flat=True)
+    assert sum(cause.startswith("liquidation suspended: BTC") for cause in causes) == accounts
