@@ -134,6 +134,17 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
         "timeout": 20,
     }
     DATABASES["default"]["TEST"] = {"NAME": str(VAR_DIR / "test-clearing.sqlite3")}
+elif env_int("DATABASE_POOL_MAX_SIZE", 0) > 0:
+    # Under ASGI every request runs in its own thread, so persistent connections
+    # (DATABASE_CONN_MAX_AGE) pile up one per thread; a psycopg pool per process is Django's answer
+    # (https://docs.djangoproject.com/en/5.2/ref/databases/#connection-pool). Requests wait for a
+    # free connection beyond the maximum.
+    DATABASES["default"]["CONN_MAX_AGE"] = 0
+    DATABASES["default"].setdefault("OPTIONS", {})["pool"] = {
+        "min_size": 1,
+        "max_size": env_int("DATABASE_POOL_MAX_SIZE", 0),
+        "timeout": 10,
+    }
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 AUTH_USER_MODEL = "accounts.User"
