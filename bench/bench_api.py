@@ -1,17 +1,31 @@
 """Load benchmark of the REST API's what-if on loopback (not a test: run it by hand).
 
-    DATABASE_URL=postgres://postgres@127.0.0.1:5432/clearing_api_bench \\
-      .venv/bin/python -m bench.bench_api --clients 50 --seconds 20 --workers 2
+    DATABASE_URL=postgres://postgres@127.0.0.1:5432/clearing_api_bench REDIS_URL=redis://127.0.0.1:6379/11 \\
+      .venv/bin/python -m bench.bench_api --mode closed --clients 50 --seconds 20 --workers 2
+    ... --mode open --clients 50 --rate 150 --seconds 20 --workers 2
+    ... --mode inprocess --requests 300
 
 Prepares the database (migrate, ``seed_demo`` with the oracle's market, then one extra account
 holding 50 positions — perpetuals, futures and options on BTC, ETH and SOL — and a trader with an
-API token), starts ``docker/bin/web`` (uvicorn, ``--workers``) on 127.0.0.1, and drives
+API token), starts ``docker/bin/web`` (uvicorn, ``--workers``) on 127.0.0.1 with a connection
+pool of 4 per worker (``DATABASE_POOL_MAX_SIZE``), and drives
 ``POST /api/v1/accounts/{id}/what-if/`` (one hypothetical trade and one collateral change, the
 whole 50-position portfolio re-margined before and after) from ``--clients`` concurrent keep-alive
-connections for ``--seconds`` after a short warm-up. Prints p50, p90, p99, max and throughput.
+connections, measuring ``--seconds`` after a short warm-up:
 
-The client is a few lines of asyncio over raw HTTP/1.1 so that it costs as little CPU as possible on
-the machine it shares with the server.
+- ``closed``: each client sends its next request as soon as it has the answer. This measures
+  saturation: throughput is the server's capacity and latency ≈ clients / throughput (Little's law).
+- ``open``: each client sends at a fixed rate (``--rate`` req/s in total), on a schedule that does
+  not depend on the answers; latency runs from the *scheduled* send time, so a late answer that
+  delays the next send on that connection is charged to it (no coordinated omission).
+- ``inprocess``: no server; the cost of one what-if through Django's full request cycle
+  (middleware, authentication, throttling, view, engine, JSON), wall and CPU time.
+
+Prints p50, p90, p99, max, throughput, and the machine's CPU use during the run (all cores, from
+/proc/stat, so the load of other jobs on a shared machine shows) and the server's own CPU.
+
+The client is a few lines of asyncio over raw HTTP/1.1 in this process (the server runs in its own
+processes) so that it costs as little CPU as possible on the machine it shares with the server.
 """
 
 from __future__ import annotations
@@ -106,40 +120,131 @@ def request_bytes(account_id: int, token: str) -> bytes:
     return head.encode() + body
 
 
-async def one_client(port: int, payload: bytes, stop_at: float, record_from: float, out: list, errors: list):
+async def read_response(reader: asyncio.StreamReader) -> int:
+    status_line = await reader.readline()
+    length = 0
+    while True:
+        line = await reader.readline()
+        if line in (b"\r\n", b""):
+            break
+        name, _, value = line.decode().partition(":")
+        if name.lower() == "content-length":
+            length = int(value)
+    await reader.readexactly(length)
+    return int(status_line.split()[1])
+
+
+async def closed_client(port: int, payload: bytes, stop_at: float, record_from: float, out: list):
+    """Send, wait for the answer, send again: latency from the actual send."""
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
     try:
         while time.perf_counter() < stop_at:
             start = time.perf_counter()
             writer.write(payload)
             await writer.drain()
-            status_line = await reader.readline()
-            length = 0
-            while True:
-                line = await reader.readline()
-                if line in (b"\r\n", b""):
-                    break
-                name, _, value = line.decode().partition(":")
-                if name.lower() == "content-length":
-                    length = int(value)
-            await reader.readexactly(length)
-            end = time.perf_counter()
-            status = int(status_line.split()[1])
+            status = await read_response(reader)
             if start >= record_from:
-                (out if status == 200 else errors).append((end - start, status))
+                out.append((time.perf_counter() - start, status, time.perf_counter()))
     finally:
         writer.close()
 
 
-async def drive(port: int, payload: bytes, clients: int, seconds: float, warmup: float):
+async def open_client(
+    port: int, payload: bytes, first: float, interval: float, stop_at: float, record_from: float, out: list
+):
+    """Send at ``first + k × interval`` whatever the answers; latency from the scheduled time."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        scheduled = first
+        while scheduled < stop_at:
+            delay = scheduled - time.perf_counter()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            # If the previous answer came late this send is late too: that wait counts.
+            writer.write(payload)
+            await writer.drain()
+            status = await read_response(reader)
+            if scheduled >= record_from:
+                out.append((time.perf_counter() - scheduled, status, time.perf_counter()))
+            scheduled += interval
+    finally:
+        writer.close()
+
+
+async def drive(args, port: int, payload: bytes) -> list:
     now = time.perf_counter()
-    record_from, stop_at = now + warmup, now + warmup + seconds
+    record_from, stop_at = now + args.warmup, now + args.warmup + args.seconds
     out: list = []
-    errors: list = []
-    await asyncio.gather(
-        *(one_client(port, payload, stop_at, record_from, out, errors) for _ in range(clients))
+    if args.mode == "closed":
+        clients = [closed_client(port, payload, stop_at, record_from, out) for _ in range(args.clients)]
+    else:
+        interval = args.clients / args.rate  # each client's period; clients are spread evenly over it
+        clients = [
+            open_client(
+                port, payload, now + 0.5 + interval * k / args.clients, interval, stop_at, record_from, out
+            )
+            for k in range(args.clients)
+        ]
+    await asyncio.gather(*clients)
+    return out, record_from
+
+
+def cpu_times() -> tuple[float, float]:
+    """(busy, total) jiffies of all cores since boot."""
+    with open("/proc/stat") as f:
+        fields = [int(x) for x in f.readline().split()[1:]]
+    idle = fields[3] + fields[4]  # idle + iowait
+    return sum(fields) - idle, sum(fields)
+
+
+def process_tree_cpu(pid: int) -> float:
+    """User + system CPU seconds of ``pid`` and its descendants (still running)."""
+    tick = os.sysconf("SC_CLK_TCK")
+    total, todo = 0.0, [pid]
+    while todo:
+        p = todo.pop()
+        try:
+            with open(f"/proc/{p}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+            total += (int(fields[11]) + int(fields[12])) / tick
+            for task in os.listdir(f"/proc/{p}/task"):
+                with open(f"/proc/{p}/task/{task}/children") as f:
+                    todo += [int(c) for c in f.read().split()]
+        except FileNotFoundError:
+            continue
+    return total
+
+
+def in_process(account_id: int, token: str, requests: int) -> None:
+    """One what-if at a time through Django's test client: the cost of one request."""
+    from django.test import Client
+
+    client = Client()
+    body = request_bytes(account_id, token).split(b"\r\n\r\n", 1)[1]
+
+    def once():
+        response = client.post(
+            f"/api/v1/accounts/{account_id}/what-if/",
+            body,
+            content_type="application/json",
+            HTTP_AUTHORIZATION=f"Bearer {token}",
+        )
+        assert response.status_code == 200, response.content[:300]
+
+    for _ in range(20):
+        once()
+    busy0, total0 = cpu_times()
+    wall, cpu = time.perf_counter(), time.process_time()
+    for _ in range(requests):
+        once()
+    wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+    busy1, total1 = cpu_times()
+    print(f"what-if in process, {POSITIONS}-position portfolio, {requests} requests one at a time")
+    print(
+        f"{wall / requests * 1000:.2f} ms wall, {cpu / requests * 1000:.2f} ms CPU per request; "
+        f"machine CPU busy {100 * (busy1 - busy0) / max(1, total1 - total0):.0f} %, "
+        f"load average {os.getloadavg()[0]:.1f}"
     )
-    return out, errors
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -149,15 +254,26 @@ def percentile(values: list[float], q: float) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser()
+    parser.add_argument("--mode", choices=["closed", "open", "inprocess"], default="closed")
     parser.add_argument("--clients", type=int, default=50)
+    parser.add_argument("--rate", type=float, default=150, help="open mode: requests per second in total")
     parser.add_argument("--seconds", type=float, default=20)
     parser.add_argument("--warmup", type=float, default=3)
     parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--requests", type=int, default=300, help="inprocess mode")
     args = parser.parse_args()
     if not os.environ.get("DATABASE_URL", "").startswith("postgres"):
         sys.exit("Set DATABASE_URL to a PostgreSQL database for the benchmark.")
+    os.environ.setdefault("DJANGO_DEBUG", "0")
+    # Connections come from a per-worker pool: under ASGI each request runs in its own thread,
+    # so DATABASE_CONN_MAX_AGE would open one connection per thread until PostgreSQL refuses.
+    os.environ.setdefault("DATABASE_POOL_MAX_SIZE", "4")
+    os.environ["DATABASE_CONN_MAX_AGE"] = "0"
 
     account_id, token = prepare()
+    if args.mode == "inprocess":
+        in_process(account_id, token, args.requests)
+        return
     port = free_port()
     env = dict(
         os.environ,
@@ -165,10 +281,8 @@ def main() -> None:
         PORT=str(port),
         WEB_CONCURRENCY=str(args.workers),
         UVICORN_LOG_LEVEL="warning",
-        DJANGO_DEBUG="0",
         DJANGO_LOG_LEVEL="WARNING",
         API_THROTTLE_RATE="1000000/min",  # the benchmark measures the work, not the throttle
-        DATABASE_CONN_MAX_AGE="0",  # persistent connections do not suit ASGI (Django docs)
         PYTHON_BIN=sys.executable,
     )
     server = subprocess.Popen([str(ROOT / "docker" / "bin" / "web")], env=env, cwd=ROOT)
@@ -180,21 +294,37 @@ def main() -> None:
             except OSError:
                 time.sleep(0.2)
         time.sleep(1.0)
-        ok, errors = asyncio.run(
-            drive(port, request_bytes(account_id, token), args.clients, args.seconds, args.warmup)
-        )
+        server_cpu0, (busy0, total0) = process_tree_cpu(server.pid), cpu_times()
+        started = time.perf_counter()
+        results, record_from = asyncio.run(drive(args, port, request_bytes(account_id, token)))
+        elapsed = time.perf_counter() - started
+        server_cpu, (busy1, total1) = process_tree_cpu(server.pid) - server_cpu0, cpu_times()
     finally:
         server.terminate()
         server.wait(timeout=20)
-    latencies = [seconds * 1000 for seconds, _ in ok]
-    print(f"what-if, {POSITIONS}-position portfolio, {args.clients} clients, {args.workers} uvicorn workers")
-    print(f"requests: {len(ok)} ok, {len(errors)} not 200 ({sorted({s for _, s in errors})})")
-    if latencies:
+    ok = [seconds * 1000 for seconds, status, _ in results if status == 200]
+    bad = sorted({status for _, status, _ in results if status != 200})
+    # Answers per second over the time it took to answer the measured requests (in open mode the
+    # last ones may be answered after the schedule's end when the server falls behind).
+    span = max((done for _, _, done in results), default=record_from) - record_from
+    shape = f"{args.rate:g} req/s offered" if args.mode == "open" else "closed loop"
+    print(
+        f"what-if, {POSITIONS}-position portfolio, {args.clients} clients ({shape}), "
+        f"{args.workers} uvicorn workers, {args.seconds:g} s measured"
+    )
+    print(f"requests: {len(ok)} ok, {len(results) - len(ok)} not 200 {bad or ''}")
+    if ok:
         print(
-            f"p50 {statistics.median(latencies):.1f} ms  p90 {percentile(latencies, 0.90):.1f} ms  "
-            f"p99 {percentile(latencies, 0.99):.1f} ms  max {max(latencies):.1f} ms  "
-            f"throughput {len(ok) / args.seconds:.1f} req/s"
+            f"p50 {statistics.median(ok):.1f} ms  p90 {percentile(ok, 0.90):.1f} ms  "
+            f"p99 {percentile(ok, 0.99):.1f} ms  max {max(ok):.1f} ms  "
+            f"throughput {len(ok) / max(span, 1e-9):.1f} req/s"
         )
+    cores = os.cpu_count() or 1
+    print(
+        f"machine CPU busy {100 * (busy1 - busy0) / max(1, total1 - total0):.0f} % of {cores} cores "
+        f"(all processes); server {server_cpu / elapsed * 100:.0f} % of one core; "
+        f"load average {os.getloadavg()[0]:.1f}"
+    )
 
 
 if __name__ == "__main__":
