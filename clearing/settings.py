@@ -223,6 +223,8 @@ CELERY_BEAT_SCHEDULE: dict = {
     # Starts a full margin sweep when the active parameter set's sweep_interval_seconds (default
     # 60) has passed since the last one; checking every few seconds keeps that interval governed.
     "sweeps-full-due": {"task": "sweeps.full_due", "schedule": 5.0},
+    # API: stored Idempotency-Key outcomes are kept 24 h (clearing.api.idempotency.RETENTION).
+    "api-idempotency-records-purge": {"task": "api.idempotency_records_purge", "schedule": crontab(minute=7)},
 }
 CELERY_BEAT_SCHEDULE_FILENAME = str(VAR_DIR / "celerybeat-schedule")
 

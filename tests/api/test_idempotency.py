@@ -136,3 +136,24 @@ def test_old_records_are_purged(world):
     assert idempotency_records_purge() == 1
     assert not IdempotencyRecord.objects.exists()
     assert Decimal(1) in set(CollateralMovement.objects.values_list("amount", flat=True))
+
+
+def test_beat_purges_records_past_the_retention_every_hour_and_keeps_recent_ones(world):
+    from django.conf import settings
+
+    from clearing.api.tasks import idempotency_records_purge_task
+    from clearing.celery import app
+
+    trader = world["trader_a"]
+    trader.post(deposit_url(world), {"asset": "USDC", "amount": "1"}, key="yesterday")
+    IdempotencyRecord.objects.update(created_at=timezone.now() - timedelta(hours=25))
+    trader.post(deposit_url(world), {"asset": "USDC", "amount": "2"}, key="today")
+
+    [entry] = [
+        e for e in settings.CELERY_BEAT_SCHEDULE.values() if e["task"] == "api.idempotency_records_purge"
+    ]
+    assert entry["schedule"].minute == {7}  # hourly (celery's crontab)
+    assert idempotency_records_purge_task.name == entry["task"]
+    assert app.tasks[entry["task"]].apply().get() == 1  # the task beat names, as a worker runs it
+    assert list(IdempotencyRecord.objects.values_list("key", flat=True)) == ["today"]
+    assert trader.post(deposit_url(world), {"asset": "USDC", "amount": "2"}, key="today").status_code == 201
