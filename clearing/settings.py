@@ -80,6 +80,7 @@ INSTALLED_APPS = [
     "django.contrib.staticfiles",
     "rest_framework",
     "drf_spectacular",
+    "drf_spectacular_sidecar",  # Swagger UI and Redoc served from our static files, not a CDN
     "channels",
     "accounts",
     "clearing",
@@ -275,6 +276,10 @@ SPECTACULAR_SETTINGS = {
     "DESCRIPTION": "Trades, collateral and prices in; margin, margin calls and liquidations out.",
     "VERSION": "1.0.0",
     "SERVE_INCLUDE_SCHEMA": False,
+    # /api/docs/ loads nothing from third-party hosts (drf-spectacular-sidecar's static files).
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
 }
 
 # --- Security ---------------------------------------------------------------------------------

@@ -34,6 +34,24 @@ def test_the_docs_page_and_the_schema_are_served(client):
     assert b"swagger" in docs.content.lower()
 
 
+def test_the_docs_page_loads_swagger_ui_from_our_own_static_files_only(client):
+    import re
+
+    from django.conf import settings
+    from django.contrib.staticfiles import finders
+
+    page = client.get("/api/docs/").content.decode()
+    urls = re.findall(r"""(?:src|href)\s*=\s*["']([^"']+)["']""", page)
+    urls += re.findall(r"""["']((?:https?:)?//[^"']+)["']""", page)
+    assert any(url.endswith("swagger-ui-bundle.js") for url in urls), urls
+    assert all(not url.startswith(("http:", "https:", "//")) for url in urls), urls
+    assert all(
+        url.startswith(settings.STATIC_URL) for url in urls if url.endswith((".js", ".css", ".png"))
+    ), urls
+    for url in urls:  # each is a file the project's static files really provide
+        assert finders.find(url.removeprefix(settings.STATIC_URL)), url
+
+
 @pytest.fixture
 def keep_connection(db):
     # Like Django's test client: the test's transaction must survive each request, so the
