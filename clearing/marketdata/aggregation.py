@@ -24,20 +24,21 @@ import statistics
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
+from operator import attrgetter
 
 PRICE_PLACES = Decimal("1e-10")
 
 OK, DEGRADED, STALE, UNCONFIRMED = "ok", "degraded", "stale", "unconfirmed"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Quote:
     source: str
     price: Decimal
     source_time: datetime
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class OracleRules:
     max_age: timedelta
     max_deviation: Decimal  # fraction of the median, 0.02 = 2 %
@@ -47,24 +48,26 @@ class OracleRules:
     event_move: Decimal  # fraction of the price at the last sweep
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class PriorState:
     last_good_price: Decimal | None = None
     last_good_at: datetime | None = None
     pending_price: Decimal | None = None  # the candidate the breaker holds, if any
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Exclusion:
     source: str
     price: Decimal
     reason: str
 
     def as_json(self) -> dict:
-        return {"source": self.source, "price": str(self.price), "reason": self.reason}
+        # Plain notation without trailing zeros: the same text whether the price came from the
+        # request (``6000``) or back from a NUMERIC(28, 10) column (``6000.0000000000``).
+        return {"source": self.source, "price": f"{self.price.normalize():f}", "reason": self.reason}
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Aggregate:
     status: str
     price: Decimal | None  # what the fresh sources say (None when stale)
@@ -99,7 +102,7 @@ def index_aggregate(
     notes: list[str] = []
     horizon = now - rules.max_age
     fresh = []
-    for quote in sorted(quotes, key=lambda q: q.source):
+    for quote in sorted(quotes, key=attrgetter("source")):
         if quote.source_time < horizon:
             exclusions.append(
                 Exclusion(quote.source, quote.price, f"stale: source time older than {rules.max_age}")
@@ -150,7 +153,7 @@ def index_aggregate(
                         quote.source,
                         quote.price,
                         f"deviates {_pct(deviation)} from the median "
-                        f"{centre.quantize(PRICE_PLACES).normalize()} (max {_pct(rules.max_deviation)})",
+                        f"{centre.quantize(PRICE_PLACES).normalize():f} (max {_pct(rules.max_deviation)})",
                     )
                 )
             else:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Iterable, Sequence
+from contextlib import nullcontext
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
@@ -23,14 +24,17 @@ from functools import partial
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import IntegrityError, connection, transaction
+from django.db.models.base import ModelState
 from django.utils import timezone
 
 from accounts.models import Asset, Role, User
 from clearing.marketdata.aggregation import (
     DEGRADED,
     OK,
+    PRICE_PLACES,
     STALE,
     UNCONFIRMED,
+    Exclusion,
     OracleRules,
     PriorState,
     Quote,
@@ -218,56 +222,14 @@ def _source_time_check(value: object, *, now: datetime, field: str) -> datetime:
 
 # --- Prices --------------------------------------------------------------------------------------
 
-
-# Below this many rows one INSERT beats drawing ids and opening a COPY.
+# Below this many rows a pipelined INSERT beats opening a COPY.
 COPY_THRESHOLD = 20
 
-
-def _ledger_insert(model, rows: list, fields: tuple[str, ...]) -> None:
-    """Insert ``rows`` (unsaved instances of ``model``) and set their primary keys.
-
-    On PostgreSQL the ids are drawn from the table's sequence and the rows go in with one COPY:
-    every observation stores two ledger rows (the observation and its index price), and COPY
-    is what lets the oracle keep up with thousands of observations per second (see
-    docs/performance.md). Elsewhere (the embedded SQLite stack) ``bulk_create``.
-    """
-    if not rows:
-        return
-    if connection.vendor != "postgresql" or len(rows) < COPY_THRESHOLD:
-        model.objects.bulk_create(rows)
-        return
-    meta = model._meta
-    columns = [meta.get_field(name).column for name in fields]
-    attnames = [meta.get_field(name).attname for name in fields]
-    json_fields = {
-        meta.get_field(name).attname
-        for name in fields
-        if meta.get_field(name).get_internal_type() == "JSONField"
-    }
-    with connection.cursor() as cursor:
-        cursor.execute(
-            "SELECT nextval(pg_get_serial_sequence(%s, 'id')) FROM generate_series(1, %s)",
-            [meta.db_table, len(rows)],
-        )
-        ids = [pk for (pk,) in cursor.fetchall()]
-        statement = f"COPY {connection.ops.quote_name(meta.db_table)} (id, {', '.join(columns)}) FROM STDIN"
-        with cursor.cursor.copy(statement) as copy:
-            for pk, row in zip(ids, rows, strict=True):
-                row.pk = pk
-                copy.write_row(
-                    [pk]
-                    + [
-                        json.dumps(getattr(row, name)) if name in json_fields else getattr(row, name)
-                        for name in attnames
-                    ]
-                )
-    for row in rows:
-        row._state.adding = False
-        row._state.db = connection.alias
-
-
-OBSERVATION_FIELDS = ("source", "symbol", "price", "source_time", "received_at")
-INDEX_PRICE_FIELDS = (
+# Column order of the oracle's in-memory rows: the models' concrete field order (a test checks
+# it), so the hot path builds plain tuples and model instances only for what it returns.
+OBSERVATION_COLUMNS = ("id", "source_id", "symbol", "price", "source_time", "received_at")
+INDEX_PRICE_COLUMNS = (
+    "id",
     "symbol",
     "status",
     "price",
@@ -275,9 +237,24 @@ INDEX_PRICE_FIELDS = (
     "sources",
     "exclusions",
     "note",
-    "observation",
-    "confirmed_by",
+    "observation_id",
+    "confirmed_by_id",
     "computed_at",
+)
+STATE_FIELDS = (
+    "status",
+    "price",
+    "last_good_price",
+    "last_good_at",
+    "pending_price",
+    "pending_status",
+    "pending_since",
+    "fresh_until",
+    "last_index_price_id",
+    "last_good_index_price_id",
+    "reference_price",
+    "reference_at",
+    "updated_at",
 )
 
 
@@ -287,140 +264,298 @@ class _Move:
     kind: str
     reference_price: Decimal
     price: Decimal
-    row: IndexPrice
+    position: int  # of its index price among the run's rows
+    index_price_id: int | None = None
 
 
-def _aggregate_step(
-    *,
-    state: IndexState,
-    quotes: dict[int, Quote],
-    rules: OracleRules,
-    now: datetime,
-    observation: PriceObservation | None,
-    moves: list[_Move],
-) -> IndexPrice:
-    """Aggregate one symbol, update ``state`` in memory, return the unsaved ``IndexPrice``."""
-    result = index_aggregate(
-        list(quotes.values()),
-        rules=rules,
-        prior=PriorState(
-            last_good_price=state.last_good_price,
-            last_good_at=state.last_good_at,
-            pending_price=state.pending_price,
-        ),
-        now=now,
-    )
-    row = IndexPrice(
-        symbol=state.symbol,
-        status=result.status,
-        price=result.price,
-        last_good_price=result.last_good_price,
-        sources=list(result.sources),
-        exclusions=[e.as_json() for e in result.exclusions],
-        note=result.note,
-        observation=observation,
-        computed_at=now,
-    )
-    state.status = result.status
-    state.price = result.price
-    state.last_good_price = result.last_good_price
-    state.last_good_at = result.last_good_at
-    state.pending_price = result.pending_price
-    state.pending_status = result.pending_status
-    state.pending_since = (state.pending_since or now) if result.pending_price is not None else None
-    state.fresh_until = result.fresh_until
-    state._index_row = row
-    if result.is_good:
-        state._good_row = row
-        _event_check(state=state, rules=rules, now=now, row=row, moves=moves)
-    return row
+class _Run:
+    """One aggregation run (a batch, a refresh or a confirmation) with the per-symbol state in
+    memory: the locked ``IndexState`` rows and each source's latest quote are read once, every
+    aggregation updates them in place and appends its index price as a plain tuple
+    (``INDEX_PRICE_COLUMNS`` without the id). ``_run_save`` writes it all at the end."""
 
+    def __init__(
+        self,
+        *,
+        rules: dict[str, tuple[str, OracleRules]],
+        now: datetime,
+        states: dict[str, IndexState],
+        quotes: dict[str, dict[int, Quote]],
+        previous_status: dict[str, str] | None = None,
+    ):
+        self.rules = rules
+        self.now = now
+        self.states = states
+        self.quotes = quotes
+        self.previous_status = previous_status or {s: state.status for s, state in states.items()}
+        self.rows: list[tuple] = []
+        self.moves: list[_Move] = []
+        self.last_row: dict[str, int] = {}  # symbol → position of its latest row
+        self.last_good_row: dict[str, int] = {}
 
-def _event_check(
-    *, state: IndexState, rules: OracleRules, now: datetime, row: IndexPrice, moves: list[_Move]
-):
-    price = state.last_good_price
-    reference = state.reference_price
-    if reference is None:
-        # First good price: it is the reference until the first sweep sets one.
-        state.reference_price, state.reference_at = price, now
-    elif abs(price / reference - 1) > rules.event_move:
-        moves.append(_Move(state.symbol, state.kind, reference, price, row))
-        state.reference_price, state.reference_at = price, now
+    def aggregate(self, symbol: str, observation_id: int | None) -> None:
+        state = self.states[symbol]
+        rules = self.rules[symbol][1]
+        now = self.now
+        result = index_aggregate(
+            list(self.quotes.get(symbol, {}).values()),
+            rules=rules,
+            prior=PriorState(state.last_good_price, state.last_good_at, state.pending_price),
+            now=now,
+        )
+        position = len(self.rows)
+        self.rows.append(
+            (
+                symbol,
+                result.status,
+                result.price,
+                result.last_good_price,
+                result.sources,
+                result.exclusions,
+                result.note,
+                observation_id,
+                None,
+                now,
+            )
+        )
+        self.last_row[symbol] = position
+        state.status = result.status
+        state.price = result.price
+        state.last_good_price = result.last_good_price
+        state.last_good_at = result.last_good_at
+        state.pending_price = result.pending_price
+        state.pending_status = result.pending_status
+        state.pending_since = (state.pending_since or now) if result.pending_price is not None else None
+        state.fresh_until = result.fresh_until
+        if result.is_good:
+            self.good(symbol, position)
+
+    def good(self, symbol: str, position: int) -> None:
+        """The row at ``position`` set ``symbol``'s last good price: event check."""
+        self.last_good_row[symbol] = position
+        if symbol not in self.rules:
+            return
+        state = self.states[symbol]
+        price, reference = state.last_good_price, state.reference_price
+        if reference is None:
+            # First good price: it is the reference until the first sweep sets one.
+            state.reference_price, state.reference_at = price, self.now
+        elif abs(price / reference - 1) > self.rules[symbol][1].event_move:
+            self.moves.append(_Move(symbol, state.kind, reference, price, position))
+            state.reference_price, state.reference_at = price, self.now
 
 
 def _states_lock(rules: dict[str, tuple[str, OracleRules]]) -> dict[str, IndexState]:
-    IndexState.objects.bulk_create(
-        [IndexState(symbol=symbol, kind=kind) for symbol, (kind, _) in rules.items()], ignore_conflicts=True
-    )
-    return {
-        s.symbol: s
-        for s in IndexState.objects.select_for_update().filter(symbol__in=list(rules)).order_by("symbol")
-    }
-
-
-def _quotes_load(
-    symbols: Iterable[str],
-) -> tuple[dict[str, dict[int, Quote]], dict[tuple[str, int], SourceQuote]]:
-    by_symbol: dict[str, dict[int, Quote]] = {}
-    rows: dict[tuple[str, int], SourceQuote] = {}
-    for quote in SourceQuote.objects.filter(symbol__in=list(symbols)).select_related("source"):
-        by_symbol.setdefault(quote.symbol, {})[quote.source_id] = Quote(
-            quote.source.name, quote.price, quote.source_time
+    """Lock the symbols' state rows in symbol order, creating missing ones first (only the first
+    time a symbol is priced; usually this is one query)."""
+    locked = IndexState.objects.select_for_update().filter(symbol__in=list(rules)).order_by("symbol")
+    states = {s.symbol: s for s in locked}
+    missing = sorted(set(rules) - set(states))
+    if missing:
+        # Inserted in symbol order, as locks are taken, so first-time writers queue.
+        IndexState.objects.bulk_create(
+            [IndexState(symbol=symbol, kind=rules[symbol][0]) for symbol in missing], ignore_conflicts=True
         )
-        rows[(quote.symbol, quote.source_id)] = quote
-    return by_symbol, rows
+        states = {s.symbol: s for s in locked.all()}
+    return states
 
 
-STATE_FIELDS = [
-    "status",
-    "price",
-    "last_good_price",
-    "last_good_at",
-    "pending_price",
-    "pending_status",
-    "pending_since",
-    "fresh_until",
-    "last_index_price",
-    "last_good_index_price",
-    "reference_price",
-    "reference_at",
-    "updated_at",
-]
+def _quotes_load(symbols: Iterable[str]) -> dict[str, dict[int, Quote]]:
+    """``symbol → source id → Quote``: each source's latest quote (one query)."""
+    by_symbol: dict[str, dict[int, Quote]] = {}
+    rows = SourceQuote.objects.filter(symbol__in=list(symbols)).values_list(
+        "symbol", "source_id", "source__name", "price", "source_time"
+    )
+    for symbol, source_id, name, price, source_time in rows:
+        by_symbol.setdefault(symbol, {})[source_id] = Quote(name, price, source_time)
+    return by_symbol
 
 
-def _states_save(
-    *, states: Iterable[IndexState], previous_status: dict[str, str], now: datetime, moves: list[_Move]
-) -> None:
-    """Persist the states (after their index rows got ids), the day's closes, alerts and signals."""
-    touched = [s for s in states if hasattr(s, "_index_row")]
+def _run_start(rules: dict[str, tuple[str, OracleRules]], now: datetime) -> _Run:
+    return _Run(rules=rules, now=now, states=_states_lock(rules), quotes=_quotes_load(rules))
+
+
+def _ids_draw(models_: Sequence[type], count: int) -> list[tuple[int, ...]]:
+    """``count`` fresh primary keys from each model's sequence, in one query (PostgreSQL)."""
+    draws = ", ".join("nextval(pg_get_serial_sequence(%s, 'id'))" for _ in models_)
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"SELECT {draws} FROM generate_series(1, %s)",
+            [*(m._meta.db_table for m in models_), count],
+        )
+        return cursor.fetchall()
+
+
+def _pipeline():
+    """psycopg's pipeline mode on PostgreSQL: the statements inside go out without waiting for
+    each other's results, so the writes of a run cost one round trip instead of one each."""
+    if connection.vendor == "postgresql":
+        import psycopg
+
+        if psycopg.Pipeline.is_supported():
+            connection.ensure_connection()
+            return connection.connection.pipeline()
+    return nullcontext()
+
+
+def _append(cursor, model: type, columns: Sequence[str], rows: Sequence[Sequence]) -> None:
+    """Append ``rows`` (values in ``columns`` order, ids set) on PostgreSQL: one COPY for a large
+    batch, else one (pipelined) INSERT per row."""
+    table = connection.ops.quote_name(model._meta.db_table)
+    names = ", ".join(connection.ops.quote_name(c) for c in columns)
+    if len(rows) >= COPY_THRESHOLD:
+        with cursor.cursor.copy(f"COPY {table} ({names}) FROM STDIN") as copy:
+            for row in rows:
+                copy.write_row(row)
+    elif rows:
+        marks = ", ".join(["%s"] * len(columns))
+        cursor.executemany(f"INSERT INTO {table} ({names}) VALUES ({marks})", rows)
+
+
+def _json_cached(cache: dict, value: tuple) -> str:
+    """JSON of a row's ``sources`` or ``exclusions``: the same few values repeat across a batch."""
+    text = cache.get(value)
+    if text is None:
+        text = cache[value] = json.dumps([v.as_json() if isinstance(v, Exclusion) else v for v in value])
+    return text
+
+
+def _index_price(pk: int | None, row: tuple) -> IndexPrice:
+    symbol, status, price, last_good, sources, exclusions, *rest = row
+    values = (pk, symbol, status, price, last_good, list(sources), [e.as_json() for e in exclusions], *rest)
+    if pk is None:
+        return IndexPrice(*values)
+    # A stored row, materialised as unpickling does (state and field values, no ``__init__``):
+    # a batch returns hundreds of them and ``Model.__init__`` was a tenth of its time.
+    row = IndexPrice.__new__(IndexPrice)
+    row.__dict__.update(zip(INDEX_PRICE_COLUMNS, values, strict=True))
+    row._state = ModelState()
+    row._state.adding, row._state.db = False, connection.alias
+    return row
+
+
+def _run_save(
+    run: _Run,
+    *,
+    observations: Sequence[tuple] = (),
+    index_ids: list[int] | None = None,
+    quotes: Sequence[tuple] = (),
+) -> list[IndexPrice]:
+    """Write a run: its ``observations`` (``OBSERVATION_COLUMNS`` tuples), its index prices (with
+    ``index_ids`` drawn beforehand, or drawn here), the changed source ``quotes`` (``(symbol,
+    source_id, price, source_time, received_at, observation_id)``), the states, the day's
+    closes, alerts and signals. Returns the stored index prices, in order."""
+    now, rows = run.now, run.rows
+    postgres = connection.vendor == "postgresql"
+    if postgres:
+        if index_ids is None:
+            index_ids = [pk for (pk,) in _ids_draw([IndexPrice], len(rows))] if rows else []
+        cache: dict = {}
+        index_rows = [
+            (pk, symbol, status, price, good, _json_cached(cache, sources), _json_cached(cache, excl), *rest)
+            for pk, (symbol, status, price, good, sources, excl, *rest) in zip(index_ids, rows, strict=True)
+        ]
+    else:
+        # The embedded SQLite stack has no sequences to draw ids from: the ORM returns them.
+        created = IndexPrice.objects.bulk_create([_index_price(None, row) for row in rows])
+        index_ids = [row.pk for row in created]
+    touched = [run.states[symbol] for symbol in sorted(run.last_row)]
     closes = []
     for state in touched:
-        state.last_index_price = state._index_row
-        if hasattr(state, "_good_row"):
-            state.last_good_index_price = state._good_row
-            closes.append(IndexClose(symbol=state.symbol, day=now.date(), price=state.last_good_price))
+        state.last_index_price_id = index_ids[run.last_row[state.symbol]]
+        if state.symbol in run.last_good_row:
+            state.last_good_index_price_id = index_ids[run.last_good_row[state.symbol]]
+            closes.append((state.symbol, now.date(), state.last_good_price, "oracle", now))
         state.updated_at = now
-    IndexState.objects.bulk_update(touched, STATE_FIELDS)
-    if closes:
-        # The day's close is the last good price of the day (calibration reads it).
-        IndexClose.objects.bulk_create(
-            closes,
-            update_conflicts=True,
-            unique_fields=["symbol", "day"],
-            update_fields=["price", "origin", "updated_at"],
+    for move in run.moves:
+        move.index_price_id = index_ids[move.position]
+    if postgres:
+        _run_write_postgres(
+            observations=observations, index_rows=index_rows, quotes=quotes, states=touched, closes=closes
         )
+    else:
+        _run_write_orm(quotes=quotes, states=touched, closes=closes)
     for state in touched:
-        if state.status != previous_status.get(state.symbol):
+        if state.status != run.previous_status.get(state.symbol):
             _status_alerts(state)
     # Members exposed to a symbol hear of its status change live, through the outbox (same transaction).
     from frontend.services import price_status_events_publish
 
     price_status_events_publish(
-        changes=[(state.symbol, previous_status.get(state.symbol, ""), state.status) for state in touched]
+        changes=[(s.symbol, run.previous_status.get(s.symbol, ""), s.status) for s in touched]
     )
-    if moves:
-        transaction.on_commit(partial(_moves_send, list(moves)))
+    if run.moves:
+        transaction.on_commit(partial(_moves_send, list(run.moves)))
+    return [_index_price(pk, row) for pk, row in zip(index_ids, rows, strict=True)]
+
+
+QUOTE_UPSERT = """
+    INSERT INTO marketdata_sourcequote (symbol, source_id, price, source_time, received_at, observation_id)
+    VALUES (%s, %s, %s, %s, %s, %s)
+    ON CONFLICT (symbol, source_id) DO UPDATE SET price = EXCLUDED.price,
+        source_time = EXCLUDED.source_time, received_at = EXCLUDED.received_at,
+        observation_id = EXCLUDED.observation_id
+"""
+# The day's close is the last good price of the day (calibration reads it).
+CLOSE_UPSERT = """
+    INSERT INTO marketdata_indexclose (symbol, day, price, origin, updated_at) VALUES (%s, %s, %s, %s, %s)
+    ON CONFLICT (symbol, day) DO UPDATE SET price = EXCLUDED.price, origin = EXCLUDED.origin,
+        updated_at = EXCLUDED.updated_at
+"""
+STATE_UPDATE = (
+    "UPDATE marketdata_indexstate SET "
+    + ", ".join(f"{name} = %s" for name in STATE_FIELDS)
+    + " WHERE id = %s"
+)
+
+
+def _run_write_postgres(*, observations, index_rows, quotes, states, closes) -> None:
+    with connection.cursor() as cursor:
+        # COPY cannot run inside a pipeline: large appends go first, the rest in one round trip.
+        large = len(index_rows) >= COPY_THRESHOLD
+        if large:
+            _append(cursor, PriceObservation, OBSERVATION_COLUMNS, observations)
+            _append(cursor, IndexPrice, INDEX_PRICE_COLUMNS, index_rows)
+        with _pipeline():
+            if not large:
+                _append(cursor, PriceObservation, OBSERVATION_COLUMNS, observations)
+                _append(cursor, IndexPrice, INDEX_PRICE_COLUMNS, index_rows)
+            if quotes:
+                cursor.executemany(QUOTE_UPSERT, quotes)
+            if states:
+                cursor.executemany(
+                    STATE_UPDATE, [[getattr(s, name) for name in STATE_FIELDS] + [s.pk] for s in states]
+                )
+            if closes:
+                cursor.executemany(CLOSE_UPSERT, closes)
+
+
+def _run_write_orm(*, quotes, states, closes) -> None:
+    if quotes:
+        SourceQuote.objects.bulk_create(
+            [
+                SourceQuote(
+                    symbol=symbol,
+                    source_id=source_id,
+                    price=price,
+                    source_time=source_time,
+                    received_at=received_at,
+                    observation_id=observation_id,
+                )
+                for symbol, source_id, price, source_time, received_at, observation_id in quotes
+            ],
+            update_conflicts=True,
+            unique_fields=["symbol", "source"],
+            update_fields=["price", "source_time", "received_at", "observation"],
+        )
+    IndexState.objects.bulk_update(states, [name.removesuffix("_id") for name in STATE_FIELDS])
+    if closes:
+        IndexClose.objects.bulk_create(
+            [IndexClose(symbol=s, day=d, price=p, origin=o, updated_at=u) for s, d, p, o, u in closes],
+            update_conflicts=True,
+            unique_fields=["symbol", "day"],
+            update_fields=["price", "origin", "updated_at"],
+        )
 
 
 def _status_alerts(state: IndexState) -> None:
@@ -447,19 +582,26 @@ def _moves_send(moves: list[_Move]) -> None:
             kind=move.kind,
             reference_price=move.reference_price,
             price=move.price,
-            index_price_id=move.row.pk,
+            index_price_id=move.index_price_id,
         )
 
 
 @transaction.atomic
 def price_observations_submit(*, observations: Sequence[PriceIn]) -> list[IndexPrice]:
     """Store a batch of observations and aggregate after each; one ``IndexPrice`` per observation,
-    in order. Any bad observation refuses the whole batch (``observations[i].<field>``)."""
+    in order. Any bad observation refuses the whole batch (``observations[i].<field>``).
+
+    A batch gives exactly the index prices that submitting its observations one by one (at the
+    same time) would: the per-symbol state is kept in memory across the batch, and the writes
+    (observations, index prices, latest quotes, states, closes) happen once per batch at the end.
+    """
     now = timezone.now()
     checked = []
     for index, item in enumerate(observations):
         try:
-            price = decimal_positive(item.price, field="price")
+            # At the column's scale (exact: at most 10 places are accepted), so a price held in
+            # memory during a batch is the very value a later transaction reads back.
+            price = decimal_positive(item.price, field="price").quantize(PRICE_PLACES)
             source_time = _source_time_check(item.source_time, now=now, field="source_time")
             if not isinstance(item.symbol, str) or not item.symbol:
                 raise ValidationError({"symbol": "Required."})
@@ -467,7 +609,7 @@ def price_observations_submit(*, observations: Sequence[PriceIn]) -> list[IndexP
             raise (
                 errors_prefixed(error, f"observations[{index}]") if len(observations) > 1 else error
             ) from None
-        checked.append((item, price, source_time))
+        checked.append((item.source_user, item.symbol, price, source_time))
     if not checked:
         return []
     single = len(checked) == 1
@@ -475,66 +617,48 @@ def price_observations_submit(*, observations: Sequence[PriceIn]) -> list[IndexP
     def field(index: int, name: str) -> str:
         return name if single else f"observations[{index}].{name}"
 
-    sources = _sources_resolve([item.source_user for item, _, _ in checked], lambda i: field(i, "source"))
-    rules = oracle_rules(symbols={item.symbol for item, _, _ in checked})
-    for index, (item, _, _) in enumerate(checked):
-        if item.symbol not in rules:
-            raise ValidationError({field(index, "symbol"): _symbol_error(item.symbol)})
+    sources = _sources_resolve([user for user, *_ in checked], lambda i: field(i, "source"))
+    rules = oracle_rules(symbols={symbol for _, symbol, _, _ in checked})
+    for index, (_, symbol, _, _) in enumerate(checked):
+        if symbol not in rules:
+            raise ValidationError({field(index, "symbol"): _symbol_error(symbol)})
 
-    states = _states_lock(rules)
-    previous_status = {symbol: state.status for symbol, state in states.items()}
-    quotes, _ = _quotes_load(rules)
-    stored = [
-        PriceObservation(
-            source=sources[item.source_user.pk],
-            symbol=item.symbol,
-            price=price,
-            source_time=source_time,
-            received_at=now,
+    run = _run_start(rules, now)
+    if connection.vendor == "postgresql":
+        ids = _ids_draw([PriceObservation, IndexPrice], len(checked))
+        observation_ids = [pk for pk, _ in ids]
+        index_ids = [pk for _, pk in ids]
+        stored = [
+            (pk, sources[user.pk].pk, symbol, price, source_time, now)
+            for pk, (user, symbol, price, source_time) in zip(observation_ids, checked, strict=True)
+        ]
+    else:
+        created = PriceObservation.objects.bulk_create(
+            [
+                PriceObservation(
+                    source=sources[user.pk],
+                    symbol=symbol,
+                    price=price,
+                    source_time=source_time,
+                    received_at=now,
+                )
+                for user, symbol, price, source_time in checked
+            ]
         )
-        for item, price, source_time in checked
-    ]
-    _ledger_insert(PriceObservation, stored, OBSERVATION_FIELDS)
-    rows: list[IndexPrice] = []
-    moves: list[_Move] = []
-    changed_quotes: dict[tuple[str, int], SourceQuote] = {}
-    for observation in stored:
-        source = sources[observation.source.user_id]
-        symbol_quotes = quotes.setdefault(observation.symbol, {})
+        observation_ids, index_ids, stored = [o.pk for o in created], None, ()
+    changed: dict[tuple[str, int], tuple] = {}
+    all_quotes = run.quotes
+    for observation_id, (user, symbol, price, source_time) in zip(observation_ids, checked, strict=True):
+        source = sources[user.pk]
+        symbol_quotes = all_quotes.setdefault(symbol, {})
         current = symbol_quotes.get(source.pk)
         # A late observation (older source time than the source's latest) is kept in the ledger
         # but does not replace the newer quote.
-        if current is None or observation.source_time >= current.source_time:
-            symbol_quotes[source.pk] = Quote(source.name, observation.price, observation.source_time)
-            changed_quotes[(observation.symbol, source.pk)] = SourceQuote(
-                symbol=observation.symbol,
-                source=source,
-                price=observation.price,
-                source_time=observation.source_time,
-                received_at=now,
-                observation=observation,
-            )
-        _, symbol_rules = rules[observation.symbol]
-        rows.append(
-            _aggregate_step(
-                state=states[observation.symbol],
-                quotes=symbol_quotes,
-                rules=symbol_rules,
-                now=now,
-                observation=observation,
-                moves=moves,
-            )
-        )
-    _ledger_insert(IndexPrice, rows, INDEX_PRICE_FIELDS)
-    if changed_quotes:
-        SourceQuote.objects.bulk_create(
-            list(changed_quotes.values()),
-            update_conflicts=True,
-            unique_fields=["symbol", "source"],
-            update_fields=["price", "source_time", "received_at", "observation"],
-        )
-    _states_save(states=states.values(), previous_status=previous_status, now=now, moves=moves)
-    return rows
+        if current is None or source_time >= current.source_time:
+            symbol_quotes[source.pk] = Quote(source.name, price, source_time)
+            changed[(symbol, source.pk)] = (symbol, source.pk, price, source_time, now, observation_id)
+        run.aggregate(symbol, observation_id)
+    return _run_save(run, observations=stored, index_ids=index_ids, quotes=list(changed.values()))
 
 
 def price_observation_submit(
@@ -563,26 +687,12 @@ def index_prices_refresh(*, symbols: Iterable[str] | None = None) -> list[IndexP
     wanted = list(due.values_list("symbol", flat=True))
     if not wanted:
         return []
-    rules = oracle_rules(symbols=wanted)
-    states = _states_lock(rules)
-    previous_status = {symbol: state.status for symbol, state in states.items()}
-    quotes, _ = _quotes_load(rules)
-    moves: list[_Move] = []
-    rows = [
-        _aggregate_step(
-            state=states[symbol],
-            quotes=quotes.get(symbol, {}),
-            rules=rules[symbol][1],
-            now=now,
-            observation=None,
-            moves=moves,
-        )
-        for symbol in sorted(rules)
-        if states[symbol].fresh_until is not None and states[symbol].fresh_until < now
-    ]
-    _ledger_insert(IndexPrice, rows, INDEX_PRICE_FIELDS)
-    _states_save(states=states.values(), previous_status=previous_status, now=now, moves=moves)
-    return rows
+    run = _run_start(oracle_rules(symbols=wanted), now)
+    for symbol in sorted(run.rules):
+        fresh_until = run.states[symbol].fresh_until
+        if fresh_until is not None and fresh_until < now:
+            run.aggregate(symbol, None)
+    return _run_save(run)
 
 
 @transaction.atomic
@@ -599,30 +709,32 @@ def index_price_confirm(*, symbol: str, confirmed_by: User) -> IndexPrice:
             {"symbol": f"{symbol} has no move held for confirmation (status {state.status})."}
         )
     now = timezone.now()
-    rules = oracle_rules(symbols=[symbol])
+    last = state.last_index_price
     previous = state.last_good_price
-    row = IndexPrice(
-        symbol=symbol,
-        status=state.pending_status or OK,
-        price=state.pending_price,
-        last_good_price=state.pending_price,
-        sources=list(state.last_index_price.sources) if state.last_index_price_id else [],
-        exclusions=list(state.last_index_price.exclusions) if state.last_index_price_id else [],
-        note=f"move from {previous} to {state.pending_price} confirmed by {confirmed_by.username}",
-        confirmed_by=confirmed_by,
-        computed_at=now,
+    run = _Run(rules=oracle_rules(symbols=[symbol]), now=now, states={symbol: state}, quotes={})
+    run.rows.append(
+        (
+            symbol,
+            state.pending_status or OK,
+            state.pending_price,
+            state.pending_price,
+            tuple(last.sources) if last else (),
+            tuple(Exclusion(e["source"], Decimal(e["price"]), e["reason"]) for e in last.exclusions)
+            if last
+            else (),
+            f"move from {previous} to {state.pending_price} confirmed by {confirmed_by.username}",
+            None,
+            confirmed_by.pk,
+            now,
+        )
     )
-    row.save()
-    state.status = row.status
+    state.status = state.pending_status or OK
     state.price = state.last_good_price = state.pending_price
     state.last_good_at = now
     state.pending_price, state.pending_status, state.pending_since = None, "", None
-    state._index_row = state._good_row = row
-    moves: list[_Move] = []
-    if symbol in rules:
-        _event_check(state=state, rules=rules[symbol][1], now=now, row=row, moves=moves)
-    _states_save(states=[state], previous_status={symbol: UNCONFIRMED}, now=now, moves=moves)
-    return row
+    run.last_row[symbol] = 0
+    run.good(symbol, 0)
+    return _run_save(run)[0]
 
 
 @transaction.atomic
