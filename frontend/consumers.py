@@ -10,8 +10,9 @@ session user):
   not what the member app is for; staff follow accounts in the admin.
 
 On connect the consumer sends ``{"type": "hello", "accounts": [{"id", "code"}, …]}``. Events are
-notifications: the page (re)reads the current state from the server on ``hello``, so a page that
-reconnects after a gap catches up from the database rather than from missed pushes.
+notifications: the page re-reads the current state from the server on every ``hello``, so a page
+that connects late or reconnects after a gap catches up from the database, not from missed pushes.
+Events reach the socket through the process's hub (``frontend.hub``).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from channels.generic.websocket import AsyncJsonWebsocketConsumer
 
 from accounts.selectors import margin_accounts_visible
 from frontend.events import account_group
+from frontend.hub import hub_get
 from frontend.relay import relay_ensure_started
 
 # Close codes in the application range (4000–4999) so the page can tell "sign in again" apart
@@ -40,7 +42,8 @@ def _member_accounts(user) -> list[dict] | None:
 
 
 class MarginConsumer(AsyncJsonWebsocketConsumer):
-    groups: list[str] = []
+    # No channel-layer channel per socket: events arrive through this process's hub (frontend.hub).
+    channel_layer_alias = "none: sockets receive through frontend.hub"
 
     async def connect(self) -> None:
         user = self.scope.get("user")
@@ -52,23 +55,21 @@ class MarginConsumer(AsyncJsonWebsocketConsumer):
             await self.close(code=CLOSE_FORBIDDEN)
             return
         relay_ensure_started()
-        self.account_codes = {account["id"]: account["code"] for account in accounts}
         self.account_groups = [account_group(account["id"]) for account in accounts]
-        for group in self.account_groups:
-            await self.channel_layer.group_add(group, self.channel_name)
         await self.accept()
+        # Subscribed before the hello: the page re-reads its state on every hello, so nothing
+        # committed before or during the handshake is missed.
+        await hub_get().subscribe(groups=self.account_groups, sink=self.event_deliver)
         await self.send_json({"type": "hello", "accounts": accounts})
 
     async def disconnect(self, code: int) -> None:
-        for group in getattr(self, "account_groups", []):
-            await self.channel_layer.group_discard(group, self.channel_name)
+        if getattr(self, "account_groups", None):
+            await hub_get().unsubscribe(groups=self.account_groups, sink=self.event_deliver)
 
     async def receive_json(self, content, **kwargs) -> None:
         # The socket is push-only; a ping keeps proxies from closing an idle connection.
         if isinstance(content, dict) and content.get("type") == "ping":
             await self.send_json({"type": "pong"})
 
-    async def outbox_event(self, message: dict) -> None:
-        event = message["event"]
-        code = self.account_codes.get(event.get("account"))
-        await self.send_json({**event, "account_code": code} if code else event)
+    async def event_deliver(self, text: str) -> None:
+        await self.send(text_data=text)

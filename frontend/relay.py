@@ -14,9 +14,11 @@ Design (see also README, "Live margin"):
   processes (behind the Redis layer) claim disjoint batches, so each row is relayed exactly once; on
   SQLite (the embedded stack: one web process, writers serialised by the database lock) the same
   statement without the locking clause is atomic.
-* Claimed rows are ``group_send``-ed in id order to ``account-<id>`` groups: the in-memory layer of
-  this process in the embedded stack, Redis in production (where any web process may hold the
-  member's socket).
+* Claimed rows are ``group_send``-ed in id order, one message per group, to ``account-<id>``
+  groups: the in-memory layer of this process in the embedded stack, Redis in production (where any
+  web process may hold the member's socket). The members of those groups are the web processes'
+  hubs, one per process, which hand each event to their local sockets (``frontend.hub`` says why).
+  The relay adds ``account_code`` to each event (one query per batch).
 * Rows older than ``RETENTION`` are deleted (relayed or not): pushes are notifications, the database
   is the truth, and a page that connects or reconnects reads the current state, never old events.
 
@@ -41,6 +43,7 @@ from channels.layers import get_channel_layer
 from django.db import close_old_connections, connection, transaction
 from django.utils import timezone
 
+from accounts.models import MarginAccount
 from frontend.models import OutboxEvent
 
 logger = logging.getLogger(__name__)
@@ -49,8 +52,10 @@ POLL_SECONDS = 0.05
 BATCH = 500
 RETENTION = timedelta(minutes=5)
 PRUNE_EVERY_SECONDS = 30.0
-# The layer message type the consumers handle (``MarginConsumer.outbox_event``).
-MESSAGE_TYPE = "outbox.event"
+# The layer message type; ``frontend.hub`` dispatches it by its ``group`` to the local sockets.
+MESSAGE_TYPE = "outbox.events"
+URGENT = ("margin_call.", "liquidation.")
+SEND_CONCURRENCY = 16
 
 
 def outbox_claim(*, limit: int = BATCH) -> list[tuple[int, str, dict]]:
@@ -79,6 +84,19 @@ def outbox_prune(*, retention: timedelta = RETENTION) -> int:
     return deleted
 
 
+def _with_account_codes(rows: list[tuple[int, str, dict]]) -> list[tuple[int, str, dict]]:
+    """Add ``account_code`` to each event (one query per batch) so pages can name the account."""
+    ids = {payload.get("account") for _, _, payload in rows} - {None}
+    if not ids:
+        return rows
+    codes = dict(MarginAccount.objects.filter(pk__in=ids).values_list("pk", "code"))
+    for _, _, payload in rows:
+        code = codes.get(payload.get("account"))
+        if code is not None:
+            payload["account_code"] = code
+    return rows
+
+
 def _connection_close() -> None:
     connection.close()
 
@@ -100,7 +118,7 @@ class OutboxRelay:
             if time.monotonic() - self._last_prune > PRUNE_EVERY_SECONDS:
                 self._last_prune = time.monotonic()
                 outbox_prune()
-            return outbox_claim(limit=self.batch)
+            return _with_account_codes(outbox_claim(limit=self.batch))
         except Exception:
             # A broken connection is replaced on the next round; never let the loop die.
             connection.close()
@@ -112,8 +130,28 @@ class OutboxRelay:
         rows = await loop.run_in_executor(self._executor, self._claim)
         if rows:
             layer = get_channel_layer()
+            # One layer message per group and round, its events in id order: a sweep that touches
+            # an account twice (margin.updated, margin_call.opened) costs one fan-out, not two.
+            by_group: dict[str, list[dict]] = {}
             for _, group, payload in rows:
-                await layer.group_send(group, {"type": MESSAGE_TYPE, "event": payload})
+                by_group.setdefault(group, []).append(payload)
+            urgent = [
+                g for g, events in by_group.items() if any(e["type"].startswith(URGENT) for e in events)
+            ]
+            # A sweep of thousands of accounts must not hold a margin call behind their routine
+            # margin.updated events: accounts with a call or liquidation event go first, one by one;
+            # the rest follow, several at a time (each group_send is a few Redis round trips).
+            for group in urgent:
+                await layer.group_send(
+                    group, {"type": MESSAGE_TYPE, "group": group, "events": by_group.pop(group)}
+                )
+            gate = asyncio.Semaphore(SEND_CONCURRENCY)
+
+            async def send(group: str, events: list[dict]) -> None:
+                async with gate:
+                    await layer.group_send(group, {"type": MESSAGE_TYPE, "group": group, "events": events})
+
+            await asyncio.gather(*(send(group, events) for group, events in by_group.items()))
             self.relayed += len(rows)
         return len(rows)
 

@@ -6,6 +6,7 @@ from django.test import Client
 
 from accounts.models import Role
 from clearing.asgi import application
+from frontend.hub import hub_stop
 from frontend.relay import relay_stop
 from tests import factories
 
@@ -47,3 +48,4 @@ async def stop_relay():
     """Stops the relay a connection started, so no task outlives the test's event loop."""
     yield
     await relay_stop()
+    await hub_stop()

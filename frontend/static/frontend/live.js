@@ -19,7 +19,6 @@
   };
   let socket = null;
   let retry = 500;
-  let greeted = false;
   let pending = null;
 
   function setState(state) {
@@ -56,8 +55,8 @@
 
   function onEvent(event) {
     if (event.type === "hello") {
-      if (greeted) scheduleRefresh();  // reconnected: catch up from the database
-      greeted = true;
+      // (Re)connected: catch up from the database on whatever happened before we listened.
+      scheduleRefresh();
       return;
     }
     if (event.type === "pong") return;
