@@ -8,6 +8,7 @@ import time
 
 import pytest
 
+from accounts.models import MarginAccount
 from riskengine.sweeps.models import AccountMargin, MarginCall
 from riskengine.sweeps.services import sweep_accounts_run
 from tests.browser.conftest import SCREENSHOTS
@@ -30,6 +31,8 @@ def usd(text: str) -> float:
 
 def test_a_member_follows_a_margin_call_live_and_runs_a_what_if(asgi_server, browser):
     account = thin_account_make(code="ALPHA-LIVE")
+    alpha = MarginAccount.objects.filter(member__code="ALPHA").exclude(pk=account.pk)
+    sweep_accounts_run(account_ids=list(alpha.values_list("pk", flat=True)), cause="browser test: demo")
     margin = AccountMargin.objects.get(account=account)
     assert margin.status == "healthy"
 
