@@ -1,7 +1,9 @@
 import pytest
 import pytest_asyncio
+from asgiref.sync import sync_to_async
 from channels.testing import WebsocketCommunicator
 from django.conf import settings
+from django.db import connections
 from django.test import Client
 
 from accounts.models import Role
@@ -49,3 +51,6 @@ async def stop_relay():
     yield
     await relay_stop()
     await hub_stop()
+    # The test's sync_to_async calls ran on a worker thread with its own connection: close it, or
+    # the test database cannot be dropped at the end of the session.
+    await sync_to_async(connections.close_all)()
