@@ -16,8 +16,12 @@ The cache is also dropped in this process when a set is activated
 (``riskengine.signals.parameter_set_activated``) or an instrument, underlying or asset is saved or
 deleted here (``post_save``/``post_delete``). An edit of an *existing* instrument or asset made in
 another process (say ``is_active`` switched off in the admin of another web worker) and done
-without a new row is seen after at most ``MAX_AGE_SECONDS``: the only consumers are read-only
-computations (what-if), never a writer.
+without a new row is seen after at most ``MAX_AGE_SECONDS``. Consumers: what-if (read-only) and
+event sweeps (``riskengine.sweeps.services.sweep_accounts_run``, for the parsed parameters,
+instruments and asset symbols only, and only when the cached set is the active one it just read);
+full sweeps read instruments fresh, so a periodic full sweep corrects within one interval what an
+in-place edit of an instrument's terms (not a normal operation: listed terms do not change) could
+have left stale in an event sweep.
 """
 
 from __future__ import annotations

@@ -43,6 +43,7 @@ from riskengine.core import MODES, OPTION, compute_margin
 from riskengine.core.margin import STATUSES
 from riskengine.loading import BookRows, LoadedBook, book_rows_fetch, margin_book_build, market_form_build
 from riskengine.quotes import MarketQuotes
+from riskengine.reference import reference_current
 from riskengine.sweeps import codec
 from riskengine.sweeps.models import (
     AccountMargin,
@@ -687,9 +688,18 @@ def _liquidations_enqueue(ids: list[int]) -> None:
         task.delay(liquidation_id)
 
 
-def _compute(rows: BookRows, *, form: dict, quotes: MarketQuotes, timings: dict) -> tuple[LoadedBook, object]:
+def _compute(
+    rows: BookRows, *, form: dict, quotes: MarketQuotes, timings: dict, reference=None
+) -> tuple[LoadedBook, object]:
     started = time.perf_counter()
-    book = margin_book_build(rows=rows, parameters_form=form, quotes=quotes)
+    cached = {}
+    if reference is not None:
+        cached = {
+            "parameters": reference.parameters,
+            "instruments": reference.instruments,
+            "asset_symbols": reference.asset_symbols,
+        }
+    book = margin_book_build(rows=rows, parameters_form=form, quotes=quotes, **cached)
     result = compute_margin(book.margin_input)
     timings["compute"] = time.perf_counter() - started
     return book, result
@@ -857,11 +867,21 @@ def sweep_accounts_run(
         return None
     quotes = quotes or quotes_current()
     parameter_set = parameter_set_active_row()
+    # Parsed parameters, instruments and assets from the per-process cache (one probe query
+    # instead of two reads and a parse), when it holds the set this sweep uses.
+    reference = reference_current()
+    if reference.parameter_set_id != parameter_set.pk:
+        reference = None
     read_at = _read_at()
-    rows = book_rows_fetch(account_ids=sorted(locked))
+    # The locked rows are the account rows: no second read of the accounts.
+    rows = book_rows_fetch(account_ids=sorted(locked), accounts=list(locked.values()))
     timings["read"] = time.perf_counter() - started
     book, result = _compute(
-        rows, form=parameters_form(parameter_set=parameter_set), quotes=quotes, timings=timings
+        rows,
+        form=parameters_form(parameter_set=parameter_set),
+        quotes=quotes,
+        timings=timings,
+        reference=reference,
     )
     sweep = Sweep.objects.create(
         kind=SweepKind.EVENT,
@@ -934,6 +954,21 @@ def sweep_requests_drain(*, limit: int = 5000, quotes: MarketQuotes | None = Non
     """Take every pending request (up to ``limit``) and sweep those accounts in one engine run,
     deleting the requests in the same transaction (a crash leaves them for the next drain)."""
     with transaction.atomic():
+        if connection.vendor == "postgresql":
+            # Claim and delete in one statement; the delete commits (or not) with the sweep.
+            table = SweepRequest._meta.db_table
+            with connection.cursor() as cursor:
+                cursor.execute(
+                    f"DELETE FROM {table} WHERE account_id IN (SELECT account_id FROM {table}"
+                    " ORDER BY account_id LIMIT %s FOR UPDATE SKIP LOCKED) RETURNING account_id, cause",
+                    [limit],
+                )
+                claimed = cursor.fetchall()
+            if not claimed:
+                return None
+            ids = sorted(account_id for account_id, _ in claimed)
+            causes = sorted({cause for _, cause in claimed})
+            return sweep_accounts_run(account_ids=ids, cause="; ".join(causes), quotes=quotes)
         requests = list(SweepRequest.objects.select_for_update(skip_locked=True).order_by("pk")[:limit])
         if not requests:
             return None
