@@ -402,6 +402,10 @@ def _calls_follow(
         if account_id in venue:
             continue
         call = open_calls.get(account_id)
+        if call is None and account_id in busy:
+            # Its call was escalated and the liquidation is working on it: no new call (and no
+            # call events or pushes) every sweep until it finishes; the next sweep after it does.
+            continue
         t = _Transition(k=int(ks[i]), account_id=account_id, snapshot_id=current[account_id], call=call)
         transitions[account_id] = t
         equity, im, mm = figures[i].tolist()

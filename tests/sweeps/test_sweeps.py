@@ -269,6 +269,23 @@ def test_a_second_liquidation_never_starts_while_one_is_in_progress(quotes):
     assert Liquidation.objects.filter(account=account).count() == 1
 
 
+def test_no_new_call_opens_while_the_accounts_liquidation_is_in_progress(quotes):
+    account = account_with_btc_long(code="T-BUSY", usd="20000")
+    crashed = moved(quotes, BTC=quotes.underlying_prices["BTC"] * 0.93)
+    services.sweep_accounts_run(account_ids=[account.pk], cause="crash", quotes=crashed)
+    services.sweep_accounts_run(account_ids=[account.pk], cause="again", quotes=crashed)
+
+    assert list(MarginCall.objects.filter(account=account).values_list("status", flat=True)) == [
+        CallStatus.ESCALATED
+    ]
+    liquidation = Liquidation.objects.get(account=account)
+    services.liquidation_execute(liquidation_id=liquidation.pk, quotes=crashed)
+    services.sweep_accounts_run(account_ids=[account.pk], cause="after", quotes=crashed)
+    snapshot = MarginSnapshot.objects.filter(account=account).latest("read_at")
+    open_calls = MarginCall.objects.filter(account=account, status=CallStatus.OPEN).count()
+    assert open_calls == (0 if snapshot.status == "healthy" else 1)
+
+
 def test_a_trade_requests_one_coalesced_event_sweep(quotes, django_capture_on_commit_callbacks):
     account = account_with_btc_long(code="T-TRIG", usd="500000")
     SweepRequest.objects.all().delete()
