@@ -3,6 +3,7 @@ end to end, against a bare COPY round trip of the same rows; and event sweeps of
 
     createdb -h 127.0.0.1 -U postgres clearing_sweep_bench
     DATABASE_URL=postgres://postgres@127.0.0.1:5432/clearing_sweep_bench .venv/bin/python -m bench.bench_sweep
+    ... -m bench.bench_sweep --workers 2   # also on two real Celery workers (needs REDIS_URL)
 
 The first run migrates, seeds the demo reference data and parameter set, then writes the synthetic
 accounts, positions (10 distinct demo instruments each, a third of them options) and USD balances
@@ -11,10 +12,16 @@ straight into PostgreSQL with COPY. Later runs reuse them.
 
 from __future__ import annotations
 
+import argparse
 import io
 import os
 import random
+import signal
+import socket
+import subprocess
+import sys
 import time
+import uuid
 from datetime import UTC, datetime
 from unittest import mock
 
@@ -33,7 +40,7 @@ from clearing.demo import UNDERLYINGS, spot_prices  # noqa: E402
 from clearing.models import Instrument, InstrumentKind, Position  # noqa: E402
 from riskengine.quotes import MarketQuotes  # noqa: E402
 from riskengine.sweeps import services  # noqa: E402
-from riskengine.sweeps.models import MarginSnapshot  # noqa: E402
+from riskengine.sweeps.models import MarginSnapshot, Sweep, SweepStatus  # noqa: E402
 
 N_ACCOUNTS, PER_ACCOUNT = 100_000, 10
 
@@ -157,7 +164,88 @@ def full_sweep(label: str, market: MarketQuotes) -> tuple[float, int]:
     return full, sweep.pk
 
 
+class CeleryWorkers:
+    """``count`` real ``celery worker`` processes (one process each) on a queue of their own, the
+    shards routed to it: the production path of a full sweep (broker, acks late, one shard a task)."""
+
+    def __init__(self, count: int) -> None:
+        from clearing.celery import app
+
+        self.app = app
+        token = uuid.uuid4().hex[:8]
+        self.queue = f"bench-sweeps-{token}"
+        self.names = [f"bench-{i}-{token}@{socket.gethostname()}" for i in range(count)]
+        env = {**os.environ, "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"}
+        self.processes = [
+            subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "celery",
+                    "-A",
+                    "clearing",
+                    "worker",
+                    "-c",
+                    "1",
+                    "-n",
+                    name,
+                    "-Q",
+                    self.queue,
+                    "--without-gossip",
+                    "--without-mingle",
+                    "--without-heartbeat",
+                    "-l",
+                    "warning",
+                ],
+                env=env,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
+            for name in self.names
+        ]
+        self.default_queue = app.conf.task_default_queue
+        app.conf.task_default_queue = self.queue
+
+    def wait_ready(self, timeout: float = 120) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            replies = self.app.control.ping(destination=self.names, timeout=1.0) or []
+            if len(replies) == len(self.names):
+                return
+        raise RuntimeError("the Celery workers did not start")
+
+    def stop(self) -> None:
+        self.app.conf.task_default_queue = self.default_queue
+        for process in self.processes:
+            process.send_signal(signal.SIGTERM)
+        for process in self.processes:
+            try:
+                process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                process.kill()
+
+
+def full_sweep_distributed(label: str, market: MarketQuotes, workers: CeleryWorkers) -> tuple[float, int]:
+    """Wall time from creating the sweep (shards enqueued on commit) until its last shard is stored."""
+    from django.db import transaction
+
+    started = time.perf_counter()
+    with transaction.atomic():
+        sweep = services.sweep_full_create(cause="bench (workers)", quotes=market, shard_size=20_000)
+    while Sweep.objects.filter(pk=sweep.pk).values_list("status", flat=True).get() != SweepStatus.DONE:
+        time.sleep(0.02)
+        if time.perf_counter() - started > 600:
+            raise RuntimeError("the distributed sweep did not finish in 10 minutes")
+    full = time.perf_counter() - started
+    print(f"{label}: {full:.2f} s for {sweep.accounts:,} accounts in {sweep.shard_count} shards "
+          f"on {len(workers.names)} Celery workers")  # fmt: skip
+    return full, sweep.pk
+
+
 def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--workers", type=int, default=0, help="also sweep on N real Celery workers")
+    args = parser.parse_args()
     assert connection.vendor == "postgresql", "set DATABASE_URL to a PostgreSQL database"
     print(f"load average before: {os.getloadavg()}")
     venue_build()
@@ -184,6 +272,19 @@ def main() -> None:
     ms = np.array(latencies) * 1000
     print(f"event sweep (request → stored snapshot), 200 accounts: p50 {np.percentile(ms, 50):.1f} ms, "
           f"p99 {np.percentile(ms, 99):.1f} ms, max {ms.max():.1f} ms")  # fmt: skip
+    if args.workers:
+        workers = CeleryWorkers(args.workers)
+        try:
+            workers.wait_ready()
+            sweeps_reset()
+            first, _ = full_sweep_distributed(
+                "first full sweep on workers (every call opened)", market, workers
+            )
+            print(f"  ratio {first / bare:.2f}x")
+            again, _ = full_sweep_distributed("second full sweep on workers (steady state)", market, workers)
+            print(f"  ratio {again / bare:.2f}x")
+        finally:
+            workers.stop()
     print(f"load average after: {os.getloadavg()}")
 
 
