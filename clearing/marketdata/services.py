@@ -14,7 +14,7 @@ assets have no parameter rows of their own for these, and a stablecoin's toleran
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -23,7 +23,7 @@ from functools import partial
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
-from django.db import IntegrityError, connection, transaction
+from django.db import connection, transaction
 from django.db.models.base import ModelState
 from django.utils import timezone
 
@@ -109,32 +109,52 @@ class VolIn:
 # --- Ops alerts ----------------------------------------------------------------------------------
 
 
+def ops_alerts_raise(
+    *, kind: str, messages: Mapping[str, str], now: datetime | None = None
+) -> list[OpsAlert]:
+    """Open the alerts ``(kind, key)`` of ``messages`` (key → message), or bump the open ones
+    (count, message, time): one locked read, one update, one insert, however many keys (a sweep
+    suspends thousands of liquidations at once).
+
+    One open alert per ``(kind, key)`` is a unique index; an alert another process opens between
+    our read and our insert is kept as it is (``ignore_conflicts``), so a race never fails the
+    caller's transaction. Alerts opened here are returned without their primary key."""
+    if not messages:
+        return []
+    now = now or timezone.now()
+    pending = dict(messages)
+    alerts = list(
+        OpsAlert.objects.select_for_update()
+        .filter(kind=kind, key__in=list(pending), resolved_at=None)
+        .order_by("pk")
+    )
+    for alert in alerts:
+        alert.raise_count += 1
+        alert.message = pending.pop(alert.key)
+        alert.last_raised_at = now
+    OpsAlert.objects.bulk_update(alerts, ["raise_count", "message", "last_raised_at"])
+    opened = [OpsAlert(kind=kind, key=key, message=text, last_raised_at=now) for key, text in pending.items()]
+    OpsAlert.objects.bulk_create(opened, ignore_conflicts=True)
+    return alerts + opened
+
+
+@transaction.atomic
 def ops_alert_raise(*, kind: str, key: str, message: str) -> OpsAlert:
     """Open an alert, or bump the open one with the same ``(kind, key)`` (count, message, time)."""
-    now = timezone.now()
-    with transaction.atomic():
-        alert = OpsAlert.objects.select_for_update().filter(kind=kind, key=key, resolved_at=None).first()
-        if alert is not None:
-            alert.raise_count += 1
-            alert.message = message
-            alert.last_raised_at = now
-            alert.save(update_fields=["raise_count", "message", "last_raised_at"])
-            return alert
-        try:
-            with transaction.atomic():
-                return OpsAlert.objects.create(kind=kind, key=key, message=message, last_raised_at=now)
-        except IntegrityError:
-            # Another process opened it between our read and our insert: bump that one.
-            alert = OpsAlert.objects.select_for_update().get(kind=kind, key=key, resolved_at=None)
-            alert.raise_count += 1
-            alert.last_raised_at = now
-            alert.save(update_fields=["raise_count", "last_raised_at"])
-            return alert
+    (alert,) = ops_alerts_raise(kind=kind, messages={key: message})
+    return alert if alert.pk else OpsAlert.objects.get(kind=kind, key=key, resolved_at=None)
+
+
+def ops_alerts_resolve(*, kind: str, keys: Iterable[str], now: datetime | None = None) -> int:
+    """Close the open alerts ``(kind, key)`` for ``keys``; returns how many were closed."""
+    return OpsAlert.objects.filter(kind=kind, key__in=list(keys), resolved_at=None).update(
+        resolved_at=now or timezone.now()
+    )
 
 
 def ops_alert_resolve(*, kind: str, key: str) -> int:
     """Close the open alert ``(kind, key)``, if any; returns how many were closed (0 or 1)."""
-    return OpsAlert.objects.filter(kind=kind, key=key, resolved_at=None).update(resolved_at=timezone.now())
+    return ops_alerts_resolve(kind=kind, keys=[key])
 
 
 # --- Sources -------------------------------------------------------------------------------------
@@ -843,6 +863,8 @@ __all__ = [
     "index_sweep_reference_set",
     "ops_alert_raise",
     "ops_alert_resolve",
+    "ops_alerts_raise",
+    "ops_alerts_resolve",
     "oracle_rules",
     "price_observation_submit",
     "price_observations_submit",

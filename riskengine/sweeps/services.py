@@ -362,7 +362,7 @@ def _calls_follow(
     and outbox events with one bulk statement each."""
     if not current:
         return
-    from clearing.marketdata.models import OpsAlert
+    from clearing.marketdata.services import ops_alerts_raise, ops_alerts_resolve
 
     ids = np.array(sorted(current), dtype=np.int64)
     ks = np.searchsorted(book.rows.account_ids, ids)
@@ -455,10 +455,19 @@ def _calls_follow(
     _liquidations_insert([t.liquidation for t in escalated])
     suspended = [t for t in transitions.values() if t.suspended]
     if escalated:
-        _any(OpsAlert.objects.filter(kind=SUSPENDED_ALERT, resolved_at=None), "key",
-             [str(t.account_id) for t in escalated]).update(resolved_at=now)  # fmt: skip
+        ops_alerts_resolve(kind=SUSPENDED_ALERT, keys=[str(t.account_id) for t in escalated], now=now)
     if suspended:
-        _alerts_raise(suspended, now=now)
+        # The accounts' current-margin row locks (taken by the upsert) serialise two sweeps
+        # raising the same account's alert.
+        ops_alerts_raise(
+            kind=SUSPENDED_ALERT,
+            messages={
+                str(t.account_id): f"Liquidation of account {t.account_id} suspended ({t.escalate_cause}): "
+                f"{', '.join(t.suspended)} stale or unconfirmed."
+                for t in suspended
+            },
+            now=now,
+        )
     # The last event of each already-open call whose escalation is suspended (to log a suspension
     # once, not after every sweep); only those calls are read.
     last_causes: dict[int, str] = {}
@@ -648,35 +657,6 @@ def _call_events_insert(call_events: list[MarginCallEvent]) -> None:
     with connection.cursor() as cursor, cursor.cursor.copy(sql) as copy:
         for e in call_events:
             copy.write_row((e.call.pk, e.at, e.from_status, e.to_status, e.cause, e.snapshot_id))
-
-
-def _alerts_raise(suspended: list[_Transition], *, now: datetime) -> None:
-    """``ops_alert_raise`` for many accounts at once: bump the open ``liquidation_suspended``
-    alerts (count, message, time), open the missing ones. The accounts' current-margin row locks
-    (taken by the upsert) serialise two sweeps raising the same account's alert."""
-    from clearing.marketdata.models import OpsAlert
-
-    messages = {
-        str(t.account_id): f"Liquidation of account {t.account_id} suspended ({t.escalate_cause}): "
-        f"{', '.join(t.suspended)} stale or unconfirmed."
-        for t in suspended
-    }
-    alerts = list(
-        _any(OpsAlert.objects.select_for_update().filter(kind=SUSPENDED_ALERT, resolved_at=None), "key",
-             list(messages)).order_by("pk")
-    )  # fmt: skip
-    for alert in alerts:
-        alert.raise_count += 1
-        alert.message = messages.pop(alert.key)
-        alert.last_raised_at = now
-    if alerts:
-        OpsAlert.objects.bulk_update(alerts, ["raise_count", "message", "last_raised_at"])
-    OpsAlert.objects.bulk_create(
-        [
-            OpsAlert(kind=SUSPENDED_ALERT, key=key, message=message, last_raised_at=now)
-            for key, message in messages.items()
-        ]
-    )
 
 
 def _event(call, from_status, to_status, cause, snapshot_id, now) -> MarginCallEvent:
