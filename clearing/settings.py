@@ -104,6 +104,10 @@ MIDDLEWARE = [
 
 ROOT_URLCONF = "clearing.urls"
 ASGI_APPLICATION = "clearing.asgi.application"
+# Threads per web process that run Django's synchronous request handling (clearing.asgi_handler):
+# requests beyond it wait their turn. Scale with processes (WEB_CONCURRENCY), not threads: the
+# API's work is CPU-bound and a process runs Python on one core at a time.
+WEB_THREADS = env_int("WEB_THREADS", 4)
 WSGI_APPLICATION = "clearing.wsgi.application"
 
 TEMPLATES = [
@@ -124,7 +128,16 @@ TEMPLATES = [
 # --- Database -------------------------------------------------------------------------------
 # https://github.com/jazzband/dj-database-url
 DATABASE_URL = env_str("DATABASE_URL", f"sqlite:///{VAR_DIR / 'clearing.sqlite3'}")
-DATABASES = {"default": dj_database_url.parse(DATABASE_URL, conn_max_age=env_int("DATABASE_CONN_MAX_AGE", 0))}
+# Persistent connections (DATABASE_CONN_MAX_AGE seconds) are kept per request thread; the web
+# server's threads are a fixed pool (clearing.asgi_handler), so their number is bounded. A
+# connection the database dropped is noticed at the start of the next request, not mid-way.
+DATABASES = {
+    "default": dj_database_url.parse(
+        DATABASE_URL,
+        conn_max_age=env_int("DATABASE_CONN_MAX_AGE", 0),
+        conn_health_checks=env_int("DATABASE_CONN_MAX_AGE", 0) > 0,
+    )
+}
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     # WAL lets the web server, the worker and beat read while one of them writes; IMMEDIATE
     # transactions take the write lock up front so concurrent writers queue instead of failing
@@ -136,10 +149,10 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     }
     DATABASES["default"]["TEST"] = {"NAME": str(VAR_DIR / "test-clearing.sqlite3")}
 elif env_int("DATABASE_POOL_MAX_SIZE", 0) > 0:
-    # Under ASGI every request runs in its own thread, so persistent connections
-    # (DATABASE_CONN_MAX_AGE) pile up one per thread; a psycopg pool per process is Django's answer
-    # (https://docs.djangoproject.com/en/5.2/ref/databases/#connection-pool). Requests wait for a
-    # free connection beyond the maximum.
+    # Optional: a psycopg pool per process shares at most this many connections among the
+    # process's threads (https://docs.djangoproject.com/en/5.2/ref/databases/#connection-pool),
+    # for deployments with more threads than the database should see connections. Requests wait
+    # for a free connection beyond the maximum.
     DATABASES["default"]["CONN_MAX_AGE"] = 0
     DATABASES["default"].setdefault("OPTIONS", {})["pool"] = {
         "min_size": 1,
@@ -270,7 +283,14 @@ REST_FRAMEWORK = {
 # Shared by every web process when Redis is there (API throttling counters); per process otherwise.
 # https://docs.djangoproject.com/en/5.2/topics/cache/#redis
 if REDIS_URL:
-    CACHES = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": REDIS_URL}}
+    CACHES = {
+        "default": {
+            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "LOCATION": REDIS_URL,
+            # Cache objects are per request context: share the process's connections.
+            "OPTIONS": {"pool_class": "clearing.cache.ProcessConnectionPool"},
+        }
+    }
 SPECTACULAR_SETTINGS = {
     "TITLE": "Clearing platform API",
     "DESCRIPTION": "Trades, collateral and prices in; margin, margin calls and liquidations out.",
