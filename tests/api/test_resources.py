@@ -285,16 +285,6 @@ def test_page_size_is_capped(world):
     assert Pagination().get_limit(type("R", (), {"query_params": {"limit": "100000"}})()) == 500
 
 
-def test_each_token_is_throttled_on_its_own_with_429(world, monkeypatch):
-    from clearing.api.throttling import TokenRateThrottle
-
-    monkeypatch.setattr(TokenRateThrottle, "rate", "3/min", raising=False)
-    codes = [world["viewer_a"].get(f"{V1}/accounts/").status_code for _ in range(4)]
-    assert codes == [200, 200, 200, 429]
-    # Another token (another user here) has its own budget.
-    assert world["trader_a"].get(f"{V1}/accounts/").status_code == 200
-
-
 def test_a_nul_character_anywhere_in_a_body_is_refused(world):
     response = world["trader_a"].post(
         f"{V1}/accounts/{world.account_a.pk}/deposits/", {"asset": "USDC", "amount": "1", "x\x00": 1}
