@@ -27,7 +27,7 @@ class BearerTokenAuthentication(authentication.BaseAuthentication):
         except UnicodeError:
             raise exceptions.AuthenticationFailed("Invalid token.") from None
         record = (
-            ApiToken.objects.select_related("user", "user__member")
+            ApiToken.objects.select_related("user")
             .filter(digest=api_token_digest(token), revoked_at__isnull=True)
             .first()
         )

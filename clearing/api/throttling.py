@@ -15,6 +15,7 @@ the rate).
 
 from __future__ import annotations
 
+from django.core.cache import caches
 from django.core.cache.backends.redis import RedisCache
 from rest_framework.throttling import SimpleRateThrottle
 
@@ -23,6 +24,11 @@ from accounts.models import ApiToken
 
 class WindowRateThrottle(SimpleRateThrottle):
     """``num_requests`` per window of ``duration`` seconds, counted atomically in the cache."""
+
+    @property
+    def cache(self):
+        # The cache object itself (DRF's default is a proxy), so that Redis can be told apart.
+        return caches["default"]
 
     def allow_request(self, request, view) -> bool:
         if self.rate is None:

@@ -7,6 +7,9 @@ import threading
 import redis
 from django.conf import settings
 from django.core.cache import caches
+from django.core.cache.backends.redis import RedisCache
+
+from clearing.api.throttling import AnonymousThrottle, TokenRateThrottle
 
 
 def connections_received() -> int:
@@ -28,3 +31,8 @@ def test_cache_objects_of_separate_requests_share_the_process_connections_to_red
         thread.join()
     opened = connections_received() - before - 1  # minus the INFO call's own connection
     assert opened <= 1
+
+
+def test_the_api_throttles_count_in_the_redis_cache_that_every_web_process_shares():
+    assert isinstance(TokenRateThrottle().cache, RedisCache)
+    assert isinstance(AnonymousThrottle().cache, RedisCache)

@@ -95,7 +95,9 @@ def web_server(db, tmp_path):
         cwd=settings.BASE_DIR, env=env, stdout=log.open("w"), stderr=subprocess.STDOUT,
     )  # fmt: skip
     try:
-        wait_for(lambda: len(listening_inodes(port)) == 2, seconds=START_SECONDS, what="two listeners", log=log)
+        wait_for(
+            lambda: len(listening_inodes(port)) == 2, seconds=START_SECONDS, what="two listeners", log=log
+        )
         yield process, port, log
     finally:
         if process.poll() is None:
@@ -108,7 +110,7 @@ def web_server(db, tmp_path):
 
 
 def test_each_worker_listens_on_its_own_socket_and_connections_are_spread_over_both(web_server):
-    process, port, log = web_server
+    process, port, _log = web_server
     workers = workers_of(process.pid, port)
     assert len(workers) == 2
     connections = [socket.create_connection(("127.0.0.1", port), timeout=10) for _ in range(40)]
