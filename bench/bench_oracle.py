@@ -8,7 +8,10 @@ underlyings and 3 stablecoins with 5 price sources each, then times two ways in:
 
 - ``price_observation_submit``: one observation per call (one transaction each);
 - ``price_observations_submit``: batches (one transaction per batch, still one aggregation and one
-  stored ``IndexPrice`` per observation).
+  stored ``IndexPrice`` per observation);
+- ``POST /api/v1/price-observations/`` with ``{"observations": [...]}`` batches (``--api-batched``):
+  the same batch path behind Django's whole request cycle (bearer token, JSON, validation of every
+  observation, the index prices serialised back), in process, each batch from one source's token.
 
 Every observation is validated, stored, aggregated (median, exclusion, breaker, event check) and
 gets its own index price row, exactly as in production; prices stay fresh and within the deviation
@@ -73,12 +76,47 @@ def observations(users, n: int, rng: random.Random):
     ]
 
 
+def api_batches(users, args, rng: random.Random) -> int:
+    """Batches through the REST API (Django's test client: the whole request cycle, no network)."""
+    import json
+
+    from django.test import Client
+
+    from accounts.services import api_token_issue
+
+    tokens = [api_token_issue(user=user, name="bench")[1] for user in users]
+    client = Client()
+    bodies = []
+    for k in range(args.api_batched // args.batch_size):
+        batch = observations([users[k % len(users)]], args.batch_size, rng)
+        items = [
+            {"symbol": o.symbol, "price": str(o.price), "source_time": o.source_time.isoformat()}
+            for o in batch
+        ]
+        bodies.append((tokens[k % len(users)], json.dumps({"observations": items})))
+    start = time.perf_counter()
+    for token, body in bodies:
+        response = client.post(
+            "/api/v1/price-observations/",
+            body,
+            content_type="application/json",
+            HTTP_AUTHORIZATION=f"Bearer {token}",
+        )
+        assert response.status_code == 201, response.content[:300]
+    elapsed = time.perf_counter() - start
+    total = args.batch_size * len(bodies)
+    rate = total / elapsed
+    print(f"API batches of {args.batch_size}: {total:>7} observations in {elapsed:6.2f} s = {rate:8.0f} /s")
+    return total
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--single", type=int, default=3000, help="observations for the one-by-one path")
     parser.add_argument("--batched", type=int, default=60000, help="observations for the batch path")
     parser.add_argument("--batch-size", type=int, default=500)
     parser.add_argument("--sources", type=int, default=5)
+    parser.add_argument("--api-batched", type=int, default=30000, help="observations for the API batches")
     args = parser.parse_args()
 
     from clearing.marketdata.models import IndexPrice
@@ -117,8 +155,9 @@ def main() -> None:
             f"batches of {args.batch_size}: {total:>7} observations in {elapsed:6.2f} s"
             f" = {total / elapsed:8.0f} /s"
         )
+        api_total = api_batches(users, args, rng)
         rows = IndexPrice.objects.count()
-        assert rows == args.single + total, rows  # one index price per observation
+        assert rows == args.single + total + api_total, rows  # one index price per observation
         ok = IndexPrice.objects.filter(status="ok").count()
         print(f"index prices stored: {rows} ({ok} ok)")
     finally:

@@ -44,7 +44,12 @@ def errors_flatten(detail, prefix: str = "") -> dict[str, list]:
         flat: dict[str, list] = {}
         for key, value in detail.items():
             # List serializers report their items by index.
-            path = f"{prefix}[{key}]" if isinstance(key, int) else f"{prefix}.{key}" if prefix else str(key)
+            if isinstance(key, int):
+                path = f"{prefix}[{key}]"
+            elif prefix and key == "non_field_errors":  # about the nested value as a whole
+                path = prefix
+            else:
+                path = f"{prefix}.{key}" if prefix else str(key)
             flat.update(errors_flatten(value, path))
         return flat
     if isinstance(detail, list) and detail and all(isinstance(item, dict | list) for item in detail):

@@ -107,6 +107,10 @@ class PriceObservationIn(StrictSerializer):
     )
 
 
+class PriceObservationBatchIn(StrictSerializer):
+    observations = PriceObservationIn(many=True, min_length=1, max_length=MAX_BATCH)
+
+
 class IndexPriceOut(serializers.Serializer):
     id = serializers.IntegerField()
     symbol = serializers.CharField()
@@ -118,10 +122,18 @@ class IndexPriceOut(serializers.Serializer):
     computed_at = serializers.DateTimeField()
 
 
+class IndexPricesOut(serializers.Serializer):
+    index_prices = IndexPriceOut(many=True)
+
+
 class VolObservationIn(StrictSerializer):
     instrument = serializers.CharField(max_length=40, help_text="An option's symbol.")
     iv = PositiveDecimal(help_text="Annualised implied volatility (0.55 = 55 %).")
     source_time = serializers.DateTimeField()
+
+
+class VolObservationBatchIn(StrictSerializer):
+    observations = VolObservationIn(many=True, min_length=1, max_length=MAX_BATCH)
 
 
 class VolObservationOut(serializers.Serializer):
@@ -130,6 +142,10 @@ class VolObservationOut(serializers.Serializer):
     iv = serializers.DecimalField(max_digits=12, decimal_places=8)
     source_time = serializers.DateTimeField()
     received_at = serializers.DateTimeField()
+
+
+class VolObservationsOut(serializers.Serializer):
+    observations = VolObservationOut(many=True)
 
 
 class IndexStateOut(serializers.Serializer):

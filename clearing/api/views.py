@@ -4,6 +4,7 @@ member's account is a 404), validate input strictly and call one service or sele
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
 
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.db.models import Prefetch
@@ -34,7 +35,13 @@ from clearing.api.permissions import (
 )
 from clearing.marketdata.models import IndexState
 from clearing.marketdata.selectors import market_quotes_current
-from clearing.marketdata.services import index_price_confirm, price_observation_submit, vol_observation_submit
+from clearing.marketdata.services import (
+    PriceIn,
+    VolIn,
+    index_price_confirm,
+    price_observations_submit,
+    vol_observations_submit,
+)
 from clearing.models import Instrument, Position, Trade, Underlying
 from clearing.services import Fill, trades_book
 from riskengine.core import DocumentError, compute_document
@@ -127,46 +134,117 @@ class AssetList(RoleListView):
 # --- Prices ---------------------------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class Observations:
+    """A body that is one observation or ``{"observations": [...]}``, validated."""
+
+    items: list[dict]
+    batch: bool
+
+    def field(self, name: str) -> str:
+        """The API's name for a service's field: services name a lone item's fields unindexed."""
+        if self.batch and len(self.items) == 1 and not name.startswith("observations["):
+            return f"observations[0].{name}"
+        return name
+
+
+def observations_validated(serializer_one, serializer_batch, request) -> Observations:
+    batch = isinstance(request.data, Mapping) and "observations" in request.data
+    data = validated(serializer_batch if batch else serializer_one, request)
+    return Observations(items=data["observations"] if batch else [data], batch=batch)
+
+
+_PRICE_OR_BATCH = PolymorphicProxySerializer(
+    component_name="PriceObservationSubmission",
+    serializers=[s.PriceObservationIn, s.PriceObservationBatchIn],
+    resource_type_field_name=None,
+)
+_INDEX_PRICE_OR_BATCH = PolymorphicProxySerializer(
+    component_name="PriceObservationResult",
+    serializers=[s.IndexPriceOut, s.IndexPricesOut],
+    resource_type_field_name=None,
+)
+_VOL_OR_BATCH = PolymorphicProxySerializer(
+    component_name="VolObservationSubmission",
+    serializers=[s.VolObservationIn, s.VolObservationBatchIn],
+    resource_type_field_name=None,
+)
+_VOL_RESULT_OR_BATCH = PolymorphicProxySerializer(
+    component_name="VolObservationResult",
+    serializers=[s.VolObservationOut, s.VolObservationsOut],
+    resource_type_field_name=None,
+)
+
+
 class PriceObservationCreate(RoleView):
+    """One observation, answered with its symbol's new index price; or a batch
+    ``{"observations": [...]}`` (up to 1,000, stored and aggregated in order in one transaction,
+    all or nothing), answered with one index price per observation. Feeds that need throughput
+    batch: one request per observation is bound by its round trips and commit."""
+
     write_roles = PRICE_SOURCES
 
     @extend_schema(
-        request=s.PriceObservationIn,
-        responses={201: s.IndexPriceOut},
+        request=_PRICE_OR_BATCH,
+        responses={201: _INDEX_PRICE_OR_BATCH},
         parameters=[IDEMPOTENCY_KEY],
-        summary="Submit a price observation (price sources only); returns the new index price.",
+        summary="Submit price observations, one or a batch (price sources only); returns the index prices.",
     )
     @idempotent
     def post(self, request):
-        data = validated(s.PriceObservationIn, request)
-        row = price_observation_submit(
-            source_user=request.user,
-            symbol=data["symbol"],
-            price=data["price"],
-            source_time=data["source_time"],
-        )
-        return Response(s.IndexPriceOut(row).data, status=status.HTTP_201_CREATED)
+        body = observations_validated(s.PriceObservationIn, s.PriceObservationBatchIn, request)
+        observations = [
+            PriceIn(
+                source_user=request.user,
+                symbol=item["symbol"],
+                price=item["price"],
+                source_time=item["source_time"],
+            )
+            for item in body.items
+        ]
+        try:
+            rows = price_observations_submit(observations=observations)
+        except DjangoValidationError as error:
+            raise validation_error_from_django(error, rename=body.field) from None
+        if body.batch:
+            answer = {"index_prices": s.IndexPriceOut(rows, many=True).data}
+        else:
+            answer = s.IndexPriceOut(rows[0]).data
+        return Response(answer, status=status.HTTP_201_CREATED)
 
 
 class VolObservationCreate(RoleView):
+    """One option's mark implied volatility, or a batch ``{"observations": [...]}`` (all or nothing)."""
+
     write_roles = PRICE_SOURCES
 
     @extend_schema(
-        request=s.VolObservationIn,
-        responses={201: s.VolObservationOut},
+        request=_VOL_OR_BATCH,
+        responses={201: _VOL_RESULT_OR_BATCH},
         parameters=[IDEMPOTENCY_KEY],
-        summary="Submit an option's mark implied volatility (price sources only).",
+        summary="Submit options' mark implied volatilities, one or a batch (price sources only).",
     )
     @idempotent
     def post(self, request):
-        data = validated(s.VolObservationIn, request)
-        row = vol_observation_submit(
-            source_user=request.user,
-            instrument=data["instrument"],
-            iv=data["iv"],
-            source_time=data["source_time"],
-        )
-        return Response(s.VolObservationOut(row).data, status=status.HTTP_201_CREATED)
+        body = observations_validated(s.VolObservationIn, s.VolObservationBatchIn, request)
+        observations = [
+            VolIn(
+                source_user=request.user,
+                instrument=item["instrument"],
+                iv=item["iv"],
+                source_time=item["source_time"],
+            )
+            for item in body.items
+        ]
+        try:
+            rows = vol_observations_submit(observations=observations)
+        except DjangoValidationError as error:
+            raise validation_error_from_django(error, rename=body.field) from None
+        if body.batch:
+            answer = {"observations": s.VolObservationOut(rows, many=True).data}
+        else:
+            answer = s.VolObservationOut(rows[0]).data
+        return Response(answer, status=status.HTTP_201_CREATED)
 
 
 class IndexPriceList(RoleListView):

@@ -257,6 +257,78 @@ def test_a_price_for_an_unknown_symbol_is_refused_naming_symbol(world):
     assert "symbol" in response.json()
 
 
+def test_a_price_source_submits_a_batch_stored_and_aggregated_in_order_in_one_request(world):
+    from clearing.marketdata.models import IndexPrice, PriceObservation
+
+    before = PriceObservation.objects.count()
+    batch = {
+        "observations": [
+            {"symbol": "BTC", "price": "61000", "source_time": recent(3)},
+            {"symbol": "ETH", "price": "3050", "source_time": recent(2)},
+            {"symbol": "BTC", "price": "61100", "source_time": recent(1)},
+        ]
+    }
+    response = world["feed"].post(f"{V1}/price-observations/", batch)
+    assert response.status_code == 201, response.json()
+    answered = response.json()["index_prices"]
+    assert [row["symbol"] for row in answered] == ["BTC", "ETH", "BTC"]
+    assert Decimal(answered[2]["price"]) == Decimal("61100")  # the latest quote of the only source
+    assert PriceObservation.objects.count() == before + 3
+    assert IndexPrice.objects.filter(pk__in=[row["id"] for row in answered]).count() == 3
+
+
+@pytest.mark.parametrize(
+    ("changes", "field"),
+    [
+        ([{"source_time": "not a time"}], "observations[0].source_time"),  # the serializer's check
+        ([{"symbol": "XYZ"}], "observations[0].symbol"),  # the oracle's check, a batch of one
+        ([{}, {"price": "-1"}], "observations[1].price"),
+        ([{}, {"symbol": "XYZ"}], "observations[1].symbol"),
+    ],
+)
+def test_a_bad_observation_refuses_the_whole_batch_naming_it(world, changes, field):
+    from clearing.marketdata.models import PriceObservation
+
+    good = {"symbol": "BTC", "price": "61000", "source_time": recent()}
+    observations = [{**good, **change} for change in changes]
+    before = PriceObservation.objects.count()
+    response = world["feed"].post(f"{V1}/price-observations/", {"observations": observations})
+    assert response.status_code == 400
+    assert field in response.json(), response.json()
+    assert PriceObservation.objects.count() == before
+
+
+def test_a_price_source_submits_a_batch_of_implied_vols(world):
+    from clearing.marketdata.models import VolMark
+
+    batch = {
+        "observations": [
+            {"instrument": "BTC-70000-C", "iv": "0.61", "source_time": recent(2)},
+            {"instrument": "BTC-70000-C", "iv": "0.62", "source_time": recent(1)},
+        ]
+    }
+    response = world["feed"].post(f"{V1}/vol-observations/", batch)
+    assert response.status_code == 201, response.json()
+    answered = response.json()["observations"]
+    assert [Decimal(row["iv"]) for row in answered] == [Decimal("0.61"), Decimal("0.62")]
+    assert VolMark.objects.get(instrument__symbol="BTC-70000-C").iv == Decimal("0.62")
+    refused = world["feed"].post(
+        f"{V1}/vol-observations/",
+        {"observations": [{"instrument": "BTC-70000-C", "iv": "9", "source_time": recent()}]},
+    )
+    assert refused.status_code == 400
+    assert "observations[0].iv" in refused.json()
+
+
+def test_a_batch_over_the_size_limit_is_refused(world):
+    from clearing.api.serializers import MAX_BATCH
+
+    one = {"symbol": "BTC", "price": "61000", "source_time": recent()}
+    response = world["feed"].post(f"{V1}/price-observations/", {"observations": [one] * (MAX_BATCH + 1)})
+    assert response.status_code == 400
+    assert response.json() == {"observations": [f"Ensure this field has no more than {MAX_BATCH} elements."]}
+
+
 # --- Reference data and parameters ----------------------------------------------------------------
 
 
