@@ -4,7 +4,6 @@ member's account is a 404), validate input strictly and call one service or sele
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
 
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.db.models import Prefetch
@@ -134,46 +133,42 @@ class AssetList(RoleListView):
 # --- Prices ---------------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class Observations:
-    """A body that is one observation or ``{"observations": [...]}``, validated."""
+def one_of(component_name: str, *serializers) -> PolymorphicProxySerializer:
+    """A schema that is exactly one of ``serializers`` (told apart by their fields)."""
+    return PolymorphicProxySerializer(
+        component_name=component_name, serializers=list(serializers), resource_type_field_name=None
+    )
 
-    items: list[dict]
-    batch: bool
 
-    def field(self, name: str) -> str:
-        """The API's name for a service's field: services name a lone item's fields unindexed."""
-        if self.batch and len(self.items) == 1 and not name.startswith("observations["):
+def observations_submit(
+    request, *, serializer_one, serializer_batch, item_class, submit, serializer_out, batch_key: str
+) -> Response:
+    """A body that is one observation or ``{"observations": [...]}``: each validated item becomes
+    an ``item_class`` from the user and its fields, and all go to ``submit(observations=...)``
+    (all or nothing); one result is answered as ``serializer_out``, a batch's as
+    ``{batch_key: [...]}``."""
+    batch = isinstance(request.data, Mapping) and "observations" in request.data
+    data = validated(serializer_batch if batch else serializer_one, request)
+    items = data["observations"] if batch else [data]
+
+    def field(name: str) -> str:
+        # The services name the fields of a lone item without an index.
+        if batch and len(items) == 1 and not name.startswith("observations["):
             return f"observations[0].{name}"
         return name
 
+    try:
+        rows = submit(observations=[item_class(source_user=request.user, **one) for one in items])
+    except DjangoValidationError as error:
+        raise validation_error_from_django(error, rename=field) from None
+    answer = {batch_key: serializer_out(rows, many=True).data} if batch else serializer_out(rows[0]).data
+    return Response(answer, status=status.HTTP_201_CREATED)
 
-def observations_validated(serializer_one, serializer_batch, request) -> Observations:
-    batch = isinstance(request.data, Mapping) and "observations" in request.data
-    data = validated(serializer_batch if batch else serializer_one, request)
-    return Observations(items=data["observations"] if batch else [data], batch=batch)
 
-
-_PRICE_OR_BATCH = PolymorphicProxySerializer(
-    component_name="PriceObservationSubmission",
-    serializers=[s.PriceObservationIn, s.PriceObservationBatchIn],
-    resource_type_field_name=None,
-)
-_INDEX_PRICE_OR_BATCH = PolymorphicProxySerializer(
-    component_name="PriceObservationResult",
-    serializers=[s.IndexPriceOut, s.IndexPricesOut],
-    resource_type_field_name=None,
-)
-_VOL_OR_BATCH = PolymorphicProxySerializer(
-    component_name="VolObservationSubmission",
-    serializers=[s.VolObservationIn, s.VolObservationBatchIn],
-    resource_type_field_name=None,
-)
-_VOL_RESULT_OR_BATCH = PolymorphicProxySerializer(
-    component_name="VolObservationResult",
-    serializers=[s.VolObservationOut, s.VolObservationsOut],
-    resource_type_field_name=None,
-)
+_PRICE_OR_BATCH = one_of("PriceObservationSubmission", s.PriceObservationIn, s.PriceObservationBatchIn)
+_INDEX_PRICE_OR_BATCH = one_of("PriceObservationResult", s.IndexPriceOut, s.IndexPricesOut)
+_VOL_OR_BATCH = one_of("VolObservationSubmission", s.VolObservationIn, s.VolObservationBatchIn)
+_VOL_RESULT_OR_BATCH = one_of("VolObservationResult", s.VolObservationOut, s.VolObservationsOut)
 
 
 class PriceObservationCreate(RoleView):
@@ -192,25 +187,15 @@ class PriceObservationCreate(RoleView):
     )
     @idempotent
     def post(self, request):
-        body = observations_validated(s.PriceObservationIn, s.PriceObservationBatchIn, request)
-        observations = [
-            PriceIn(
-                source_user=request.user,
-                symbol=item["symbol"],
-                price=item["price"],
-                source_time=item["source_time"],
-            )
-            for item in body.items
-        ]
-        try:
-            rows = price_observations_submit(observations=observations)
-        except DjangoValidationError as error:
-            raise validation_error_from_django(error, rename=body.field) from None
-        if body.batch:
-            answer = {"index_prices": s.IndexPriceOut(rows, many=True).data}
-        else:
-            answer = s.IndexPriceOut(rows[0]).data
-        return Response(answer, status=status.HTTP_201_CREATED)
+        return observations_submit(
+            request,
+            serializer_one=s.PriceObservationIn,
+            serializer_batch=s.PriceObservationBatchIn,
+            item_class=PriceIn,
+            submit=price_observations_submit,
+            serializer_out=s.IndexPriceOut,
+            batch_key="index_prices",
+        )
 
 
 class VolObservationCreate(RoleView):
@@ -226,25 +211,15 @@ class VolObservationCreate(RoleView):
     )
     @idempotent
     def post(self, request):
-        body = observations_validated(s.VolObservationIn, s.VolObservationBatchIn, request)
-        observations = [
-            VolIn(
-                source_user=request.user,
-                instrument=item["instrument"],
-                iv=item["iv"],
-                source_time=item["source_time"],
-            )
-            for item in body.items
-        ]
-        try:
-            rows = vol_observations_submit(observations=observations)
-        except DjangoValidationError as error:
-            raise validation_error_from_django(error, rename=body.field) from None
-        if body.batch:
-            answer = {"observations": s.VolObservationOut(rows, many=True).data}
-        else:
-            answer = s.VolObservationOut(rows[0]).data
-        return Response(answer, status=status.HTTP_201_CREATED)
+        return observations_submit(
+            request,
+            serializer_one=s.VolObservationIn,
+            serializer_batch=s.VolObservationBatchIn,
+            item_class=VolIn,
+            submit=vol_observations_submit,
+            serializer_out=s.VolObservationOut,
+            batch_key="observations",
+        )
 
 
 class IndexPriceList(RoleListView):
@@ -333,11 +308,7 @@ class MovementList(RoleListView):
         )
 
 
-_FILL_OR_BATCH = PolymorphicProxySerializer(
-    component_name="TradeBooking",
-    serializers=[s.FillIn, s.FillBatchIn],
-    resource_type_field_name=None,
-)
+_FILL_OR_BATCH = one_of("TradeBooking", s.FillIn, s.FillBatchIn)
 
 
 class TradeListCreate(RoleListView):
