@@ -50,11 +50,14 @@ class ThreadPoolASGIHandler(ASGIHandler):
             ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"http-{index}") for index in range(threads)
         ]
         self._free: asyncio.Queue[ThreadPoolExecutor] | None = None
+        self._free_loop: asyncio.AbstractEventLoop | None = None
 
     def _free_executors(self) -> asyncio.Queue[ThreadPoolExecutor]:
-        # Created on first use, inside the server's event loop.
-        if self._free is None:
-            self._free = asyncio.Queue()
+        # Made inside the server's event loop on first use. A server has one loop for its life;
+        # a new loop (tests run one per test) means the previous one has finished: start afresh.
+        loop = asyncio.get_running_loop()
+        if self._free is None or self._free_loop is not loop:
+            self._free, self._free_loop = asyncio.Queue(), loop
             for executor in self._executors:
                 self._free.put_nowait(executor)
         return self._free

@@ -123,6 +123,18 @@ def test_no_more_requests_run_at_once_than_the_pool_has_threads_and_the_rest_wai
     assert elapsed >= 3 * SLOW_SECONDS  # three rounds of two
 
 
+def test_one_handler_serves_event_loop_after_event_loop(observed):
+    """A server has one loop for its life, tests one per test: a busy queue in one must not tie
+    the handler to that loop."""
+    handler = ThreadPoolASGIHandler(threads=1)
+
+    async def two_at_once():
+        return await asyncio.gather(http_get(handler, "/slow/"), http_get(handler, "/slow/"))
+
+    for _ in range(2):
+        assert [status for status, _ in asyncio.run(two_at_once())] == [200, 200]
+
+
 def test_the_middleware_chain_and_the_view_of_a_request_run_on_one_pool_thread(observed, settings):
     settings.MIDDLEWARE = [*settings.MIDDLEWARE, f"{__name__}.RecordsItsThread"]
     handler = ThreadPoolASGIHandler(threads=1)
