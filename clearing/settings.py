@@ -131,11 +131,10 @@ DATABASE_URL = env_str("DATABASE_URL", f"sqlite:///{VAR_DIR / 'clearing.sqlite3'
 # Persistent connections (DATABASE_CONN_MAX_AGE seconds) are kept per request thread; the web
 # server's threads are a fixed pool (clearing.asgi_handler), so their number is bounded. A
 # connection the database dropped is noticed at the start of the next request, not mid-way.
+DATABASE_CONN_MAX_AGE = env_int("DATABASE_CONN_MAX_AGE", 0)
 DATABASES = {
     "default": dj_database_url.parse(
-        DATABASE_URL,
-        conn_max_age=env_int("DATABASE_CONN_MAX_AGE", 0),
-        conn_health_checks=env_int("DATABASE_CONN_MAX_AGE", 0) > 0,
+        DATABASE_URL, conn_max_age=DATABASE_CONN_MAX_AGE, conn_health_checks=DATABASE_CONN_MAX_AGE > 0
     )
 }
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":

@@ -118,7 +118,7 @@ class Supervisor:
             signal.signal(signum, lambda *_: self.stopping.set())
         options = self.options
         logger.info("Starting %d web workers on %s:%d", options.workers, options.host, options.port)
-        self.workers = [self._start_worker() for _ in range(self.options.workers)]
+        self.workers = [self._start_worker() for _ in range(options.workers)]
         exit_code = 0
         while not self.stopping.wait(0.5):
             for index, worker in enumerate(self.workers):

@@ -45,10 +45,11 @@ class WindowRateThrottle(SimpleRateThrottle):
 
     def _count(self, key: str) -> int:
         """This request's number in the window. The counter outlives its window by a second."""
-        if isinstance(self.cache, RedisCache):
+        cache = self.cache
+        if isinstance(cache, RedisCache):
             # One round trip: create the counter with its expiry if it is new, then increment.
-            redis_key = self.cache.make_and_validate_key(key)
-            client = self.cache._cache.get_client(redis_key, write=True)
+            redis_key = cache.make_and_validate_key(key)
+            client = cache._cache.get_client(redis_key, write=True)
             with client.pipeline(transaction=False) as pipeline:
                 pipeline.set(redis_key, 0, ex=self.duration + 1, nx=True)
                 pipeline.incr(redis_key)
@@ -56,11 +57,11 @@ class WindowRateThrottle(SimpleRateThrottle):
         # Any other cache: the outliving second also keeps the counter from expiring between
         # cache.incr's existence check and its increment.
         try:
-            return self.cache.incr(key)
+            return cache.incr(key)
         except ValueError:  # the window's first request (here or in another process)
-            if self.cache.add(key, 1, timeout=self.duration + 1):
+            if cache.add(key, 1, timeout=self.duration + 1):
                 return 1
-            return self.cache.incr(key)
+            return cache.incr(key)
 
     def wait(self) -> float:
         return max(0.0, self.window_ends_at - self.now)

@@ -3,12 +3,17 @@ member's account is a 404), validate input strictly and call one service or sele
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.db.models import Prefetch
 from django.shortcuts import get_object_or_404
-from drf_spectacular.utils import OpenApiParameter, PolymorphicProxySerializer, extend_schema
+from drf_spectacular.utils import (
+    OpenApiParameter,
+    PolymorphicProxySerializer,
+    extend_schema,
+    extend_schema_view,
+)
 from rest_framework import exceptions, generics, status
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -140,86 +145,81 @@ def one_of(component_name: str, *serializers) -> PolymorphicProxySerializer:
     )
 
 
-def observations_submit(
-    request, *, serializer_one, serializer_batch, item_class, submit, serializer_out, batch_key: str
-) -> Response:
-    """A body that is one observation or ``{"observations": [...]}``: each validated item becomes
-    an ``item_class`` from the user and its fields, and all go to ``submit(observations=...)``
-    (all or nothing); one result is answered as ``serializer_out``, a batch's as
-    ``{batch_key: [...]}``."""
-    batch = isinstance(request.data, Mapping) and "observations" in request.data
-    data = validated(serializer_batch if batch else serializer_one, request)
-    items = data["observations"] if batch else [data]
-
-    def field(name: str) -> str:
-        # The services name the fields of a lone item without an index.
-        if batch and len(items) == 1 and not name.startswith("observations["):
-            return f"observations[0].{name}"
-        return name
-
-    try:
-        rows = submit(observations=[item_class(source_user=request.user, **one) for one in items])
-    except DjangoValidationError as error:
-        raise validation_error_from_django(error, rename=field) from None
-    answer = {batch_key: serializer_out(rows, many=True).data} if batch else serializer_out(rows[0]).data
-    return Response(answer, status=status.HTTP_201_CREATED)
-
-
 _PRICE_OR_BATCH = one_of("PriceObservationSubmission", s.PriceObservationIn, s.PriceObservationBatchIn)
 _INDEX_PRICE_OR_BATCH = one_of("PriceObservationResult", s.IndexPriceOut, s.IndexPricesOut)
 _VOL_OR_BATCH = one_of("VolObservationSubmission", s.VolObservationIn, s.VolObservationBatchIn)
 _VOL_RESULT_OR_BATCH = one_of("VolObservationResult", s.VolObservationOut, s.VolObservationsOut)
 
 
-class PriceObservationCreate(RoleView):
-    """One observation, answered with its symbol's new index price; or a batch
-    ``{"observations": [...]}`` (up to 1,000, stored and aggregated in order in one transaction,
-    all or nothing), answered with one index price per observation. Feeds that need throughput
-    batch: one request per observation is bound by its round trips and commit."""
+class ObservationsCreate(RoleView):
+    """A price source's body: one observation or ``{"observations": [...]}`` (up to 1,000). Each
+    validated item becomes an ``item_class`` from the user and its fields, and all go to
+    ``submit(observations=...)`` in one transaction, all or nothing; one result is answered as
+    ``serializer_out``, a batch's as ``{batch_key: [...]}``."""
 
     write_roles = PRICE_SOURCES
+    serializer_one: type
+    serializer_batch: type
+    item_class: type
+    submit: Callable
+    serializer_out: type
+    batch_key: str
 
-    @extend_schema(
+    @idempotent
+    def post(self, request):
+        batch = isinstance(request.data, Mapping) and "observations" in request.data
+        data = validated(self.serializer_batch if batch else self.serializer_one, request)
+        items = data["observations"] if batch else [data]
+
+        def field(name: str) -> str:
+            # The services name the fields of a lone item without an index.
+            if batch and len(items) == 1 and not name.startswith("observations["):
+                return f"observations[0].{name}"
+            return name
+
+        try:
+            rows = self.submit(
+                observations=[self.item_class(source_user=request.user, **one) for one in items]
+            )
+        except DjangoValidationError as error:
+            raise validation_error_from_django(error, rename=field) from None
+        out = self.serializer_out
+        answer = {self.batch_key: out(rows, many=True).data} if batch else out(rows[0]).data
+        return Response(answer, status=status.HTTP_201_CREATED)
+
+
+@extend_schema_view(
+    post=extend_schema(
         request=_PRICE_OR_BATCH,
         responses={201: _INDEX_PRICE_OR_BATCH},
         parameters=[IDEMPOTENCY_KEY],
         summary="Submit price observations, one or a batch (price sources only); returns the index prices.",
     )
-    @idempotent
-    def post(self, request):
-        return observations_submit(
-            request,
-            serializer_one=s.PriceObservationIn,
-            serializer_batch=s.PriceObservationBatchIn,
-            item_class=PriceIn,
-            submit=price_observations_submit,
-            serializer_out=s.IndexPriceOut,
-            batch_key="index_prices",
-        )
+)
+class PriceObservationCreate(ObservationsCreate):
+    """One observation, answered with its symbol's new index price; or a batch, stored and
+    aggregated in order, answered with one index price per observation. Feeds that need
+    throughput batch: one request per observation is bound by its round trips and commit."""
+
+    serializer_one, serializer_batch = s.PriceObservationIn, s.PriceObservationBatchIn
+    item_class, submit = PriceIn, staticmethod(price_observations_submit)
+    serializer_out, batch_key = s.IndexPriceOut, "index_prices"
 
 
-class VolObservationCreate(RoleView):
-    """One option's mark implied volatility, or a batch ``{"observations": [...]}`` (all or nothing)."""
-
-    write_roles = PRICE_SOURCES
-
-    @extend_schema(
+@extend_schema_view(
+    post=extend_schema(
         request=_VOL_OR_BATCH,
         responses={201: _VOL_RESULT_OR_BATCH},
         parameters=[IDEMPOTENCY_KEY],
         summary="Submit options' mark implied volatilities, one or a batch (price sources only).",
     )
-    @idempotent
-    def post(self, request):
-        return observations_submit(
-            request,
-            serializer_one=s.VolObservationIn,
-            serializer_batch=s.VolObservationBatchIn,
-            item_class=VolIn,
-            submit=vol_observations_submit,
-            serializer_out=s.VolObservationOut,
-            batch_key="observations",
-        )
+)
+class VolObservationCreate(ObservationsCreate):
+    """One option's mark implied volatility, or a batch (the latest source time becomes the mark)."""
+
+    serializer_one, serializer_batch = s.VolObservationIn, s.VolObservationBatchIn
+    item_class, submit = VolIn, staticmethod(vol_observations_submit)
+    serializer_out, batch_key = s.VolObservationOut, "observations"
 
 
 class IndexPriceList(RoleListView):
