@@ -11,7 +11,7 @@ PORT ?= 8000
 TEST_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/clearing
 TEST_REDIS_URL ?= redis://127.0.0.1:6379/15
 
-.PHONY: run test install install-dev lint migrations-check deploy-check clean
+.PHONY: run test install install-dev browser lint migrations-check deploy-check clean
 
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
@@ -28,6 +28,16 @@ $(VENV)/.installed-dev: pyproject.toml | $(VENV)/bin/python
 install: $(VENV)/.installed-run
 install-dev: $(VENV)/.installed-dev
 
+# The browser tests drive Debian's chromium (nothing can download a browser build here); install it
+# when it is missing, as root directly or through sudo.
+CHROMIUM ?= /usr/bin/chromium
+browser:
+	@if [ ! -x $(CHROMIUM) ]; then \
+	  echo "installing Debian's chromium for the browser tests"; \
+	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq chromium; \
+	  else sudo apt-get update -qq && sudo apt-get install -y -qq chromium; fi; \
+	fi
+
 # The embedded stack: SQLite, the filesystem Celery broker and the in-process channel layer.
 # DATABASE_URL / REDIS_URL in the environment switch it to PostgreSQL and Redis.
 run: install
@@ -37,7 +47,7 @@ run: install
 	$(PY) manage.py seed_demo --if-empty
 	$(PY) manage.py runstack --host $(HOST) --port $(PORT)
 
-test: install-dev
+test: install-dev browser
 	DATABASE_URL=$${DATABASE_URL:-$(TEST_DATABASE_URL)} REDIS_URL=$${REDIS_URL:-$(TEST_REDIS_URL)} \
 	  $(VENV)/bin/pytest $(PYTEST_ARGS)
 
