@@ -99,6 +99,7 @@ def world(db, venue, member_a, member_b, fixed_quotes) -> World:
         "risk": user_create(username="risk", password=None, role=Role.RISK_APPROVER),
         "feed": user_create(username="feed", password=None, role=Role.PRICE_SOURCE),
         "venue": user_create(username="venue", password=None, role=Role.VENUE),
+        "custodian": user_create(username="custody", password=None, role=Role.CUSTODIAN),
     }
     price_source_register(user=users["feed"])
     clients = {name: client_for(user) for name, user in users.items()}

@@ -9,10 +9,11 @@ from decimal import Decimal
 import pytest
 from django.db import connection
 
-from accounts.models import CollateralBalance, CollateralMovement
+from accounts.models import CollateralBalance, CollateralMovement, Deposit, Withdrawal
 from clearing.services import trade_book
 from riskengine import withdrawals
 from riskengine.whatif import margin_what_if
+from tests.api.conftest import client_for
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -58,16 +59,18 @@ def test_two_concurrent_withdrawals_can_never_together_breach_initial_margin(wor
 
     monkeypatch.setattr(withdrawals, "margin_book_load", slow_load)
     url = f"{V1}/accounts/{world.account_a.pk}/withdrawals/"
-    trader, ops = world["trader_a"], world["ops"]
+    # The same trader from two back-office processes (two tokens, two connections).
+    trader, other = world["trader_a"], client_for(world["trader_a"].user)
     responses = run_together(
         lambda: trader.post(url, {"asset": "USDC", "amount": amount}),
-        lambda: ops.post(url, {"asset": "USDC", "amount": amount}),
+        lambda: other.post(url, {"asset": "USDC", "amount": amount}),
     )
 
     assert sorted(r.status_code for r in responses) == [201, 400]
     refused = next(r for r in responses if r.status_code == 400)
     assert "initial margin" in refused.json()["amount"][0]
-    assert CollateralMovement.objects.filter(account=world.account_a, kind="withdrawal").count() == 1
+    assert CollateralMovement.objects.filter(account=world.account_a, kind="withdrawal_reserve").count() == 1
+    assert Withdrawal.objects.filter(account=world.account_a).count() == 1
     after = margin_what_if(account=world.account_a).before
     assert after["equity"] >= after["initial_margin"]
     assert CollateralBalance.objects.get(account=world.account_a, asset__symbol="USDC").amount == (
@@ -78,13 +81,13 @@ def test_two_concurrent_withdrawals_can_never_together_breach_initial_margin(wor
 def test_a_concurrent_duplicate_with_the_same_key_gets_409_and_runs_once(world, monkeypatch):
     from clearing.api import views
 
-    deposit = views.collateral_deposit
+    deposit = views.deposit_announce
 
     def slow_deposit(**kwargs):
         time.sleep(0.5)
         return deposit(**kwargs)
 
-    monkeypatch.setattr(views, "collateral_deposit", slow_deposit)
+    monkeypatch.setattr(views, "deposit_announce", slow_deposit)
     url = f"{V1}/accounts/{world.account_a.pk}/deposits/"
     trader = world["trader_a"]
     body = {"asset": "USDC", "amount": "7"}
@@ -95,7 +98,7 @@ def test_a_concurrent_duplicate_with_the_same_key_gets_409_and_runs_once(world, 
     )
 
     assert (first.status_code, second.status_code) == (201, 409)
-    assert CollateralMovement.objects.filter(account=world.account_a, amount=7).count() == 1
+    assert Deposit.objects.filter(account=world.account_a, amount=7).count() == 1
     replay = trader.post(url, body, key="same")
     assert replay.status_code == 201
     assert replay.json() == first.json()
