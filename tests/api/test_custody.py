@@ -13,20 +13,16 @@ from django.utils import timezone
 
 from accounts.custody import deposit_announce, deposits_expire
 from accounts.models import (
-    AccountKind,
     CollateralBalance,
     CollateralMovement,
     Deposit,
     MarginAccount,
-    Member,
-    Role,
     Withdrawal,
 )
-from accounts.services import collateral_deposit, user_create
 from riskengine.sweeps.models import MarginCall
 from riskengine.sweeps.services import sweep_accounts_run
 from riskengine.whatif import margin_what_if
-from tests.api.conftest import client_for, quotes_fixed
+from tests.api.conftest import quotes_fixed
 
 V1 = "/api/v1"
 
@@ -114,21 +110,6 @@ def test_an_announcement_is_listed_as_pending_and_is_never_in_equity_or_balances
 
 
 # --- Attack 3 (part): ops and venue accounts -----------------------------------------------------
-
-
-@pytest.fixture
-def fund(world) -> MarginAccount:
-    """The venue's insurance fund holding 5m USD, and a trader of the venue's own member (a user
-    ops could create by mistake): the one member user who sees the venue's accounts."""
-    member = Member.objects.create(code="VENUE", name="The clearing venue")
-    fund = MarginAccount.objects.create(
-        member=member, code="VENUE-INSURANCE", kind=AccountKind.INSURANCE_FUND, mode="cross"
-    )
-    MarginAccount.objects.create(member=member, code="VENUE-HOUSE", kind=AccountKind.HOUSE, mode="cross")
-    collateral_deposit(account=fund, asset=world.venue.usd, amount=Decimal(5_000_000))
-    insider = user_create(username="insider", password=None, role=Role.TRADER, member=member)
-    world.clients["venue_trader"] = client_for(insider)
-    return fund
 
 
 def test_ops_can_no_longer_deposit_to_or_withdraw_from_any_account(world, fund):
@@ -398,3 +379,29 @@ def test_the_account_page_lists_what_is_pending_with_custody(world, client):
         assert "321.5" in page
         assert f'data-withdrawal="{withdrawal}"' in page
         assert f'data-deposit="{settled}"' not in page
+
+
+# --- The admin ------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("staff", ["ops", "risk"])
+def test_staff_see_custody_requests_and_their_steps_read_only_in_the_admin(world, client, staff):
+    from django.urls import reverse
+
+    confirmed, pending = announce(world), announce(world)
+    assert confirm(world, confirmed, "0xadmin").status_code == 201
+    failed = request_withdrawal(world)
+    world["custodian"].post(f"{V1}/custody/withdrawals/{failed}/failed/", {"reason": "bounced"})
+    client.force_login(world[staff].user)
+
+    for model, state in (("deposit", "pending"), ("deposit", "confirmed"), ("withdrawal", "failed")):
+        page = client.get(reverse(f"admin:accounts_{model}_changelist"), {"state": state, "q": "AAA"})
+        assert page.status_code == 200, model
+        assert page.context["cl"].result_count == 1, (model, state)
+        assert client.get(reverse(f"admin:accounts_{model}_add")).status_code == 403
+    page = client.get(reverse("admin:accounts_deposit_change", args=[confirmed])).content.decode()
+    assert "0xadmin" in page
+    assert 'name="_save"' not in page
+    page = client.get(reverse("admin:accounts_withdrawal_change", args=[failed])).content.decode()
+    assert "bounced" in page
+    assert client.get(reverse("admin:accounts_deposit_change", args=[pending])).status_code == 200
