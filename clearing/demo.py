@@ -443,7 +443,7 @@ def demo_venue_seed(*, today: date | None = None, log: Callable[[str], None] = p
     log("Demo users (username / password / role):")
     for demo in DEMO_USERS:
         of_member = f" of {demo.member}" if demo.member else ""
-        log(f"  {demo.username:<6} {demo.password:<20} {demo.role}{of_member}")
+        log(f"  {demo.username:<7} {demo.password:<20} {demo.role}{of_member}")
 
 
 # --- The demo custody ------------------------------------------------------------------------------
