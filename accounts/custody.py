@@ -41,6 +41,7 @@ from accounts.models import (
     CollateralBalance,
     Deposit,
     DepositOrigin,
+    DepositState,
     DepositStep,
     DepositStepKind,
     FundDecision,
@@ -118,6 +119,22 @@ def member_account_require(account: MarginAccount) -> None:
         )
 
 
+def custody_events_publish(*, changes: list[tuple[int, str, int, str]]) -> None:
+    """Tell the watchers of each account that a custody request changed: ``(account_id, "deposit"
+    or "withdrawal", request id, new state)``. Written in the caller's transaction (the outbox row
+    commits or rolls back with the change); the account page then re-reads its pending section."""
+    if not changes:
+        return
+    from frontend.events import events_publish  # the web app's outbox (imported late: a leaf of accounts)
+
+    events_publish(
+        events=[
+            (account_id, "custody.updated", {"request": request, "id": pk, "state": state})
+            for account_id, request, pk, state in changes
+        ]
+    )
+
+
 _Row = TypeVar("_Row", Deposit, Withdrawal, FundWithdrawalProposal)
 _T = TypeVar("_T")
 # The reverse one-to-one of each request's terminal row, read with the lock.
@@ -164,7 +181,7 @@ def deposit_announce(
     amount = collateral_amount_validate(asset=asset, amount=amount)
     note = text_clean(note, field="note", max_length=REFERENCE_MAX_LENGTH, required=False)
     now = now or timezone.now()
-    return Deposit.objects.create(
+    deposit = Deposit.objects.create(
         account=account,
         asset=asset,
         amount=amount,
@@ -174,6 +191,8 @@ def deposit_announce(
         created_at=now,
         expires_at=now + timedelta(seconds=settings.CUSTODY_DEPOSIT_TTL_SECONDS),
     )
+    custody_events_publish(changes=[(account.pk, "deposit", deposit.pk, DepositState.PENDING)])
+    return deposit
 
 
 def _reference_taken(*, asset: Asset, reference: str) -> DepositStep | None:
@@ -214,6 +233,7 @@ def _credit(*, deposit: Deposit, custodian: User, reference: str, now: datetime)
         message=f"{deposit.asset.symbol} reference {reference!r} was credited meanwhile.",
     )
     deposit.step = step
+    custody_events_publish(changes=[(deposit.account_id, "deposit", deposit.pk, step.kind)])
     return step
 
 
@@ -288,21 +308,26 @@ def deposits_expire(*, now: datetime | None = None, limit: int = 1000) -> int:
         Deposit.objects.filter(origin=DepositOrigin.ANNOUNCED, expires_at__lte=now, step__isnull=True)
         .select_for_update(skip_locked=True, of=("self",))
         .order_by("pk")
-        .values_list("pk", "asset_id")[:limit]
+        .values_list("pk", "asset_id", "account_id")[:limit]
     )
     if not due:
         return 0
     # A confirmation committed between our read and the lock would have its step: re-check.
     closed = set(
-        DepositStep.objects.filter(deposit_id__in=[pk for pk, _ in due]).values_list("deposit_id", flat=True)
+        DepositStep.objects.filter(deposit_id__in=[pk for pk, *_ in due]).values_list("deposit_id", flat=True)
     )
-    steps = [
-        DepositStep(deposit_id=pk, kind=DepositStepKind.EXPIRED, asset_id=asset_id, created_at=now)
-        for pk, asset_id in due
-        if pk not in closed
-    ]
-    DepositStep.objects.bulk_create(steps, ignore_conflicts=True)
-    return len(steps)
+    expiring = [(pk, asset_id, account_id) for pk, asset_id, account_id in due if pk not in closed]
+    DepositStep.objects.bulk_create(
+        [
+            DepositStep(deposit_id=pk, kind=DepositStepKind.EXPIRED, asset_id=asset_id, created_at=now)
+            for pk, asset_id, _ in expiring
+        ],
+        ignore_conflicts=True,
+    )
+    custody_events_publish(
+        changes=[(account_id, "deposit", pk, DepositStepKind.EXPIRED) for pk, _, account_id in expiring]
+    )
+    return len(expiring)
 
 
 # --- Withdrawals: the custodian's steps (the request is in riskengine.withdrawals) ---------------
@@ -331,6 +356,7 @@ def withdrawal_mark_sent(
         created_at=now or timezone.now(),
     )
     withdrawal.step = step
+    custody_events_publish(changes=[(withdrawal.account_id, "withdrawal", withdrawal.pk, step.kind)])
     return step, True
 
 
@@ -370,6 +396,7 @@ def withdrawal_mark_failed(
         created_at=now or timezone.now(),
     )
     withdrawal.step = step
+    custody_events_publish(changes=[(withdrawal.account_id, "withdrawal", withdrawal.pk, step.kind)])
     return step, True
 
 

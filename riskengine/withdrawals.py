@@ -39,6 +39,7 @@ from django.utils import timezone
 from accounts.custody import (
     REFERENCE_MAX_LENGTH,
     CustodyConflict,
+    custody_events_publish,
     custody_row_lock,
     fund_decider_require,
     member_account_require,
@@ -55,6 +56,7 @@ from accounts.models import (
     MovementKind,
     User,
     Withdrawal,
+    WithdrawalState,
 )
 from accounts.services import (
     BalanceChange,
@@ -327,7 +329,7 @@ def _withdrawal_reserve(
                 )
             }
         )
-    return Withdrawal.objects.create(
+    withdrawal = Withdrawal.objects.create(
         account=account,
         asset=asset,
         amount=amount,
@@ -336,6 +338,8 @@ def _withdrawal_reserve(
         requested_by=requested_by,
         created_at=now or timezone.now(),
     )
+    custody_events_publish(changes=[(account.pk, "withdrawal", withdrawal.pk, WithdrawalState.REQUESTED)])
+    return withdrawal
 
 
 @transaction.atomic

@@ -19,6 +19,7 @@ from accounts.models import (
     MarginAccount,
     Withdrawal,
 )
+from frontend.models import OutboxEvent
 from riskengine.sweeps.models import MarginCall
 from riskengine.sweeps.services import sweep_accounts_run
 from riskengine.whatif import margin_what_if
@@ -178,6 +179,12 @@ def test_confirming_again_with_the_same_reference_credits_once(world):
     assert again.json() == first.json()
     assert balance(world.account_a) == Decimal(100_100)
     assert CollateralMovement.objects.filter(kind="deposit", reference="0xaa").count() == 1
+    # The account's watchers were told of each change once (the page re-reads its custody section).
+    events = OutboxEvent.objects.filter(type="custody.updated").order_by("id")
+    assert [(e.group, e.payload["id"], e.payload["state"]) for e in events] == [
+        (f"account-{world.account_a.pk}", deposit, "pending"),
+        (f"account-{world.account_a.pk}", deposit, "confirmed"),
+    ]
 
 
 def test_a_confirmed_deposit_cannot_be_confirmed_again_with_another_reference(world):
