@@ -36,6 +36,7 @@ class Role(models.TextChoices):
     RISK_APPROVER = "risk_approver", "Venue risk approver"
     PRICE_SOURCE = "price_source", "Price source (system)"
     VENUE = "venue", "Trading venue (system)"
+    CUSTODIAN = "custodian", "Custodian (system)"
 
 
 MEMBER_ROLES = (Role.TRADER, Role.VIEWER)
@@ -148,6 +149,10 @@ class MovementKind(models.TextChoices):
     FEE = "fee", "Fee"
     LIQUIDATION_FEE = "liquidation_fee", "Liquidation fee"
     DEFICIT_COVER = "deficit_cover", "Deficit covered by the insurance fund"
+    # A custody withdrawal debits the balance when it is requested (so equity excludes it from
+    # then on) and credits it back if custody reports the payment failed.
+    WITHDRAWAL_RESERVE = "withdrawal_reserve", "Withdrawal reserved (requested)"
+    WITHDRAWAL_RELEASE = "withdrawal_release", "Withdrawal released (failed)"
 
 
 class CollateralMovement(AppendOnlyModel):
@@ -177,6 +182,14 @@ class CollateralMovement(AppendOnlyModel):
             models.CheckConstraint(
                 name="movement_withdrawal_negative",
                 condition=~Q(kind=MovementKind.WITHDRAWAL) | Q(amount__lt=0),
+            ),
+            models.CheckConstraint(
+                name="movement_reserve_negative",
+                condition=~Q(kind=MovementKind.WITHDRAWAL_RESERVE) | Q(amount__lt=0),
+            ),
+            models.CheckConstraint(
+                name="movement_release_positive",
+                condition=~Q(kind=MovementKind.WITHDRAWAL_RELEASE) | Q(amount__gt=0),
             ),
         ]
 
@@ -224,3 +237,270 @@ class ApiToken(models.Model):
     @property
     def is_active(self) -> bool:
         return self.revoked_at is None
+
+
+# --- Custody: collateral in and out in two steps -----------------------------------------------
+#
+# Money reaches or leaves an account only through custody. A member *announces* a deposit (pending:
+# shown, never counted) and the custodian *confirms* it with the external reference of the money
+# that arrived; only the confirmation credits the account. A member *requests* a withdrawal: the
+# margin check runs and the amount is reserved at once (a ``withdrawal_reserve`` movement); the
+# custodian then marks it ``sent`` or ``failed`` (the reservation is released).
+#
+# Every row below is append-only (model and database triggers, migration
+# ``0006_custody_append_only``). A request's state is derived from its one terminal step: the step
+# row is one-to-one with its request, so the database itself makes two terminal steps impossible.
+
+
+class DepositOrigin(models.TextChoices):
+    ANNOUNCED = "announced", "Announced by the member"
+    OBSERVED = "observed", "Observed by the custodian"
+
+
+class DepositState(models.TextChoices):
+    """Derived: ``pending`` until a step exists, then the step's kind."""
+
+    PENDING = "pending", "Pending (announced, not credited)"
+    CONFIRMED = "confirmed", "Confirmed and credited"
+    EXPIRED = "expired", "Expired unconfirmed"
+
+
+class DepositStepKind(models.TextChoices):
+    CONFIRMED = "confirmed", "Confirmed and credited"
+    EXPIRED = "expired", "Expired unconfirmed"
+
+
+class Deposit(AppendOnlyModel):
+    """A deposit as it was announced by a member, or as the custodian observed it arrive."""
+
+    account = models.ForeignKey(MarginAccount, on_delete=models.PROTECT, related_name="deposits")
+    asset = models.ForeignKey(Asset, on_delete=models.PROTECT, related_name="+")
+    amount = AmountField(help_text="Units of the asset announced (or observed).")
+    origin = models.CharField(max_length=10, choices=DepositOrigin.choices)
+    note = models.CharField(max_length=200, blank=True, help_text="The member's own words (sender, wallet).")
+    created_by = models.ForeignKey(User, on_delete=models.PROTECT, related_name="+")
+    created_at = models.DateTimeField(db_index=True)
+    expires_at = models.DateTimeField(
+        null=True, blank=True, help_text="An announcement not confirmed by then expires."
+    )
+
+    class Meta:
+        ordering = ["-id"]
+        constraints = [
+            models.CheckConstraint(name="deposit_amount_positive", condition=Q(amount__gt=0)),
+            models.CheckConstraint(name="deposit_origin_valid", condition=Q(origin__in=DepositOrigin.values)),
+            models.CheckConstraint(
+                name="deposit_expiry_iff_announced",
+                condition=(Q(origin=DepositOrigin.ANNOUNCED) & Q(expires_at__isnull=False))
+                | (Q(origin=DepositOrigin.OBSERVED) & Q(expires_at__isnull=True)),
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"deposit #{self.pk} {self.amount} {self.asset_id} to {self.account_id}"
+
+    @property
+    def step_or_none(self) -> DepositStep | None:
+        # A missing reverse one-to-one raises RelatedObjectDoesNotExist, an AttributeError.
+        return getattr(self, "step", None)
+
+    @property
+    def state(self) -> str:
+        step = self.step_or_none
+        return DepositState.PENDING if step is None else step.kind
+
+
+class DepositStep(AppendOnlyModel):
+    """The one terminal step of a deposit: confirmed (with the movement that credited it) or expired."""
+
+    # One-to-one: a second terminal step for the same deposit is refused by the database.
+    deposit = models.OneToOneField(Deposit, on_delete=models.PROTECT, related_name="step")
+    kind = models.CharField(max_length=10, choices=DepositStepKind.choices)
+    # The deposit's asset again, so the database can keep each external reference unique per asset.
+    asset = models.ForeignKey(Asset, on_delete=models.PROTECT, related_name="+")
+    reference = models.CharField(
+        max_length=200, blank=True, help_text="Transaction hash or bank reference of the money received."
+    )
+    movement = models.OneToOneField(
+        CollateralMovement, on_delete=models.PROTECT, null=True, blank=True, related_name="+"
+    )
+    created_by = models.ForeignKey(User, on_delete=models.PROTECT, null=True, blank=True, related_name="+")
+    created_at = models.DateTimeField()
+
+    class Meta:
+        ordering = ["-id"]
+        constraints = [
+            models.CheckConstraint(
+                name="depositstep_kind_valid", condition=Q(kind__in=DepositStepKind.values)
+            ),
+            models.CheckConstraint(
+                name="depositstep_confirmed_has_reference_and_credit",
+                condition=~Q(kind=DepositStepKind.CONFIRMED) | (~Q(reference="") & Q(movement__isnull=False)),
+            ),
+            models.CheckConstraint(
+                name="depositstep_expired_credits_nothing",
+                condition=~Q(kind=DepositStepKind.EXPIRED) | Q(movement__isnull=True),
+            ),
+            # The same money cannot be credited twice: one confirmation per reference and asset.
+            models.UniqueConstraint(
+                fields=["asset", "reference"],
+                condition=Q(kind=DepositStepKind.CONFIRMED),
+                name="depositstep_reference_unique_per_asset",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.kind} deposit #{self.deposit_id}"
+
+
+class WithdrawalState(models.TextChoices):
+    """Derived: ``requested`` (reserved) until a step exists, then the step's kind."""
+
+    REQUESTED = "requested", "Requested (amount reserved)"
+    SENT = "sent", "Sent by custody"
+    FAILED = "failed", "Failed (reservation released)"
+
+
+class WithdrawalStepKind(models.TextChoices):
+    SENT = "sent", "Sent by custody"
+    FAILED = "failed", "Failed (reservation released)"
+
+
+class Withdrawal(AppendOnlyModel):
+    """A withdrawal request, accepted by the margin check; its amount is reserved by
+    ``reservation`` (a ``withdrawal_reserve`` movement written in the same transaction)."""
+
+    account = models.ForeignKey(MarginAccount, on_delete=models.PROTECT, related_name="withdrawals")
+    asset = models.ForeignKey(Asset, on_delete=models.PROTECT, related_name="+")
+    amount = AmountField(help_text="Units of the asset requested.")
+    destination = models.CharField(max_length=200, blank=True, help_text="Where custody is to send it.")
+    reservation = models.OneToOneField(CollateralMovement, on_delete=models.PROTECT, related_name="+")
+    requested_by = models.ForeignKey(User, on_delete=models.PROTECT, related_name="+")
+    created_at = models.DateTimeField(db_index=True)
+
+    class Meta:
+        ordering = ["-id"]
+        constraints = [models.CheckConstraint(name="withdrawal_amount_positive", condition=Q(amount__gt=0))]
+
+    def __str__(self) -> str:
+        return f"withdrawal #{self.pk} {self.amount} {self.asset_id} from {self.account_id}"
+
+    @property
+    def step_or_none(self) -> WithdrawalStep | None:
+        return getattr(self, "step", None)
+
+    @property
+    def state(self) -> str:
+        step = self.step_or_none
+        return WithdrawalState.REQUESTED if step is None else step.kind
+
+
+class WithdrawalStep(AppendOnlyModel):
+    """The one terminal step of a withdrawal: sent (with custody's reference) or failed (with the
+    movement that released the reservation)."""
+
+    withdrawal = models.OneToOneField(Withdrawal, on_delete=models.PROTECT, related_name="step")
+    kind = models.CharField(max_length=10, choices=WithdrawalStepKind.choices)
+    reference = models.CharField(max_length=200, blank=True, help_text="Transaction hash or bank reference.")
+    reason = models.CharField(max_length=500, blank=True, help_text="Why custody could not send it.")
+    release = models.OneToOneField(
+        CollateralMovement, on_delete=models.PROTECT, null=True, blank=True, related_name="+"
+    )
+    created_by = models.ForeignKey(User, on_delete=models.PROTECT, related_name="+")
+    created_at = models.DateTimeField()
+
+    class Meta:
+        ordering = ["-id"]
+        constraints = [
+            models.CheckConstraint(
+                name="withdrawalstep_kind_valid", condition=Q(kind__in=WithdrawalStepKind.values)
+            ),
+            models.CheckConstraint(
+                name="withdrawalstep_sent_has_reference",
+                condition=~Q(kind=WithdrawalStepKind.SENT) | (~Q(reference="") & Q(release__isnull=True)),
+            ),
+            models.CheckConstraint(
+                name="withdrawalstep_failed_releases",
+                condition=~Q(kind=WithdrawalStepKind.FAILED) | (~Q(reason="") & Q(release__isnull=False)),
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.kind} withdrawal #{self.withdrawal_id}"
+
+
+class FundDecision(models.TextChoices):
+    APPROVED = "approved", "Approved"
+    REJECTED = "rejected", "Rejected"
+
+
+class FundWithdrawalProposal(AppendOnlyModel):
+    """Ops propose to move money out of the insurance fund; a risk approver other than the
+    proposer decides (``FundWithdrawalDecision``). Only an approval creates the custody request."""
+
+    account = models.ForeignKey(MarginAccount, on_delete=models.PROTECT, related_name="+")
+    asset = models.ForeignKey(Asset, on_delete=models.PROTECT, related_name="+")
+    amount = AmountField()
+    reason = models.TextField(
+        help_text="Why the money leaves the fund (shown to the approver, kept for ever)."
+    )
+    destination = models.CharField(max_length=200, blank=True, help_text="Where custody is to send it.")
+    proposed_by = models.ForeignKey(User, on_delete=models.PROTECT, related_name="+")
+    created_at = models.DateTimeField()
+
+    class Meta:
+        ordering = ["-id"]
+        verbose_name = "insurance-fund withdrawal"
+        permissions = [
+            ("approve_fundwithdrawalproposal", "Can approve or reject an insurance-fund withdrawal")
+        ]
+        constraints = [
+            models.CheckConstraint(name="fundwithdrawal_amount_positive", condition=Q(amount__gt=0)),
+            models.CheckConstraint(name="fundwithdrawal_reason_given", condition=~Q(reason="")),
+        ]
+
+    def __str__(self) -> str:
+        return f"insurance-fund withdrawal #{self.pk}: {self.amount} {self.asset_id}"
+
+    @property
+    def decision_or_none(self) -> FundWithdrawalDecision | None:
+        return getattr(self, "decision", None)
+
+    @property
+    def state(self) -> str:
+        decision = self.decision_or_none
+        return "proposed" if decision is None else decision.decision
+
+
+class FundWithdrawalDecision(AppendOnlyModel):
+    """The decision on a proposal, by a risk approver who is not its proposer (the database refuses
+    a self-approval: the proposer is copied here for the check)."""
+
+    proposal = models.OneToOneField(FundWithdrawalProposal, on_delete=models.PROTECT, related_name="decision")
+    decision = models.CharField(max_length=10, choices=FundDecision.choices)
+    proposed_by = models.ForeignKey(User, on_delete=models.PROTECT, related_name="+")
+    decided_by = models.ForeignKey(User, on_delete=models.PROTECT, related_name="+")
+    note = models.TextField(blank=True)
+    withdrawal = models.OneToOneField(
+        Withdrawal, on_delete=models.PROTECT, null=True, blank=True, related_name="fund_decision"
+    )
+    created_at = models.DateTimeField()
+
+    class Meta:
+        ordering = ["-id"]
+        constraints = [
+            models.CheckConstraint(name="funddecision_valid", condition=Q(decision__in=FundDecision.values)),
+            models.CheckConstraint(
+                name="funddecision_four_eyes",
+                condition=~Q(decided_by=models.F("proposed_by")),
+                violation_error_message="The proposer of an insurance-fund withdrawal cannot decide it.",
+            ),
+            models.CheckConstraint(
+                name="funddecision_approval_iff_withdrawal",
+                condition=(Q(decision=FundDecision.APPROVED) & Q(withdrawal__isnull=False))
+                | (Q(decision=FundDecision.REJECTED) & Q(withdrawal__isnull=True) & ~Q(note="")),
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.decision} insurance-fund withdrawal #{self.proposal_id}"

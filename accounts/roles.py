@@ -21,6 +21,12 @@ _VIEW_ALL = {
             "collateralmovement",
             "collateralbalance",
             "apitoken",
+            "deposit",
+            "depositstep",
+            "withdrawal",
+            "withdrawalstep",
+            "fundwithdrawalproposal",
+            "fundwithdrawaldecision",
         ],
         "clearing": ["underlying", "instrument", "trade", "position"],
     }.items()
@@ -81,17 +87,30 @@ _OPS_MONITORING = {
     "marketdata.confirm_indexprice",
 }
 
+# Custody: deposits and withdrawals move only through the custodian's API steps (view-only here).
+# Money leaves the insurance fund by maker-checker: ops propose, a risk approver who is not the
+# proposer approves or rejects (``accounts.custody``, ``riskengine.withdrawals``).
+_FUND_PROPOSE = {"accounts.add_fundwithdrawalproposal"}
+_FUND_APPROVE = {"accounts.approve_fundwithdrawalproposal"}
+
 ROLE_PERMISSIONS: dict[str, frozenset[str]] = {
     Role.OPS: frozenset(
-        _VIEW_ALL | _OPS_EDIT | _PARAMETERS_VIEW | _PARAMETERS_EDIT | _MONITORING_VIEW | _OPS_MONITORING
+        _VIEW_ALL
+        | _OPS_EDIT
+        | _PARAMETERS_VIEW
+        | _PARAMETERS_EDIT
+        | _MONITORING_VIEW
+        | _OPS_MONITORING
+        | _FUND_PROPOSE
     ),
     Role.RISK_APPROVER: frozenset(
-        _VIEW_ALL | _PARAMETERS_VIEW | {"riskengine.approve_parameterset"} | _MONITORING_VIEW
+        _VIEW_ALL | _PARAMETERS_VIEW | {"riskengine.approve_parameterset"} | _MONITORING_VIEW | _FUND_APPROVE
     ),
     Role.TRADER: frozenset(),
     Role.VIEWER: frozenset(),
     Role.PRICE_SOURCE: frozenset(),
     Role.VENUE: frozenset(),
+    Role.CUSTODIAN: frozenset(),
 }
 
 

@@ -44,6 +44,10 @@ def margin_accounts_lock(*, account_ids: Iterable[int]) -> dict[int, MarginAccou
     return {account.pk: account for account in accounts}
 
 
+# Balances are NUMERIC(28, 10): strictly less than 10^18 units.
+BALANCE_LIMIT = Decimal(10) ** 18
+
+
 @dataclass(frozen=True)
 class BalanceChange:
     """One ledger entry to write: ``amount`` (signed, in units of ``asset``) on ``account_id``."""
@@ -82,7 +86,14 @@ def collateral_movements_apply(
     }
     movements = []
     for change in changes:
-        balances[(change.account_id, change.asset.pk)].amount += change.amount
+        balance = balances[(change.account_id, change.asset.pk)]
+        balance.amount += change.amount
+        if abs(balance.amount) >= BALANCE_LIMIT:
+            # NUMERIC(28, 10) holds less than 10^18: refuse here, naming the field, rather than
+            # let the database fail the transaction with an overflow.
+            raise ValidationError(
+                {"amount": f"The {change.asset.symbol} balance would exceed what an account can hold."}
+            )
         movements.append(
             CollateralMovement(
                 account_id=change.account_id,
@@ -102,7 +113,9 @@ def collateral_movements_apply(
     return CollateralMovement.objects.bulk_create(movements)
 
 
-def _collateral_amount_validate(*, asset: Asset, amount: Decimal) -> Decimal:
+def collateral_amount_validate(*, asset: Asset, amount: object) -> Decimal:
+    """``amount`` as a positive Decimal within ``asset``'s decimal places, for an active asset;
+    a ValidationError naming ``amount`` or ``asset`` otherwise."""
     amount = decimal_positive(amount, field="amount")
     if amount.as_tuple().exponent < -asset.decimals:
         raise ValidationError({"amount": f"{asset.symbol} accepts at most {asset.decimals} decimal places."})
@@ -120,8 +133,13 @@ def collateral_deposit(
     created_by: User | None = None,
     reference: str = "",
 ) -> CollateralMovement:
-    """Credit ``amount`` (> 0) of ``asset`` to ``account``."""
-    amount = _collateral_amount_validate(asset=asset, amount=amount)
+    """Credit ``amount`` (> 0) of ``asset`` to ``account``: the venue's own credit path.
+
+    No member request reaches this: members announce deposits and only the custodian's
+    confirmation credits them (``accounts.custody``). It serves the venue's internal callers —
+    seeding the demo venue and the insurance fund, benches and test set-ups — for money that is
+    in custody by construction."""
+    amount = collateral_amount_validate(asset=asset, amount=amount)
     margin_accounts_lock(account_ids=[account.pk])
     (movement,) = collateral_movements_apply(
         changes=[BalanceChange(account.pk, asset, MovementKind.DEPOSIT, amount, reference)],
@@ -139,8 +157,11 @@ def collateral_withdraw(
     created_by: User | None = None,
     reference: str = "",
 ) -> CollateralMovement:
-    """Debit ``amount`` (> 0) of ``asset`` from ``account``; never more than its balance."""
-    amount = _collateral_amount_validate(asset=asset, amount=amount)
+    """Debit ``amount`` (> 0) of ``asset`` from ``account``; never more than its balance.
+
+    Internal (no margin check, no custody): money leaves through
+    ``riskengine.withdrawals.withdrawal_request`` and the custodian's steps."""
+    amount = collateral_amount_validate(asset=asset, amount=amount)
     margin_accounts_lock(account_ids=[account.pk])
     available = CollateralBalance.objects.filter(account=account, asset=asset).values_list(
         "amount", flat=True

@@ -15,6 +15,7 @@ from datetime import UTC, date, datetime, time, timedelta
 from decimal import Decimal
 
 from django.conf import settings
+from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.utils import timezone
 
@@ -130,7 +131,9 @@ DEMO_USERS = (
     DemoUser("risk", Role.RISK_APPROVER, None),
     DemoUser("feed", Role.PRICE_SOURCE, None),
     DemoUser("venue", Role.VENUE, None),
+    DemoUser("custody", Role.CUSTODIAN, None),
 )
+DEMO_CUSTODIAN = "custody"
 
 
 def last_friday(year: int, month: int) -> date:
@@ -440,4 +443,43 @@ def demo_venue_seed(*, today: date | None = None, log: Callable[[str], None] = p
     log("Demo users (username / password / role):")
     for demo in DEMO_USERS:
         of_member = f" of {demo.member}" if demo.member else ""
-        log(f"  {demo.username:<6} {demo.password:<20} {demo.role}{of_member}")
+        log(f"  {demo.username:<7} {demo.password:<20} {demo.role}{of_member}")
+
+
+# --- The demo custody ------------------------------------------------------------------------------
+
+
+def custody_demo_process(
+    *, now: datetime | None = None, delay_seconds: float | None = None
+) -> tuple[int, int]:
+    """The demo venue's custody (``CUSTODY_DEMO_AUTOCONFIRM``, development only): deposits announced
+    and withdrawals requested at least ``delay_seconds`` ago are confirmed and sent, so the demo
+    flows without a real custodian. It acts as the ``custody`` user through the custodian's own
+    services, checks and ledger entries included; returns (deposits confirmed, withdrawals sent)."""
+    from accounts.custody import CustodyConflict, deposit_confirm, withdrawal_mark_sent
+    from accounts.selectors import deposits_in_state, withdrawals_in_state
+
+    custodian = User.objects.filter(username=DEMO_CUSTODIAN, role=Role.CUSTODIAN, is_active=True).first()
+    if custodian is None:
+        return 0, 0
+    now = now or timezone.now()
+    delay = settings.CUSTODY_DEMO_DELAY_SECONDS if delay_seconds is None else delay_seconds
+    cutoff = now - timedelta(seconds=delay)
+    confirmed = sent = 0
+    for deposit in deposits_in_state().filter(created_at__lte=cutoff, expires_at__gt=now)[:100]:
+        try:
+            _, created = deposit_confirm(
+                deposit=deposit, custodian=custodian, reference=f"demo-in-{deposit.pk}"
+            )
+        except (CustodyConflict, ValidationError):
+            continue  # settled meanwhile, or an amount the balance cannot hold: leave it to expire
+        confirmed += created
+    for withdrawal in withdrawals_in_state().filter(created_at__lte=cutoff)[:100]:
+        try:
+            _, created = withdrawal_mark_sent(
+                withdrawal=withdrawal, custodian=custodian, reference=f"demo-out-{withdrawal.pk}"
+            )
+        except CustodyConflict:
+            continue
+        sent += created
+    return confirmed, sent

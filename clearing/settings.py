@@ -238,6 +238,8 @@ CELERY_BEAT_SCHEDULE: dict = {
     "sweeps-full-due": {"task": "sweeps.full_due", "schedule": 5.0},
     # API: stored Idempotency-Key outcomes are kept 24 h (clearing.api.idempotency.RETENTION).
     "api-idempotency-records-purge": {"task": "api.idempotency_records_purge", "schedule": crontab(minute=7)},
+    # Custody: announced deposits past their TTL expire (appended steps; idempotent).
+    "custody-deposits-expire": {"task": "custody.deposits_expire", "schedule": 60.0},
 }
 CELERY_BEAT_SCHEDULE_FILENAME = str(VAR_DIR / "celerybeat-schedule")
 
@@ -327,6 +329,17 @@ SETTLEMENT_ASSET = "USD"
 CLEARING_SWEEP_SHARD_SIZE = env_int("CLEARING_SWEEP_SHARD_SIZE", 5000)
 CLEARING_LIQUIDATION_FEE_RATE = env_str("CLEARING_LIQUIDATION_FEE_RATE", "0.005")
 CLEARING_EVENT_SWEEP_DELAY_SECONDS = float(env_str("CLEARING_EVENT_SWEEP_DELAY_SECONDS", "0.05"))
+# Custody (accounts.custody): an announced deposit the custodian has not confirmed within this
+# many seconds expires (the TTL is stamped on the announcement, so changing it never revives or
+# expires existing ones). The demo custody (development only, ``make run`` turns it on) confirms
+# announced deposits and sends requested withdrawals once they are this many seconds old, acting
+# as the ``custody`` user through the same services.
+CUSTODY_DEPOSIT_TTL_SECONDS = env_int("CUSTODY_DEPOSIT_TTL_SECONDS", 24 * 3600)
+CUSTODY_DEMO_AUTOCONFIRM = env_bool("CUSTODY_DEMO_AUTOCONFIRM", False) and not PRODUCTION
+CUSTODY_DEMO_DELAY_SECONDS = float(env_str("CUSTODY_DEMO_DELAY_SECONDS", "3"))
+if CUSTODY_DEMO_AUTOCONFIRM:
+    # The demo custody, only where it is switched on (never in production, see above).
+    CELERY_BEAT_SCHEDULE["custody-demo-process"] = {"task": "custody.demo_process", "schedule": 2.0}
 # Real daily history shipped with the repository (see clearing/data/prices/README.md).
 PRICE_HISTORY_DIR = Path(
     env_str("CLEARING_PRICE_HISTORY_DIR", str(BASE_DIR / "clearing" / "data" / "prices"))

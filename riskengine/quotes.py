@@ -23,6 +23,10 @@ class MarketQuotes:
     option_ivs: dict[str, float]  # option instrument symbol -> mark implied volatility (0.55 = 55 %)
     statuses: dict[str, str] = field(default_factory=dict)  # underlying or asset symbol -> oracle status
     index_price_ids: dict[str, int] = field(default_factory=dict)  # symbol -> stored index price row id
+    # symbol -> the latest price the oracle observed: a move the circuit breaker holds, else what
+    # the fresh sources say now (equal to the last good price while the status is ok). Withdrawals
+    # value an account at the worse of the two (``riskengine.withdrawals``); absent = no other view.
+    observed_prices: dict[str, float] = field(default_factory=dict)
 
     def unsafe_for_liquidation(self) -> set[str]:
         """Symbols whose price must not trigger a liquidation (stale or unconfirmed)."""

@@ -248,10 +248,85 @@ class TradesOut(serializers.Serializer):
     trades = TradeOut(many=True)
 
 
-class CollateralIn(StrictSerializer):
+class DepositAnnounceIn(StrictSerializer):
     asset = serializers.CharField(max_length=20, help_text="The collateral asset's symbol.")
     amount = PositiveDecimal(help_text="Units of the asset, within the asset's decimal places.")
-    reference = serializers.CharField(max_length=200, required=False, default="")
+    note = serializers.CharField(
+        max_length=200, required=False, default="", allow_blank=True,
+        help_text="Your own words for custody (sending wallet, bank); not a proof of payment.",
+    )  # fmt: skip
+
+
+class WithdrawalRequestIn(StrictSerializer):
+    asset = serializers.CharField(max_length=20, help_text="The collateral asset's symbol.")
+    amount = PositiveDecimal(help_text="Units of the asset, within the asset's decimal places.")
+    destination = serializers.CharField(
+        max_length=200, required=False, default="", allow_blank=True,
+        help_text="Where custody is to send it (an address or account on file).",
+    )  # fmt: skip
+
+
+class CustodyCreditIn(StrictSerializer):
+    account = serializers.CharField(max_length=40, help_text="The margin account's code.")
+    asset = serializers.CharField(max_length=20, help_text="The collateral asset's symbol.")
+    amount = PositiveDecimal(help_text="Units of the asset received.")
+    reference = serializers.CharField(
+        max_length=200, help_text="Transaction hash or bank reference; credits at most once per asset."
+    )
+
+
+class CustodyReferenceIn(StrictSerializer):
+    reference = serializers.CharField(
+        max_length=200, help_text="Transaction hash or bank reference of the money received or sent."
+    )
+
+
+class CustodyFailedIn(StrictSerializer):
+    reason = serializers.CharField(max_length=500, help_text="Why custody could not send it.")
+
+
+class DepositOut(serializers.Serializer):
+    id = serializers.IntegerField()
+    account_id = serializers.IntegerField()
+    account = serializers.CharField(source="account.code")
+    asset = serializers.CharField(source="asset.symbol")
+    amount = serializers.DecimalField(max_digits=28, decimal_places=10)
+    origin = serializers.CharField(help_text="announced (by the member) or observed (by custody).")
+    state = serializers.CharField(
+        help_text="pending (announced, counts for nothing), confirmed (credited) or expired."
+    )
+    note = serializers.CharField()
+    created_at = serializers.DateTimeField()
+    expires_at = serializers.DateTimeField(allow_null=True, help_text="Unconfirmed by then, it expires.")
+    reference = serializers.CharField(
+        source="step.reference", allow_null=True, help_text="Custody's reference, once confirmed."
+    )
+    closed_at = serializers.DateTimeField(source="step.created_at", allow_null=True)
+    movement_id = serializers.IntegerField(
+        source="step.movement_id", allow_null=True, help_text="The ledger entry that credited it."
+    )
+
+
+class WithdrawalOut(serializers.Serializer):
+    id = serializers.IntegerField()
+    account_id = serializers.IntegerField()
+    account = serializers.CharField(source="account.code")
+    asset = serializers.CharField(source="asset.symbol")
+    amount = serializers.DecimalField(max_digits=28, decimal_places=10)
+    destination = serializers.CharField()
+    state = serializers.CharField(
+        help_text="requested (amount reserved), sent (by custody) or failed (reservation released)."
+    )
+    created_at = serializers.DateTimeField()
+    reservation_id = serializers.IntegerField(help_text="The ledger entry that reserved the amount.")
+    reference = serializers.CharField(
+        source="step.reference", allow_null=True, help_text="Custody's reference, once sent."
+    )
+    reason = serializers.CharField(source="step.reason", allow_null=True, help_text="Why it failed.")
+    closed_at = serializers.DateTimeField(source="step.created_at", allow_null=True)
+    release_id = serializers.IntegerField(
+        source="step.release_id", allow_null=True, help_text="The ledger entry that released it."
+    )
 
 
 class MovementOut(serializers.ModelSerializer):

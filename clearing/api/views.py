@@ -18,15 +18,38 @@ from rest_framework import exceptions, generics, status
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from accounts.models import Asset, CollateralBalance, CollateralMovement, MarginAccount
-from accounts.selectors import margin_accounts_visible
-from accounts.services import collateral_deposit
+from accounts.custody import (
+    CustodyConflict,
+    deposit_announce,
+    deposit_confirm,
+    deposit_credit,
+    withdrawal_mark_failed,
+    withdrawal_mark_sent,
+)
+from accounts.models import (
+    Asset,
+    CollateralBalance,
+    CollateralMovement,
+    Deposit,
+    DepositState,
+    MarginAccount,
+    Withdrawal,
+    WithdrawalState,
+)
+from accounts.selectors import (
+    deposits_in_state,
+    deposits_of_account,
+    margin_accounts_visible,
+    withdrawals_in_state,
+    withdrawals_of_account,
+)
 from clearing.api import serializers as s
 from clearing.api.errors import validation_error_from_django, validation_error_from_document
 from clearing.api.idempotency import idempotent
 from clearing.api.parsers import StrictJSONParser
 from clearing.api.permissions import (
     ACCOUNT_WRITERS,
+    CUSTODIAN,
     OPS,
     PRICE_SOURCES,
     READERS,
@@ -55,7 +78,7 @@ from riskengine.selectors import NoActiveParameterSet, parameter_set_active, par
 from riskengine.sweeps.models import AccountMargin, Liquidation, MarginCall, MarginCallEvent, MarginSnapshot
 from riskengine.sweeps.selectors import margin_snapshot_document, margin_snapshot_figures
 from riskengine.whatif import margin_what_if
-from riskengine.withdrawals import collateral_withdraw_checked
+from riskengine.withdrawals import withdrawal_request
 
 IDEMPOTENCY_KEY = OpenApiParameter(
     "Idempotency-Key",
@@ -384,51 +407,232 @@ class AccountTradeList(RoleListView):
         return Trade.objects.filter(account=account).select_related("account", "instrument").order_by("-id")
 
 
-class AccountDeposit(RoleView):
+class Conflict(exceptions.APIException):
+    status_code = status.HTTP_409_CONFLICT
+    default_code = "conflict"
+
+
+def custody_call(service: Callable, **kwargs):
+    """Call a custody service; its ``CustodyConflict`` (already settled, expired, untrusted
+    prices) is a 409 naming what stands in the way. Refusals raise: nothing was written."""
+    try:
+        return service(**kwargs)
+    except CustodyConflict as error:
+        raise Conflict(str(error)) from None
+
+
+class AccountDeposits(RoleListView):
+    """``GET``: the account's deposits with their state. ``POST`` (its member's traders): announce
+    one. An announcement is pending and counts for nothing until custody confirms the money
+    arrived; unconfirmed, it expires."""
+
+    read_roles = READERS
     write_roles = ACCOUNT_WRITERS
+    serializer_class = s.DepositOut
+
+    def get_queryset(self):
+        return deposits_of_account(account=account_visible(self.request, self.kwargs["pk"]))
 
     @extend_schema(
-        request=s.CollateralIn,
-        responses={201: s.MovementOut},
+        request=s.DepositAnnounceIn,
+        responses={201: s.DepositOut},
         parameters=[IDEMPOTENCY_KEY],
-        summary="Deposit collateral into an account (its member's traders, or venue ops).",
+        summary="Announce a deposit (the account's member's traders): pending until custody confirms it.",
+        description="Nothing is credited: only the custodian's confirmation, with the reference of the "
+        "money received, credits the account. Venue accounts take no announcements.",
     )
     @idempotent
     def post(self, request, pk: int):
         account = account_visible(request, pk)
-        data = validated(s.CollateralIn, request)
-        movement = collateral_deposit(
+        data = validated(s.DepositAnnounceIn, request)
+        deposit = deposit_announce(
             account=account,
             asset=asset_by_symbol(data["asset"], field="asset"),
             amount=data["amount"],
-            created_by=request.user,
-            reference=data["reference"],
+            announced_by=request.user,
+            note=data["note"],
         )
-        return Response(s.MovementOut(movement).data, status=status.HTTP_201_CREATED)
+        return Response(s.DepositOut(deposit).data, status=status.HTTP_201_CREATED)
 
 
-class AccountWithdrawal(RoleView):
+class AccountWithdrawals(RoleListView):
+    """``GET``: the account's withdrawals with their state. ``POST`` (its member's traders):
+    request one; accepted requests are reserved at once and custody sends them."""
+
+    read_roles = READERS
     write_roles = ACCOUNT_WRITERS
+    serializer_class = s.WithdrawalOut
+
+    def get_queryset(self):
+        return withdrawals_of_account(account=account_visible(self.request, self.kwargs["pk"]))
 
     @extend_schema(
-        request=s.CollateralIn,
-        responses={201: s.MovementOut},
+        request=s.WithdrawalRequestIn,
+        responses={201: s.WithdrawalOut},
         parameters=[IDEMPOTENCY_KEY],
-        summary="Withdraw collateral; refused (naming `amount`) if equity would end below initial margin.",
-        description="Decided under the account lock: two concurrent withdrawals never together breach it.",
+        summary="Request a withdrawal (the account's member's traders); reserved at once, sent by custody.",
+        description="Decided under the account lock: refused (400 naming `amount`) if equity would end "
+        "below initial margin, valuing each price at the worse of its last good and latest observed "
+        "value; refused with 409 naming the symbol while a price the account's margin depends on is "
+        "stale, unconfirmed or below quorum. Two concurrent requests never together breach the margin. "
+        "Venue accounts take no requests.",
     )
     @idempotent
     def post(self, request, pk: int):
         account = account_visible(request, pk)
-        data = validated(s.CollateralIn, request)
-        movement = collateral_withdraw_checked(
+        data = validated(s.WithdrawalRequestIn, request)
+        withdrawal = custody_call(
+            withdrawal_request,
             account=account,
             asset=asset_by_symbol(data["asset"], field="asset"),
             amount=data["amount"],
-            created_by=request.user,
+            requested_by=request.user,
+            destination=data["destination"],
+        )
+        return Response(s.WithdrawalOut(withdrawal).data, status=status.HTTP_201_CREATED)
+
+
+# --- Custody (the custodian's system user) -------------------------------------------------------
+
+CUSTODY_DEPOSIT_STATE = OpenApiParameter(
+    "state",
+    str,
+    OpenApiParameter.QUERY,
+    required=False,
+    enum=[*DepositState.values, "all"],
+    description="Which deposits (default pending: announced, waiting for custody).",
+)
+CUSTODY_WITHDRAWAL_STATE = OpenApiParameter(
+    "state",
+    str,
+    OpenApiParameter.QUERY,
+    required=False,
+    enum=[*WithdrawalState.values, "all"],
+    description="Which withdrawals (default requested: reserved, waiting for custody).",
+)
+
+
+def state_param(request, choices: list[str], default: str) -> str | None:
+    state = request.query_params.get("state", default)
+    if state not in (*choices, "all"):
+        raise exceptions.ValidationError({"state": [f"One of {', '.join([*choices, 'all'])}."]})
+    return None if state == "all" else state
+
+
+def step_response(serializer, row, created: bool) -> Response:
+    # A step taken again with the same reference answers 200 with the request as it stands.
+    return Response(serializer(row).data, status=status.HTTP_201_CREATED if created else status.HTTP_200_OK)
+
+
+@extend_schema_view(get=extend_schema(parameters=[CUSTODY_DEPOSIT_STATE]))
+class CustodyDeposits(RoleListView):
+    """``GET``: deposits of every account (pending by default, oldest first). ``POST``: credit money
+    custody saw arrive without an announcement."""
+
+    read_roles = write_roles = CUSTODIAN
+    serializer_class = s.DepositOut
+
+    def get_queryset(self):
+        return deposits_in_state(state=state_param(self.request, DepositState.values, DepositState.PENDING))
+
+    @extend_schema(
+        request=s.CustodyCreditIn,
+        responses={201: s.DepositOut},
+        parameters=[IDEMPOTENCY_KEY],
+        summary="Credit a deposit custody observed (the custodian only); a reference credits once per asset.",
+    )
+    @idempotent
+    def post(self, request):
+        data = validated(s.CustodyCreditIn, request)
+        account = MarginAccount.objects.filter(code=data["account"]).first()
+        if account is None:
+            raise exceptions.ValidationError({"account": [f"Unknown account {data['account']!r}."]})
+        deposit = deposit_credit(
+            account=account,
+            asset=asset_by_symbol(data["asset"], field="asset"),
+            amount=data["amount"],
+            custodian=request.user,
             reference=data["reference"],
         )
-        return Response(s.MovementOut(movement).data, status=status.HTTP_201_CREATED)
+        return Response(s.DepositOut(deposit).data, status=status.HTTP_201_CREATED)
+
+
+class CustodyDepositConfirm(RoleView):
+    write_roles = CUSTODIAN
+
+    @extend_schema(
+        request=s.CustodyReferenceIn,
+        responses={201: s.DepositOut, 200: s.DepositOut},
+        parameters=[IDEMPOTENCY_KEY],
+        summary="Confirm an announced deposit with the reference of the money received (the custodian only).",
+        description="Credits the account. The same reference again answers 200 and credits nothing; an "
+        "expired or otherwise settled deposit is refused with 409.",
+    )
+    @idempotent
+    def post(self, request, pk: int):
+        deposit = get_object_or_404(Deposit, pk=pk)
+        data = validated(s.CustodyReferenceIn, request)
+        step, created = custody_call(
+            deposit_confirm, deposit=deposit, custodian=request.user, reference=data["reference"]
+        )
+        return step_response(s.DepositOut, deposits_in_state(state=None).get(pk=step.deposit_id), created)
+
+
+@extend_schema_view(get=extend_schema(parameters=[CUSTODY_WITHDRAWAL_STATE]))
+class CustodyWithdrawals(RoleListView):
+    """Withdrawals of every account (requested by default, oldest first): what custody must send."""
+
+    read_roles = CUSTODIAN
+    serializer_class = s.WithdrawalOut
+
+    def get_queryset(self):
+        return withdrawals_in_state(
+            state=state_param(self.request, WithdrawalState.values, WithdrawalState.REQUESTED)
+        )
+
+
+class CustodyWithdrawalSent(RoleView):
+    write_roles = CUSTODIAN
+
+    @extend_schema(
+        request=s.CustodyReferenceIn,
+        responses={201: s.WithdrawalOut, 200: s.WithdrawalOut},
+        parameters=[IDEMPOTENCY_KEY],
+        summary="Mark a requested withdrawal sent, with its reference (the custodian only).",
+        description="The same reference again answers 200; a withdrawal already failed is refused with 409.",
+    )
+    @idempotent
+    def post(self, request, pk: int):
+        withdrawal = get_object_or_404(Withdrawal, pk=pk)
+        data = validated(s.CustodyReferenceIn, request)
+        step, created = custody_call(
+            withdrawal_mark_sent, withdrawal=withdrawal, custodian=request.user, reference=data["reference"]
+        )
+        return step_response(
+            s.WithdrawalOut, withdrawals_in_state(state=None).get(pk=step.withdrawal_id), created
+        )
+
+
+class CustodyWithdrawalFailed(RoleView):
+    write_roles = CUSTODIAN
+
+    @extend_schema(
+        request=s.CustodyFailedIn,
+        responses={201: s.WithdrawalOut, 200: s.WithdrawalOut},
+        parameters=[IDEMPOTENCY_KEY],
+        summary="Mark a requested withdrawal failed (the custodian only): its reservation is released.",
+        description="The same reason again answers 200; a withdrawal already sent is refused with 409.",
+    )
+    @idempotent
+    def post(self, request, pk: int):
+        withdrawal = get_object_or_404(Withdrawal, pk=pk)
+        data = validated(s.CustodyFailedIn, request)
+        step, created = custody_call(
+            withdrawal_mark_failed, withdrawal=withdrawal, custodian=request.user, reason=data["reason"]
+        )
+        return step_response(
+            s.WithdrawalOut, withdrawals_in_state(state=None).get(pk=step.withdrawal_id), created
+        )
 
 
 # --- Margin --------------------------------------------------------------------------------------

@@ -18,18 +18,23 @@ def market_quotes_current(*, at: datetime | None = None) -> MarketQuotes:
     Prices are each symbol's *last good* price. A symbol whose freshest contributing source is
     older than its ``max_age`` at ``at`` reads ``stale`` even before the next aggregation records
     it. The settlement asset is always 1.0 with status ``ok``. ``index_price_ids`` points at the
-    row of each last good price.
+    row of each last good price; ``observed_prices`` holds each symbol's latest observed price (a
+    move the circuit breaker holds, else what the fresh sources say now).
     """
     at = at or timezone.now()
     underlyings: dict[str, float] = {}
     assets: dict[str, float] = {settings.SETTLEMENT_ASSET: 1.0}
     statuses: dict[str, str] = {settings.SETTLEMENT_ASSET: OK}
     ids: dict[str, int] = {}
+    observed: dict[str, float] = {}
     for state in IndexState.objects.all():
         status = state.status
         if status in (OK, DEGRADED) and (state.fresh_until is None or state.fresh_until < at):
             status = STALE
         statuses[state.symbol] = status
+        latest = state.pending_price if state.pending_price is not None else state.price
+        if latest is not None:
+            observed[state.symbol] = float(latest)
         if state.last_good_price is None:
             continue
         target = underlyings if state.kind == SymbolKind.UNDERLYING else assets
@@ -49,6 +54,7 @@ def market_quotes_current(*, at: datetime | None = None) -> MarketQuotes:
         option_ivs=ivs,
         statuses=statuses,
         index_price_ids=ids,
+        observed_prices=observed,
     )
 
 

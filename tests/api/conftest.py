@@ -12,7 +12,7 @@ from django.core.cache.backends.locmem import LocMemCache
 from django.utils import timezone
 from rest_framework.test import APIClient
 
-from accounts.models import MarginAccount, Role, User
+from accounts.models import AccountKind, MarginAccount, Member, Role, User
 from accounts.services import api_token_issue, collateral_deposit, user_create
 from clearing.api.throttling import AnonymousThrottle, TokenRateThrottle
 from clearing.marketdata.services import price_source_register
@@ -99,6 +99,7 @@ def world(db, venue, member_a, member_b, fixed_quotes) -> World:
         "risk": user_create(username="risk", password=None, role=Role.RISK_APPROVER),
         "feed": user_create(username="feed", password=None, role=Role.PRICE_SOURCE),
         "venue": user_create(username="venue", password=None, role=Role.VENUE),
+        "custodian": user_create(username="custody", password=None, role=Role.CUSTODIAN),
     }
     price_source_register(user=users["feed"])
     clients = {name: client_for(user) for name, user in users.items()}
@@ -133,3 +134,18 @@ def swept(world) -> Swept:
         account=world.account_a, call=call, sweep=sweep, started_at=timezone.now(), plan=[]
     )
     return Swept(call, liquidation)
+
+
+@pytest.fixture
+def fund(world) -> MarginAccount:
+    """The venue's insurance fund holding 5m USD, and a trader of the venue's own member (a user
+    ops could create by mistake): the one member user who sees the venue's accounts."""
+    member = Member.objects.create(code="VENUE", name="The clearing venue")
+    fund = MarginAccount.objects.create(
+        member=member, code="VENUE-INSURANCE", kind=AccountKind.INSURANCE_FUND, mode="cross"
+    )
+    MarginAccount.objects.create(member=member, code="VENUE-HOUSE", kind=AccountKind.HOUSE, mode="cross")
+    collateral_deposit(account=fund, asset=world.venue.usd, amount=Decimal(5_000_000))
+    insider = user_create(username="insider", password=None, role=Role.TRADER, member=member)
+    world.clients["venue_trader"] = client_for(insider)
+    return fund

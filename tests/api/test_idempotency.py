@@ -7,7 +7,7 @@ from decimal import Decimal
 
 from django.utils import timezone
 
-from accounts.models import CollateralMovement
+from accounts.models import Deposit
 from clearing.api.idempotency import LEASE, idempotency_records_purge
 from clearing.api.models import IdempotencyRecord, IdempotencyState
 from clearing.models import Trade
@@ -27,7 +27,7 @@ def test_a_replay_returns_the_stored_response_and_applies_nothing_twice(world):
     assert first.status_code == again.status_code == 201
     assert again.json() == first.json()
     assert again.headers["Idempotent-Replayed"] == "true"
-    assert CollateralMovement.objects.filter(account=world.account_a, kind="deposit", amount=10).count() == 1
+    assert Deposit.objects.filter(account=world.account_a, amount=10).count() == 1
 
 
 def test_the_same_key_with_a_different_body_is_refused_with_422(world):
@@ -36,7 +36,7 @@ def test_the_same_key_with_a_different_body_is_refused_with_422(world):
     response = trader.post(deposit_url(world), {"asset": "USDC", "amount": "11"}, key="dep-2")
 
     assert response.status_code == 422
-    assert not CollateralMovement.objects.filter(amount=11).exists()
+    assert not Deposit.objects.filter(amount=11).exists()
 
 
 def test_the_same_key_on_another_endpoint_is_refused_with_422(world):
@@ -67,7 +67,7 @@ def test_a_duplicate_while_the_first_request_runs_gets_409(world):
     response = trader.post(deposit_url(world), body, key="dep-3")
 
     assert response.status_code == 409
-    assert not CollateralMovement.objects.filter(amount=10).exists()
+    assert not Deposit.objects.filter(amount=10).exists()
 
 
 def test_an_abandoned_claim_is_taken_over_after_its_lease(world):
@@ -93,10 +93,11 @@ def test_an_abandoned_claim_is_taken_over_after_its_lease(world):
 def test_keys_are_per_user(world):
     body = {"asset": "USDC", "amount": "10"}
     assert world["trader_a"].post(deposit_url(world), body, key="shared").status_code == 201
-    response = world["ops"].post(deposit_url(world), body, key="shared")
+    # Another user's same key on another request is neither replayed nor a mismatch (422).
+    response = world["trader_b"].post(f"{V1}/accounts/{world.account_b.pk}/deposits/", body, key="shared")
     assert response.status_code == 201
     assert "Idempotent-Replayed" not in response.headers
-    assert CollateralMovement.objects.filter(amount=10).count() == 2
+    assert Deposit.objects.filter(amount=10).count() == 2
 
 
 def test_a_refusal_is_stored_and_replayed_and_nothing_was_applied(world):
@@ -135,7 +136,7 @@ def test_old_records_are_purged(world):
     IdempotencyRecord.objects.update(created_at=timezone.now() - timedelta(days=2))
     assert idempotency_records_purge() == 1
     assert not IdempotencyRecord.objects.exists()
-    assert Decimal(1) in set(CollateralMovement.objects.values_list("amount", flat=True))
+    assert Decimal(1) in set(Deposit.objects.values_list("amount", flat=True))
 
 
 def test_beat_purges_records_past_the_retention_every_hour_and_keeps_recent_ones(world):

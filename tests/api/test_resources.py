@@ -6,7 +6,7 @@ from decimal import Decimal
 
 import pytest
 
-from accounts.models import CollateralBalance, CollateralMovement
+from accounts.models import CollateralBalance, CollateralMovement, Deposit, Withdrawal
 from clearing.models import Position, Trade
 from clearing.services import trade_book
 from riskengine.core import compute_document
@@ -102,21 +102,46 @@ def test_json_nan_literals_are_refused(world):
 # --- Collateral -----------------------------------------------------------------------------------
 
 
-def test_a_trader_deposits_and_withdraws_on_its_own_account(world):
-    trader = world["trader_a"]
+def test_a_trader_announces_a_deposit_that_counts_only_once_custody_confirms_it(world):
+    trader, custodian = world["trader_a"], world["custodian"]
     response = trader.post(
-        f"{V1}/accounts/{world.account_a.pk}/deposits/", {"asset": "USDC", "amount": "250.5"}
+        f"{V1}/accounts/{world.account_a.pk}/deposits/",
+        {"asset": "USDC", "amount": "250.5", "note": "from cold"},
     )
     assert response.status_code == 201, response.json()
-    assert response.json()["kind"] == "deposit"
-    assert usdc(world.account_a) == Decimal("100250.5")
+    announced = response.json()
+    assert (announced["state"], announced["origin"], announced["reference"]) == ("pending", "announced", None)
+    assert usdc(world.account_a) == Decimal(100_000)
 
+    response = custodian.post(f"{V1}/custody/deposits/{announced['id']}/confirm/", {"reference": "0xfeed"})
+    assert response.status_code == 201, response.json()
+    assert (response.json()["state"], response.json()["reference"]) == ("confirmed", "0xfeed")
+    assert usdc(world.account_a) == Decimal("100250.5")
+    listed = trader.get(f"{V1}/accounts/{world.account_a.pk}/deposits/").json()["results"]
+    assert [(d["id"], d["state"]) for d in listed] == [(announced["id"], "confirmed")]
+
+
+def test_a_trader_requests_a_withdrawal_that_is_reserved_at_once_and_custody_sends_it(world):
+    trader, custodian = world["trader_a"], world["custodian"]
     response = trader.post(
-        f"{V1}/accounts/{world.account_a.pk}/withdrawals/", {"asset": "USDC", "amount": "50"}
+        f"{V1}/accounts/{world.account_a.pk}/withdrawals/",
+        {"asset": "USDC", "amount": "50", "destination": "0xabc"},
     )
     assert response.status_code == 201, response.json()
-    assert Decimal(response.json()["amount"]) == Decimal(-50)
-    assert usdc(world.account_a) == Decimal("100200.5")
+    requested = response.json()
+    assert (requested["state"], Decimal(requested["amount"])) == ("requested", Decimal(50))
+    # Reserved at once: out of the balance (and so of equity) before custody sends anything.
+    assert usdc(world.account_a) == Decimal(99_950)
+    reservation = CollateralMovement.objects.get(pk=requested["reservation_id"])
+    assert (reservation.kind, reservation.amount) == ("withdrawal_reserve", Decimal(-50))
+
+    queue = custodian.get(f"{V1}/custody/withdrawals/").json()["results"]
+    assert [(w["id"], w["destination"]) for w in queue] == [(requested["id"], "0xabc")]
+    response = custodian.post(f"{V1}/custody/withdrawals/{requested['id']}/sent/", {"reference": "0xpaid"})
+    assert response.status_code == 201, response.json()
+    assert response.json()["state"] == "sent"
+    assert usdc(world.account_a) == Decimal(99_950)
+    assert custodian.get(f"{V1}/custody/withdrawals/").json()["results"] == []
 
 
 def test_a_withdrawal_that_would_leave_equity_below_im_is_refused_naming_amount(world):
@@ -127,7 +152,8 @@ def test_a_withdrawal_that_would_leave_equity_below_im_is_refused_naming_amount(
     assert response.status_code == 400
     assert "initial margin" in response.json()["amount"][0]
     assert usdc(world.account_a) == Decimal(100_000)
-    assert not CollateralMovement.objects.filter(account=world.account_a, kind="withdrawal").exists()
+    assert not CollateralMovement.objects.filter(account=world.account_a, kind="withdrawal_reserve").exists()
+    assert not Withdrawal.objects.exists()
 
     response = world["trader_a"].post(url, {"asset": "USDC", "amount": "1000"})
     assert response.status_code == 201
@@ -139,6 +165,7 @@ def test_a_withdrawal_beyond_the_balance_is_refused(world):
     )
     assert response.status_code == 400
     assert "amount" in response.json()
+    assert not Withdrawal.objects.exists()
 
 
 def test_an_amount_with_more_decimals_than_the_asset_allows_is_refused(world):
@@ -147,6 +174,7 @@ def test_an_amount_with_more_decimals_than_the_asset_allows_is_refused(world):
     )
     assert response.status_code == 400
     assert "amount" in response.json()
+    assert not Deposit.objects.exists()
 
 
 # --- What-if and simulate -------------------------------------------------------------------------

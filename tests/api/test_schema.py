@@ -74,6 +74,12 @@ CALLERS = {
     ("POST", "/api/v1/accounts/{id}/deposits/"): "trader_a",
     ("POST", "/api/v1/accounts/{id}/withdrawals/"): "trader_a",
     ("POST", "/api/v1/accounts/{id}/what-if/"): "trader_a",
+    ("GET", "/api/v1/custody/deposits/"): "custodian",
+    ("POST", "/api/v1/custody/deposits/"): "custodian",
+    ("POST", "/api/v1/custody/deposits/{id}/confirm/"): "custodian",
+    ("GET", "/api/v1/custody/withdrawals/"): "custodian",
+    ("POST", "/api/v1/custody/withdrawals/{id}/sent/"): "custodian",
+    ("POST", "/api/v1/custody/withdrawals/{id}/failed/"): "custodian",
 }
 
 

@@ -58,6 +58,7 @@ def test_the_demo_users_exist_with_their_roles_and_printed_passwords(seeded):
         "risk": "risk_approver",
         "feed": "price_source",
         "venue": "venue",
+        "custody": "custodian",
     }
     for username, role in expected.items():
         user = User.objects.get(username=username)

@@ -35,6 +35,10 @@ class Command(BaseCommand):
     def handle(self, *args, host: str, port: int, **options):
         scripts = Path(settings.BASE_DIR) / "docker" / "bin"
         env = {**os.environ, "HOST": host, "PORT": str(port), "PYTHON_BIN": sys.executable}
+        # The demo custody confirms announced deposits and sends requested withdrawals after a few
+        # seconds (acting as the ``custody`` user; development only, see CUSTODY_DEMO_AUTOCONFIRM).
+        # CUSTODY_DEMO_AUTOCONFIRM=0 leaves them pending for a custodian using the API.
+        env.setdefault("CUSTODY_DEMO_AUTOCONFIRM", "1")
         if settings.CELERY_BROKER_URL == "filesystem://":
             for folder in ("data_folder_in", "processed_folder", "control_folder"):
                 Path(settings.CELERY_BROKER_TRANSPORT_OPTIONS[folder]).mkdir(parents=True, exist_ok=True)
