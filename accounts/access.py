@@ -23,6 +23,7 @@ from django.contrib.auth import password_validation
 from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.utils import timezone
+from django_otp.plugins.otp_totp.models import TOTPDevice
 
 from accounts.models import (
     MEMBER_ROLES,
@@ -45,6 +46,7 @@ GRANT_PROPOSE_PERMISSION = "accounts.add_rolegrant"
 GRANT_APPROVE_PERMISSION = "accounts.approve_rolegrant"
 TOKEN_ISSUE_PERMISSION = "accounts.add_apitoken"
 TOKEN_REVOKE_PERMISSION = "accounts.change_apitoken"
+OTP_REMOVE_PERMISSION = "otp_totp.delete_totpdevice"
 
 
 def _require(actor: User | None, permission: str, field: str, what: str) -> None:
@@ -463,3 +465,68 @@ def api_token_revoke_by(*, token: ApiToken, revoked_by: User) -> ApiToken:
         changes={"prefix": token.prefix, "name": token.name},
     )
     return token
+
+
+# --- Second factor --------------------------------------------------------------------------------
+
+
+@transaction.atomic
+def otp_device_start(*, user: User) -> TOTPDevice:
+    """A new unconfirmed TOTP device for a staff user enrolling, replacing any earlier unconfirmed
+    one: each secret is shown once, and reloading the page makes a new one."""
+    if not user.is_staff:
+        raise ValidationError({"user": "Only venue staff enrol a second factor."})
+    if TOTPDevice.objects.filter(user=user, confirmed=True).exists():
+        raise ValidationError({"user": f"{user.username} has a second factor already."})
+    TOTPDevice.objects.filter(user=user, confirmed=False).delete()
+    return TOTPDevice.objects.create(user=user, name="Authenticator app", confirmed=False)
+
+
+def otp_device_confirm(*, user: User, device_id: int | None, token: str) -> TOTPDevice:
+    """Confirm the device being enrolled with a first code from it; logged.
+
+    Not one transaction with the refusal: a wrong code must stay counted by the device's own
+    throttling, so the error is raised after the transaction that recorded it committed.
+    """
+    error = None
+    with transaction.atomic():
+        device = (
+            TOTPDevice.objects.select_for_update().filter(pk=device_id, user=user, confirmed=False).first()
+            if device_id
+            else None
+        )
+        if device is None:
+            raise ValidationError({"otp_token": "This set-up has expired: start again with a new secret."})
+        allowed, _ = device.verify_is_allowed()
+        if not token.strip():
+            error = "Enter the code your authenticator app shows."
+        elif not allowed:
+            error = "Too many wrong codes: wait a little and try again."
+        elif device.verify_token(token.strip()):
+            device.confirmed = True
+            device.save(update_fields=["confirmed"])
+            security_event_record(action=SecurityAction.OTP_ENROLLED, actor=user, user=user, role=user.role)
+        else:
+            error = "That code is wrong: check the clock of your phone and try the next code."
+    if error:
+        raise ValidationError({"otp_token": error})
+    return device
+
+
+@transaction.atomic
+def otp_device_remove(*, device: TOTPDevice, removed_by: User) -> None:
+    """Remove another staff user's second factor (a lost phone): they enrol a new one at their next
+    sign-in, which still needs their password. Nobody removes their own: with only a stolen
+    session, that would be the way to enrol an attacker's phone."""
+    _require(removed_by, OTP_REMOVE_PERMISSION, "removed_by", "remove second factors")
+    device = TOTPDevice.objects.select_for_update(of=("self",)).select_related("user").get(pk=device.pk)
+    if device.user_id == removed_by.pk:
+        raise ValidationError({"device": "Nobody removes their own second factor."})
+    security_event_record(
+        action=SecurityAction.OTP_REMOVED,
+        actor=removed_by,
+        user=device.user,
+        role=device.user.role,
+        note=device.name,
+    )
+    device.delete()

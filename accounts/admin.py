@@ -18,6 +18,7 @@ from django.utils.html import format_html
 from django.views.decorators.cache import never_cache
 from django.views.decorators.csrf import csrf_protect
 from django.views.decorators.debug import sensitive_post_parameters
+from django_otp.plugins.otp_totp.models import TOTPDevice
 
 from accounts.access import (
     GRANT_PROPOSE_PERMISSION,
@@ -26,6 +27,7 @@ from accounts.access import (
     api_token_issue_check,
     api_token_issue_for,
     api_token_revoke_by,
+    otp_device_remove,
     role_change_needs_approval,
     role_grant_approve,
     role_grant_may_decide,
@@ -539,6 +541,32 @@ class SecurityEventAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     search_fields = ["user__username", "actor__username", "note"]
     list_select_related = ["actor", "user"]
     date_hierarchy = "at"
+
+
+@admin.register(TOTPDevice)
+class TOTPDeviceAdmin(admin.ModelAdmin):
+    """Second factors: seen, and removed when a phone is lost (the owner enrols again at the next
+    sign-in). Never added or edited here, and the secret is never shown: the owner enrols their own
+    device (``accounts.admin_site``). Registered before django-otp's own admin, which would show it."""
+
+    list_display = ["user", "name", "confirmed", "created_at", "last_used_at"]
+    list_filter = ["confirmed"]
+    search_fields = ["user__username"]
+    fields = ["user", "name", "confirmed", "created_at", "last_used_at"]
+    readonly_fields = fields
+    actions = None
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return super().has_delete_permission(request, obj) and (obj is None or obj.user_id != request.user.pk)
+
+    def delete_model(self, request, obj):
+        otp_device_remove(device=obj, removed_by=request.user)
 
 
 @admin.register(MarginAccount)

@@ -1,9 +1,11 @@
-"""Forms of the user administration pages. They only collect input: the rules are in
-``accounts.access``, whose errors ``errors_add`` puts on the fields they name."""
+"""Forms of the user administration pages and of the member sign-in page. They only collect input:
+the rules are in ``accounts.access``, whose errors ``errors_add`` puts on the fields they name."""
 
 from __future__ import annotations
 
 from django import forms
+from django.conf import settings
+from django.contrib.auth.forms import AuthenticationForm
 from django.core.exceptions import ValidationError
 
 from accounts.access import user_details_check
@@ -102,3 +104,15 @@ class UserDetailsForm(forms.ModelForm):
             except ValidationError as error:
                 errors_add(self, error)
         return data
+
+
+class MemberAuthenticationForm(AuthenticationForm):
+    """The member sign-in page (``/login/``). When staff need a second factor they sign in at the
+    admin, which asks for it; a password alone does not make a staff session here."""
+
+    def confirm_login_allowed(self, user):
+        super().confirm_login_allowed(user)
+        if settings.STAFF_OTP_REQUIRED and user.is_staff:
+            raise ValidationError(
+                "Venue staff sign in at /admin/ with the code from their authenticator app.", code="staff"
+            )

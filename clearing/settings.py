@@ -318,6 +318,26 @@ if PRODUCTION:
     SECURE_HSTS_INCLUDE_SUBDOMAINS = True
     SECURE_HSTS_PRELOAD = env_bool("DJANGO_SECURE_HSTS_PRELOAD", True)
 
+# --- Staff sign-in: second factor (accounts) --------------------------------------------------
+# Kept in one block: it edits the lists above rather than their literals.
+#
+# The admin site requires a verified TOTP device from staff when STAFF_OTP_REQUIRED
+# (accounts.admin_site); it is always on in production and off by default in development so that
+# `make run` and the demo sign in with a password alone.
+INSTALLED_APPS[INSTALLED_APPS.index("django.contrib.admin")] = "accounts.apps.StaffAdminConfig"
+INSTALLED_APPS += ["django_otp", "django_otp.plugins.otp_totp"]
+_AUTH_MIDDLEWARE = MIDDLEWARE.index("django.contrib.auth.middleware.AuthenticationMiddleware")
+MIDDLEWARE[_AUTH_MIDDLEWARE + 1 : _AUTH_MIDDLEWARE + 1] = [
+    "django_otp.middleware.OTPMiddleware",  # request.user.is_verified()
+    # A staff session without a verified second factor counts as no session outside the sign-in
+    # and enrolment pages (the API's session authentication and the member pages included).
+    "accounts.middleware.StaffSecondFactorMiddleware",
+]
+
+STAFF_OTP_REQUIRED = True if PRODUCTION else env_bool("STAFF_OTP_REQUIRED", False)
+OTP_TOTP_ISSUER = env_str("OTP_TOTP_ISSUER", "Clearing venue")
+OTP_ADMIN_HIDE_SENSITIVE_DATA = True  # no TOTP secret is ever shown again after enrolment
+
 # --- Platform ---------------------------------------------------------------------------------
 # The settlement currency: realised P&L, option premiums and fees are booked in this asset.
 SETTLEMENT_ASSET = "USD"

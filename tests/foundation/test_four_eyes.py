@@ -8,6 +8,7 @@ import pytest
 from django.core.exceptions import ValidationError
 from django.db import IntegrityError, connection, transaction
 from django.urls import reverse
+from django_otp.plugins.otp_totp.models import TOTPDevice
 
 from accounts.access import role_grant_approve, role_grant_propose, role_grant_reject, role_grant_withdraw
 from accounts.models import ApiToken, GrantStatus, Role, RoleGrant, SecurityAction, SecurityEvent, User
@@ -401,3 +402,20 @@ def test_security_admins_are_staff_but_read_no_member_account(client, security, 
     assert client.get("/api/v1/accounts/").status_code == 403
     assert client.get("/accounts/AAA-01/").status_code == 404
     assert client.get("/admin/accounts/marginaccount/").status_code == 403
+
+
+def test_a_lost_second_factor_is_removed_by_another_security_admin_and_logged(client, security, ops):
+    device = TOTPDevice.objects.create(user=ops, name="phone", confirmed=True)
+    own = TOTPDevice.objects.create(user=security, name="phone", confirmed=True)
+    client.force_login(ops)
+    assert client.get(reverse("admin:otp_totp_totpdevice_changelist")).status_code == 403
+    client.force_login(security)
+    page = client.get(reverse("admin:otp_totp_totpdevice_change", args=[device.pk])).content.decode()
+    assert device.key not in page
+    own_delete = reverse("admin:otp_totp_totpdevice_delete", args=[own.pk])
+    assert client.post(own_delete, {"post": "yes"}).status_code == 403
+    response = client.post(reverse("admin:otp_totp_totpdevice_delete", args=[device.pk]), {"post": "yes"})
+    assert response.status_code == 302
+    assert list(TOTPDevice.objects.values_list("user__username", flat=True)) == ["sec1"]
+    event = ops.security_events.get()
+    assert (event.action, event.actor) == (SecurityAction.OTP_REMOVED, security)
