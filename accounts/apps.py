@@ -8,7 +8,7 @@ class AccountsConfig(AppConfig):
     verbose_name = "Members and accounts"
 
     def ready(self):
-        from accounts import checks  # noqa: F401  (registers the deployment check)
+        from accounts import checks, signals  # noqa: F401  (registers the receivers and checks)
 
 
 class StaffAdminConfig(admin_apps.AdminConfig):

@@ -43,7 +43,7 @@ _OPS_EDIT = {
 
 # User and role administration (accounts.access): create users, set member roles and member users'
 # passwords, issue tokens for member and system users, propose role grants and approve other
-# security admins' proposals, remove a lost second factor.
+# security admins' proposals, remove a lost second factor, unlock a locked-out sign-in (django-axes).
 # Security admins see no member account, trade or ledger: administering people is not reading books.
 _SECURITY_ADMIN = {
     "accounts.view_user",
@@ -59,6 +59,10 @@ _SECURITY_ADMIN = {
     "accounts.view_securityevent",
     "otp_totp.view_totpdevice",
     "otp_totp.delete_totpdevice",
+    "axes.view_accessattempt",
+    "axes.delete_accessattempt",
+    "axes.view_accesslog",
+    "axes.view_accessfailurelog",
 }
 
 # Risk parameter governance (maker-checker): ops draft and propose parameter sets and edit their

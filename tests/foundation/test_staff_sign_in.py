@@ -1,10 +1,16 @@
-"""Signing in (issue #12): the staff second factor (TOTP) when STAFF_OTP_REQUIRED."""
+"""Signing in (issue #12): login throttling with lock-out and back-off on both login pages, the
+staff second factor (TOTP) when STAFF_OTP_REQUIRED, and the staff session length."""
 
 import re
 import time
+from datetime import timedelta
 
 import pytest
+from axes.models import AccessAttempt
+from django.conf import settings as django_settings
 from django.contrib.auth import SESSION_KEY
+from django.db.models import F
+from django.utils import timezone
 from django_otp.oath import TOTP
 from django_otp.plugins.otp_totp.models import TOTPDevice
 
@@ -51,6 +57,87 @@ def wrong_totp(device) -> str:
     """A code the device accepts at no time step within its tolerance."""
     accepted = {totp(device, steps) for steps in range(-device.tolerance, device.tolerance + 1)}
     return next(code for code in (f"{n:06d}" for n in range(10**6)) if code not in accepted)
+
+
+def rewind_attempts(minutes: int) -> None:
+    """As if the recorded failures had happened ``minutes`` earlier."""
+    AccessAttempt.objects.update(attempt_time=F("attempt_time") - timedelta(minutes=minutes))
+
+
+# --- Throttling --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("page", "user_fixture"), [(MEMBER_LOGIN, "alice"), (ADMIN_LOGIN, "ops")], ids=["member", "admin"]
+)
+def test_the_sixth_wrong_password_locks_the_sign_in_even_for_the_right_password(
+    client, request, page, user_fixture
+):
+    user = request.getfixturevalue(user_fixture)
+    assert django_settings.AXES_FAILURE_LIMIT == 6
+    for _ in range(5):
+        assert sign_in(client, page, user.username, "guess").status_code == 200  # the form, again
+    locked = sign_in(client, page, user.username, "guess")
+    assert locked.status_code == 429
+    assert "Sign-in locked" in locked.content.decode()
+    response = sign_in(client, page, user.username, PASSWORD)
+    assert response.status_code == 429
+    assert not signed_in(client)
+
+
+def test_five_wrong_passwords_still_let_the_right_one_in_and_success_clears_the_count(client, alice):
+    for _ in range(5):
+        sign_in(client, MEMBER_LOGIN, "alice", "guess")
+    assert sign_in(client, MEMBER_LOGIN, "alice", PASSWORD).status_code == 302
+    assert signed_in(client)
+    assert not AccessAttempt.objects.exists()
+
+
+def test_the_lock_is_per_username_and_address_so_nobody_locks_others_out(client, alice, member_a):
+    bob = factories.user_make(username="bob", member=member_a)
+    for _ in range(6):
+        sign_in(client, MEMBER_LOGIN, "alice", "guess")
+    # Another user from the same address, and the same user from another address, sign in.
+    assert sign_in(client, MEMBER_LOGIN, bob.username, PASSWORD).status_code == 302
+    client.logout()
+    response = client.post(
+        MEMBER_LOGIN, {"username": "alice", "password": PASSWORD}, REMOTE_ADDR="203.0.113.9"
+    )
+    assert response.status_code == 302
+
+
+def test_the_lock_lifts_after_the_cool_off_and_each_further_attempt_doubles_it(client, alice):
+    cool_off = django_settings.LOGIN_COOLOFF_MINUTES
+    for _ in range(6):
+        sign_in(client, MEMBER_LOGIN, "alice", "guess")
+    rewind_attempts(cool_off + 1)
+    assert sign_in(client, MEMBER_LOGIN, "alice", PASSWORD).status_code == 302
+
+    client.logout()
+    for _ in range(7):  # locked at the sixth, one more guess during the lock: twice the cool-off
+        sign_in(client, MEMBER_LOGIN, "alice", "guess")
+    rewind_attempts(cool_off + 1)
+    # Still locked. The password is not even checked during a lock (that would tell a guesser when
+    # they are right), so this attempt counts too: four times the cool-off, from now.
+    assert sign_in(client, MEMBER_LOGIN, "alice", PASSWORD).status_code == 429
+    rewind_attempts(4 * cool_off - 1)
+    assert sign_in(client, MEMBER_LOGIN, "alice", PASSWORD).status_code == 429  # and now eight times
+    rewind_attempts(8 * cool_off + 1)
+    assert sign_in(client, MEMBER_LOGIN, "alice", PASSWORD).status_code == 302
+
+
+def test_a_security_admin_lifts_a_lock_and_ops_cannot(client, alice):
+    for _ in range(6):
+        sign_in(client, MEMBER_LOGIN, "alice", "guess")
+    attempt = AccessAttempt.objects.get()
+    url = f"/admin/axes/accessattempt/{attempt.pk}/delete/"
+    staff = factories.user_make(username="ops1", role=Role.OPS)
+    client.force_login(staff)
+    assert client.post(url, {"post": "yes"}).status_code == 403
+    client.force_login(factories.user_make(username="sec1", role=Role.SECURITY_ADMIN))
+    assert client.post(url, {"post": "yes"}).status_code == 302
+    client.logout()
+    assert sign_in(client, MEMBER_LOGIN, "alice", PASSWORD).status_code == 302
 
 
 # --- Second factor -----------------------------------------------------------------------------
@@ -141,3 +228,19 @@ def test_production_settings_require_the_second_factor(settings):
     assert [message.id for message in staff_second_factor_check(None)] == ["accounts.W001"]
     settings.STAFF_OTP_REQUIRED = True
     assert staff_second_factor_check(None) == []
+
+
+# --- Session length ----------------------------------------------------------------------------
+
+
+def test_staff_sessions_last_twelve_hours_and_members_keep_theirs(client, ops, alice):
+    assert sign_in(client, ADMIN_LOGIN, "ops1", PASSWORD).status_code == 302
+    assert client.session.get_expiry_age() == pytest.approx(12 * 60 * 60, abs=60)
+    expires = client.session.get_expiry_date()
+    assert expires - timezone.now() <= timedelta(hours=12)
+    cookie = client.cookies[django_settings.SESSION_COOKIE_NAME]
+    assert int(cookie["max-age"]) == pytest.approx(12 * 60 * 60, abs=60)
+
+    client.logout()
+    assert sign_in(client, MEMBER_LOGIN, "alice", PASSWORD).status_code == 302
+    assert client.session.get_expiry_age() == django_settings.SESSION_COOKIE_AGE == 14 * 24 * 60 * 60
