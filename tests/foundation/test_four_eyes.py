@@ -6,6 +6,7 @@ import re
 
 import pytest
 from django.core.exceptions import ValidationError
+from django.core.management import CommandError, call_command
 from django.db import IntegrityError, connection, transaction
 from django.urls import reverse
 from django_otp.plugins.otp_totp.models import TOTPDevice
@@ -419,3 +420,27 @@ def test_a_lost_second_factor_is_removed_by_another_security_admin_and_logged(cl
     assert list(TOTPDevice.objects.values_list("user__username", flat=True)) == ["sec1"]
     event = ops.security_events.get()
     assert (event.action, event.actor) == (SecurityAction.OTP_REMOVED, security)
+
+
+def test_the_operator_bootstraps_two_security_admins_and_no_more(db):
+    call_command("security_admin_bootstrap", "first")
+    call_command("security_admin_bootstrap", "second")
+    with pytest.raises(CommandError, match="grant the role in the admin"):
+        call_command("security_admin_bootstrap", "third")
+    assert sorted(User.objects.filter(role=Role.SECURITY_ADMIN).values_list("username", flat=True)) == [
+        "first",
+        "second",
+    ]
+    first = User.objects.get(username="first")
+    assert first.is_staff
+    assert not first.has_usable_password()
+    assert first.security_events.get().actor is None
+
+
+def test_a_token_issued_at_the_command_line_is_logged_too(venue_user, capsys):
+    call_command("issue_api_token", "venue", "--name", "engine")
+    token = capsys.readouterr().out.strip()
+    event = venue_user.security_events.get()
+    assert (event.action, event.actor, event.changes["name"]) == (SecurityAction.TOKEN_ISSUED, None, "engine")
+    assert event.changes["prefix"] == ApiToken.objects.get().prefix
+    assert token not in str(event.changes)
