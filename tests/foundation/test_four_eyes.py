@@ -399,7 +399,10 @@ def test_security_admins_are_staff_but_read_no_member_account(client, security, 
     assert security.is_staff
     assert not margin_accounts_visible(user=security).exists()
     client.force_login(security)
-    assert client.get("/admin/").status_code == 200
+    index = client.get("/admin/")
+    assert index.status_code == 200
+    assert reverse("ops_dashboard") not in index.content.decode()
+    assert client.get(reverse("ops_dashboard")).status_code == 403  # margin calls, liquidations
     assert client.get("/api/v1/accounts/").status_code == 403
     assert client.get("/accounts/AAA-01/").status_code == 404
     assert client.get("/admin/accounts/marginaccount/").status_code == 403
