@@ -7,9 +7,12 @@ ledger in the same transaction by ``accounts.services``; nothing else writes the
 
 from __future__ import annotations
 
+from django.conf import settings
 from django.contrib.auth.models import AbstractUser
 from django.db import models
-from django.db.models import Q
+from django.db.models import F, Q
+from django.utils import timezone
+from django.utils.crypto import salted_hmac
 
 from clearing.ledger import AmountField, AppendOnlyModel
 
@@ -30,17 +33,27 @@ class Member(models.Model):
 
 
 class Role(models.TextChoices):
+    # A person whose staff or system role awaits a second security admin's approval, or was
+    # taken away: signs in, sees nothing, may do nothing.
+    NONE = "none", "No role"
     TRADER = "trader", "Member trader"
     VIEWER = "viewer", "Member viewer"
     OPS = "ops", "Venue ops"
     RISK_APPROVER = "risk_approver", "Venue risk approver"
+    SECURITY_ADMIN = "security_admin", "Venue security admin"
     PRICE_SOURCE = "price_source", "Price source (system)"
     VENUE = "venue", "Trading venue (system)"
     CUSTODIAN = "custodian", "Custodian (system)"
 
 
 MEMBER_ROLES = (Role.TRADER, Role.VIEWER)
-STAFF_ROLES = (Role.OPS, Role.RISK_APPROVER)
+# Venue staff reach the admin. Security admins administer users and roles and nothing else: they
+# are not readers of member accounts (ACCOUNT_READER_ROLES, clearing.api.permissions.READERS).
+STAFF_ROLES = (Role.OPS, Role.RISK_APPROVER, Role.SECURITY_ADMIN)
+ACCOUNT_READER_ROLES = (Role.OPS, Role.RISK_APPROVER)
+SYSTEM_ROLES = (Role.PRICE_SOURCE, Role.VENUE, Role.CUSTODIAN)
+# Granting or taking away one of these needs a second security admin (accounts.access).
+PRIVILEGED_ROLES = STAFF_ROLES + SYSTEM_ROLES
 
 
 class User(AbstractUser):
@@ -72,6 +85,22 @@ class User(AbstractUser):
     @property
     def is_member_user(self) -> bool:
         return self.role in MEMBER_ROLES
+
+    # Django ends a user's sessions when their password changes (the session keeps this hash). The
+    # role is bound in too, so that a role change ends every open session of the user at once: a
+    # demoted ops user is signed out, a promoted one signs in again (staff session length, second
+    # factor) before acting with the new role.
+    def _session_hash(self, secret=None) -> str:
+        return salted_hmac(
+            "accounts.User.session_hash", f"{self.password}\x00{self.role}", secret=secret, algorithm="sha256"
+        ).hexdigest()
+
+    def get_session_auth_hash(self) -> str:
+        return self._session_hash()
+
+    def get_session_auth_fallback_hash(self):
+        for fallback_secret in settings.SECRET_KEY_FALLBACKS:
+            yield self._session_hash(secret=fallback_secret)
 
 
 class MarginMode(models.TextChoices):
@@ -504,3 +533,130 @@ class FundWithdrawalDecision(AppendOnlyModel):
 
     def __str__(self) -> str:
         return f"{self.decision} insurance-fund withdrawal #{self.proposal_id}"
+
+
+class GrantStatus(models.TextChoices):
+    PROPOSED = "proposed", "Proposed"
+    APPROVED = "approved", "Approved"
+    REJECTED = "rejected", "Rejected"
+    WITHDRAWN = "withdrawn", "Withdrawn"
+
+
+class RoleGrant(models.Model):
+    """A proposal to change a user's role where a staff or system role is given or taken away.
+
+    It takes effect only when a second security admin approves it: the approver is neither the
+    proposer nor the user concerned (checked by ``accounts.access`` and by the database). Proposals
+    are never deleted; every step is also in the ``SecurityEvent`` log.
+    """
+
+    user = models.ForeignKey(User, on_delete=models.PROTECT, related_name="role_grants")
+    role = models.CharField(max_length=20, choices=Role.choices, help_text="The role once approved.")
+    member = models.ForeignKey(
+        Member,
+        on_delete=models.PROTECT,
+        null=True,
+        blank=True,
+        related_name="+",
+        help_text="For a member role only.",
+    )
+    from_role = models.CharField(max_length=20, choices=Role.choices, help_text="The role when proposed.")
+    reason = models.TextField()
+    status = models.CharField(max_length=10, choices=GrantStatus.choices, default=GrantStatus.PROPOSED)
+    proposed_by = models.ForeignKey(User, on_delete=models.PROTECT, related_name="+")
+    proposed_at = models.DateTimeField(default=timezone.now)
+    decided_by = models.ForeignKey(User, on_delete=models.PROTECT, null=True, blank=True, related_name="+")
+    decided_at = models.DateTimeField(null=True, blank=True)
+    decision_note = models.TextField(blank=True)
+
+    class Meta:
+        ordering = ["-proposed_at", "-pk"]
+        permissions = [("approve_rolegrant", "Can approve or reject role grants")]
+        constraints = [
+            models.CheckConstraint(
+                name="rolegrant_status_valid", condition=Q(status__in=[c.value for c in GrantStatus])
+            ),
+            models.CheckConstraint(
+                name="rolegrant_role_valid", condition=Q(role__in=[c.value for c in Role])
+            ),
+            models.CheckConstraint(
+                name="rolegrant_member_iff_member_role",
+                condition=(Q(role__in=MEMBER_ROLES) & Q(member__isnull=False))
+                | (~Q(role__in=MEMBER_ROLES) & Q(member__isnull=True)),
+            ),
+            # One open proposal per user: approvers never have to choose between two.
+            models.UniqueConstraint(
+                fields=["user"], condition=Q(status="proposed"), name="rolegrant_one_open_per_user"
+            ),
+            models.CheckConstraint(
+                name="rolegrant_not_for_oneself",
+                condition=~Q(proposed_by=F("user")),
+                violation_error_message="Nobody can grant a role to themselves.",
+            ),
+            models.CheckConstraint(
+                name="rolegrant_approved_by_a_second_person",
+                condition=~Q(status="approved")
+                | (Q(decided_by__isnull=False) & ~Q(decided_by=F("proposed_by")) & ~Q(decided_by=F("user"))),
+                violation_error_message="A grant is approved by someone other than its proposer and grantee.",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.user} → {self.get_role_display()} ({self.status})"
+
+    @property
+    def is_open(self) -> bool:
+        return self.status == GrantStatus.PROPOSED
+
+
+class SecurityAction(models.TextChoices):
+    USER_CREATED = "user_created", "User created"
+    USER_CHANGED = "user_changed", "User details changed"
+    ROLE_SET = "role_set", "Member role set"
+    GRANT_PROPOSED = "grant_proposed", "Role grant proposed"
+    GRANT_APPROVED = "grant_approved", "Role grant approved"
+    GRANT_REJECTED = "grant_rejected", "Role grant rejected"
+    GRANT_WITHDRAWN = "grant_withdrawn", "Role grant withdrawn"
+    PASSWORD_SET = "password_set", "Password set by another user"
+    TOKEN_ISSUED = "token_issued", "API token issued"
+    TOKEN_REVOKED = "token_revoked", "API token revoked"
+    OTP_ENROLLED = "otp_enrolled", "Second factor enrolled"
+    OTP_REMOVED = "otp_removed", "Second factor removed"
+
+
+class SecurityEvent(AppendOnlyModel):
+    """The audit log of user and role administration: who did what to whom, when and why.
+
+    Append-only (the model and the database refuse updates and deletes). ``actor`` is null for the
+    operator at the command line (``manage.py``) and for the system. Never holds a secret.
+    """
+
+    at = models.DateTimeField(default=timezone.now, db_index=True)
+    actor = models.ForeignKey(User, on_delete=models.PROTECT, null=True, blank=True, related_name="+")
+    action = models.CharField(max_length=20, choices=SecurityAction.choices)
+    user = models.ForeignKey(
+        User,
+        on_delete=models.PROTECT,
+        null=True,
+        blank=True,
+        related_name="security_events",
+        help_text="The user concerned.",
+    )
+    grant = models.ForeignKey(
+        RoleGrant, on_delete=models.PROTECT, null=True, blank=True, related_name="events"
+    )
+    role = models.CharField(max_length=20, blank=True)
+    note = models.TextField(blank=True)
+    changes = models.JSONField(default=dict, blank=True)
+
+    class Meta:
+        ordering = ["-at", "-pk"]
+        constraints = [
+            models.CheckConstraint(
+                name="securityevent_action_valid", condition=Q(action__in=[c.value for c in SecurityAction])
+            ),
+        ]
+
+    def __str__(self) -> str:
+        who = self.actor.username if self.actor_id else "operator"
+        return f"{self.get_action_display()} by {who} at {self.at:%Y-%m-%d %H:%M:%S}"

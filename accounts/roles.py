@@ -4,6 +4,10 @@ Roles are defined in code, not in editable groups, so that the separation betwee
 maintain reference data and propose parameter changes) and risk approvers (who approve them) is
 reviewed like any other code change. Ledgers (trades, collateral movements) and derived state
 (positions, balances) are view-only for everyone: they change only through services.
+
+Users, roles, passwords and API tokens are administered by security admins alone, never by ops or
+risk approvers: whoever can make users can make themselves a second approver. Security admins in
+turn grant staff and system roles only with a second security admin's approval (``accounts.access``).
 """
 
 from __future__ import annotations
@@ -36,11 +40,35 @@ _VIEW_ALL = {
 _OPS_EDIT = {
     f"{app}.{action}_{model}"
     for app, models in {
-        "accounts": ["member", "user", "marginaccount", "asset", "apitoken"],
+        "accounts": ["member", "marginaccount", "asset"],
         "clearing": ["underlying", "instrument"],
     }.items()
     for model in models
     for action in ("add", "change")
+} | {"accounts.change_apitoken"}  # revoke a token (a leak is an operational emergency); never issue one
+
+# User and role administration (accounts.access): create users, set member roles and member users'
+# passwords, issue tokens for member and system users, propose role grants and approve other
+# security admins' proposals, remove a lost second factor, unlock a locked-out sign-in (django-axes).
+# Security admins see no member account, trade or ledger: administering people is not reading books.
+_SECURITY_ADMIN = {
+    "accounts.view_user",
+    "accounts.add_user",
+    "accounts.change_user",
+    "accounts.view_member",
+    "accounts.view_apitoken",
+    "accounts.add_apitoken",
+    "accounts.change_apitoken",
+    "accounts.view_rolegrant",
+    "accounts.add_rolegrant",
+    "accounts.approve_rolegrant",
+    "accounts.view_securityevent",
+    "otp_totp.view_totpdevice",
+    "otp_totp.delete_totpdevice",
+    "axes.view_accessattempt",
+    "axes.delete_accessattempt",
+    "axes.view_accesslog",
+    "axes.view_accessfailurelog",
 }
 
 # Risk parameter governance (maker-checker): ops draft and propose parameter sets and edit their
@@ -106,6 +134,8 @@ ROLE_PERMISSIONS: dict[str, frozenset[str]] = {
     Role.RISK_APPROVER: frozenset(
         _VIEW_ALL | _PARAMETERS_VIEW | {"riskengine.approve_parameterset"} | _MONITORING_VIEW | _FUND_APPROVE
     ),
+    Role.SECURITY_ADMIN: frozenset(_SECURITY_ADMIN),
+    Role.NONE: frozenset(),
     Role.TRADER: frozenset(),
     Role.VIEWER: frozenset(),
     Role.PRICE_SOURCE: frozenset(),

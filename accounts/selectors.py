@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from django.db.models import QuerySet
 
 from accounts.models import (
-    STAFF_ROLES,
+    ACCOUNT_READER_ROLES,
     Deposit,
     DepositState,
     MarginAccount,
@@ -18,12 +18,13 @@ from accounts.models import (
 
 
 def margin_accounts_visible(*, user: User) -> QuerySet[MarginAccount]:
-    """The accounts ``user`` may see: its member's for member users, all for venue staff, none
-    for system users (price sources, the trading venue) and anonymous visitors."""
+    """The accounts ``user`` may see: its member's for member users, all for ops and risk approvers,
+    none for security admins, system users (price sources, the trading venue) and anonymous
+    visitors."""
     accounts = MarginAccount.objects.select_related("member")
     if not user.is_authenticated or not user.is_active:
         return accounts.none()
-    if user.is_superuser or user.role in STAFF_ROLES:
+    if user.is_superuser or user.role in ACCOUNT_READER_ROLES:
         return accounts
     if user.is_member_user:
         return accounts.filter(member_id=user.member_id)

@@ -129,6 +129,9 @@ DEMO_USERS = (
     DemoUser("carol", Role.VIEWER, "ALPHA"),
     DemoUser("ops", Role.OPS, None),
     DemoUser("risk", Role.RISK_APPROVER, None),
+    # Two security admins: user and role administration, where one proposes and the other approves.
+    DemoUser("security", Role.SECURITY_ADMIN, None),
+    DemoUser("security2", Role.SECURITY_ADMIN, None),
     DemoUser("feed", Role.PRICE_SOURCE, None),
     DemoUser("venue", Role.VENUE, None),
     DemoUser("custody", Role.CUSTODIAN, None),
@@ -443,7 +446,7 @@ def demo_venue_seed(*, today: date | None = None, log: Callable[[str], None] = p
     log("Demo users (username / password / role):")
     for demo in DEMO_USERS:
         of_member = f" of {demo.member}" if demo.member else ""
-        log(f"  {demo.username:<7} {demo.password:<20} {demo.role}{of_member}")
+        log(f"  {demo.username:<9} {demo.password:<23} {demo.role}{of_member}")
 
 
 # --- The demo custody ------------------------------------------------------------------------------

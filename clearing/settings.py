@@ -320,6 +320,51 @@ if PRODUCTION:
     SECURE_HSTS_INCLUDE_SUBDOMAINS = True
     SECURE_HSTS_PRELOAD = env_bool("DJANGO_SECURE_HSTS_PRELOAD", True)
 
+# --- Staff sign-in: second factor, login throttling, session length (accounts) ----------------
+# Kept in one block: it edits the lists above rather than their literals.
+#
+# The admin site requires a verified TOTP device from staff when STAFF_OTP_REQUIRED
+# (accounts.admin_site); it is always on in production and off by default in development so that
+# `make run` and the demo sign in with a password alone.
+INSTALLED_APPS[INSTALLED_APPS.index("django.contrib.admin")] = "accounts.apps.StaffAdminConfig"
+INSTALLED_APPS += ["django_otp", "django_otp.plugins.otp_totp", "axes"]
+_AUTH_MIDDLEWARE = MIDDLEWARE.index("django.contrib.auth.middleware.AuthenticationMiddleware")
+MIDDLEWARE[_AUTH_MIDDLEWARE + 1 : _AUTH_MIDDLEWARE + 1] = [
+    "django_otp.middleware.OTPMiddleware",  # request.user.is_verified()
+    # A staff session without a verified second factor counts as no session outside the sign-in
+    # and enrolment pages (the API's session authentication and the member pages included).
+    "accounts.middleware.StaffSecondFactorMiddleware",
+]
+MIDDLEWARE.append("axes.middleware.AxesMiddleware")  # last, as django-axes requires
+# AxesStandaloneBackend refuses locked-out credentials before any password is checked; our own
+# backend (a ModelBackend) then authenticates and adds the role permissions.
+AUTHENTICATION_BACKENDS = ["axes.backends.AxesStandaloneBackend", *AUTHENTICATION_BACKENDS]
+
+STAFF_OTP_REQUIRED = True if PRODUCTION else env_bool("STAFF_OTP_REQUIRED", False)
+OTP_TOTP_ISSUER = env_str("OTP_TOTP_ISSUER", "Clearing venue")
+OTP_ADMIN_HIDE_SENSITIVE_DATA = True  # no TOTP secret is ever shown again after enrolment
+
+# Staff sessions end 12 hours after sign-in whatever they do (accounts.signals); members keep
+# Django's SESSION_COOKIE_AGE (two weeks).
+STAFF_SESSION_SECONDS = env_int("STAFF_SESSION_SECONDS", 12 * 60 * 60)
+
+# Login throttling on /login/ and /admin/login/ (django-axes). Failures are counted per username
+# *and* client address: by username alone anyone could lock any user out (say, every risk
+# approver, stalling the maker-checker, or a member during a margin call); by address alone
+# everyone behind one NAT would share a lock. AXES_FAILURE_LIMIT failures in a row lock the pair
+# out, even for the right password (not checked during a lock: it would tell a guesser when they
+# are right); every further attempt during the lock doubles the cool-off (back-off), from
+# LOGIN_COOLOFF_MINUTES up to LOGIN_COOLOFF_MAX_MINUTES (accounts.throttling). The client address
+# is REMOTE_ADDR, which the web server already takes from the trusted proxy's X-Forwarded-For
+# (FORWARDED_ALLOW_IPS).
+AXES_FAILURE_LIMIT = env_int("AXES_FAILURE_LIMIT", 6)
+LOGIN_COOLOFF_MINUTES = env_int("LOGIN_COOLOFF_MINUTES", 15)
+LOGIN_COOLOFF_MAX_MINUTES = env_int("LOGIN_COOLOFF_MAX_MINUTES", 24 * 60)
+AXES_COOLOFF_TIME = "accounts.throttling.login_cool_off"
+AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
+AXES_RESET_ON_SUCCESS = True
+AXES_LOCKOUT_TEMPLATE = "accounts/locked_out.html"
+
 # --- Platform ---------------------------------------------------------------------------------
 # The settlement currency: realised P&L, option premiums and fees are booked in this asset.
 SETTLEMENT_ASSET = "USD"

@@ -2,6 +2,7 @@ from django.contrib import admin
 from django.contrib.auth import views as auth_views
 from django.urls import include, path
 
+from accounts.forms import MemberAuthenticationForm
 from clearing.views import healthz
 from riskengine.views import ops_dashboard
 
@@ -12,7 +13,13 @@ urlpatterns = [
     # Staff only, like the rest of the admin; before admin.site.urls so the admin does not claim it.
     path("admin/dashboard/", admin.site.admin_view(ops_dashboard), name="ops_dashboard"),
     path("admin/", admin.site.urls),
-    path("login/", auth_views.LoginView.as_view(template_name="frontend/login.html"), name="login"),
+    path(
+        "login/",
+        auth_views.LoginView.as_view(
+            template_name="frontend/login.html", authentication_form=MemberAuthenticationForm
+        ),
+        name="login",
+    ),
     path("logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("healthz", healthz, name="healthz"),
     path("api/", include("clearing.api.urls")),

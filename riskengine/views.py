@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from django.contrib import admin
+from django.core.exceptions import PermissionDenied
 from django.template.loader import render_to_string
 from django.template.response import TemplateResponse
 
@@ -10,6 +11,10 @@ from riskengine.dashboard import dashboard_panels
 
 
 def ops_dashboard(request):
+    # Its panels show member accounts, margin calls and liquidations: for the staff who read member
+    # accounts (ops, risk approvers), not for security admins, who administer people only.
+    if not request.user.has_perm("accounts.view_marginaccount"):
+        raise PermissionDenied
     panels = [
         {
             "title": panel.title,

@@ -26,6 +26,7 @@ def test_a_member_user_needs_a_member_and_staff_have_none(member_a):
 def test_staff_flag_follows_the_role(member_a):
     assert factories.user_make(username="o", role=Role.OPS).is_staff
     assert factories.user_make(username="r", role=Role.RISK_APPROVER).is_staff
+    assert factories.user_make(username="s", role=Role.SECURITY_ADMIN).is_staff
     assert not factories.user_make(username="t", role=Role.TRADER, member=member_a).is_staff
     assert not factories.user_make(username="f", role=Role.PRICE_SOURCE).is_staff
 

@@ -56,6 +56,8 @@ def test_the_demo_users_exist_with_their_roles_and_printed_passwords(seeded):
         "bob": "trader",
         "ops": "ops",
         "risk": "risk_approver",
+        "security": "security_admin",
+        "security2": "security_admin",
         "feed": "price_source",
         "venue": "venue",
         "custody": "custodian",

@@ -1,6 +1,8 @@
 from django.core.management.base import BaseCommand, CommandError
+from django.db import transaction
 
-from accounts.models import User
+from accounts.access import security_event_record
+from accounts.models import SecurityAction, User
 from accounts.services import api_token_issue
 
 
@@ -15,5 +17,15 @@ class Command(BaseCommand):
         user = User.objects.filter(username=username, is_active=True).first()
         if user is None:
             raise CommandError(f"No active user named {username!r}.")
-        _, token = api_token_issue(user=user, name=name)
+        with transaction.atomic():
+            record, token = api_token_issue(user=user, name=name)
+            # The operator at the command line has no user: the log shows the issue as theirs.
+            security_event_record(
+                action=SecurityAction.TOKEN_ISSUED,
+                actor=None,
+                user=user,
+                role=user.role,
+                note="Issued with manage.py issue_api_token.",
+                changes={"prefix": record.prefix, "name": name},
+            )
         self.stdout.write(token)
