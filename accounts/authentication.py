@@ -6,6 +6,7 @@ from django.utils import timezone
 from rest_framework import authentication, exceptions
 
 from accounts.models import ApiToken
+from accounts.selectors import user_admitted
 from accounts.services import api_token_digest
 
 # Writing last_used_at on every request would turn each read into a write; once a minute is enough
@@ -27,12 +28,14 @@ class BearerTokenAuthentication(authentication.BaseAuthentication):
         except UnicodeError:
             raise exceptions.AuthenticationFailed("Invalid token.") from None
         record = (
-            ApiToken.objects.select_related("user")
+            ApiToken.objects.select_related("user__member")
             .filter(digest=api_token_digest(token), revoked_at__isnull=True)
             .first()
         )
-        if record is None or not record.user.is_active:
+        if record is None:
             raise exceptions.AuthenticationFailed("Invalid or revoked token.")
+        if not user_admitted(user=record.user):
+            raise exceptions.AuthenticationFailed("The token's user or its member is deactivated.")
         now = timezone.now()
         if (
             record.last_used_at is None
