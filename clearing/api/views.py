@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 
+from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.db.models import Prefetch
 from django.shortcuts import get_object_or_404
@@ -238,17 +239,23 @@ class IndexPriceList(RoleListView):
 
 
 class IndexPriceConfirm(RoleView):
-    write_roles = OPS
+    write_roles = OPS | PRICE_SOURCES
 
     @extend_schema(
         request=None,
         responses={201: s.IndexPriceOut},
         parameters=[IDEMPOTENCY_KEY],
-        summary="Confirm the move the circuit breaker holds for a symbol (venue ops only).",
+        summary="Confirm the move the circuit breaker holds for a symbol (venue ops, or a price source "
+        "that did not report the move).",
+        description="A price source that reported the held move cannot confirm it: `403`, nothing changes.",
     )
     @idempotent
     def post(self, request, symbol: str):
-        row = index_price_confirm(symbol=symbol, confirmed_by=request.user)
+        try:
+            row = index_price_confirm(symbol=symbol, confirmed_by=request.user)
+        except DjangoPermissionDenied as refusal:
+            # As a DRF refusal, so that an Idempotency-Key replays it like any other decided answer.
+            raise exceptions.PermissionDenied(str(refusal)) from None
         return Response(s.IndexPriceOut(row).data, status=status.HTTP_201_CREATED)
 
 
