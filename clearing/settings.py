@@ -257,6 +257,11 @@ else:
     }
 
 # --- REST framework ----------------------------------------------------------------------------
+# Reverse proxies in front of the web server that append the client's address to X-Forwarded-For.
+# 0 (the default): the connection's address is the client's and X-Forwarded-For is ignored (anyone
+# can send it) — right when clients connect directly, or when uvicorn already resolved the address
+# from the proxies it trusts (FORWARDED_ALLOW_IPS). Used for the anonymous throttle's key.
+TRUSTED_PROXY_COUNT = env_int("TRUSTED_PROXY_COUNT", 0)
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
         "accounts.authentication.BearerTokenAuthentication",
@@ -269,14 +274,20 @@ REST_FRAMEWORK = {
     "DEFAULT_PAGINATION_CLASS": "clearing.api.pagination.Pagination",
     "PAGE_SIZE": 50,
     "DEFAULT_THROTTLE_CLASSES": [
-        "clearing.api.throttling.TokenRateThrottle",
+        "clearing.api.throttling.UserRateThrottle",
         "clearing.api.throttling.AnonymousThrottle",
     ],
-    # Per token (or session user) and per anonymous address; the API's counters live in CACHES.
+    # Per user (its tokens and its session together), per client address for anonymous calls and
+    # refused credentials, and a lower per-user budget for the engine-running endpoints (what-if,
+    # simulate); the API's counters live in CACHES (clearing.api.throttling).
     "DEFAULT_THROTTLE_RATES": {
-        "token": env_str("API_THROTTLE_RATE", "1200/min"),
+        "user": env_str("API_THROTTLE_RATE", "1200/min"),
         "anon": env_str("API_ANON_THROTTLE_RATE", "60/min"),
+        "compute": env_str("API_COMPUTE_THROTTLE_RATE", "120/min"),
     },
+    # DRF's own reading of X-Forwarded-For, for anything that uses it; ours is
+    # clearing.api.throttling.client_address, with the same setting.
+    "NUM_PROXIES": TRUSTED_PROXY_COUNT,
     "EXCEPTION_HANDLER": "clearing.api.errors.exception_handler",
 }
 # Shared by every web process when Redis is there (API throttling counters); per process otherwise.

@@ -17,6 +17,7 @@ from drf_spectacular.utils import (
 )
 from rest_framework import exceptions, generics, status
 from rest_framework.response import Response
+from rest_framework.settings import api_settings
 from rest_framework.views import APIView
 
 from accounts.models import Asset, CollateralBalance, CollateralMovement, MarginAccount
@@ -38,6 +39,7 @@ from clearing.api.permissions import (
     RolePermission,
     user_role,
 )
+from clearing.api.throttling import ComputeRateThrottle
 from clearing.marketdata.models import IndexState
 from clearing.marketdata.selectors import market_quotes_current
 from clearing.marketdata.services import (
@@ -441,10 +443,15 @@ class AccountWithdrawal(RoleView):
 # --- Margin --------------------------------------------------------------------------------------
 
 
+# The engine-running endpoints: the general per-user budget and a lower compute budget.
+COMPUTE_THROTTLES = [*api_settings.DEFAULT_THROTTLE_CLASSES, ComputeRateThrottle]
+
+
 class AccountWhatIf(RoleView):
     """Computes, writes nothing: ``Idempotency-Key`` is not needed (the request is safe to repeat)."""
 
     write_roles = WHAT_IF_USERS
+    throttle_classes = COMPUTE_THROTTLES
 
     @extend_schema(
         request=s.WhatIfIn,
@@ -497,6 +504,7 @@ class MarginSimulate(RoleView):
     """Computes, writes nothing."""
 
     write_roles = READERS
+    throttle_classes = COMPUTE_THROTTLES
 
     @extend_schema(
         request=s.MarginDocumentIn,
