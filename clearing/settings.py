@@ -268,7 +268,8 @@ REST_FRAMEWORK = {
         "rest_framework.authentication.SessionAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
-    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    # drf-spectacular's, with every error answer and the Idempotency-Key rules (clearing.api.schema).
+    "DEFAULT_SCHEMA_CLASS": "clearing.api.schema.ApiAutoSchema",
     # JSON only: one body format to validate strictly (the browsable API still renders).
     "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
     "DEFAULT_PAGINATION_CLASS": "clearing.api.pagination.Pagination",
@@ -306,6 +307,8 @@ SPECTACULAR_SETTINGS = {
     "DESCRIPTION": "Trades, collateral and prices in; margin, margin calls and liquidations out.",
     "VERSION": "1.0.0",
     "SERVE_INCLUDE_SCHEMA": False,
+    # A required text field refuses "" (DRF's allow_blank=False): the schema says so (minLength 1).
+    "ENFORCE_NON_BLANK_FIELDS": True,
     # /api/docs/ loads nothing from third-party hosts (drf-spectacular-sidecar's static files).
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",

@@ -10,7 +10,6 @@ from django.core.exceptions import ValidationError as DjangoValidationError
 from django.db.models import Prefetch
 from django.shortcuts import get_object_or_404
 from drf_spectacular.utils import (
-    OpenApiParameter,
     PolymorphicProxySerializer,
     extend_schema,
     extend_schema_view,
@@ -39,6 +38,7 @@ from clearing.api.permissions import (
     RolePermission,
     user_role,
 )
+from clearing.api.schema import IDEMPOTENCY_KEY  # the header's rules, documented once
 from clearing.api.throttling import ComputeRateThrottle
 from clearing.marketdata.models import IndexState
 from clearing.marketdata.selectors import market_quotes_current
@@ -59,15 +59,6 @@ from riskengine.sweeps.models import AccountMargin, Liquidation, MarginCall, Mar
 from riskengine.sweeps.selectors import margin_snapshot_document, margin_snapshot_figures
 from riskengine.whatif import margin_what_if
 from riskengine.withdrawals import collateral_withdraw_checked
-
-IDEMPOTENCY_KEY = OpenApiParameter(
-    "Idempotency-Key",
-    str,
-    OpenApiParameter.HEADER,
-    required=False,
-    description="Makes the request safe to retry: a replay returns the stored response; the same key "
-    "with a different body is refused (422); while the first request runs, a duplicate gets 409.",
-)
 
 
 class ServiceUnavailable(exceptions.APIException):
@@ -452,6 +443,7 @@ class AccountWhatIf(RoleView):
 
     write_roles = WHAT_IF_USERS
     throttle_classes = COMPUTE_THROTTLES
+    schema_errors = {503: "No risk parameter set is active: nothing to compute the margin with."}
 
     @extend_schema(
         request=s.WhatIfIn,
@@ -522,6 +514,7 @@ class MarginSimulate(RoleView):
 
 class AccountMarginCurrent(RoleView):
     read_roles = READERS
+    schema_errors = {404: "No such account for the caller, or it has not been margined by a sweep yet."}
 
     @extend_schema(
         responses={200: s.AccountMarginDetailOut},
@@ -639,6 +632,7 @@ class ParameterSetDetail(generics.RetrieveAPIView):
 
 class ParameterSetActive(RoleView):
     read_roles = READERS
+    schema_errors = {404: "No risk parameter set is active."}
 
     @extend_schema(responses={200: s.ParameterSetActiveOut}, summary="The active risk parameter set.")
     def get(self, request):
