@@ -216,8 +216,10 @@ def test_the_web_what_if_draws_on_the_users_compute_budget(client, swept_demo, m
     from clearing.api.throttling import ComputeRateThrottle, WindowRateThrottle
     from clearing.models import Instrument
 
-    monkeypatch.setattr(WindowRateThrottle, "cache", LocMemCache("web-compute", {}))
+    monkeypatch.setattr(WindowRateThrottle, "cache", LocMemCache(f"web-compute-{id(monkeypatch)}", {}))
     monkeypatch.setattr(ComputeRateThrottle, "rate", "2/min", raising=False)
+    # Pinned mid-minute: a window boundary between the requests would refill the budget.
+    monkeypatch.setattr(WindowRateThrottle, "timer", lambda self: 1_800_000_000 + 20.25)
     client.force_login(User.objects.get(username="alice"))
     perp = Instrument.objects.get(symbol="BTC-PERP")
     codes = [
