@@ -1,10 +1,19 @@
-"""Read operations on accounts; every member-facing read goes through ``margin_accounts_visible``."""
+"""Read operations on accounts; every member-facing read goes through ``margin_accounts_visible``,
+and who may use the platform at all is ``user_admitted``."""
 
 from __future__ import annotations
 
+import hashlib
+from collections.abc import Iterable
 from dataclasses import dataclass
+from importlib import import_module
 
-from django.db.models import QuerySet
+from django.conf import settings
+from django.db import connection
+from django.db.models import BooleanField, Q, QuerySet
+from django.db.models.expressions import RawSQL
+from django.utils import timezone
+from django.utils.crypto import constant_time_compare
 
 from accounts.models import (
     ACCOUNT_READER_ROLES,
@@ -16,13 +25,27 @@ from accounts.models import (
     WithdrawalState,
 )
 
+# The admission rule as a filter on users, for callers that check many users in one query (the
+# websocket hub re-checks every open socket's user every few seconds): the same rule as
+# ``user_admitted``.
+USERS_ADMITTED = Q(is_active=True) & (Q(member__isnull=True) | Q(member__is_active=True))
+
+
+def user_admitted(*, user) -> bool:
+    """Whether ``user`` may use the platform at all: signed in, active, and — for member users —
+    of an active member. Deactivating a member shuts out all of its users at once (pages, API
+    tokens and sessions, websockets) without touching each user."""
+    if user is None or not user.is_authenticated or not user.is_active:
+        return False
+    return user.member_id is None or user.member.is_active
+
 
 def margin_accounts_visible(*, user: User) -> QuerySet[MarginAccount]:
     """The accounts ``user`` may see: its member's for member users, all for ops and risk approvers,
     none for security admins, system users (price sources, the trading venue) and anonymous
     visitors."""
     accounts = MarginAccount.objects.select_related("member")
-    if not user.is_authenticated or not user.is_active:
+    if not user_admitted(user=user):
         return accounts.none()
     if user.is_superuser or user.role in ACCOUNT_READER_ROLES:
         return accounts
@@ -84,3 +107,77 @@ def custody_pending(*, account: MarginAccount) -> CustodyPending:
             .order_by("-id")
         ),
     )
+
+
+def _in(queryset: QuerySet, column: str, values: list, *, cast: str = "text") -> QuerySet:
+    """``column IN values``. On PostgreSQL as one comma-joined text parameter split server-side:
+    thousands of placeholders, or an array parameter of thousands of items, cost more to quote
+    client-side than the query itself. ``values`` must not contain commas (ids, session keys)."""
+    if connection.vendor == "postgresql":
+        table = queryset.model._meta.db_table
+        return queryset.filter(
+            RawSQL(
+                f'"{table}"."{column}" = ANY(string_to_array(%s, \',\')::{cast}[])',
+                (",".join(map(str, values)),),
+                output_field=BooleanField(),
+            )
+        )
+    return queryset.filter(**{f"{column}__in": values})
+
+
+def user_password_digest(*, user) -> str:
+    """A digest of the user's stored password hash: it changes exactly when the password does
+    (which is also when Django's session auth hash changes and ends the user's other sessions).
+    A plain SHA-256, not Django's salted HMAC: the hub recomputes it for every socket's user every
+    few seconds, and it is only compared with the value taken when the socket connected."""
+    return hashlib.sha256((user.password or "").encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class SessionGrant:
+    """What a long-lived connection (a websocket) was admitted with: its session key, its user and
+    ``user_password_digest`` at that moment."""
+
+    session_key: str
+    user_id: int
+    password_digest: str
+
+
+# Sessions stored in the database are checked in bulk; other engines are asked key by key.
+_DB_SESSION_ENGINES = {"django.contrib.sessions.backends.db", "django.contrib.sessions.backends.cached_db"}
+
+
+def _sessions_alive(keys: list[str], *, now) -> set[str]:
+    if settings.SESSION_ENGINE in _DB_SESSION_ENGINES:
+        from django.contrib.sessions.models import Session
+
+        alive = _in(Session.objects.filter(expire_date__gt=now), "session_key", keys)
+        return set(alive.values_list("session_key", flat=True))
+    store = import_module(settings.SESSION_ENGINE).SessionStore
+    return {key for key in keys if store().exists(key)}
+
+
+def session_grants_ended(*, grants: Iterable[SessionGrant]) -> set[SessionGrant]:
+    """The grants that no longer admit their user: the session was deleted (sign-out; a password
+    change or a new sign-in in the same browser cycles its key) or expired, the user's password
+    changed since (its other sessions), or the user or its member was deactivated.
+
+    Two queries however many grants (sessions by key, admitted users by id, both index lookups):
+    the websocket hub calls it for all of its process's sockets every few seconds."""
+    grants = list(grants)
+    if not grants:
+        return set()
+    alive = _sessions_alive(list({grant.session_key for grant in grants}), now=timezone.now())
+    admitted = _in(
+        User.objects.filter(USERS_ADMITTED), "id", list({grant.user_id for grant in grants}), cast="bigint"
+    )
+    digests = {
+        pk: hashlib.sha256((password or "").encode()).hexdigest()
+        for pk, password in admitted.values_list("pk", "password")
+    }
+    return {
+        grant
+        for grant in grants
+        if grant.session_key not in alive
+        or not constant_time_compare(digests.get(grant.user_id, ""), grant.password_digest)
+    }

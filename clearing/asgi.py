@@ -1,5 +1,6 @@
 """ASGI entry point: HTTP through Django on a fixed pool of request threads per process
-(``clearing.asgi_handler``), websockets through Channels (session auth, origin check)."""
+(``clearing.asgi_handler``), websockets through Channels (session auth, an exact origin check:
+``frontend.origins``)."""
 
 import os
 
@@ -16,13 +17,13 @@ django_asgi_app = ThreadPoolASGIHandler(threads=settings.WEB_THREADS)
 
 from channels.auth import AuthMiddlewareStack  # noqa: E402  (needs the app registry ready)
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
-from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E402
 
+from frontend.origins import WebsocketOriginValidator  # noqa: E402
 from frontend.routing import websocket_urlpatterns  # noqa: E402
 
 application = ProtocolTypeRouter(
     {
         "http": django_asgi_app,
-        "websocket": AllowedHostsOriginValidator(AuthMiddlewareStack(URLRouter(websocket_urlpatterns))),
+        "websocket": WebsocketOriginValidator(AuthMiddlewareStack(URLRouter(websocket_urlpatterns))),
     }
 )

@@ -259,26 +259,38 @@ else:
     }
 
 # --- REST framework ----------------------------------------------------------------------------
+# Reverse proxies in front of the web server that append the client's address to X-Forwarded-For.
+# 0 (the default): the connection's address is the client's and X-Forwarded-For is ignored (anyone
+# can send it) — right when clients connect directly, or when uvicorn already resolved the address
+# from the proxies it trusts (FORWARDED_ALLOW_IPS). Used for the anonymous throttle's key.
+TRUSTED_PROXY_COUNT = env_int("TRUSTED_PROXY_COUNT", 0)
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
         "accounts.authentication.BearerTokenAuthentication",
         "rest_framework.authentication.SessionAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
-    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    # drf-spectacular's, with every error answer and the Idempotency-Key rules (clearing.api.schema).
+    "DEFAULT_SCHEMA_CLASS": "clearing.api.schema.ApiAutoSchema",
     # JSON only: one body format to validate strictly (the browsable API still renders).
     "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
     "DEFAULT_PAGINATION_CLASS": "clearing.api.pagination.Pagination",
     "PAGE_SIZE": 50,
     "DEFAULT_THROTTLE_CLASSES": [
-        "clearing.api.throttling.TokenRateThrottle",
+        "clearing.api.throttling.UserRateThrottle",
         "clearing.api.throttling.AnonymousThrottle",
     ],
-    # Per token (or session user) and per anonymous address; the API's counters live in CACHES.
+    # Per user (its tokens and its session together), per client address for anonymous calls and
+    # refused credentials, and a lower per-user budget for the engine-running endpoints (what-if,
+    # simulate); the API's counters live in CACHES (clearing.api.throttling).
     "DEFAULT_THROTTLE_RATES": {
-        "token": env_str("API_THROTTLE_RATE", "1200/min"),
+        "user": env_str("API_THROTTLE_RATE", "1200/min"),
         "anon": env_str("API_ANON_THROTTLE_RATE", "60/min"),
+        "compute": env_str("API_COMPUTE_THROTTLE_RATE", "120/min"),
     },
+    # DRF's own reading of X-Forwarded-For, for anything that uses it; ours is
+    # clearing.api.throttling.client_address, with the same setting.
+    "NUM_PROXIES": TRUSTED_PROXY_COUNT,
     "EXCEPTION_HANDLER": "clearing.api.errors.exception_handler",
 }
 # Shared by every web process when Redis is there (API throttling counters); per process otherwise.
@@ -297,6 +309,8 @@ SPECTACULAR_SETTINGS = {
     "DESCRIPTION": "Trades, collateral and prices in; margin, margin calls and liquidations out.",
     "VERSION": "1.0.0",
     "SERVE_INCLUDE_SCHEMA": False,
+    # A required text field refuses "" (DRF's allow_blank=False): the schema says so (minLength 1).
+    "ENFORCE_NON_BLANK_FIELDS": True,
     # /api/docs/ loads nothing from third-party hosts (drf-spectacular-sidecar's static files).
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
@@ -364,6 +378,39 @@ AXES_COOLOFF_TIME = "accounts.throttling.login_cool_off"
 AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
 AXES_RESET_ON_SUCCESS = True
 AXES_LOCKOUT_TEMPLATE = "accounts/locked_out.html"
+
+# --- Content-Security-Policy (django-csp 4) ----------------------------------------------------
+# https://django-csp.readthedocs.io/ — every page (member app, admin, API docs) loads scripts,
+# styles, images and fonts from our own origin only; nothing inline runs unless it carries the
+# request's nonce (only the API docs page has such blocks: clearing/api/templates/api/). No inline
+# style attributes either (the correlation grid colours its cells from its script file).
+# ``connect-src 'self'`` covers the pages' fetch() calls and, in CSP level 3 browsers, the
+# same-origin /ws/margin/ socket. Nothing may frame the pages, and forms post only to us.
+from csp.constants import NONCE, NONE, SELF  # noqa: E402
+
+INSTALLED_APPS += ["csp"]
+MIDDLEWARE.insert(
+    MIDDLEWARE.index("django.middleware.security.SecurityMiddleware") + 1, "csp.middleware.CSPMiddleware"
+)
+TEMPLATES[0]["OPTIONS"]["context_processors"].append("csp.context_processors.nonce")  # {{ CSP_NONCE }}
+CONTENT_SECURITY_POLICY = {
+    "DIRECTIVES": {
+        "default-src": [NONE],
+        "script-src": [SELF, NONCE],
+        "style-src": [SELF, NONCE],
+        "img-src": [SELF, "data:"],
+        "font-src": [SELF],
+        "connect-src": [SELF],
+        "manifest-src": [SELF],
+        "form-action": [SELF],
+        "frame-ancestors": [NONE],
+        "base-uri": [NONE],
+        "object-src": [NONE],
+    }
+}
+if env_str("DJANGO_CSP_REPORT_URI"):
+    # Where browsers report what the policy blocked (a collector of your choice).
+    CONTENT_SECURITY_POLICY["DIRECTIVES"]["report-uri"] = [env_str("DJANGO_CSP_REPORT_URI")]
 
 # --- Platform ---------------------------------------------------------------------------------
 # The settlement currency: realised P&L, option premiums and fees are booked in this asset.

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from decimal import Decimal
 
-from django.core.exceptions import ValidationError
+from django.core.exceptions import PermissionDenied, ValidationError
 from django.db import connection, transaction
 from django.db.models import BooleanField
 from django.db.models.expressions import RawSQL
@@ -21,10 +21,21 @@ from frontend.models import BandState, TargetBand
 from riskengine.sweeps.selectors import accounts_exposed
 
 
+def _band_writer_check(user: User) -> None:
+    # The same roles that may change an account over the API (traders, venue ops): a viewer's
+    # access is read-only in the web app as it is on the API.
+    from clearing.api.permissions import ACCOUNT_WRITERS, user_role
+
+    if user_role(user) not in ACCOUNT_WRITERS:
+        raise PermissionDenied("Your role is read-only: only traders (and venue ops) change target bands.")
+
+
 @transaction.atomic
 def target_band_set(*, account: MarginAccount, lower: object, upper: object, user: User) -> TargetBand:
     """Set the band ``lower ≤ equity / MM ≤ upper`` of ``account``. Refused with a ValidationError
-    naming ``lower`` or ``upper`` (nothing changed) unless ``0 < lower < upper``."""
+    naming ``lower`` or ``upper`` (nothing changed) unless ``0 < lower < upper``, and with
+    ``PermissionDenied`` for a read-only role (viewers)."""
+    _band_writer_check(user)
     lower = decimal_positive(lower, field="lower")
     upper = decimal_positive(upper, field="upper")
     if upper <= lower:
@@ -38,7 +49,9 @@ def target_band_set(*, account: MarginAccount, lower: object, upper: object, use
 
 
 @transaction.atomic
-def target_band_clear(*, account: MarginAccount) -> int:
+def target_band_clear(*, account: MarginAccount, user: User) -> int:
+    """Remove ``account``'s band; ``PermissionDenied`` for a read-only role (viewers)."""
+    _band_writer_check(user)
     deleted, _ = TargetBand.objects.filter(account=account).delete()
     return deleted
 

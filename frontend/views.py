@@ -7,13 +7,17 @@ accounts, or reconnects. The database stays the one source of what is shown.
 
 from __future__ import annotations
 
+import math
+
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
-from django.core.exceptions import ObjectDoesNotExist, ValidationError
+from django.core.exceptions import ObjectDoesNotExist, PermissionDenied, ValidationError
 from django.http import Http404
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_POST
 
+from clearing.api.permissions import ACCOUNT_WRITERS, WHAT_IF_USERS, user_role
+from clearing.api.throttling import compute_budget_wait
 from frontend import charts
 from frontend.forms import TargetBandForm, what_if_forms
 from frontend.selectors import (
@@ -38,6 +42,12 @@ COMPONENTS = [
     ("short_option_minimum", "Short option min."),
     ("concentration", "Concentration"),
 ]
+
+
+def _may(request, roles: frozenset) -> bool:
+    """The web app grants what the API grants: the same role sets (``clearing.api.permissions``),
+    so a viewer is read-only here too."""
+    return user_role(request.user) in roles
 
 
 def _account_or_404(request, code: str):
@@ -119,6 +129,8 @@ def account_detail(request, code: str):
     context["band_form"] = TargetBandForm(
         initial={"lower": band.lower, "upper": band.upper} if band else None
     )
+    context["may_set_band"] = _may(request, ACCOUNT_WRITERS)
+    context["may_what_if"] = _may(request, WHAT_IF_USERS)
     return render(request, "frontend/account_detail.html", context)
 
 
@@ -126,8 +138,10 @@ def account_detail(request, code: str):
 @require_POST
 def target_band(request, code: str):
     account = _account_or_404(request, code)
+    if not _may(request, ACCOUNT_WRITERS):
+        raise PermissionDenied("Your role is read-only: only traders change target bands.")
     if request.POST.get("clear"):
-        target_band_clear(account=account)
+        target_band_clear(account=account, user=request.user)
         messages.info(request, "Target band removed.")
         return redirect("frontend:account-detail", code=account.code)
     form = TargetBandForm(request.POST)
@@ -141,15 +155,23 @@ def target_band(request, code: str):
             messages.success(request, "Target band saved.")
             return redirect("frontend:account-detail", code=account.code)
     context = _detail_context(account)
-    context["band_form"] = form
+    context.update(band_form=form, may_set_band=True, may_what_if=_may(request, WHAT_IF_USERS))
     return render(request, "frontend/account_detail.html", context, status=400)
 
 
 @login_required
 def what_if(request, code: str):
     account = _account_or_404(request, code)
+    may_what_if = _may(request, WHAT_IF_USERS)
+    if request.method == "POST" and not may_what_if:
+        raise PermissionDenied("Your role is read-only: what-if is for traders, as on the API.")
     trade_forms, collateral_forms = what_if_forms(request.POST if request.method == "POST" else None)
-    context = {"account": account, "trade_forms": trade_forms, "collateral_forms": collateral_forms}
+    context = {
+        "account": account,
+        "trade_forms": trade_forms,
+        "collateral_forms": collateral_forms,
+        "may_what_if": may_what_if,
+    }
     valid = all(f.is_valid() for f in [*trade_forms, *collateral_forms]) if request.method == "POST" else None
     if valid is False:
         context["error"] = "Correct the rows marked below."
@@ -166,6 +188,12 @@ def what_if(request, code: str):
         ]
         if not trades and not collateral:
             context["error"] = "Add at least one hypothetical trade or collateral change."
+        elif (wait := compute_budget_wait(user=request.user)) is not None:
+            # The engine-run budget the API's what-if and simulate draw on too.
+            context["error"] = f"Too many what-ifs: try again in {math.ceil(wait)} s."
+            response = render(request, "frontend/what_if.html", context, status=429)
+            response["Retry-After"] = str(math.ceil(wait))
+            return response
         else:
             try:
                 outcome = margin_what_if(account=account, trades=trades, collateral=collateral)

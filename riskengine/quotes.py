@@ -29,5 +29,8 @@ class MarketQuotes:
     observed_prices: dict[str, float] = field(default_factory=dict)
 
     def unsafe_for_liquidation(self) -> set[str]:
-        """Symbols whose price must not trigger a liquidation (stale or unconfirmed)."""
-        return {symbol for symbol, status in self.statuses.items() if status in ("stale", "unconfirmed")}
+        """Symbols whose price must not trigger a liquidation: every status but ``ok``. ``stale``
+        (no fresh source), ``unconfirmed`` (a sudden move held by the circuit breaker), and
+        ``degraded``: fewer fresh sources than the quorum (``min_sources``) agree, possibly one, and
+        one feed — wrong or compromised — must not be able to liquidate members on its own."""
+        return {symbol for symbol, status in self.statuses.items() if status != "ok"}

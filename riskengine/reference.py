@@ -136,7 +136,8 @@ def reference_current() -> Reference:
 # probe's answer (latest index price row id; mark count and latest ``received_at``; instrument
 # count and latest id, for the active-instrument filter) changes. Staleness depends on the clock:
 # the cached quotes also expire at the earliest ``fresh_until`` of a symbol reading ok/degraded
-# (after it that symbol reads stale), and in any case after ``QUOTES_MAX_AGE_SECONDS``.
+# (after it that symbol reads stale) or ``quorum_until`` of one reading ok (after it, degraded),
+# and in any case after ``QUOTES_MAX_AGE_SECONDS``.
 
 QUOTES_MAX_AGE_SECONDS = 2.0
 
@@ -145,7 +146,7 @@ QUOTES_MAX_AGE_SECONDS = 2.0
 class _CachedQuotes:
     key: tuple
     quotes: MarketQuotes
-    valid_until: datetime  # wall clock: the earliest fresh_until of a symbol not yet stale
+    valid_until: datetime  # wall clock: the earliest moment a symbol's status changes with the clock
     loaded_at: float
 
 
@@ -162,13 +163,22 @@ def _quotes_probe(*, now: datetime) -> tuple:
         f"SELECT (SELECT max(id) FROM {prices}), (SELECT count(*) FROM {states}),"
         f" (SELECT count(*) FROM {marks}), (SELECT max(received_at) FROM {marks}),"
         f" (SELECT count(*) FROM {instruments}), (SELECT max(id) FROM {instruments}),"
-        # A symbol already past its fresh_until reads stale until the oracle writes again.
-        f" (SELECT min(fresh_until) FROM {states} WHERE status IN (%s, %s) AND fresh_until >= %s)"
+        # A symbol already past its fresh_until reads stale (past its quorum_until, degraded) until
+        # the oracle writes again.
+        f" (SELECT min(fresh_until) FROM {states} WHERE status IN (%s, %s) AND fresh_until >= %s),"
+        f" (SELECT min(quorum_until) FROM {states} WHERE status = %s AND quorum_until >= %s)"
     )
     with connection.cursor() as cursor:
-        cursor.execute(sql, [OK, DEGRADED, now])
-        *key, fresh_until = cursor.fetchone()
-    return tuple(key), fresh_until
+        cursor.execute(sql, [OK, DEGRADED, now, OK, now])
+        *key, fresh_until, quorum_until = cursor.fetchone()
+    changes = [_aware(moment) for moment in (fresh_until, quorum_until) if moment is not None]
+    return tuple(key), min(changes) if changes else None
+
+
+def _aware(moment) -> datetime:
+    if isinstance(moment, str):  # SQLite answers aggregates of datetimes as text
+        moment = datetime.fromisoformat(moment)
+    return timezone.make_aware(moment, UTC) if timezone.is_naive(moment) else moment
 
 
 def quotes_current_cached() -> MarketQuotes:
@@ -178,7 +188,7 @@ def quotes_current_cached() -> MarketQuotes:
 
     global _quotes
     now = timezone.now()
-    key, fresh_until = _quotes_probe(now=now)
+    key, changes_at = _quotes_probe(now=now)
     cached = _quotes
     if (
         cached is None
@@ -187,11 +197,7 @@ def quotes_current_cached() -> MarketQuotes:
         or time.monotonic() - cached.loaded_at > QUOTES_MAX_AGE_SECONDS
     ):
         quotes = market_quotes_current(at=now)
-        if isinstance(fresh_until, str):  # SQLite answers aggregates of datetimes as text
-            fresh_until = datetime.fromisoformat(fresh_until)
-        if fresh_until is not None and timezone.is_naive(fresh_until):
-            fresh_until = timezone.make_aware(fresh_until, UTC)
-        valid_until = fresh_until if fresh_until is not None else now + timedelta(days=1)
+        valid_until = changes_at if changes_at is not None else now + timedelta(days=1)
         _quotes = _CachedQuotes(key=key, quotes=quotes, valid_until=valid_until, loaded_at=time.monotonic())
         return quotes
     return replace(cached.quotes, valuation_time=now)

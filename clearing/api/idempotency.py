@@ -101,7 +101,9 @@ def _record_claim(*, user, key: str, fingerprint: str) -> IdempotencyRecord | Re
 
 
 def idempotent(handler):
-    """Decorate a view's ``post``: runs it atomically, honouring ``Idempotency-Key``."""
+    """Decorate a view's ``post``: runs it atomically, honouring ``Idempotency-Key``. The wrapper
+    is marked ``idempotent`` so that the OpenAPI schema documents the header on it
+    (``clearing.api.schema``)."""
 
     @wraps(handler)
     def wrapper(view, request, *args, **kwargs):
@@ -136,6 +138,7 @@ def idempotent(handler):
             IdempotencyRecord.objects.filter(pk=claimed.pk, state=IdempotencyState.IN_PROGRESS).delete()
             raise
 
+    wrapper.idempotent = True
     return wrapper
 
 

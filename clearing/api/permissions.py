@@ -21,6 +21,7 @@ from __future__ import annotations
 from rest_framework.permissions import SAFE_METHODS, BasePermission
 
 from accounts.models import Role
+from accounts.selectors import user_admitted
 
 MEMBER = frozenset({Role.TRADER, Role.VIEWER})
 STAFF = frozenset({Role.OPS, Role.RISK_APPROVER})
@@ -35,7 +36,7 @@ CUSTODIAN = frozenset({Role.CUSTODIAN})
 
 
 def user_role(user) -> str | None:
-    if not user or not user.is_authenticated or not user.is_active:
+    if not user_admitted(user=user):
         return None
     # A superuser (created by createsuperuser for the first admin) acts as venue ops.
     return Role.OPS if user.is_superuser else user.role

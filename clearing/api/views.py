@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 
+from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.db.models import Prefetch
 from django.shortcuts import get_object_or_404
@@ -16,6 +17,7 @@ from drf_spectacular.utils import (
 )
 from rest_framework import exceptions, generics, status
 from rest_framework.response import Response
+from rest_framework.settings import api_settings
 from rest_framework.views import APIView
 
 from accounts.custody import (
@@ -60,6 +62,7 @@ from clearing.api.permissions import (
     RolePermission,
     user_role,
 )
+from clearing.api.throttling import ComputeRateThrottle
 from clearing.marketdata.models import IndexState
 from clearing.marketdata.selectors import market_quotes_current
 from clearing.marketdata.services import (
@@ -79,15 +82,6 @@ from riskengine.sweeps.models import AccountMargin, Liquidation, MarginCall, Mar
 from riskengine.sweeps.selectors import margin_snapshot_document, margin_snapshot_figures
 from riskengine.whatif import margin_what_if
 from riskengine.withdrawals import withdrawal_request
-
-IDEMPOTENCY_KEY = OpenApiParameter(
-    "Idempotency-Key",
-    str,
-    OpenApiParameter.HEADER,
-    required=False,
-    description="Makes the request safe to retry: a replay returns the stored response; the same key "
-    "with a different body is refused (422); while the first request runs, a duplicate gets 409.",
-)
 
 
 class ServiceUnavailable(exceptions.APIException):
@@ -215,7 +209,6 @@ class ObservationsCreate(RoleView):
     post=extend_schema(
         request=_PRICE_OR_BATCH,
         responses={201: _INDEX_PRICE_OR_BATCH},
-        parameters=[IDEMPOTENCY_KEY],
         summary="Submit price observations, one or a batch (price sources only); returns the index prices.",
     )
 )
@@ -233,7 +226,6 @@ class PriceObservationCreate(ObservationsCreate):
     post=extend_schema(
         request=_VOL_OR_BATCH,
         responses={201: _VOL_RESULT_OR_BATCH},
-        parameters=[IDEMPOTENCY_KEY],
         summary="Submit options' mark implied volatilities, one or a batch (price sources only).",
     )
 )
@@ -261,17 +253,22 @@ class IndexPriceList(RoleListView):
 
 
 class IndexPriceConfirm(RoleView):
-    write_roles = OPS
+    write_roles = OPS | PRICE_SOURCES
 
     @extend_schema(
         request=None,
         responses={201: s.IndexPriceOut},
-        parameters=[IDEMPOTENCY_KEY],
-        summary="Confirm the move the circuit breaker holds for a symbol (venue ops only).",
+        summary="Confirm the move the circuit breaker holds for a symbol (venue ops, or a price source "
+        "that did not report the move).",
+        description="A price source that reported the held move cannot confirm it: `403`, nothing changes.",
     )
     @idempotent
     def post(self, request, symbol: str):
-        row = index_price_confirm(symbol=symbol, confirmed_by=request.user)
+        try:
+            row = index_price_confirm(symbol=symbol, confirmed_by=request.user)
+        except DjangoPermissionDenied as refusal:
+            # As a DRF refusal, so that an Idempotency-Key replays it like any other decided answer.
+            raise exceptions.PermissionDenied(str(refusal)) from None
         return Response(s.IndexPriceOut(row).data, status=status.HTTP_201_CREATED)
 
 
@@ -350,7 +347,6 @@ class TradeListCreate(RoleListView):
     @extend_schema(
         request=_FILL_OR_BATCH,
         responses={201: s.TradesOut},
-        parameters=[IDEMPOTENCY_KEY],
         summary="Book one fill or a batch of fills (the trading venue only), all or nothing.",
     )
     @idempotent
@@ -436,7 +432,6 @@ class AccountDeposits(RoleListView):
     @extend_schema(
         request=s.DepositAnnounceIn,
         responses={201: s.DepositOut},
-        parameters=[IDEMPOTENCY_KEY],
         summary="Announce a deposit (the account's member's traders): pending until custody confirms it.",
         description="Nothing is credited: only the custodian's confirmation, with the reference of the "
         "money received, credits the account. Venue accounts take no announcements.",
@@ -469,7 +464,6 @@ class AccountWithdrawals(RoleListView):
     @extend_schema(
         request=s.WithdrawalRequestIn,
         responses={201: s.WithdrawalOut},
-        parameters=[IDEMPOTENCY_KEY],
         summary="Request a withdrawal (the account's member's traders); reserved at once, sent by custody.",
         description="Decided under the account lock: refused (400 naming `amount`) if equity would end "
         "below initial margin, valuing each price at the worse of its last good and latest observed "
@@ -538,7 +532,6 @@ class CustodyDeposits(RoleListView):
     @extend_schema(
         request=s.CustodyCreditIn,
         responses={201: s.DepositOut},
-        parameters=[IDEMPOTENCY_KEY],
         summary="Credit a deposit custody observed (the custodian only); a reference credits once per asset.",
     )
     @idempotent
@@ -563,7 +556,6 @@ class CustodyDepositConfirm(RoleView):
     @extend_schema(
         request=s.CustodyReferenceIn,
         responses={201: s.DepositOut, 200: s.DepositOut},
-        parameters=[IDEMPOTENCY_KEY],
         summary="Confirm an announced deposit with the reference of the money received (the custodian only).",
         description="Credits the account. The same reference again answers 200 and credits nothing; an "
         "expired or otherwise settled deposit is refused with 409.",
@@ -597,7 +589,6 @@ class CustodyWithdrawalSent(RoleView):
     @extend_schema(
         request=s.CustodyReferenceIn,
         responses={201: s.WithdrawalOut, 200: s.WithdrawalOut},
-        parameters=[IDEMPOTENCY_KEY],
         summary="Mark a requested withdrawal sent, with its reference (the custodian only).",
         description="The same reference again answers 200; a withdrawal already failed is refused with 409.",
     )
@@ -619,7 +610,6 @@ class CustodyWithdrawalFailed(RoleView):
     @extend_schema(
         request=s.CustodyFailedIn,
         responses={201: s.WithdrawalOut, 200: s.WithdrawalOut},
-        parameters=[IDEMPOTENCY_KEY],
         summary="Mark a requested withdrawal failed (the custodian only): its reservation is released.",
         description="The same reason again answers 200; a withdrawal already sent is refused with 409.",
     )
@@ -638,10 +628,16 @@ class CustodyWithdrawalFailed(RoleView):
 # --- Margin --------------------------------------------------------------------------------------
 
 
+# The engine-running endpoints: the general per-user budget and a lower compute budget.
+COMPUTE_THROTTLES = [*api_settings.DEFAULT_THROTTLE_CLASSES, ComputeRateThrottle]
+
+
 class AccountWhatIf(RoleView):
     """Computes, writes nothing: ``Idempotency-Key`` is not needed (the request is safe to repeat)."""
 
     write_roles = WHAT_IF_USERS
+    throttle_classes = COMPUTE_THROTTLES
+    schema_errors = {503: "No risk parameter set is active: nothing to compute the margin with."}
 
     @extend_schema(
         request=s.WhatIfIn,
@@ -694,6 +690,7 @@ class MarginSimulate(RoleView):
     """Computes, writes nothing."""
 
     write_roles = READERS
+    throttle_classes = COMPUTE_THROTTLES
 
     @extend_schema(
         request=s.MarginDocumentIn,
@@ -711,6 +708,7 @@ class MarginSimulate(RoleView):
 
 class AccountMarginCurrent(RoleView):
     read_roles = READERS
+    schema_errors = {404: "No such account for the caller, or it has not been margined by a sweep yet."}
 
     @extend_schema(
         responses={200: s.AccountMarginDetailOut},
@@ -828,6 +826,7 @@ class ParameterSetDetail(generics.RetrieveAPIView):
 
 class ParameterSetActive(RoleView):
     read_roles = READERS
+    schema_errors = {404: "No risk parameter set is active."}
 
     @extend_schema(responses={200: s.ParameterSetActiveOut}, summary="The active risk parameter set.")
     def get(self, request):

@@ -12,8 +12,15 @@ symbol into an index price with a status:
 3. The price is the median of what remains (with two: the one closest to the last good price; with
    one: that one). Status ``ok``, or ``degraded`` when fewer than ``min_sources`` remain.
 4. Circuit breaker: a price more than ``breaker_move`` away from a last good price set within
-   ``breaker_window`` is held ``unconfirmed`` (the last good price stands) until the next
-   aggregation agrees with it within ``max_deviation`` — that confirms it — or an ops user does.
+   ``breaker_window`` is held ``unconfirmed`` (the last good price stands), with the sources that
+   made it, until a later aggregation agrees with it within ``max_deviation`` *and counts a source
+   that did not make it* — that confirms it — or ops (or another price source) confirm it
+   explicitly. A source repeating its own move never confirms it: one feed, wrong or compromised,
+   cannot push a sudden move through the breaker alone.
+
+``quorum_until`` is when fewer than ``min_sources`` of the contributing quotes will still be fresh:
+an ``ok`` index reads ``degraded`` after it even if no aggregation runs meanwhile
+(``clearing.marketdata.selectors``), and liquidation needs ``ok`` (``riskengine.quotes``).
 
 Every result names the contributing sources and each exclusion with its reason.
 """
@@ -53,6 +60,7 @@ class PriorState:
     last_good_price: Decimal | None = None
     last_good_at: datetime | None = None
     pending_price: Decimal | None = None  # the candidate the breaker holds, if any
+    pending_sources: frozenset[str] = frozenset()  # the sources that made the held candidate
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,6 +87,9 @@ class Aggregate:
     pending_price: Decimal | None  # held by the breaker (status unconfirmed), else None
     pending_status: str  # the status the held price would have had: ok or degraded
     fresh_until: datetime | None  # when the freshest contributing quote goes stale
+    pending_sources: tuple[str, ...] = ()  # who made the held price (status unconfirmed)
+    # When fewer than min_sources contributing quotes are fresh any more (None: already fewer).
+    quorum_until: datetime | None = None
 
     @property
     def is_good(self) -> bool:
@@ -179,6 +190,8 @@ def index_aggregate(
         notes.insert(0, f"{len(remaining)} of {rules.min_sources} required sources")
     sources = tuple(q.source for q in remaining)
     fresh_until = max(q.source_time for q in remaining) + rules.max_age
+    newest_first = sorted((q.source_time for q in remaining), reverse=True)
+    quorum_until = newest_first[rules.min_sources - 1] + rules.max_age if status == OK else None
 
     breaker_armed = (
         anchor is not None
@@ -187,15 +200,28 @@ def index_aggregate(
         and _move(price, anchor) > rules.breaker_move
     )
     if breaker_armed:
-        if prior.pending_price is not None and _move(price, prior.pending_price) <= rules.max_deviation:
+        agrees = prior.pending_price is not None and _move(price, prior.pending_price) <= rules.max_deviation
+        independent = sorted(set(sources) - prior.pending_sources)
+        if agrees and independent:
             notes.append(
-                f"confirms the move of {_pct(_move(price, anchor))} from {anchor} held by the breaker"
+                f"confirms the move of {_pct(_move(price, anchor))} from {anchor} held by the breaker "
+                f"({', '.join(independent)} agreeing with {', '.join(sorted(prior.pending_sources)) or 'it'})"
             )
         else:
-            notes.append(
-                f"circuit breaker: {_pct(_move(price, anchor))} from the last good price {anchor} "
-                f"(max {_pct(rules.breaker_move)} within {rules.breaker_window}); held until confirmed"
-            )
+            if agrees:
+                # The same sources repeating their move: still held, and still theirs alone.
+                held_by = tuple(sorted(prior.pending_sources | set(sources)))
+                notes.append(
+                    f"the move of {_pct(_move(price, anchor))} from {anchor} is still reported only by "
+                    f"{', '.join(held_by)}, who made it; held until another source or ops confirm it"
+                )
+            else:
+                held_by = sources
+                notes.append(
+                    f"circuit breaker: {_pct(_move(price, anchor))} from the last good price {anchor} "
+                    f"(max {_pct(rules.breaker_move)} within {rules.breaker_window}); held until "
+                    "another source or ops confirm it"
+                )
             return Aggregate(
                 status=UNCONFIRMED,
                 price=price,
@@ -207,6 +233,8 @@ def index_aggregate(
                 pending_price=price,
                 pending_status=status,
                 fresh_until=fresh_until,
+                pending_sources=held_by,
+                quorum_until=quorum_until,
             )
     return Aggregate(
         status=status,
@@ -219,4 +247,5 @@ def index_aggregate(
         pending_price=None,
         pending_status="",
         fresh_until=fresh_until,
+        quorum_until=quorum_until,
     )

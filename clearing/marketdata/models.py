@@ -134,12 +134,19 @@ class IndexState(models.Model):
     price = PriceField(null=True, blank=True)
     last_good_price = PriceField(null=True, blank=True)
     last_good_at = models.DateTimeField(null=True, blank=True)
-    # The candidate held by the circuit breaker and the status it would have had.
+    # The candidate held by the circuit breaker, the status it would have had and the sources that
+    # made it (none of them can confirm it: another source or ops must).
     pending_price = PriceField(null=True, blank=True)
     pending_status = models.CharField(max_length=12, blank=True, default="")
     pending_since = models.DateTimeField(null=True, blank=True)
+    pending_sources = models.JSONField(
+        default=list, blank=True, help_text="Names of the sources of the held move."
+    )
     # When the freshest contributing source goes stale: readers treat the symbol as stale after it.
     fresh_until = models.DateTimeField(null=True, blank=True)
+    # When fewer than the required number of contributing sources are fresh: an ``ok`` symbol reads
+    # ``degraded`` after it (and liquidation is suspended) until an aggregation has the quorum again.
+    quorum_until = models.DateTimeField(null=True, blank=True)
     last_index_price = models.ForeignKey(
         IndexPrice, on_delete=models.PROTECT, null=True, blank=True, related_name="+"
     )

@@ -16,10 +16,12 @@ def market_quotes_current(*, at: datetime | None = None) -> MarketQuotes:
     """The oracle's current market, valued at ``at`` (default now), in two queries.
 
     Prices are each symbol's *last good* price. A symbol whose freshest contributing source is
-    older than its ``max_age`` at ``at`` reads ``stale`` even before the next aggregation records
-    it. The settlement asset is always 1.0 with status ``ok``. ``index_price_ids`` points at the
-    row of each last good price; ``observed_prices`` holds each symbol's latest observed price (a
-    move the circuit breaker holds, else what the fresh sources say now).
+    older than its ``max_age`` at ``at`` reads ``stale``, and an ``ok`` symbol with fewer than its
+    ``min_sources`` contributing sources still fresh at ``at`` reads ``degraded``, even before the
+    next aggregation records it. The settlement asset is always 1.0 with status ``ok``.
+    ``index_price_ids`` points at the row of each last good price; ``observed_prices`` holds each
+    symbol's latest observed price (a move the circuit breaker holds, else what the fresh sources
+    say now).
     """
     at = at or timezone.now()
     underlyings: dict[str, float] = {}
@@ -31,6 +33,8 @@ def market_quotes_current(*, at: datetime | None = None) -> MarketQuotes:
         status = state.status
         if status in (OK, DEGRADED) and (state.fresh_until is None or state.fresh_until < at):
             status = STALE
+        elif status == OK and (state.quorum_until is None or state.quorum_until < at):
+            status = DEGRADED
         statuses[state.symbol] = status
         latest = state.pending_price if state.pending_price is not None else state.price
         if latest is not None:
@@ -59,7 +63,8 @@ def market_quotes_current(*, at: datetime | None = None) -> MarketQuotes:
 
 
 def underlyings_unsafe_for_liquidation(*, at: datetime | None = None) -> set[str]:
-    """Symbols whose price is ``stale`` or ``unconfirmed``: no liquidation of exposed accounts."""
+    """Symbols whose price is not ``ok`` (stale, unconfirmed, or without the quorum of fresh
+    sources): no liquidation of exposed accounts."""
     return market_quotes_current(at=at).unsafe_for_liquidation()
 
 

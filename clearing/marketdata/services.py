@@ -22,8 +22,9 @@ from decimal import Decimal
 from functools import partial
 
 from django.conf import settings
-from django.core.exceptions import ValidationError
+from django.core.exceptions import PermissionDenied, ValidationError
 from django.db import connection, transaction
+from django.db.models import Q
 from django.db.models.base import ModelState
 from django.utils import timezone
 
@@ -269,7 +270,9 @@ STATE_FIELDS = (
     "pending_price",
     "pending_status",
     "pending_since",
+    "pending_sources",
     "fresh_until",
+    "quorum_until",
     "last_index_price_id",
     "last_good_index_price_id",
     "reference_price",
@@ -320,7 +323,12 @@ class _Run:
         result = index_aggregate(
             list(self.quotes.get(symbol, {}).values()),
             rules=rules,
-            prior=PriorState(state.last_good_price, state.last_good_at, state.pending_price),
+            prior=PriorState(
+                state.last_good_price,
+                state.last_good_at,
+                state.pending_price,
+                frozenset(state.pending_sources or ()) if state.pending_price is not None else frozenset(),
+            ),
             now=now,
         )
         position = len(self.rows)
@@ -346,7 +354,9 @@ class _Run:
         state.pending_price = result.pending_price
         state.pending_status = result.pending_status
         state.pending_since = (state.pending_since or now) if result.pending_price is not None else None
+        state.pending_sources = list(result.pending_sources)
         state.fresh_until = result.fresh_until
+        state.quorum_until = result.quorum_until
         if result.is_good:
             self.good(symbol, position)
 
@@ -522,9 +532,10 @@ CLOSE_UPSERT = """
     ON CONFLICT (symbol, day) DO UPDATE SET price = EXCLUDED.price, origin = EXCLUDED.origin,
         updated_at = EXCLUDED.updated_at
 """
+STATE_JSON_FIELDS = {"pending_sources"}
 STATE_UPDATE = (
     "UPDATE marketdata_indexstate SET "
-    + ", ".join(f"{name} = %s" for name in STATE_FIELDS)
+    + ", ".join(f"{name} = %s{'::jsonb' if name in STATE_JSON_FIELDS else ''}" for name in STATE_FIELDS)
     + " WHERE id = %s"
 )
 
@@ -544,7 +555,15 @@ def _run_write_postgres(*, observations, index_rows, quotes, states, closes) -> 
                 cursor.executemany(QUOTE_UPSERT, quotes)
             if states:
                 cursor.executemany(
-                    STATE_UPDATE, [[getattr(s, name) for name in STATE_FIELDS] + [s.pk] for s in states]
+                    STATE_UPDATE,
+                    [
+                        [
+                            json.dumps(getattr(s, name)) if name in STATE_JSON_FIELDS else getattr(s, name)
+                            for name in STATE_FIELDS
+                        ]
+                        + [s.pk]
+                        for s in states
+                    ],
                 )
             if closes:
                 cursor.executemany(CLOSE_UPSERT, closes)
@@ -585,9 +604,11 @@ def _status_alerts(state: IndexState) -> None:
                 STALE: "no fresh price source; sweeps use the last good price "
                 f"{state.last_good_price} and liquidations of exposed accounts are suspended",
                 UNCONFIRMED: f"a move to {state.pending_price} from the last good price "
-                f"{state.last_good_price} is held by the circuit breaker; confirm it in the oracle "
-                "or wait for the next aggregation",
-                DEGRADED: "fewer price sources than required",
+                f"{state.last_good_price}, reported by {', '.join(state.pending_sources) or 'its sources'}, "
+                "is held by the circuit breaker; confirm it in the oracle or wait for another source "
+                "to agree",
+                DEGRADED: "fewer fresh price sources than required; liquidations of exposed accounts "
+                "are suspended until the quorum is back",
             }[status]
             ops_alert_raise(kind=kind, key=state.symbol, message=f"{state.symbol}: {what}.")
         else:
@@ -698,10 +719,13 @@ def price_observation_submit(
 @transaction.atomic
 def index_prices_refresh(*, symbols: Iterable[str] | None = None) -> list[IndexPrice]:
     """Re-aggregate symbols whose sources went quiet (beat, every few seconds): a symbol past its
-    ``fresh_until`` is recorded ``stale`` (history row, ops alert) even if no observation arrives.
-    Only symbols that need it are written."""
+    ``fresh_until`` is recorded ``stale``, an ``ok`` one past its ``quorum_until`` ``degraded``
+    (history row, ops alert) even if no observation arrives. Only symbols that need it are written."""
     now = timezone.now()
-    due = IndexState.objects.filter(fresh_until__lt=now).exclude(status=STALE)
+    # Sources went quiet: all of them (stale) or enough to lose the quorum (degraded).
+    due = IndexState.objects.filter(
+        (Q(fresh_until__lt=now) & ~Q(status=STALE)) | Q(status=OK, quorum_until__lt=now)
+    )
     if symbols is not None:
         due = due.filter(symbol__in=list(symbols))
     wanted = list(due.values_list("symbol", flat=True))
@@ -709,24 +733,44 @@ def index_prices_refresh(*, symbols: Iterable[str] | None = None) -> list[IndexP
         return []
     run = _run_start(oracle_rules(symbols=wanted), now)
     for symbol in sorted(run.rules):
-        fresh_until = run.states[symbol].fresh_until
-        if fresh_until is not None and fresh_until < now:
+        state = run.states[symbol]
+        quiet = state.fresh_until is not None and state.fresh_until < now
+        short = state.status == OK and state.quorum_until is not None and state.quorum_until < now
+        if quiet or short:
             run.aggregate(symbol, None)
     return _run_save(run)
 
 
 @transaction.atomic
 def index_price_confirm(*, symbol: str, confirmed_by: User) -> IndexPrice:
-    """An ops user confirms the move the circuit breaker holds for ``symbol``: the held price
-    becomes the last good price (with the status it would have had), recorded with who confirmed."""
-    if confirmed_by.role != Role.OPS:
-        raise ValidationError({"confirmed_by": "Only venue ops can confirm a held price."})
+    """Confirm the move the circuit breaker holds for ``symbol``: the held price becomes the last
+    good price (with the status it would have had), recorded with who confirmed.
+
+    Venue ops may confirm, and so may an active price source *other than* those that reported
+    the move (``IndexState.pending_sources``): a source confirming its own move is refused with
+    ``PermissionDenied`` and nothing changes. Other roles are refused naming ``confirmed_by``; a
+    symbol without a held move naming ``symbol``."""
+    source = None
+    if confirmed_by.role == Role.PRICE_SOURCE:
+        source = PriceSource.objects.filter(user=confirmed_by, is_active=True, user__is_active=True).first()
+        if source is None:
+            raise ValidationError({"confirmed_by": f"{confirmed_by} is not an active price source."})
+    elif confirmed_by.role != Role.OPS:
+        raise ValidationError(
+            {"confirmed_by": "Only venue ops or another price source can confirm a held price."}
+        )
     state = IndexState.objects.select_for_update().filter(symbol=symbol).first()
     if state is None:
         raise ValidationError({"symbol": f"Unknown symbol {symbol!r}."})
     if state.status != UNCONFIRMED or state.pending_price is None:
         raise ValidationError(
             {"symbol": f"{symbol} has no move held for confirmation (status {state.status})."}
+        )
+    if source is not None and source.name in (state.pending_sources or ()):
+        raise PermissionDenied(
+            f"{symbol}: the held move to {state.pending_price} was reported by "
+            f"{', '.join(state.pending_sources)}; a price source cannot confirm its own move "
+            "(another price source or venue ops must)."
         )
     now = timezone.now()
     last = state.last_index_price
@@ -752,6 +796,7 @@ def index_price_confirm(*, symbol: str, confirmed_by: User) -> IndexPrice:
     state.price = state.last_good_price = state.pending_price
     state.last_good_at = now
     state.pending_price, state.pending_status, state.pending_since = None, "", None
+    state.pending_sources = []
     run.last_row[symbol] = 0
     run.good(symbol, 0)
     return _run_save(run)[0]

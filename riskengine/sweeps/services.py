@@ -463,7 +463,7 @@ def _calls_follow(
             kind=SUSPENDED_ALERT,
             messages={
                 str(t.account_id): f"Liquidation of account {t.account_id} suspended ({t.escalate_cause}): "
-                f"{', '.join(t.suspended)} stale or unconfirmed."
+                f"{', '.join(t.suspended)} not trustworthy (stale, unconfirmed or short of sources)."
                 for t in suspended
             },
             now=now,

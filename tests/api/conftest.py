@@ -14,7 +14,7 @@ from rest_framework.test import APIClient
 
 from accounts.models import AccountKind, MarginAccount, Member, Role, User
 from accounts.services import api_token_issue, collateral_deposit, user_create
-from clearing.api.throttling import AnonymousThrottle, TokenRateThrottle
+from clearing.api.throttling import WindowRateThrottle
 from clearing.marketdata.services import price_source_register
 from riskengine import whatif
 from riskengine.quotes import MarketQuotes
@@ -39,8 +39,7 @@ def quotes_fixed() -> MarketQuotes:
 def throttle_cache(monkeypatch):
     """Each test counts requests from zero (the default cache may be a Redis shared across runs)."""
     cache = LocMemCache(f"throttle-{id(monkeypatch)}", {})
-    monkeypatch.setattr(TokenRateThrottle, "cache", cache)
-    monkeypatch.setattr(AnonymousThrottle, "cache", cache)
+    monkeypatch.setattr(WindowRateThrottle, "cache", cache)  # every throttle's counters
     return cache
 
 

@@ -82,9 +82,9 @@ ENDPOINTS = {
         {"feed"},
         lambda w: {"instrument": "BTC-70000-C", "iv": "0.5", "source_time": recent()},
     ),
-    # Allowed ops get a 400: no move is held for confirmation in this world.
+    # Allowed ops and price sources get a 400: no move is held for confirmation in this world.
     "index-price-confirm": Endpoint(
-        "post", lambda w: f"{V1}/index-prices/BTC/confirm/", {"ops"}, lambda w: {}, ok=(400,)
+        "post", lambda w: f"{V1}/index-prices/BTC/confirm/", {"ops", "feed"}, lambda w: {}, ok=(400,)
     ),
     "accounts": Endpoint("get", lambda w: f"{V1}/accounts/", READERS),
     "account": Endpoint("get", account(), READERS, account_scoped=True),

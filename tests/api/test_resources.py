@@ -385,6 +385,16 @@ def test_page_size_is_capped(world):
     assert Pagination().get_limit(type("R", (), {"query_params": {"limit": "100000"}})()) == 500
 
 
+@pytest.mark.parametrize(
+    ("query", "field"),
+    [("offset=-1", "offset"), ("offset=x", "offset"), ("limit=0", "limit"), ("limit=1&limit=2", "limit")],
+)
+def test_a_malformed_limit_or_offset_is_refused_naming_it(world, query, field):
+    response = world["ops"].get(f"{V1}/instruments/?{query}")
+    assert response.status_code == 400
+    assert list(response.json()) == [field]
+
+
 def test_a_nul_character_anywhere_in_a_body_is_refused(world):
     response = world["trader_a"].post(
         f"{V1}/accounts/{world.account_a.pk}/deposits/", {"asset": "USDC", "amount": "1", "x\x00": 1}

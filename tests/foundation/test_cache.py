@@ -9,7 +9,7 @@ from django.conf import settings
 from django.core.cache import caches
 from django.core.cache.backends.redis import RedisCache
 
-from clearing.api.throttling import AnonymousThrottle, TokenRateThrottle
+from clearing.api.throttling import AnonymousThrottle, UserRateThrottle
 
 
 def connections_received() -> int:
@@ -34,5 +34,5 @@ def test_cache_objects_of_separate_requests_share_the_process_connections_to_red
 
 
 def test_the_api_throttles_count_in_the_redis_cache_that_every_web_process_shares():
-    assert isinstance(TokenRateThrottle().cache, RedisCache)
+    assert isinstance(UserRateThrottle().cache, RedisCache)
     assert isinstance(AnonymousThrottle().cache, RedisCache)

@@ -169,3 +169,63 @@ def test_a_member_sets_a_band_from_the_page(client, swept_demo):
     page = client.get("/accounts/ALPHA-LIVE/").content.decode()
     assert "below your target band" in page
     assert client.post("/accounts/ALPHA-LIVE/band/", {"lower": "5", "upper": "2"}).status_code == 400
+
+
+def test_a_viewer_cannot_save_or_remove_a_target_band_in_the_web_app(client, swept_demo):
+    """Read-only as on the API: 403 and nothing changed; the page offers no band form."""
+    alice = User.objects.get(username="alice")
+    target_band_set(account=swept_demo, lower=Decimal(2), upper=Decimal(5), user=alice)
+    client.force_login(User.objects.get(username="carol"))  # ALPHA's viewer
+    page = client.get("/accounts/ALPHA-LIVE/").content.decode()
+    assert "data-read-only" in page
+    assert 'action="/accounts/ALPHA-LIVE/band/"' not in page
+    assert "What if…" not in page
+
+    assert client.post("/accounts/ALPHA-LIVE/band/", {"lower": "1", "upper": "9"}).status_code == 403
+    assert client.post("/accounts/ALPHA-LIVE/band/", {"clear": "1"}).status_code == 403
+    band = TargetBand.objects.get(account=swept_demo)
+    assert (band.lower, band.upper, band.updated_by) == (Decimal(2), Decimal(5), alice)
+
+
+def test_the_band_service_refuses_a_viewer_too(account, member_a):
+    from django.core.exceptions import PermissionDenied
+
+    viewer = factories.user_make(username="vera", role="viewer", member=member_a)
+    with pytest.raises(PermissionDenied):
+        target_band_set(account=account, lower=Decimal(2), upper=Decimal(5), user=viewer)
+    assert not TargetBand.objects.exists()
+
+
+def test_a_viewer_cannot_run_a_what_if_in_the_web_app(client, swept_demo):
+    from clearing.models import Instrument
+
+    client.force_login(User.objects.get(username="carol"))
+    page = client.get("/accounts/ALPHA-LIVE/what-if/")
+    assert page.status_code == 200
+    assert "data-read-only" in page.content.decode()
+    assert 'name="t0-quantity"' not in page.content.decode()
+    perp = Instrument.objects.get(symbol="BTC-PERP")
+    refused = client.post("/accounts/ALPHA-LIVE/what-if/", {"t0-instrument": perp.pk, "t0-quantity": "-5"})
+    assert refused.status_code == 403
+    assert 'id="what-if-result"' not in refused.content.decode()
+
+
+def test_the_web_what_if_draws_on_the_users_compute_budget(client, swept_demo, monkeypatch):
+    from django.core.cache.backends.locmem import LocMemCache
+
+    from clearing.api.throttling import ComputeRateThrottle, WindowRateThrottle
+    from clearing.models import Instrument
+
+    monkeypatch.setattr(WindowRateThrottle, "cache", LocMemCache(f"web-compute-{id(monkeypatch)}", {}))
+    monkeypatch.setattr(ComputeRateThrottle, "rate", "2/min", raising=False)
+    # Pinned mid-minute: a window boundary between the requests would refill the budget.
+    monkeypatch.setattr(WindowRateThrottle, "timer", lambda self: 1_800_000_000 + 20.25)
+    client.force_login(User.objects.get(username="alice"))
+    perp = Instrument.objects.get(symbol="BTC-PERP")
+    codes = [
+        client.post(
+            "/accounts/ALPHA-LIVE/what-if/", {"t0-instrument": perp.pk, "t0-quantity": "-5"}
+        ).status_code
+        for _ in range(3)
+    ]
+    assert codes == [200, 200, 429]

@@ -25,6 +25,47 @@ async def test_a_foreign_origin_is_refused_even_with_a_valid_session(two_members
     assert not connected
 
 
+@pytest.mark.parametrize(
+    "origin",
+    [
+        "https://testserver",  # our host name, another scheme
+        "http://testserver:8080",  # our host name, another port (another service on the host)
+        "http://testserver:80.evil.example",
+        "http://sub.testserver",
+        "null",  # a sandboxed frame or a file
+        "",
+    ],
+)
+async def test_an_origin_differing_in_scheme_port_or_host_is_refused(two_members, origin):
+    """The page is http://testserver (ws://, Host testserver); only that exact origin may connect."""
+    cookie = await sync_to_async(session_cookie)(two_members["alice"])
+    connected, _ = await communicator(cookie=cookie, origin=origin).connect()
+    assert not connected
+
+
+async def test_the_pages_own_origin_is_accepted_and_over_tls_only_its_https_origin(two_members):
+    cookie = await sync_to_async(session_cookie)(two_members["alice"])
+    plain = communicator(cookie=cookie, origin="http://testserver")
+    assert (await plain.connect())[0]
+    await plain.disconnect()
+    for origin, accepted in (("https://testserver", True), ("http://testserver", False)):
+        secure = communicator(cookie=cookie, origin=origin)
+        secure.scope["scheme"] = "wss"
+        assert (await secure.connect())[0] is accepted, origin
+        await secure.disconnect()
+
+
+async def test_a_host_outside_allowed_hosts_is_refused_even_from_its_own_origin(two_members):
+    from channels.testing import WebsocketCommunicator
+
+    from clearing.asgi import application
+
+    socket = WebsocketCommunicator(
+        application, "/ws/margin/", headers=[(b"origin", b"http://evil.example"), (b"host", b"evil.example")]
+    )
+    assert not (await socket.connect())[0]
+
+
 @pytest.mark.parametrize("username", ["ops", "feed"])
 async def test_staff_and_system_users_are_refused(two_members, username):
     cookie = await sync_to_async(session_cookie)(two_members[username])

@@ -98,11 +98,49 @@ def test_a_move_beyond_the_breaker_within_the_window_is_held_unconfirmed():
 
 
 def test_the_next_aggregation_agreeing_with_the_held_move_confirms_it():
-    held = PriorState(Decimal(100), NOW - timedelta(seconds=30), pending_price=Decimal(80))
+    held = PriorState(
+        Decimal(100),
+        NOW - timedelta(seconds=30),
+        pending_price=Decimal(80),
+        pending_sources=frozenset({"s1"}),
+    )
     result = index_aggregate(quotes(80.2, 80.1, 79.9), rules=RULES, prior=held, now=NOW)
     assert result.status == "ok"
     assert result.last_good_price == Decimal("80.1")
     assert "confirms" in result.note
+    assert "s2, s3 agreeing with s1" in result.note
+
+
+def test_the_sources_of_a_held_move_repeating_it_do_not_confirm_it():
+    held = PriorState(
+        Decimal(100),
+        NOW - timedelta(seconds=30),
+        pending_price=Decimal(80),
+        pending_sources=frozenset({"s1", "s2", "s3"}),
+    )
+    result = index_aggregate(quotes(80.2, 80.1, 79.9), rules=RULES, prior=held, now=NOW)
+    assert result.status == "unconfirmed"
+    assert result.last_good_price == Decimal(100)
+    assert result.pending_sources == ("s1", "s2", "s3")
+    assert "another source or ops" in result.note
+
+
+def test_a_held_move_records_the_sources_that_made_it():
+    result = index_aggregate(quotes(80, 80.1), rules=RULES, prior=GOOD, now=NOW)
+    assert result.status == "unconfirmed"
+    assert sorted(result.pending_sources) == ["s1", "s2"]
+
+
+def test_the_quorum_lasts_until_the_min_sources_th_freshest_quote_goes_stale():
+    sources = [
+        Quote(f"s{i}", Decimal(100), NOW - timedelta(seconds=age)) for i, age in enumerate((5, 20, 40, 50))
+    ]
+    result = index_aggregate(sources, rules=RULES, prior=GOOD, now=NOW)
+    assert result.status == "ok"
+    assert result.fresh_until == NOW - timedelta(seconds=5) + RULES.max_age
+    assert result.quorum_until == NOW - timedelta(seconds=40) + RULES.max_age  # the third freshest
+    degraded = index_aggregate(sources[:2], rules=RULES, prior=GOOD, now=NOW)
+    assert (degraded.status, degraded.quorum_until) == ("degraded", None)
 
 
 def test_a_return_to_normal_drops_the_held_move():

@@ -90,7 +90,8 @@ def test_too_few_sources_degrade_the_index_and_alert_ops(oracle, clock):
     assert row.price == Decimal(3000)  # the first source's price: never the average 3005
     assert "closer to the last good price" in row.note
     alert = OpsAlert.objects.get(kind="price_degraded", key="ETH", resolved_at=None)
-    assert "fewer price sources" in alert.message
+    assert "fewer fresh price sources" in alert.message
+    assert "liquidations of exposed accounts are suspended" in alert.message
     price_observation_submit(source_user=oracle.sources[2], symbol="ETH", price="3005", source_time=clock.now)
     assert IndexState.objects.get(symbol="ETH").status == "ok"
     assert not OpsAlert.objects.filter(kind="price_degraded", key="ETH", resolved_at=None).exists()
@@ -360,3 +361,136 @@ def test_an_open_alert_is_raised_once_per_kind_and_key(db, clock):
     reopened = ops_alert_raise(kind="liquidation_suspended", key="ACC-1", message="third")
     assert reopened.pk != first.pk
     assert OpsAlert.objects.count() == 2
+
+
+def test_a_source_repeating_its_own_held_move_never_confirms_it_another_source_does(oracle, clock):
+    submit(oracle, clock, "BTC", "60000", "60010", "59990")
+    clock.advance(seconds=61)  # the others went quiet: src-a is BTC's only fresh source
+    held = submit(oracle, clock, "BTC", "45000")
+    assert (held.status, held.last_good_price) == ("unconfirmed", Decimal(60000))
+    assert IndexState.objects.get(symbol="BTC").pending_sources == ["src-a"]
+
+    for price in ("45010", "44995", "45000"):  # src-a, again and again
+        clock.advance(seconds=1)
+        again = submit(oracle, clock, "BTC", price)
+        assert (again.status, again.last_good_price) == ("unconfirmed", Decimal(60000))
+        assert "still reported only by src-a" in again.note
+    assert "BTC" in market_quotes_current().unsafe_for_liquidation()
+
+    confirming = price_observation_submit(
+        source_user=oracle.sources[1], symbol="BTC", price="45005", source_time=clock.now
+    )
+    assert confirming.status == "degraded"  # confirmed, by two of the three sources required
+    assert confirming.last_good_price in (Decimal(45000), Decimal(45005))
+    assert "src-b agreeing with src-a" in confirming.note
+    state = IndexState.objects.get(symbol="BTC")
+    assert (state.pending_price, state.pending_sources) == (None, [])
+
+
+def test_a_price_source_cannot_confirm_its_own_held_move_but_another_source_or_ops_can(oracle, clock):
+    from django.core.exceptions import PermissionDenied
+
+    src_a, src_b, src_c, _ = oracle.sources
+    submit(oracle, clock, "BTC", "60000", "60010", "59990")
+    clock.advance(seconds=5)
+    submit(oracle, clock, "BTC", "45000", "45010")  # src-a and src-b move, src-c does not
+    state = IndexState.objects.get(symbol="BTC")
+    assert (state.status, state.pending_sources) == ("unconfirmed", ["src-a", "src-b"])
+    rows = IndexPrice.objects.count()
+
+    for source in (src_a, src_b):
+        with pytest.raises(PermissionDenied) as refusal:
+            index_price_confirm(symbol="BTC", confirmed_by=source)
+        assert "cannot confirm its own move" in str(refusal.value)
+        assert "src-a, src-b" in str(refusal.value)
+    state.refresh_from_db()
+    assert (state.status, state.pending_price, state.last_good_price) == ("unconfirmed", 45010, 60010)
+    assert IndexPrice.objects.count() == rows
+
+    row = index_price_confirm(symbol="BTC", confirmed_by=src_c)
+    assert (row.status, row.last_good_price, row.confirmed_by) == ("degraded", Decimal(45010), src_c)
+    assert "confirmed by src-c" in row.note
+
+
+def test_ops_confirm_a_move_a_source_may_not(oracle, clock):
+    ops = factories.user_make(username="opsy", role=Role.OPS)
+    submit(oracle, clock, "BTC", "60000", "60010", "59990")
+    clock.advance(seconds=5)
+    submit(oracle, clock, "BTC", "45000", "45010")
+    assert index_price_confirm(symbol="BTC", confirmed_by=ops).last_good_price == Decimal(45010)
+
+
+def test_the_confirm_endpoint_refuses_the_source_of_the_move_with_403_and_changes_nothing(oracle, clock):
+    from rest_framework.test import APIClient
+
+    from accounts.services import api_token_issue
+
+    def client(user) -> APIClient:
+        http = APIClient()
+        http.credentials(HTTP_AUTHORIZATION=f"Bearer {api_token_issue(user=user, name='feed')[1]}")
+        return http
+
+    submit(oracle, clock, "BTC", "60000", "60010", "59990")
+    clock.advance(seconds=5)
+    submit(oracle, clock, "BTC", "45000", "45010")
+    url = "/api/v1/index-prices/BTC/confirm/"
+    refused = client(oracle.sources[0]).post(url, format="json", headers={"Idempotency-Key": "k1"})
+    assert refused.status_code == 403
+    assert "cannot confirm its own move" in refused.json()["detail"]
+    assert IndexState.objects.get(symbol="BTC").status == "unconfirmed"
+
+    accepted = client(oracle.sources[2]).post(url, format="json")
+    assert accepted.status_code == 201
+    assert IndexState.objects.get(symbol="BTC").last_good_price == Decimal(45010)
+
+
+def test_an_ok_index_reads_degraded_once_fewer_than_the_quorum_of_sources_are_fresh(oracle, clock):
+    submit(oracle, clock, "BTC", "60000")
+    clock.advance(seconds=20)
+    price_observation_submit(
+        source_user=oracle.sources[1], symbol="BTC", price="60010", source_time=clock.now
+    )
+    clock.advance(seconds=20)
+    row = price_observation_submit(
+        source_user=oracle.sources[2], symbol="BTC", price="59990", source_time=clock.now
+    )
+    assert row.status == "ok"
+    clock.advance(seconds=15)  # src-a is 55 s old: three fresh sources
+    assert market_quotes_current().statuses["BTC"] == "ok"
+    clock.advance(seconds=10)  # src-a is 65 s old: two fresh sources of three required
+    quotes = market_quotes_current()
+    assert quotes.statuses["BTC"] == "degraded"
+    assert "BTC" in quotes.unsafe_for_liquidation()
+    [recorded] = index_prices_refresh()
+    assert (recorded.symbol, recorded.status, recorded.sources) == ("BTC", "degraded", ["src-b", "src-c"])
+    assert OpsAlert.objects.filter(kind="price_degraded", key="BTC", resolved_at=None).exists()
+    assert index_prices_refresh() == []
+
+
+def test_a_single_degraded_source_does_not_allow_liquidation(oracle, clock, member_a):
+    """An account deep below its maintenance margin is margin-called but not liquidated while BTC
+    has one fresh source; once the quorum is back, the liquidation starts."""
+    from accounts.services import collateral_deposit
+    from clearing.services import trade_book
+    from riskengine.sweeps.models import Liquidation, MarginCall
+    from riskengine.sweeps.services import sweep_accounts_run
+
+    account = factories.account_make(member=member_a, code="AAA-01", mode="cross")
+    collateral_deposit(account=account, asset=oracle.usd, amount=Decimal(20_000))
+    trade_book(account=account, instrument="BTC-PERP", quantity=Decimal(10), price=Decimal(60_000))
+    submit(oracle, clock, "BTC", "60000", "60010", "59990")
+    clock.advance(seconds=61)
+    row = submit(oracle, clock, "BTC", "59000")  # src-a alone
+    assert (row.status, row.sources) == ("degraded", ["src-a"])
+
+    sweep_accounts_run(account_ids=[account.pk], cause="test: one source")
+    call = MarginCall.objects.get(account=account)
+    assert call.status == "open"
+    assert call.events.last().cause == "liquidation suspended: BTC not trustworthy"
+    assert not Liquidation.objects.filter(account=account).exists()
+
+    for source in oracle.sources[1:3]:
+        price_observation_submit(source_user=source, symbol="BTC", price="59010", source_time=clock.now)
+    assert market_quotes_current().statuses["BTC"] == "ok"
+    sweep_accounts_run(account_ids=[account.pk], cause="test: quorum")
+    assert Liquidation.objects.filter(account=account).count() == 1

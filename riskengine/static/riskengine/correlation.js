@@ -1,6 +1,8 @@
 // The correlation grid of a parameter set (riskengine.forms.CorrelationGridWidget).
 // Editing a cell edits its mirror; cells are coloured by value (same rule as the server side:
-// red for positive, blue for negative, stronger as |rho| approaches 1).
+// red for positive, blue for negative, stronger as |rho| approaches 1). The server's colours come
+// as data-colour attributes and are applied here: the Content-Security-Policy allows no inline
+// style attributes, while styles set from a script file are allowed.
 (function () {
   "use strict";
 
@@ -33,6 +35,11 @@
   }
 
   document.addEventListener("DOMContentLoaded", function () {
-    document.querySelectorAll("[data-rho-grid]").forEach(bind);
+    document.querySelectorAll("[data-rho-grid]").forEach(function (grid) {
+      grid.querySelectorAll("[data-colour]").forEach(function (cell) {
+        cell.style.background = cell.dataset.colour;
+      });
+      bind(grid);
+    });
   });
 })();
