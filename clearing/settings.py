@@ -340,3 +340,79 @@ LOGGING = {
     "root": {"handlers": ["console"], "level": env_str("DJANGO_LOG_LEVEL", "INFO")},
     "loggers": {"django.db.backends": {"level": "WARNING"}},
 }
+
+# =================================================================================================
+# Operations: surviving crashes, outages and late messages (issue #13, docs/operations.md).
+# One block, after everything it adjusts, so that parallel edits above merge cleanly.
+# =================================================================================================
+from clearing.ops.database import database_timeouts_apply  # noqa: E402  (pure; imports no Django)
+
+# --- PostgreSQL timeouts (seconds; 0 turns one off) ---------------------------------------------
+# Web requests and management commands: no request is worth more than 15 s of one statement, and
+# a request waiting for an account lock (held by an event sweep or a liquidation for well under a
+# second, bench/bench_tasks.py) gives up after 5 s with an error instead of holding one of the
+# process's WEB_THREADS. Migrations on big tables may need more: docker/bin/release turns both off.
+DATABASE_STATEMENT_TIMEOUT = float(env_str("DATABASE_STATEMENT_TIMEOUT", "15"))
+DATABASE_LOCK_TIMEOUT = float(env_str("DATABASE_LOCK_TIMEOUT", "5"))
+# Celery workers (applied by clearing.celery when a worker starts): the longest statement of a
+# task is a shard's COPY and upsert (≈ 0.1 s for 5,000 accounts idle, a few seconds for 25,000 on
+# a loaded machine) or a retention batch; 60 s is far above that and below every soft time limit
+# below, so a stuck statement fails the task (and is retried) before the worker is killed. Lock
+# waits (shards upserting current margins behind an event sweep, liquidations behind a sweep's
+# account locks) are retried by the tasks after lock_timeout.
+DATABASE_WORKER_STATEMENT_TIMEOUT = float(env_str("DATABASE_WORKER_STATEMENT_TIMEOUT", "60"))
+DATABASE_WORKER_LOCK_TIMEOUT = float(env_str("DATABASE_WORKER_LOCK_TIMEOUT", "30"))
+database_timeouts_apply(
+    databases=DATABASES, statement_timeout=DATABASE_STATEMENT_TIMEOUT, lock_timeout=DATABASE_LOCK_TIMEOUT
+)
+
+# --- Celery: time limits, redelivery, acknowledgement -------------------------------------------
+# Measured with bench/bench_tasks.py (20,000 accounts of 10 positions, 2 shared vCPUs, load ≈ 2.5;
+# docs/operations.md "Time limits"): a shard of 5,000 accounts 0.33–0.63 s, a liquidation
+# ≤ 0.20 s (median 0.085 s), a drain of 5,000 event-sweep requests 0.56 s, creating a full sweep
+# 0.09 s, the daily calibration 0.07 s. docs/performance.md saw the same work 8× slower on a
+# machine at load 7–9, and CLEARING_SWEEP_SHARD_SIZE may be raised to 25,000 (5× a shard): the
+# worst plausible shard is ≈ 25 s. Each soft limit is ≥ 4× its task's worst plausible run and
+# raises SoftTimeLimitExceeded inside the task (its transaction rolls back, the shard is marked
+# failed, the next full sweep covers its accounts); the hard limit kills the process 30 s later.
+# A task killed at its hard limit is acknowledged, not redelivered (task_acks_on_timeout), so a
+# task that always overruns cannot loop.
+CELERY_TASK_SOFT_TIME_LIMIT = 60  # every task not named below
+CELERY_TASK_TIME_LIMIT = 90
+CELERY_TASK_ANNOTATIONS = {
+    "sweeps.shard": {"soft_time_limit": 120, "time_limit": 150},
+    # A drain takes at most DRAIN_BATCHES_PER_TASK batches of 5,000, then sends itself again.
+    "sweeps.requests_drain": {"soft_time_limit": 120, "time_limit": 150},
+    "sweeps.full_due": {"soft_time_limit": 120, "time_limit": 150},
+    "sweeps.liquidation_execute": {"soft_time_limit": 60, "time_limit": 90},
+    "ops.margin_snapshots_prune": {"soft_time_limit": 120, "time_limit": 150},
+    # Not idempotent (each run proposes a new parameter set): at most once. A lost run is
+    # repeated by hand or by the next day's beat.
+    "marketdata.calibrate": {
+        "soft_time_limit": 120,
+        "time_limit": 150,
+        "acks_late": False,
+        "reject_on_worker_lost": False,
+    },
+}
+CELERY_TASK_ACKS_ON_FAILURE = True
+CELERY_TASK_ACKS_ON_TIMEOUT = True
+# Redis hands an unacknowledged message (its worker died, its host vanished) to another worker
+# once it has been out for visibility_timeout (kombu's default is an hour). It must exceed the
+# longest a message can legitimately stay unacknowledged: the largest hard time limit (150 s)
+# plus the longest countdown a task is sent with (retry back-off ≤ 60 s); 300 s. Every worker
+# scans for such messages every unacked_restore_interval (10 s) when the throttle is 1 (default:
+# every 10th interval), so a lost task runs again within ≈ 310 s.
+BROKER_VISIBILITY_TIMEOUT = 300  # not CELERY_-prefixed: ours, read into the options below
+if CELERY_BROKER_URL.startswith(("redis://", "rediss://", "sentinel://")):
+    CELERY_BROKER_TRANSPORT_OPTIONS = {
+        "visibility_timeout": BROKER_VISIBILITY_TIMEOUT,
+        "unacked_restore_throttle": 1,
+        # A publish on a connection whose peer vanished without a reset (failover, NAT) fails
+        # after 10 s instead of hanging the request or task that sends it.
+        "socket_timeout": 10,
+        "socket_connect_timeout": 5,
+    }
+# A task whose acknowledgement can no longer reach the broker will be delivered again; cancelling
+# it when the connection drops keeps two copies from running at once (tasks are idempotent).
+CELERY_WORKER_CANCEL_LONG_RUNNING_TASKS_ON_CONNECTION_LOSS = True
