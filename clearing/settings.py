@@ -416,3 +416,18 @@ if CELERY_BROKER_URL.startswith(("redis://", "rediss://", "sentinel://")):
 # A task whose acknowledgement can no longer reach the broker will be delivered again; cancelling
 # it when the connection drops keeps two copies from running at once (tasks are idempotent).
 CELERY_WORKER_CANCEL_LONG_RUNNING_TASKS_ON_CONNECTION_LOSS = True
+
+# --- Periodic upkeep (beat) ---------------------------------------------------------------------
+CELERY_BEAT_SCHEDULE.update(
+    {
+        # The outbox is pruned here, not by the relays (which run only while sockets are open).
+        "frontend-outbox-prune": {"task": "frontend.outbox_prune", "schedule": 60.0},
+    }
+)
+# Every periodic task is idempotent and superseded by its next tick: one that waited in the queue
+# for more than a minute (or its period, if longer) expires. After a worker outage, beat's backlog
+# (12 sweeps.full_due a minute…) is dropped instead of run in a row.
+for _entry in CELERY_BEAT_SCHEDULE.values():
+    _period = _entry["schedule"] if isinstance(_entry["schedule"], float) else 3600.0
+    _entry.setdefault("options", {}).setdefault("expires", max(_period, 60.0))
+del _entry, _period

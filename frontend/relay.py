@@ -27,8 +27,10 @@ Design (see also README, "Live margin"):
   sends them again, still in id order. A send that failed after it reached Redis is then delivered
   twice; pages re-read their fragment on every event, so a duplicate costs a read, never a wrong
   figure. A release that cannot reach the database is retried before the next claim.
-* Rows older than ``RETENTION`` are deleted (relayed or not): pushes are notifications, the database
-  is the truth, and a page that connects or reconnects reads the current state, never old events.
+* Rows older than ``RETENTION`` are deleted (relayed or not) by a beat task (``frontend.tasks``,
+  every minute, in bounded batches), whether or not any web process relays: pushes are
+  notifications, the database is the truth, and a page that connects or reconnects reads the
+  current state, never old events.
 
 Why polling and not LISTEN/NOTIFY: a 50 ms poll of a partial index (``outbox_pending``) costs one
 cheap query per process and works identically on SQLite; measured end-to-end figures are in
@@ -43,7 +45,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import time
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 
@@ -59,7 +60,11 @@ logger = logging.getLogger(__name__)
 POLL_SECONDS = 0.05
 BATCH = 500
 RETENTION = timedelta(minutes=5)
-PRUNE_EVERY_SECONDS = 30.0
+# One prune run deletes at most PRUNE_BATCHES × PRUNE_BATCH rows, each batch its own short
+# transaction: at 100,000 accounts a full sweep writes up to one margin.updated per account a
+# minute, so 20 × 10,000 a minute keeps up with twice that.
+PRUNE_BATCH = 10_000
+PRUNE_BATCHES = 20
 # The layer message type; ``frontend.hub`` dispatches it by its ``group`` to the local sockets.
 MESSAGE_TYPE = "outbox.events"
 URGENT = ("margin_call.", "liquidation.")
@@ -100,9 +105,25 @@ def outbox_release(*, ids: list[int]) -> int:
     return OutboxEvent.objects.filter(pk__in=ids, relayed_at__isnull=False).update(relayed_at=None)
 
 
-def outbox_prune(*, retention: timedelta = RETENTION) -> int:
-    """Delete rows older than ``retention``; returns how many."""
-    deleted, _ = OutboxEvent.objects.filter(created_at__lt=timezone.now() - retention).delete()
+def outbox_prune(
+    *, retention: timedelta = RETENTION, batch: int = PRUNE_BATCH, batches: int = PRUNE_BATCHES
+) -> int:
+    """Delete rows older than ``retention``, oldest first, in at most ``batches`` statements of
+    ``batch`` rows (each committed on its own when called outside a transaction); returns how many."""
+    table = OutboxEvent._meta.db_table
+    cutoff = timezone.now() - retention
+    deleted = 0
+    for _ in range(batches):
+        with transaction.atomic(), connection.cursor() as cursor:
+            cursor.execute(
+                f"DELETE FROM {table} WHERE id IN "
+                f"(SELECT id FROM {table} WHERE created_at < %s ORDER BY id LIMIT %s)",
+                [cutoff, batch],
+            )
+            count = cursor.rowcount
+        deleted += count
+        if count < batch:
+            break
     return deleted
 
 
@@ -132,7 +153,6 @@ class OutboxRelay:
         self.relayed = 0
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="outbox-relay")
         self._task: asyncio.Task | None = None
-        self._last_prune = 0.0
         # Claimed rows whose send failed and whose release has not reached the database yet.
         self._unreleased: list[int] = []
 
@@ -142,9 +162,6 @@ class OutboxRelay:
             if self._unreleased:
                 outbox_release(ids=self._unreleased)
                 self._unreleased = []
-            if time.monotonic() - self._last_prune > PRUNE_EVERY_SECONDS:
-                self._last_prune = time.monotonic()
-                outbox_prune()
             return _with_account_codes(outbox_claim(limit=self.batch))
         except Exception:
             # A broken connection is replaced on the next round; never let the loop die.

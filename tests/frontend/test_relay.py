@@ -9,12 +9,14 @@ from unittest import mock
 import pytest
 from asgiref.sync import sync_to_async
 from channels.layers import InMemoryChannelLayer
+from django.conf import settings
 from django.db import connection, connections
 from django.utils import timezone
 
 from frontend.events import events_publish
 from frontend.models import OutboxEvent
 from frontend.relay import OutboxRelay, RelaySendFailed, outbox_claim, outbox_prune
+from frontend.tasks import outbox_prune_task
 
 
 def test_claimed_events_come_in_id_order_and_are_never_claimed_again(db):
@@ -125,3 +127,14 @@ async def test_only_the_groups_that_failed_are_sent_again(transactional_db):
     finally:
         await relay.stop()
         await sync_to_async(connections.close_all)()
+
+
+def test_the_beat_task_prunes_old_rows_in_bounded_batches_without_any_relay(db):
+    events = events_publish(events=[(1, "margin.updated", {"n": n}) for n in range(5)])
+    OutboxEvent.objects.filter(pk__in=[e.pk for e in events[:4]]).update(
+        created_at=timezone.now() - timedelta(minutes=6)
+    )
+    assert outbox_prune(batch=3, batches=1) == 3  # one bounded batch, oldest first
+    assert outbox_prune_task() == 1
+    assert list(OutboxEvent.objects.values_list("pk", flat=True)) == [events[4].pk]
+    assert settings.CELERY_BEAT_SCHEDULE["frontend-outbox-prune"]["task"] == outbox_prune_task.name
