@@ -14,7 +14,10 @@ accounts. Timed, each the body of one task:
   (every unhealthy account opens a call, the worst case) and in a second one (steady state);
 - ``sweeps.liquidation_execute``: the liquidations the first sweep started (a sample);
 - ``sweeps.requests_drain``: one drain of a full batch (5,000 pending event-sweep requests);
-- ``marketdata.calibrate``: the daily calibration over the demo's price history.
+- ``marketdata.calibrate``: the daily calibration over the demo's price history;
+- ``ops.margin_snapshots_prune``: with ``--retention-sweeps N``, N more full sweeps, then the
+  retention run that deletes all their snapshots but the last (as it would two hours later),
+  with the time per batch of 10,000 rows and the table's size before and after.
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ import numpy as np
 
 import bench.bench_sweep as venue  # sets up Django
 from clearing.marketdata.calibration import calibration_propose
+from clearing.ops.retention import BATCH, margin_snapshots_prune
 from riskengine.sweeps import services
 from riskengine.sweeps.models import Liquidation, LiquidationStatus
 
@@ -44,6 +48,7 @@ def main() -> None:
     parser.add_argument("--accounts", type=int, default=20_000)
     parser.add_argument("--shard-size", type=int, default=5_000)
     parser.add_argument("--liquidations", type=int, default=100)
+    parser.add_argument("--retention-sweeps", type=int, default=0)
     args = parser.parse_args()
     print(f"load average before: {os.getloadavg()}")
     venue.N_ACCOUNTS = args.accounts
@@ -89,7 +94,41 @@ def main() -> None:
         timed("marketdata.calibrate", [time.perf_counter() - started])
     except Exception as error:  # the demo history may be too short on a fresh database
         print(f"marketdata.calibrate: not timed ({error})")
+    if args.retention_sweeps:
+        retention(args.retention_sweeps, market, args.shard_size)
     print(f"load average after: {os.getloadavg()}")
+
+
+def table_size() -> tuple[int, int]:
+    with venue.connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT count(*), pg_total_relation_size('sweeps_marginsnapshot') FROM sweeps_marginsnapshot"
+        )
+        return cursor.fetchone()
+
+
+def retention(sweeps: int, market, shard_size: int) -> None:
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    with mock.patch.object(services, "_liquidations_enqueue"):
+        for _ in range(sweeps):
+            services.sweep_full_run(cause="bench retention", quotes=market, shard_size=shard_size)
+    rows, size = table_size()
+    print(f"snapshots before retention: {rows:,} rows, {size / 2**20:.0f} MiB with indexes "
+          f"({size / rows:.0f} B a row)")  # fmt: skip
+    now = timezone.now()
+    margin_snapshots_prune(now=now, batches=0)  # the checkpoint the run two hours later uses
+    later = now + timedelta(hours=2, minutes=1)
+    started = time.perf_counter()
+    outcome = margin_snapshots_prune(now=later, batches=10**6)
+    took = time.perf_counter() - started
+    per_batch = took / max(1, outcome.snapshots / BATCH)
+    print(f"ops.margin_snapshots_prune: {outcome.snapshots:,} snapshots and {outcome.sweeps} sweeps deleted "
+          f"in {took:.2f} s, {per_batch:.3f} s per batch of {BATCH:,}")  # fmt: skip
+    rows, size = table_size()
+    print(f"snapshots after: {rows:,} rows (table not vacuumed: {size / 2**20:.0f} MiB)")
 
 
 if __name__ == "__main__":

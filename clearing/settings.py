@@ -347,6 +347,14 @@ LOGGING = {
 # =================================================================================================
 from clearing.ops.database import database_timeouts_apply  # noqa: E402  (pure; imports no Django)
 
+# Retention, the insurance-fund guard, stuck-work recovery and the metrics live in clearing.ops.
+INSTALLED_APPS += ["clearing.ops"]
+
+# Margin snapshots are kept at full resolution for this many hours, then only those referenced by
+# current margin, calls, call events and liquidations plus each account's daily close
+# (clearing.ops.retention). Two hours: the account page charts its last 120 snapshots.
+CLEARING_SNAPSHOT_RETENTION_HOURS = float(env_str("CLEARING_SNAPSHOT_RETENTION_HOURS", "2"))
+
 # --- PostgreSQL timeouts (seconds; 0 turns one off) ---------------------------------------------
 # Web requests and management commands: no request is worth more than 15 s of one statement, and
 # a request waiting for an account lock (held by an event sweep or a liquidation for well under a
@@ -422,6 +430,8 @@ CELERY_BEAT_SCHEDULE.update(
     {
         # The outbox is pruned here, not by the relays (which run only while sockets are open).
         "frontend-outbox-prune": {"task": "frontend.outbox_prune", "schedule": 60.0},
+        # Margin snapshots beyond the retention policy, in bounded batches.
+        "ops-margin-snapshots-prune": {"task": "ops.margin_snapshots_prune", "schedule": 60.0},
     }
 )
 # Every periodic task is idempotent and superseded by its next tick: one that waited in the queue
