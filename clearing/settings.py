@@ -432,6 +432,9 @@ CELERY_BEAT_SCHEDULE.update(
         "frontend-outbox-prune": {"task": "frontend.outbox_prune", "schedule": 60.0},
         # Margin snapshots beyond the retention policy, in bounded batches.
         "ops-margin-snapshots-prune": {"task": "ops.margin_snapshots_prune", "schedule": 60.0},
+        # The insurance fund against its governed floor, at current prices (also checked after
+        # every liquidation and full sweep).
+        "ops-insurance-fund-check": {"task": "ops.insurance_fund_check", "schedule": 60.0},
     }
 )
 # Every periodic task is idempotent and superseded by its next tick: one that waited in the queue

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from django.db import models
 
+from clearing.ledger import AmountField, AppendOnlyModel
+
 
 class SnapshotRetention(models.Model):
     """Where margin-snapshot retention stands (one row, ``pk=1``; ``clearing.ops.retention``).
@@ -21,3 +23,29 @@ class SnapshotRetention(models.Model):
 
     def __str__(self) -> str:
         return f"snapshots final below {self.final_below_id}"
+
+
+class UncoveredDeficit(AppendOnlyModel):
+    """A deficit the insurance fund could not cover (append-only; ``clearing.ops.insurance``).
+
+    After a liquidation whose deficit the fund paid while its value went below zero,
+    ``uncovered`` is the part of that deficit the fund did not have (at most the deficit). Without
+    a liquidation (the fund fell below zero as prices moved), it is the fund's shortfall when that
+    was first seen. Until auto-deleveraging exists, nothing else happens to it: ops decide."""
+
+    at = models.DateTimeField()
+    fund_value = AmountField(help_text="The fund's value (USD) when recorded: negative.")
+    uncovered = AmountField(help_text="USD the fund could not cover.")
+    cause = models.CharField(max_length=200)
+    liquidation = models.OneToOneField(
+        "sweeps.Liquidation", on_delete=models.PROTECT, null=True, blank=True, related_name="+"
+    )
+
+    class Meta:
+        ordering = ["-id"]
+        constraints = [
+            models.CheckConstraint(name="uncovereddeficit_positive", condition=models.Q(uncovered__gt=0)),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.uncovered} USD uncovered ({self.cause})"

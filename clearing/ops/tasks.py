@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from celery import shared_task
 
+from clearing.ops.insurance import insurance_fund_check
 from clearing.ops.retention import margin_snapshots_prune
 from clearing.ops.retry import RETRY
 
@@ -14,3 +15,10 @@ def margin_snapshots_prune_task() -> dict:
     """Every minute: delete the snapshots (and empty sweeps) the retention policy does not keep."""
     outcome = margin_snapshots_prune()
     return {"snapshots": outcome.snapshots, "sweeps": outcome.sweeps, "skipped": outcome.skipped}
+
+
+@shared_task(name="ops.insurance_fund_check", **RETRY)
+def insurance_fund_check_task() -> str | None:
+    """Every minute: the insurance fund against its floor at the oracle's current prices."""
+    fund = insurance_fund_check(cause="the periodic check")
+    return None if fund is None else str(fund.value)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from celery import shared_task
 
+from clearing.ops.insurance import insurance_fund_after_shard
 from clearing.ops.retry import RETRY
 from riskengine.sweeps import services
 
@@ -46,9 +47,12 @@ def sweep_full_due() -> int | None:
 
 @shared_task(name="sweeps.shard", bind=True, **RETRY)
 def sweep_shard(self, shard_id: int) -> int:
-    return services.sweep_shard_run(
+    accounts = services.sweep_shard_run(
         shard_id=shard_id, worker=self.request.hostname or services.HOSTNAME
     ).accounts
+    # The shard that completes a full sweep checks the insurance fund at the sweep's prices.
+    insurance_fund_after_shard(shard_id=shard_id)
+    return accounts
 
 
 @shared_task(name="sweeps.requests_drain", **RETRY)
