@@ -3,7 +3,7 @@
 import os
 
 from celery import Celery
-from celery.signals import worker_init
+from celery.signals import worker_init, worker_ready
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "clearing.settings")
 
@@ -29,3 +29,15 @@ def _worker_database_timeouts(**kwargs) -> None:
         lock_timeout=settings.DATABASE_WORKER_LOCK_TIMEOUT,
     )
     connections.close_all()
+
+
+@worker_ready.connect
+def _worker_metrics_server(**kwargs) -> None:
+    """With WORKER_METRICS_PORT set, the worker's main process serves the task metrics of all its
+    pool processes (clearing.ops.metrics); started once the pool is up."""
+    from django.conf import settings
+
+    if settings.WORKER_METRICS_PORT:
+        from clearing.ops.metrics import worker_metrics_server_start
+
+        worker_metrics_server_start(port=settings.WORKER_METRICS_PORT, addr=settings.WORKER_METRICS_ADDR)

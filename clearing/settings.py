@@ -425,6 +425,18 @@ if CELERY_BROKER_URL.startswith(("redis://", "rediss://", "sentinel://")):
 # it when the connection drops keeps two copies from running at once (tasks are idempotent).
 CELERY_WORKER_CANCEL_LONG_RUNNING_TASKS_ON_CONNECTION_LOSS = True
 
+# --- Metrics (clearing.ops.metrics) --------------------------------------------------------------
+# Scrapes of /metrics (and of a worker's WORKER_METRICS_PORT) must send "Authorization: Bearer
+# <METRICS_TOKEN>". Without a token the endpoint is off in production (404) and answers loopback
+# only in development. Per-process counters need PROMETHEUS_MULTIPROC_DIR in the environment
+# (docker/bin/web and docker/bin/worker set it): read at import, so it is no Django setting.
+METRICS_TOKEN = env_str("METRICS_TOKEN", "")
+WORKER_METRICS_PORT = env_int("WORKER_METRICS_PORT", 0)  # 0: a worker serves no metrics
+WORKER_METRICS_ADDR = env_str("WORKER_METRICS_ADDR", "0.0.0.0")
+if PRODUCTION:
+    # Prometheus scrapes from the private network over plain HTTP, like the health probe.
+    SECURE_REDIRECT_EXEMPT = [*SECURE_REDIRECT_EXEMPT, r"^metrics$"]
+
 # --- Periodic upkeep (beat) ---------------------------------------------------------------------
 CELERY_BEAT_SCHEDULE.update(
     {

@@ -2,6 +2,7 @@ from django.contrib import admin
 from django.contrib.auth import views as auth_views
 from django.urls import include, path
 
+from clearing.ops.views import metrics_view
 from clearing.views import healthz
 from riskengine.views import ops_dashboard
 
@@ -15,6 +16,7 @@ urlpatterns = [
     path("login/", auth_views.LoginView.as_view(template_name="frontend/login.html"), name="login"),
     path("logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("healthz", healthz, name="healthz"),
+    path("metrics", metrics_view, name="metrics"),  # Prometheus; token-protected (clearing.ops.metrics)
     path("api/", include("clearing.api.urls")),
     path("", include("frontend.urls")),
 ]

@@ -46,13 +46,15 @@ import asyncio
 import contextlib
 import logging
 from concurrent.futures import ThreadPoolExecutor
-from datetime import timedelta
+from datetime import UTC, timedelta
 
 from channels.layers import get_channel_layer
 from django.db import close_old_connections, connection, transaction
 from django.utils import timezone
+from django.utils.dateparse import parse_datetime
 
 from accounts.models import MarginAccount
+from clearing.ops.metrics import OUTBOX_PRUNED, RELAY_LAG, RELAY_RELEASED, RELAY_SEND_FAILURES, RELAY_SENT
 from frontend.models import OutboxEvent
 
 logger = logging.getLogger(__name__)
@@ -86,13 +88,18 @@ def outbox_claim(*, limit: int = BATCH) -> list[tuple[int, str, dict]]:
     sql = (
         f"UPDATE {table} SET relayed_at = %s WHERE id IN ("
         f"SELECT id FROM {table} WHERE relayed_at IS NULL ORDER BY id LIMIT %s{lock}"
-        ') RETURNING id, "group", payload'
+        ') RETURNING id, "group", payload, created_at'
     )
+    now = timezone.now()
     with transaction.atomic(), connection.cursor() as cursor:
-        cursor.execute(sql, [timezone.now(), limit])
+        cursor.execute(sql, [now, limit])
         rows = cursor.fetchall()
     field = OutboxEvent._meta.get_field("payload")
-    decoded = [(pk, group, field.from_db_value(payload, None, connection)) for pk, group, payload in rows]
+    decoded = [(pk, group, field.from_db_value(payload, None, connection)) for pk, group, payload, _ in rows]
+    for *_, created_at in rows:
+        if isinstance(created_at, str):  # SQLite's raw cursor: naive UTC text
+            created_at = parse_datetime(created_at).replace(tzinfo=UTC)
+        RELAY_LAG.observe(max(0.0, (now - created_at).total_seconds()))
     # RETURNING gives no order guarantee; members must see events in the order they happened.
     decoded.sort(key=lambda row: row[0])
     return decoded
@@ -102,7 +109,9 @@ def outbox_release(*, ids: list[int]) -> int:
     """Put claimed rows back to pending (their send failed); returns how many."""
     if not ids:
         return 0
-    return OutboxEvent.objects.filter(pk__in=ids, relayed_at__isnull=False).update(relayed_at=None)
+    released = OutboxEvent.objects.filter(pk__in=ids, relayed_at__isnull=False).update(relayed_at=None)
+    RELAY_RELEASED.inc(released)
+    return released
 
 
 def outbox_prune(
@@ -124,6 +133,7 @@ def outbox_prune(
         deleted += count
         if count < batch:
             break
+    OUTBOX_PRUNED.inc(deleted)
     return deleted
 
 
@@ -201,6 +211,7 @@ class OutboxRelay:
                 await asyncio.wait_for(layer.group_send(group, message), SEND_TIMEOUT_SECONDS)
             except Exception:
                 failed.append(group)
+                RELAY_SEND_FAILURES.inc()
                 logger.warning("group_send to %s failed; its events go back to pending", group, exc_info=True)
             else:
                 sent.add(group)
@@ -225,6 +236,7 @@ class OutboxRelay:
                 await loop.run_in_executor(self._executor, self._release, unsent)
         delivered = len(rows) - len(unsent)
         self.relayed += delivered
+        RELAY_SENT.inc(delivered)
         if failed:
             raise RelaySendFailed(
                 f"{len(failed)} of {len(by_group)} groups not sent; {len(unsent)} events pending again"

@@ -7,5 +7,8 @@ class OpsConfig(AppConfig):
     verbose_name = "Operations"
 
     def ready(self) -> None:
-        # Registers the Celery tasks with the app when the worker imports the project.
-        from clearing.ops import tasks  # noqa: F401
+        # Registers the Celery tasks with the app when the worker imports the project, and the
+        # signal handlers that time and count every task (clearing.ops.metrics).
+        from clearing.ops import metrics, tasks  # noqa: F401
+
+        metrics.celery_signals_connect()

@@ -37,6 +37,7 @@ from django.utils import timezone
 
 from accounts.models import AccountKind, CollateralBalance, MarginAccount
 from clearing.marketdata.services import ops_alerts_raise, ops_alerts_resolve
+from clearing.ops.metrics import INSURANCE_CHECK_FAILURES
 from clearing.ops.models import UncoveredDeficit
 from riskengine.models import ParameterSet, ParameterStatus
 from riskengine.quotes import MarketQuotes
@@ -161,6 +162,7 @@ def insurance_fund_after_liquidation(*, liquidation, quotes: MarketQuotes | None
             cause = f"liquidation {liquidation.pk}"
             insurance_fund_check(quotes=quotes, cause=cause, liquidation=liquidation)
     except Exception:
+        INSURANCE_CHECK_FAILURES.inc()
         log.exception("insurance fund check after liquidation %s failed", liquidation.pk)
 
 

@@ -50,6 +50,7 @@ from django.conf import settings
 from django.db import connection, transaction
 from django.utils import timezone
 
+from clearing.ops.metrics import SNAPSHOTS_PRUNED
 from clearing.ops.models import SnapshotRetention
 
 log = logging.getLogger(__name__)
@@ -173,6 +174,7 @@ def margin_snapshots_prune(
         for _ in range(batches):
             ids = _delete_batch(cursor_id=position, upper=upper, edge=now - window, batch=batch)
             outcome.snapshots += len(ids)
+            SNAPSHOTS_PRUNED.inc(len(ids))
             if len(ids) < batch:
                 break
             position = max(ids) + 1
