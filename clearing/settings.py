@@ -447,6 +447,8 @@ CELERY_BEAT_SCHEDULE.update(
         # The insurance fund against its governed floor, at current prices (also checked after
         # every liquidation and full sweep).
         "ops-insurance-fund-check": {"task": "ops.insurance_fund_check", "schedule": 60.0},
+        # Liquidations whose task was lost (broker down when it was sent) are sent again.
+        "ops-liquidations-resume": {"task": "ops.liquidations_resume", "schedule": 60.0},
     }
 )
 # Every periodic task is idempotent and superseded by its next tick: one that waited in the queue

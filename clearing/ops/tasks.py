@@ -6,6 +6,7 @@ from __future__ import annotations
 from celery import shared_task
 
 from clearing.ops.insurance import insurance_fund_check
+from clearing.ops.recovery import liquidations_resume
 from clearing.ops.retention import margin_snapshots_prune
 from clearing.ops.retry import RETRY
 
@@ -22,3 +23,10 @@ def insurance_fund_check_task() -> str | None:
     """Every minute: the insurance fund against its floor at the oracle's current prices."""
     fund = insurance_fund_check(cause="the periodic check")
     return None if fund is None else str(fund.value)
+
+
+@shared_task(name="ops.liquidations_resume", **RETRY)
+def liquidations_resume_task() -> list[int]:
+    """Every minute: liquidations still in progress two minutes after they started are sent
+    again (their task was lost; executing twice is harmless)."""
+    return liquidations_resume()
