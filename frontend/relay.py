@@ -249,6 +249,10 @@ class OutboxRelay:
                 sent = await self.run_once()
             except asyncio.CancelledError:
                 raise
+            except RelaySendFailed as error:  # each failed send was logged with its cause
+                logger.warning("outbox relay: %s; retrying in 1 s", error)
+                await asyncio.sleep(1.0)
+                continue
             except Exception:
                 logger.exception("outbox relay round failed; retrying")
                 await asyncio.sleep(1.0)
