@@ -135,7 +135,7 @@ def insurance_fund_exhausted(
         kind=ALERT_NEGATIVE,
         messages={
             ALERT_KEY: f"Insurance fund exhausted: {_usd(fund.value)}{note} — after {cause}. "
-            "Deficits beyond it are not covered (see the uncovered deficits)."
+            "Deficits beyond it are not covered (Operations › Uncovered deficits)."
         },
     )
     deficit = getattr(liquidation, "deficit_covered", None) or Decimal(0)
