@@ -375,10 +375,10 @@ database_timeouts_apply(
 )
 
 # --- Celery: time limits, redelivery, acknowledgement -------------------------------------------
-# Measured with bench/bench_tasks.py (20,000 accounts of 10 positions, 2 shared vCPUs, load ≈ 2.5;
-# docs/operations.md "Time limits"): a shard of 5,000 accounts 0.33–0.63 s, a liquidation
-# ≤ 0.20 s (median 0.085 s), a drain of 5,000 event-sweep requests 0.56 s, creating a full sweep
-# 0.09 s, the daily calibration 0.07 s. docs/performance.md saw the same work 8× slower on a
+# Measured with bench/bench_tasks.py (20,000 accounts of 10 positions, 2 shared vCPUs, load
+# 2.5–4; docs/operations.md "Time limits"): a shard of 5,000 accounts 0.33–0.92 s, a liquidation
+# ≤ 0.26 s (median 0.09–0.18 s), a drain of 5,000 event-sweep requests 0.56–1.12 s, creating a full
+# sweep ≤ 0.10 s, the daily calibration ≤ 0.13 s. docs/performance.md saw the same work 8× slower on a
 # machine at load 7–9, and CLEARING_SWEEP_SHARD_SIZE may be raised to 25,000 (5× a shard): the
 # worst plausible shard is ≈ 25 s. Each soft limit is ≥ 4× its task's worst plausible run and
 # raises SoftTimeLimitExceeded inside the task (its transaction rolls back, the shard is marked
@@ -451,9 +451,9 @@ CELERY_BEAT_SCHEDULE.update(
         "ops-liquidations-resume": {"task": "ops.liquidations_resume", "schedule": 60.0},
     }
 )
-# Every periodic task is idempotent and superseded by its next tick: one that waited in the queue
-# for more than a minute (or its period, if longer) expires. After a worker outage, beat's backlog
-# (12 sweeps.full_due a minute…) is dropped instead of run in a row.
+# A periodic tick that waited in the queue for more than a minute (or its period, if longer)
+# expires: its next tick does the same work. After a worker outage, beat's backlog (12
+# sweeps.full_due a minute…) is dropped instead of run in a row.
 for _entry in CELERY_BEAT_SCHEDULE.values():
     _period = _entry["schedule"] if isinstance(_entry["schedule"], float) else 3600.0
     _entry.setdefault("options", {}).setdefault("expires", max(_period, 60.0))

@@ -228,7 +228,8 @@ class OutboxRelay:
                 async with gate:
                     await send(group)
 
-            await asyncio.gather(*(gated(group) for group in by_group if group not in urgent))
+            first = set(urgent)
+            await asyncio.gather(*(gated(group) for group in by_group if group not in first))
         finally:
             # Failed, timed out, or never sent because the relay is stopping: pending again.
             unsent = [pk for group, pks in ids.items() if group not in sent for pk in pks]

@@ -31,6 +31,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from decimal import Decimal
+from typing import TYPE_CHECKING
 
 from django.db import transaction
 from django.utils import timezone
@@ -41,6 +42,9 @@ from clearing.ops.metrics import INSURANCE_CHECK_FAILURES
 from clearing.ops.models import UncoveredDeficit
 from riskengine.models import ParameterSet, ParameterStatus
 from riskengine.quotes import MarketQuotes
+
+if TYPE_CHECKING:
+    from riskengine.sweeps.models import Liquidation
 
 log = logging.getLogger(__name__)
 
@@ -94,7 +98,7 @@ def _usd(amount: Decimal) -> str:
 
 
 def insurance_fund_check(
-    *, quotes: MarketQuotes | None = None, cause: str, liquidation=None
+    *, quotes: MarketQuotes | None = None, cause: str, liquidation: Liquidation | None = None
 ) -> FundValue | None:
     """Value the fund, keep its alerts in step (module docstring) and, below zero, take the
     deficit path. Returns the value checked."""
@@ -122,7 +126,7 @@ def insurance_fund_check(
 
 
 def insurance_fund_exhausted(
-    *, fund: FundValue, cause: str, liquidation=None, note: str = ""
+    *, fund: FundValue, cause: str, liquidation: Liquidation | None = None, note: str = ""
 ) -> UncoveredDeficit | None:
     """The fund is below zero. Today: the critical alert, and the uncovered deficit recorded —
     once per liquidation that deepened it, or once when prices alone took it below zero. The hook
@@ -138,7 +142,7 @@ def insurance_fund_exhausted(
             "Deficits beyond it are not covered (Operations › Uncovered deficits)."
         },
     )
-    deficit = getattr(liquidation, "deficit_covered", None) or Decimal(0)
+    deficit = liquidation.deficit_covered if liquidation is not None else Decimal(0)
     if deficit > 0:
         uncovered = min(deficit, shortfall)
     elif liquidation is None and not already_open:
@@ -153,7 +157,7 @@ def insurance_fund_exhausted(
     return record
 
 
-def insurance_fund_after_liquidation(*, liquidation, quotes: MarketQuotes | None = None) -> None:
+def insurance_fund_after_liquidation(*, liquidation: Liquidation, quotes: MarketQuotes | None = None) -> None:
     """The hook at the end of ``liquidation_execute``, inside its transaction (the fund's row is
     locked there, so the value read is the one the liquidation left). A failure of the check is
     logged and never fails the liquidation: the beat check runs again within a minute."""
