@@ -3,6 +3,7 @@
 import os
 
 from celery import Celery
+from celery.signals import worker_init, worker_ready
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "clearing.settings")
 
@@ -10,3 +11,33 @@ app = Celery("clearing")
 # Every Celery setting lives in Django settings under the CELERY_ prefix.
 app.config_from_object("django.conf:settings", namespace="CELERY")
 app.autodiscover_tasks()
+
+
+@worker_init.connect
+def _worker_database_timeouts(**kwargs) -> None:
+    """A worker's tasks get the worker's PostgreSQL timeouts (settings, "PostgreSQL timeouts"),
+    however the worker was started. Runs in the worker's main process before the pool forks, so
+    every pool process inherits them; connections opened earlier are closed to pick them up."""
+    from django.conf import settings
+    from django.db import connections
+
+    from clearing.ops.database import database_timeouts_apply
+
+    database_timeouts_apply(
+        databases=settings.DATABASES,
+        statement_timeout=settings.DATABASE_WORKER_STATEMENT_TIMEOUT,
+        lock_timeout=settings.DATABASE_WORKER_LOCK_TIMEOUT,
+    )
+    connections.close_all()
+
+
+@worker_ready.connect
+def _worker_metrics_server(**kwargs) -> None:
+    """With WORKER_METRICS_PORT set, the worker's main process serves the task metrics of all its
+    pool processes (clearing.ops.metrics); started once the pool is up."""
+    from django.conf import settings
+
+    if settings.WORKER_METRICS_PORT:
+        from clearing.ops.metrics import worker_metrics_server_start
+
+        worker_metrics_server_start(port=settings.WORKER_METRICS_PORT, addr=settings.WORKER_METRICS_ADDR)

@@ -445,3 +445,121 @@ LOGGING = {
     "root": {"handlers": ["console"], "level": env_str("DJANGO_LOG_LEVEL", "INFO")},
     "loggers": {"django.db.backends": {"level": "WARNING"}},
 }
+
+# =================================================================================================
+# Operations: surviving crashes, outages and late messages (issue #13, docs/operations.md).
+# One block, after everything it adjusts, so that parallel edits above merge cleanly.
+# =================================================================================================
+from clearing.ops.database import database_timeouts_apply  # noqa: E402  (pure; imports no Django)
+
+# Retention, the insurance-fund guard, stuck-work recovery and the metrics live in clearing.ops.
+INSTALLED_APPS += ["clearing.ops"]
+
+# Margin snapshots are kept at full resolution for this many hours, then only those referenced by
+# current margin, calls, call events and liquidations plus each account's daily close
+# (clearing.ops.retention). Two hours: the account page charts its last 120 snapshots.
+CLEARING_SNAPSHOT_RETENTION_HOURS = float(env_str("CLEARING_SNAPSHOT_RETENTION_HOURS", "2"))
+
+# --- PostgreSQL timeouts (seconds; 0 turns one off) ---------------------------------------------
+# Web requests and management commands: no request is worth more than 15 s of one statement, and
+# a request waiting for an account lock (held by an event sweep or a liquidation for well under a
+# second, bench/bench_tasks.py) gives up after 5 s with an error instead of holding one of the
+# process's WEB_THREADS. Migrations on big tables may need more: docker/bin/release turns both off.
+DATABASE_STATEMENT_TIMEOUT = float(env_str("DATABASE_STATEMENT_TIMEOUT", "15"))
+DATABASE_LOCK_TIMEOUT = float(env_str("DATABASE_LOCK_TIMEOUT", "5"))
+# Celery workers (applied by clearing.celery when a worker starts): the longest statement of a
+# task is a shard's COPY and upsert (≈ 0.1 s for 5,000 accounts idle, a few seconds for 25,000 on
+# a loaded machine) or a retention batch; 60 s is far above that and below every soft time limit
+# below, so a stuck statement fails the task (and is retried) before the worker is killed. Lock
+# waits (shards upserting current margins behind an event sweep, liquidations behind a sweep's
+# account locks) are retried by the tasks after lock_timeout.
+DATABASE_WORKER_STATEMENT_TIMEOUT = float(env_str("DATABASE_WORKER_STATEMENT_TIMEOUT", "60"))
+DATABASE_WORKER_LOCK_TIMEOUT = float(env_str("DATABASE_WORKER_LOCK_TIMEOUT", "30"))
+database_timeouts_apply(
+    databases=DATABASES, statement_timeout=DATABASE_STATEMENT_TIMEOUT, lock_timeout=DATABASE_LOCK_TIMEOUT
+)
+
+# --- Celery: time limits, redelivery, acknowledgement -------------------------------------------
+# Measured with bench/bench_tasks.py (20,000 accounts of 10 positions, 2 shared vCPUs, load
+# 2.5–4; docs/operations.md "Time limits"): a shard of 5,000 accounts 0.33–0.92 s, a liquidation
+# ≤ 0.26 s (median 0.09–0.18 s), a drain of 5,000 event-sweep requests 0.56–1.12 s, creating a full
+# sweep ≤ 0.10 s, the daily calibration ≤ 0.13 s. docs/performance.md saw the same work 8× slower on a
+# machine at load 7–9, and CLEARING_SWEEP_SHARD_SIZE may be raised to 25,000 (5× a shard): the
+# worst plausible shard is ≈ 25 s. Each soft limit is ≥ 4× its task's worst plausible run and
+# raises SoftTimeLimitExceeded inside the task (its transaction rolls back, the shard is marked
+# failed, the next full sweep covers its accounts); the hard limit kills the process 30 s later.
+# A task killed at its hard limit is acknowledged, not redelivered (task_acks_on_timeout), so a
+# task that always overruns cannot loop.
+CELERY_TASK_SOFT_TIME_LIMIT = 60  # every task not named below
+CELERY_TASK_TIME_LIMIT = 90
+CELERY_TASK_ANNOTATIONS = {
+    "sweeps.shard": {"soft_time_limit": 120, "time_limit": 150},
+    # A drain takes at most DRAIN_BATCHES_PER_TASK batches of 5,000, then sends itself again.
+    "sweeps.requests_drain": {"soft_time_limit": 120, "time_limit": 150},
+    "sweeps.full_due": {"soft_time_limit": 120, "time_limit": 150},
+    "sweeps.liquidation_execute": {"soft_time_limit": 60, "time_limit": 90},
+    "ops.margin_snapshots_prune": {"soft_time_limit": 120, "time_limit": 150},
+    # Not idempotent (each run proposes a new parameter set): at most once. A lost run is
+    # repeated by hand or by the next day's beat.
+    "marketdata.calibrate": {
+        "soft_time_limit": 120,
+        "time_limit": 150,
+        "acks_late": False,
+        "reject_on_worker_lost": False,
+    },
+}
+CELERY_TASK_ACKS_ON_FAILURE = True
+CELERY_TASK_ACKS_ON_TIMEOUT = True
+# Redis hands an unacknowledged message (its worker died, its host vanished) to another worker
+# once it has been out for visibility_timeout (kombu's default is an hour). It must exceed the
+# longest a message can legitimately stay unacknowledged: the largest hard time limit (150 s)
+# plus the longest countdown a task is sent with (retry back-off ≤ 60 s); 300 s. Every worker
+# scans for such messages every unacked_restore_interval (10 s) when the throttle is 1 (default:
+# every 10th interval), so a lost task runs again within ≈ 310 s.
+BROKER_VISIBILITY_TIMEOUT = 300  # not CELERY_-prefixed: ours, read into the options below
+if CELERY_BROKER_URL.startswith(("redis://", "rediss://", "sentinel://")):
+    CELERY_BROKER_TRANSPORT_OPTIONS = {
+        "visibility_timeout": BROKER_VISIBILITY_TIMEOUT,
+        "unacked_restore_throttle": 1,
+        # A publish on a connection whose peer vanished without a reset (failover, NAT) fails
+        # after 10 s instead of hanging the request or task that sends it.
+        "socket_timeout": 10,
+        "socket_connect_timeout": 5,
+    }
+# A task whose acknowledgement can no longer reach the broker will be delivered again; cancelling
+# it when the connection drops keeps two copies from running at once (tasks are idempotent).
+CELERY_WORKER_CANCEL_LONG_RUNNING_TASKS_ON_CONNECTION_LOSS = True
+
+# --- Metrics (clearing.ops.metrics) --------------------------------------------------------------
+# Scrapes of /metrics (and of a worker's WORKER_METRICS_PORT) must send "Authorization: Bearer
+# <METRICS_TOKEN>". Without a token the endpoint is off in production (404) and answers loopback
+# only in development. Per-process counters need PROMETHEUS_MULTIPROC_DIR in the environment
+# (docker/bin/web and docker/bin/worker set it): read at import, so it is no Django setting.
+METRICS_TOKEN = env_str("METRICS_TOKEN", "")
+WORKER_METRICS_PORT = env_int("WORKER_METRICS_PORT", 0)  # 0: a worker serves no metrics
+WORKER_METRICS_ADDR = env_str("WORKER_METRICS_ADDR", "0.0.0.0")
+if PRODUCTION:
+    # Prometheus scrapes from the private network over plain HTTP, like the health probe.
+    SECURE_REDIRECT_EXEMPT = [*SECURE_REDIRECT_EXEMPT, r"^metrics$"]
+
+# --- Periodic upkeep (beat) ---------------------------------------------------------------------
+CELERY_BEAT_SCHEDULE.update(
+    {
+        # The outbox is pruned here, not by the relays (which run only while sockets are open).
+        "frontend-outbox-prune": {"task": "frontend.outbox_prune", "schedule": 60.0},
+        # Margin snapshots beyond the retention policy, in bounded batches.
+        "ops-margin-snapshots-prune": {"task": "ops.margin_snapshots_prune", "schedule": 60.0},
+        # The insurance fund against its governed floor, at current prices (also checked after
+        # every liquidation and full sweep).
+        "ops-insurance-fund-check": {"task": "ops.insurance_fund_check", "schedule": 60.0},
+        # Liquidations whose task was lost (broker down when it was sent) are sent again.
+        "ops-liquidations-resume": {"task": "ops.liquidations_resume", "schedule": 60.0},
+    }
+)
+# A periodic tick that waited in the queue for more than a minute (or its period, if longer)
+# expires: its next tick does the same work. After a worker outage, beat's backlog (12
+# sweeps.full_due a minute…) is dropped instead of run in a row.
+for _entry in CELERY_BEAT_SCHEDULE.values():
+    _period = _entry["schedule"] if isinstance(_entry["schedule"], float) else 3600.0
+    _entry.setdefault("options", {}).setdefault("expires", max(_period, 60.0))
+del _entry, _period

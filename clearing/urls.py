@@ -3,6 +3,7 @@ from django.contrib.auth import views as auth_views
 from django.urls import include, path
 
 from accounts.forms import MemberAuthenticationForm
+from clearing.ops.views import metrics_view
 from clearing.views import healthz
 from riskengine.views import ops_dashboard
 
@@ -22,6 +23,7 @@ urlpatterns = [
     ),
     path("logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("healthz", healthz, name="healthz"),
+    path("metrics", metrics_view, name="metrics"),  # Prometheus; token-protected (clearing.ops.metrics)
     path("api/", include("clearing.api.urls")),
     path("", include("frontend.urls")),
 ]

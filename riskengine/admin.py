@@ -226,7 +226,10 @@ class ParameterSetAdmin(admin.ModelAdmin):
                 },
             ),
             ("Correlation", {"fields": ["correlation" if editable else "correlation_grid"]}),
-            ("Operations", {"fields": [("cure_period_minutes", "sweep_interval_seconds")]}),
+            (
+                "Operations",
+                {"fields": [("cure_period_minutes", "sweep_interval_seconds"), "insurance_fund_floor"]},
+            ),
             ("Governance", {"fields": self.governance_fields}),
         ]
 

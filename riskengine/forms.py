@@ -211,7 +211,7 @@ class ParameterSetForm(PlainDecimalsMixin, forms.ModelForm):
             "version", "effective_at", "reason",
             "mm_ratio", "offset_cap", "lookahead_days", "rate", "price_steps", "min_vol",
             "pivot_days", "short_power", "long_power", "option_imf", "option_min", "option_mmf",
-            "correlation", "cure_period_minutes", "sweep_interval_seconds",
+            "correlation", "cure_period_minutes", "sweep_interval_seconds", "insurance_fund_floor",
         ]  # fmt: skip
 
     def __init__(self, *args, **kwargs):

@@ -15,6 +15,7 @@ transition and every edit of a draft is recorded in the append-only ``ParameterS
 from __future__ import annotations
 
 from django.conf import settings
+from django.core.validators import MinValueValidator
 from django.db import models
 from django.db.models import Q
 from django.utils import timezone
@@ -109,6 +110,15 @@ class ParameterSet(models.Model):
     # Operational settings.
     cure_period_minutes = models.PositiveIntegerField(default=60)
     sweep_interval_seconds = models.PositiveIntegerField(default=60)
+    # Below this value (USD at the oracle's prices) the insurance fund raises an ops alert
+    # (clearing.ops.insurance); a negative value is always a critical alert. 0: only that one.
+    insurance_fund_floor = _decimal(
+        28,
+        10,
+        default=0,
+        validators=[MinValueValidator(0)],
+        help_text="Ops are alerted when the insurance fund's value (USD) falls below this floor.",
+    )
 
     class Meta:
         ordering = ["-created_at"]
@@ -127,6 +137,11 @@ class ParameterSet(models.Model):
                 name="parameterset_offset_cap_range", condition=Q(offset_cap__gte=0, offset_cap__lte=1)
             ),
             models.CheckConstraint(name="parameterset_price_steps_positive", condition=Q(price_steps__gte=1)),
+            models.CheckConstraint(
+                name="parameterset_insurance_fund_floor_not_negative",
+                condition=Q(insurance_fund_floor__gte=0),
+                violation_error_message="The insurance fund floor cannot be negative.",
+            ),
             models.CheckConstraint(
                 name="parameterset_not_self_approved",
                 condition=Q(decided_by__isnull=True)

@@ -92,6 +92,7 @@ def parameter_set_create(
     operational = {
         "cure_period_minutes": based_on.cure_period_minutes if based_on else 60,
         "sweep_interval_seconds": based_on.sweep_interval_seconds if based_on else 60,
+        "insurance_fund_floor": based_on.insurance_fund_floor if based_on else Decimal(0),
     } | (operational or {})
     parameter_set = ParameterSet.objects.create(
         version=form["version"],

@@ -37,6 +37,7 @@ from django.utils import timezone
 from accounts.models import AccountKind, Asset, MarginAccount, MovementKind
 from accounts.services import BalanceChange, collateral_movements_apply, margin_accounts_lock
 from clearing.models import Instrument, Position
+from clearing.ops.insurance import insurance_fund_after_liquidation
 from clearing.services import Fill, trades_book
 from frontend.events import events_publish, events_publish_encoded
 from riskengine.core import MODES, OPTION, compute_margin
@@ -1173,4 +1174,5 @@ def liquidation_execute(*, liquidation_id: int, quotes: MarketQuotes | None = No
             )
         ]
     )
+    insurance_fund_after_liquidation(liquidation=liquidation, quotes=quotes)
     return liquidation

@@ -1,14 +1,36 @@
 """Celery tasks of the margin sweeps (thin: fetch by id, call a service). Every task is safe to
-run twice: settings acknowledge late, so a task whose worker died is delivered again."""
+run twice: settings acknowledge late, so a task whose worker died is delivered again, and
+transient database or broker errors are retried with back-off (``clearing.ops.retry``). Time
+limits per task are in settings (``CELERY_TASK_ANNOTATIONS``)."""
 
 from __future__ import annotations
 
 from celery import shared_task
 
+from clearing.ops.insurance import insurance_fund_after_shard
+from clearing.ops.retry import RETRY
 from riskengine.sweeps import services
 
+# A drain task takes at most this many engine runs (of up to 5,000 accounts each, ≈ 0.6 s idle):
+# an index move that touches every account of a big venue is drained by a chain of bounded
+# tasks, each far inside its time limit, rather than by one task of unknown length.
+DRAIN_BATCHES_PER_TASK = 10
 
-@shared_task(name="sweeps.full")
+
+def _drain() -> int:
+    """Drain up to ``DRAIN_BATCHES_PER_TASK`` batches; send another drain task if requests are
+    left. Returns the accounts swept."""
+    swept = 0
+    for _ in range(DRAIN_BATCHES_PER_TASK):
+        sweep = services.sweep_requests_drain()
+        if sweep is None:
+            return swept
+        swept += sweep.accounts
+    sweep_requests_drain.delay()
+    return swept
+
+
+@shared_task(name="sweeps.full", **RETRY)
 def sweep_full(cause: str = "requested") -> int:
     """Start a distributed full sweep (its shards are separate tasks)."""
     return services.sweep_full_create(cause=cause).pk
@@ -16,29 +38,29 @@ def sweep_full(cause: str = "requested") -> int:
 
 @shared_task(name="sweeps.full_due")
 def sweep_full_due() -> int | None:
-    """Start a full sweep when due; also drain event-sweep requests whose task was lost."""
+    """Start a full sweep when due; also drain event-sweep requests whose task was lost. Not
+    retried: beat sends it again within seconds."""
     sweep = services.sweep_full_due()
-    while services.sweep_requests_drain() is not None:
-        pass
+    _drain()
     return sweep.pk if sweep else None
 
 
-@shared_task(name="sweeps.shard", bind=True)
+@shared_task(name="sweeps.shard", bind=True, **RETRY)
 def sweep_shard(self, shard_id: int) -> int:
-    return services.sweep_shard_run(
+    accounts = services.sweep_shard_run(
         shard_id=shard_id, worker=self.request.hostname or services.HOSTNAME
     ).accounts
+    # The shard that completes a full sweep checks the insurance fund at the sweep's prices.
+    insurance_fund_after_shard(shard_id=shard_id)
+    return accounts
 
 
-@shared_task(name="sweeps.requests_drain")
+@shared_task(name="sweeps.requests_drain", **RETRY)
 def sweep_requests_drain() -> int:
-    """Sweep every account with a pending request (several engine runs if more than a batch)."""
-    swept = 0
-    while (sweep := services.sweep_requests_drain()) is not None:
-        swept += sweep.accounts
-    return swept
+    """Sweep the accounts with a pending request (several engine runs if more than a batch)."""
+    return _drain()
 
 
-@shared_task(name="sweeps.liquidation_execute")
+@shared_task(name="sweeps.liquidation_execute", **RETRY)
 def liquidation_execute(liquidation_id: int) -> str:
     return services.liquidation_execute(liquidation_id=liquidation_id).status

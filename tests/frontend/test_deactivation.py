@@ -26,7 +26,7 @@ def test_a_user_of_a_deactivated_member_cannot_sign_in(client, alice, member_a):
     member_deactivate(member_a)
     page = client.post("/login/", {"username": "alice", "password": PASSWORD})
     assert page.status_code == 200  # the form again, with its error
-    assert "didn't match" in page.content.decode()
+    assert "correct username and password" in page.content.decode()
     assert "_auth_user_id" not in client.session
     assert client.get("/").status_code == 302
 

@@ -1,14 +1,22 @@
-"""The outbox relay claims each committed event exactly once, in order, and prunes old rows."""
+"""The outbox relay claims each committed event once, in order, sends it again when a send
+failed (at least once), and prunes old rows."""
 
+import asyncio
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
+from unittest import mock
 
-from django.db import connection
+import pytest
+from asgiref.sync import sync_to_async
+from channels.layers import InMemoryChannelLayer
+from django.conf import settings
+from django.db import connection, connections
 from django.utils import timezone
 
 from frontend.events import events_publish
 from frontend.models import OutboxEvent
-from frontend.relay import outbox_claim, outbox_prune
+from frontend.relay import OutboxRelay, RelaySendFailed, outbox_claim, outbox_prune
+from frontend.tasks import outbox_prune_task
 
 
 def test_claimed_events_come_in_id_order_and_are_never_claimed_again(db):
@@ -46,3 +54,87 @@ def test_rows_older_than_the_retention_are_pruned_relayed_or_not(db):
     OutboxEvent.objects.filter(pk=old.pk).update(created_at=timezone.now() - timedelta(minutes=10))
     assert outbox_prune(retention=timedelta(minutes=5)) == 1
     assert list(OutboxEvent.objects.values_list("pk", flat=True)) == [recent.pk]
+
+
+class FlakyLayer:
+    """A channel layer whose first ``group_send`` fails the way a stale connection after a Redis
+    restart does; later sends reach the real (in-memory) layer."""
+
+    def __init__(self, inner) -> None:
+        self.inner = inner
+        self.calls = 0
+
+    async def group_send(self, group, message) -> None:
+        self.calls += 1
+        if self.calls == 1:
+            raise ConnectionError("Connection closed by server.")
+        await self.inner.group_send(group, message)
+
+
+@pytest.mark.asyncio
+async def test_an_event_whose_send_failed_is_delivered_on_the_next_round(transactional_db):
+    (event,) = await sync_to_async(events_publish)(events=[(1, "margin_call.opened", {"call": 7})])
+    inner = InMemoryChannelLayer()
+    channel = await inner.new_channel()
+    await inner.group_add("account-1", channel)
+    layer = FlakyLayer(inner)
+    relay = OutboxRelay()
+    try:
+        with mock.patch("frontend.relay.get_channel_layer", return_value=layer):
+            with pytest.raises(RelaySendFailed):
+                await relay.run_once()
+            row = await OutboxEvent.objects.aget(pk=event.pk)
+            assert row.relayed_at is None  # the claim was released: pending again
+            assert await relay.run_once() == 1
+        message = await asyncio.wait_for(inner.receive(channel), timeout=2)
+        assert [e["call"] for e in message["events"]] == [7]
+        assert (await OutboxEvent.objects.aget(pk=event.pk)).relayed_at is not None
+        assert await relay.run_once() == 0  # delivered once the send succeeded, not again
+    finally:
+        await relay.stop()
+        await sync_to_async(connections.close_all)()
+
+
+@pytest.mark.asyncio
+async def test_only_the_groups_that_failed_are_sent_again(transactional_db):
+    await sync_to_async(events_publish)(
+        events=[(1, "margin.updated", {"n": 1}), (2, "margin.updated", {"n": 2})]
+    )
+    inner = InMemoryChannelLayer()
+    channels = {}
+    for account in (1, 2):
+        channels[account] = await inner.new_channel()
+        await inner.group_add(f"account-{account}", channels[account])
+
+    class FailsForAccountTwo:
+        async def group_send(self, group, message):
+            if group == "account-2":
+                raise TimeoutError
+            await inner.group_send(group, message)
+
+    relay = OutboxRelay()
+    try:
+        flaky = mock.patch("frontend.relay.get_channel_layer", return_value=FailsForAccountTwo())
+        with flaky, pytest.raises(RelaySendFailed):
+            await relay.run_once()
+        with mock.patch("frontend.relay.get_channel_layer", return_value=inner):
+            assert await relay.run_once() == 1
+        first = await asyncio.wait_for(inner.receive(channels[1]), timeout=2)
+        second = await asyncio.wait_for(inner.receive(channels[2]), timeout=2)
+        assert [e["n"] for e in first["events"]] == [1]
+        assert [e["n"] for e in second["events"]] == [2]
+        assert await relay.run_once() == 0
+    finally:
+        await relay.stop()
+        await sync_to_async(connections.close_all)()
+
+
+def test_the_beat_task_prunes_old_rows_in_bounded_batches_without_any_relay(db):
+    events = events_publish(events=[(1, "margin.updated", {"n": n}) for n in range(5)])
+    OutboxEvent.objects.filter(pk__in=[e.pk for e in events[:4]]).update(
+        created_at=timezone.now() - timedelta(minutes=6)
+    )
+    assert outbox_prune(batch=3, batches=1) == 3  # one bounded batch, oldest first
+    assert outbox_prune_task() == 1
+    assert list(OutboxEvent.objects.values_list("pk", flat=True)) == [events[4].pk]
+    assert settings.CELERY_BEAT_SCHEDULE["frontend-outbox-prune"]["task"] == outbox_prune_task.name
