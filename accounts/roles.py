@@ -106,6 +106,8 @@ _MONITORING_VIEW = {
             "margincallevent",
             "liquidation",
         ],
+        # Deficits the insurance fund could not cover (clearing.ops.insurance), read-only.
+        "ops": ["uncovereddeficit"],
     }.items()
     for model in models
 }

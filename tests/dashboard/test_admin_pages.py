@@ -22,6 +22,7 @@ MODELS = [
     ("sweeps", "accountmargin"),
     ("sweeps", "margincall"),
     ("sweeps", "liquidation"),
+    ("ops", "uncovereddeficit"),
 ]
 READ_ONLY = [m for m in MODELS if m != ("marketdata", "pricesource")]
 
