@@ -301,7 +301,13 @@ if REDIS_URL:
             "BACKEND": "django.core.cache.backends.redis.RedisCache",
             "LOCATION": REDIS_URL,
             # Cache objects are per request context: share the process's connections.
-            "OPTIONS": {"pool_class": "clearing.cache.ProcessConnectionPool"},
+            # Bounded waits: an unreachable Redis costs a request at most a second, and the API
+            # throttle then fails open (clearing.api.throttling).
+            "OPTIONS": {
+                "pool_class": "clearing.cache.ProcessConnectionPool",
+                "socket_connect_timeout": 1.0,
+                "socket_timeout": 1.0,
+            },
         }
     }
 SPECTACULAR_SETTINGS = {

@@ -30,12 +30,18 @@ the rate).
 from __future__ import annotations
 
 import ipaddress
+import logging
 
 from django.conf import settings
 from django.core.cache import caches
 from django.core.cache.backends.redis import RedisCache
+from redis.exceptions import RedisError
 from rest_framework import exceptions
 from rest_framework.throttling import SimpleRateThrottle
+
+from clearing.ops.metrics import THROTTLE_FAIL_OPENS
+
+logger = logging.getLogger(__name__)
 
 
 def client_address(request) -> str:
@@ -90,7 +96,15 @@ class WindowRateThrottle(SimpleRateThrottle):
         self.now = self.timer()
         window = int(self.now // self.duration)
         self.window_ends_at = (window + 1) * self.duration
-        return self._count(f"{key}:{window}") <= self.num_requests
+        try:
+            return self._count(f"{key}:{window}") <= self.num_requests
+        except (RedisError, ConnectionError, TimeoutError) as error:
+            # Fail open: the counters are a courtesy to the venue, PostgreSQL holds the truth and
+            # every write path is guarded there. Refusing trades because the cache is away would
+            # turn a Redis outage into a clearing outage. Logged and counted, so ops see it.
+            THROTTLE_FAIL_OPENS.inc()
+            logger.warning("API throttle let a request through: its counter store failed (%s)", error)
+            return True
 
     def _count(self, key: str) -> int:
         """This request's number in the window. The counter outlives its window by a second."""

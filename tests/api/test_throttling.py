@@ -192,3 +192,35 @@ def test_concurrent_requests_in_many_threads_are_each_counted_once(backend, cloc
         ttl = cache._cache.get_client(redis_key).ttl(redis_key)
         assert 0 < ttl <= throttle.duration + 1  # the counter goes away after its window
     cache.delete(key)
+
+
+def _port_nobody_listens_on() -> int:
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def test_the_write_api_stays_up_when_the_throttles_redis_is_away(world, monkeypatch, caplog):
+    """Redis down, PostgreSQL healthy: trades are still booked (the throttle fails open), with a
+    log line and the fail-open counter."""
+    from django.core.cache.backends.redis import RedisCache
+
+    from clearing.models import Trade
+    from clearing.ops.metrics import THROTTLE_FAIL_OPENS
+
+    away = RedisCache(
+        f"redis://127.0.0.1:{_port_nobody_listens_on()}/0",
+        {"OPTIONS": {"socket_connect_timeout": 0.5, "socket_timeout": 0.5}},
+    )
+    monkeypatch.setattr(WindowRateThrottle, "cache", away)
+    before = THROTTLE_FAIL_OPENS._value.get()
+    response = world["venue"].post(
+        f"{V1}/trades/",
+        {"account": "AAA-01", "instrument": "BTC-PERP", "quantity": "1", "price": "60000", "trade_id": "r-1"},
+    )
+    assert response.status_code == 201, response.content
+    assert Trade.objects.filter(external_id="r-1").exists()
+    assert THROTTLE_FAIL_OPENS._value.get() > before
+    assert "throttle let a request through" in caplog.text
