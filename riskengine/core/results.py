@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from json.encoder import encode_basestring_ascii
 
 import numpy as np
 
@@ -88,3 +89,120 @@ def result_dicts(result: MarginResult, indices=None) -> list[dict]:
             }
         )
     return out
+
+
+def _texts(values: np.ndarray, *, money: bool = True) -> list[str]:
+    """JSON texts of a float array, exactly as ``json.dumps`` writes them (``float.__repr__``);
+    ``money`` turns -0.0 into 0.0 like ``_money``. Zeros (most components outside portfolio mode)
+    are not formatted one by one."""
+    values = values + 0.0 if money else values
+    nonzero = np.flatnonzero(values)
+    if nonzero.size == values.size:
+        return list(map(float.__repr__, values.tolist()))
+    texts = ["0.0"] * values.size
+    for k, text in zip(nonzero.tolist(), map(float.__repr__, values[nonzero].tolist()), strict=True):
+        texts[k] = text
+    if not money:  # -0.0 keeps its sign, as float() does in ``result_dicts``
+        for k in np.flatnonzero((values == 0.0) & np.signbit(values)).tolist():
+            texts[k] = "-0.0"
+    return texts
+
+
+def _texts_by(values: np.ndarray, key: np.ndarray) -> list[str]:
+    """``_texts(values)`` when ``values`` depends on ``key`` only (a position's price on its
+    instrument): each distinct key's value is formatted once."""
+    _, first, inverse = np.unique(key, return_index=True, return_inverse=True)
+    texts = _texts(values[first])
+    return [texts[k] for k in inverse.reshape(-1).tolist()]
+
+
+_PAIR = (
+    '{"underlying":%s,"scan_risk":%s,"directional":%s,"delta_usd":%s,"gamma_usd":%s,"vega_usd":%s,'
+    '"theta_usd":%s,"worst_scenario":%s}'
+)
+_POSITION = '{"instrument":%s,"quantity":%s,"price":%s,"value":%s,"delta_usd":%s,"initial_margin":%s}'
+_PORTFOLIO = (
+    '{"id":%s,"mode":%s,"status":%s,"equity":%s,"collateral_value":%s,"initial_margin":%s,'
+    '"maintenance_margin":%s,"excess":%s,"margin_ratio":%s,"components":{"scan_directional":%s,'
+    '"scan_non_directional":%s,"correlation_credit":%s,"basis":%s,"short_option_minimum":%s,'
+    '"concentration":%s},"by_underlying":[%s],"positions":[%s],"comparison":{"isolated":%s,'
+    '"cross":%s,"portfolio":%s}}'
+)
+
+
+def write_json(result: MarginResult, stream, *, chunk: int = 2000) -> None:
+    """Write ``result_dicts(result)`` to ``stream`` as compact JSON (``separators=(",", ":")``,
+    ``ensure_ascii``), byte for byte what ``json.dumps`` would write, ``chunk`` portfolios per write.
+
+    Built for the CLI: every float array is turned into text in one pass, the per-portfolio work
+    is string formatting, and no result dict is built. The caller checks that the result is finite
+    first (``require_finite``): a NaN would be written as ``NaN``, which is not JSON.
+    """
+    inp = result.margin_input
+    p, m, f = inp.parameters, inp.market, inp.portfolios
+    n_port = f.n_portfolios
+    text = encode_basestring_ascii
+    grid = result.grid
+    kinds = ["extreme" if extreme else "standard" for extreme in grid.is_extreme.tolist()]
+    vols = [VOL_MOVES[v] for v in grid.vol_move.tolist()]
+    scenario_text = [
+        [
+            f'{{"price_move":{move!r},"vol_move":"{vol}","kind":"{kind}"}}'
+            for move, vol, kind in zip(moves, vols, kinds, strict=True)
+        ]
+        for moves in grid.price_move.tolist()
+    ]
+    underlying_text = [text(name) for name in p.underlyings]
+    pair_underlying = result.pair_underlying.tolist()
+    worst = [
+        scenario_text[u][s] for u, s in zip(pair_underlying, result.worst_scenario.tolist(), strict=True)
+    ]
+    pairs = [
+        _PAIR % row
+        for row in zip(
+            [underlying_text[u] for u in pair_underlying],
+            _texts(result.scan_risk), _texts(result.directional), _texts(result.delta_usd),
+            _texts(result.gamma_usd), _texts(result.vega_usd), _texts(result.theta_usd), worst,
+            strict=True,
+        )
+    ]  # fmt: skip
+    order = np.argsort(f.position_portfolio, kind="stable")
+    pos_indptr = np.searchsorted(f.position_portfolio[order], np.arange(n_port + 1)).tolist()
+    instrument_text = [text(name) for name in m.instruments]
+    positions = [
+        _POSITION % row
+        for row in zip(
+            [instrument_text[i] for i in f.position_instrument[order].tolist()],
+            _texts(f.position_quantity[order], money=False),
+            _texts_by(result.position_price[order], f.position_instrument[order]),
+            _texts(result.position_value[order]), _texts(result.position_delta_usd[order]),
+            _texts(result.position_initial_margin[order]),
+            strict=True,
+        )
+    ]  # fmt: skip
+    ratio = ["null" if math.isnan(r) else float.__repr__(r) for r in result.margin_ratio.tolist()]
+    pair_indptr = result.pair_indptr.tolist()
+    mode_text = [text(name) for name in MODES]
+    status_text = [text(name) for name in STATUSES]
+    columns = zip(
+        [text(name) for name in f.ids], [mode_text[k] for k in result.mode.tolist()],
+        [status_text[k] for k in result.status.tolist()],
+        _texts(result.equity), _texts(result.collateral_value), _texts(result.initial_margin),
+        _texts(result.maintenance_margin), _texts(result.excess), ratio,
+        _texts(result.scan_directional), _texts(result.scan_non_directional),
+        _texts(result.correlation_credit), _texts(result.basis), _texts(result.short_option_minimum),
+        _texts(result.concentration),
+        [",".join(pairs[pair_indptr[k] : pair_indptr[k + 1]]) for k in range(n_port)],
+        [",".join(positions[pos_indptr[k] : pos_indptr[k + 1]]) for k in range(n_port)],
+        _texts(result.required_isolated), _texts(result.required_cross),
+        _texts(result.required_portfolio),
+        strict=True,
+    )  # fmt: skip
+    stream.write("[")
+    batch: list[str] = []
+    for k, row in enumerate(columns):
+        batch.append(_PORTFOLIO % row)
+        if len(batch) == chunk or k == n_port - 1:
+            stream.write(("," if k >= chunk else "") + ",".join(batch))
+            batch = []
+    stream.write("]")
