@@ -1,6 +1,7 @@
-"""``/api/v1/`` resources, ``/api/schema/`` (OpenAPI 3) and ``/api/docs/`` (browsable docs)."""
+"""``/api/v1/`` resources, ``/api/schema/`` (OpenAPI 3) and ``/api/docs/`` (browsable docs); any
+other ``/api/...`` path is a JSON 404 (``views.api_not_found``), never the site's HTML page."""
 
-from django.urls import include, path
+from django.urls import include, path, re_path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from clearing.api import views
@@ -45,4 +46,5 @@ urlpatterns = [
     path("v1/", include(v1)),
     path("schema/", SpectacularAPIView.as_view(), name="schema"),
     path("docs/", SpectacularSwaggerView.as_view(url_name="api:schema"), name="docs"),
+    re_path(r"^", views.api_not_found, name="not-found"),  # last: whatever nothing above matched
 ]

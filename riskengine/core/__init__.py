@@ -23,7 +23,7 @@ from .document import (
     check_input,
     parse_document,
 )
-from .errors import DocumentError
+from .errors import DocumentError, NonFiniteFigures
 from .margin import (
     STATUSES,
     MarginResult,
@@ -57,8 +57,9 @@ def compute_document(doc, *, limits: DocumentLimits | None = None) -> list[dict]
 
 __all__ = [
     "CROSS", "FUTURE", "ISOLATED", "KINDS", "MODES", "OPTION", "PERPETUAL", "PORTFOLIO", "STATUSES",
-    "DocumentError", "DocumentLimits", "Greeks", "MarginInput", "MarginResult", "Market", "Parameters",
-    "Portfolios", "ScenarioGrid", "black76", "black76_price", "check_correlation",
+    "DocumentError", "DocumentLimits", "Greeks", "MarginInput", "MarginResult", "Market",
+    "NonFiniteFigures", "Parameters", "Portfolios", "ScenarioGrid", "black76", "black76_price",
+    "check_correlation",
     "check_haircut_brackets", "check_input", "compute_document", "compute_margin",
     "nearest_correlation", "non_finite_figures", "parse_document", "parse_market", "parse_parameters",
     "require_finite", "scenario_grid",

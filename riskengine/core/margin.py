@@ -22,7 +22,7 @@ import scipy.sparse as sp
 
 from .black76 import black76, black76_price
 from .document import ISOLATED, PORTFOLIO, MarginInput
-from .errors import DocumentError
+from .errors import NonFiniteFigures
 from .market import OPTION, PERPETUAL
 from .parsing import shown
 
@@ -456,14 +456,15 @@ def non_finite_figures(result: MarginResult, k: int) -> list[str]:
 
 
 def require_finite(result: MarginResult) -> None:
-    """Raise ``DocumentError`` naming the first portfolio whose figures are not finite (an overflow,
-    or a scenario the validation did not foresee): spec section 5, output is all or nothing."""
+    """Raise ``NonFiniteFigures`` (a ``DocumentError``) naming the first portfolio whose figures are
+    not finite (an overflow, or a scenario the validation did not foresee): spec section 5, output
+    is all or nothing."""
     bad = np.flatnonzero(~result.finite)
     if bad.size:
         k = int(bad[0])
         names = ", ".join(non_finite_figures(result, k)[:5])
         portfolio_id = result.margin_input.portfolios.ids[k]
-        raise DocumentError(
+        raise NonFiniteFigures(
             f"portfolios[{k}]", f"the figures of portfolio {shown(portfolio_id)} would not be finite "
             f"(overflow): {names}",
         )  # fmt: skip
