@@ -301,18 +301,24 @@ def check_underlying(entry: Any, field: str) -> tuple[dict[str, float], list[tup
         )
         moves.append((multiple, coverage))
     psr = values["psr"]
-    if not psr < 1.0:
-        raise DocumentError(
-            f"{field}.psr", f"{psr!r} would take the price to zero or below in the standard scan (psr < 1)"
-        )
-    for k, (multiple, _) in enumerate(moves):
-        if not psr * max(1.0, abs(multiple)) < 1.0:
-            raise DocumentError(
-                f"{field}.psr",
-                f"psr {psr!r} x |multiple| {abs(multiple)!r} of extreme[{k}] = {psr * abs(multiple)!r} "
-                "would take the price to zero or below (psr * max(1, |multiple|) must be < 1)",
+    if not psr < psr_bound(multiple for multiple, _ in moves):
+        largest = max(range(len(moves)), key=lambda k: abs(moves[k][0]), default=None)
+        if largest is None or abs(moves[largest][0]) <= 1.0:
+            message = f"{psr!r} would take the price to zero or below in the standard scan (psr < 1)"
+        else:
+            multiple = abs(moves[largest][0])
+            message = (
+                f"psr {psr!r} x |multiple| {multiple!r} of extreme[{largest}] = {psr * multiple!r} "
+                "would take the price to zero or below (psr * max(1, |multiple|) must be < 1)"
             )
+        raise DocumentError(f"{field}.psr", message)
     return values, moves
+
+
+def psr_bound(multiples) -> float:
+    """The bound psr must stay strictly below with these extreme ``multiples`` (section 5):
+    ``1 / max(1, |multiple|, ...)``. The psr calibration caps its proposals under it."""
+    return 1.0 / max([1.0, *(abs(float(m)) for m in multiples)])
 
 
 def parse_parameters(form: Any, field: str = "parameters") -> Parameters:
