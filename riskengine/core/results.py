@@ -93,12 +93,15 @@ def result_dicts(result: MarginResult, indices=None) -> list[dict]:
 
 def _texts(values: np.ndarray, *, money: bool = True) -> list[str]:
     """JSON texts of a float array, exactly as ``json.dumps`` writes them (``float.__repr__``);
-    ``money`` turns -0.0 into 0.0 like ``_money``. Zeros (most components outside portfolio mode)
-    are not formatted one by one."""
+    ``money`` turns -0.0 into 0.0 like ``_money``. Mostly-zero arrays (components outside
+    portfolio mode) format only their non-zero entries; others go through one ``repr`` of the
+    whole list (the per-element loop runs in C)."""
     values = values + 0.0 if money else values
+    if not values.size:
+        return []
     nonzero = np.flatnonzero(values)
-    if nonzero.size == values.size:
-        return list(map(float.__repr__, values.tolist()))
+    if 2 * nonzero.size >= values.size:
+        return repr(values.tolist())[1:-1].split(", ")
     texts = ["0.0"] * values.size
     for k, text in zip(nonzero.tolist(), map(float.__repr__, values[nonzero].tolist()), strict=True):
         texts[k] = text
