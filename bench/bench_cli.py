@@ -9,13 +9,20 @@ Writes a margin document of ``--portfolios`` (10,000) portfolios sampled from th
   in, validation, the engine, JSON out);
 - B: ``python riskengine/core/reference.py DOC.json > out`` (the per-portfolio plain-Python
   implementation run by path, so no numpy is imported: ``json.load``, one portfolio at a time,
-  ``json.dump`` with the same compact separators).
+  ``json.dump`` to stdout with the same compact separators, as the CLI wrote its output before).
+
+Both run twice over: with ``PYTHONUNBUFFERED=1``, as the production image sets it
+(``docker/Dockerfile``), where every small write of ``json.dump`` is a system call; and with
+buffered output. Both use a bytecode cache (``PYTHONPYCACHEPREFIX`` in ``--workdir``), as an
+installed package has (the image's ``PYTHONDONTWRITEBYTECODE=1`` would otherwise make a checkout
+recompile the project's modules on every run).
 
 Wall seconds of each run are read around ``subprocess.run`` (start to exit), CPU seconds (user +
 system) from the kernel's accounting of the finished child; the ratio is B / A pair by pair (A and
 B alternate, so a drift of the shared machine's speed hits both), and the median is printed with
-the medians of each. Both outputs are then compared: every figure equal to
-1e-9 relative. The document is kept in ``--workdir`` for replays by hand.
+the medians of each. Both outputs are then compared: every figure equal to 1e-9 relative (a worst
+scenario's label may differ where two scenarios tie to rounding). The document is kept in
+``--workdir`` for replays by hand.
 """
 
 from __future__ import annotations
@@ -52,10 +59,9 @@ def document(n_portfolios: int) -> dict:
     return doc
 
 
-def run(command: list[str], output: Path) -> tuple[float, float]:
+def run(command: list[str], output: Path, env: dict[str, str]) -> tuple[float, float]:
     """Wall seconds and CPU seconds (user + system, the kernel's accounting of the finished child)
     of one whole run of ``command``, its standard output written to ``output``."""
-    env = os.environ | {"PYTHONPATH": str(REPO)}
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     with output.open("w") as handle:
         start = time.perf_counter()
@@ -83,20 +89,28 @@ def main() -> None:
     cli = [sys.executable, "-m", "riskengine", "margin", str(path)]
     reference = [sys.executable, str(REPO / "riskengine/core/reference.py"), str(path)]
     cli_out, reference_out = args.workdir / "cli.json", args.workdir / "reference.json"
-    run(cli, cli_out)  # warm-up: file cache, .pyc
-    a_runs, b_runs = [], []
-    for _ in range(args.runs):
-        a_runs.append(run(cli, cli_out))
-        b_runs.append(run(reference, reference_out))
-    for label, index in (("wall", 0), ("cpu", 1)):
-        a, b = [r[index] for r in a_runs], [r[index] for r in b_runs]
-        ratios = [y / x for x, y in zip(a, b, strict=True)]
-        print(f"{label:4}  A python -m riskengine margin DOC: median {statistics.median(a):.2f} s "
-              f"(min {min(a):.2f}, max {max(a):.2f})")  # fmt: skip
-        print(f"{label:4}  B reference.py DOC (plain Python): median {statistics.median(b):.2f} s "
-              f"(min {min(b):.2f}, max {max(b):.2f})")  # fmt: skip
-        print(f"{label:4}  B / A per pair: median {statistics.median(ratios):.1f}x "
-              f"(min {min(ratios):.1f}x, max {max(ratios):.1f}x), {args.runs} pairs")  # fmt: skip
+    base = {k: v for k, v in os.environ.items() if k not in ("PYTHONUNBUFFERED", "PYTHONDONTWRITEBYTECODE")}
+    base |= {"PYTHONPATH": str(REPO), "PYTHONPYCACHEPREFIX": str(args.workdir / "pycache")}
+    for setting, env in (
+        ("PYTHONUNBUFFERED=1", base | {"PYTHONUNBUFFERED": "1"}),
+        ("buffered stdout", base),
+    ):
+        run(cli, cli_out, env)  # warm-up: file cache, bytecode cache
+        run(reference, reference_out, env)
+        a_runs, b_runs = [], []
+        for _ in range(args.runs):
+            a_runs.append(run(cli, cli_out, env))
+            b_runs.append(run(reference, reference_out, env))
+        print(f"--- {setting}")
+        for label, index in (("wall", 0), ("cpu", 1)):
+            a, b = [r[index] for r in a_runs], [r[index] for r in b_runs]
+            ratios = [y / x for x, y in zip(a, b, strict=True)]
+            print(f"{label:4}  A python -m riskengine margin DOC: median {statistics.median(a):.2f} s "
+                  f"(min {min(a):.2f}, max {max(a):.2f})")  # fmt: skip
+            print(f"{label:4}  B reference.py DOC (plain Python): median {statistics.median(b):.2f} s "
+                  f"(min {min(b):.2f}, max {max(b):.2f})")  # fmt: skip
+            print(f"{label:4}  B / A per pair: median {statistics.median(ratios):.1f}x "
+                  f"(min {min(ratios):.1f}x, max {max(ratios):.1f}x), {args.runs} pairs")  # fmt: skip
     ours, theirs = json.loads(cli_out.read_text()), json.loads(reference_out.read_text())
     differences = [d for a, b in zip(ours, theirs, strict=True) for d in compare(b, a)]
     print(f"outputs: {len(ours):,} results each, {len(differences)} figures differ beyond 1e-9")

@@ -10,6 +10,7 @@ portfolio), JSON that repeats a key in an object, uses ``NaN``/``Infinity``, or 
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import sys
 
@@ -38,6 +39,18 @@ def main(argv: list[str] | None = None) -> int:
         "--indent", type=int, default=None, help="indent the JSON by this many spaces (default: compact)"
     )
     args = parser.parse_args(argv)
+    # One run over a document tree with no reference cycles: the cyclic garbage collector would
+    # only rescan the document's ~10^5 containers again and again (~10 % of a run).
+    collecting = gc.isenabled()
+    gc.disable()
+    try:
+        return _margin(args)
+    finally:
+        if collecting:
+            gc.enable()
+
+
+def _margin(args) -> int:
     try:
         text = _read(args.document)
     except OSError as error:
@@ -60,6 +73,6 @@ def main(argv: list[str] | None = None) -> int:
     if args.indent is None:
         write_json(result, sys.stdout)
     else:
-        json.dump(result.to_dicts(), sys.stdout, indent=args.indent, allow_nan=False)
+        sys.stdout.write(json.dumps(result.to_dicts(), indent=args.indent, allow_nan=False))
     sys.stdout.write("\n")
     return 0

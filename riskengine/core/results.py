@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 from json.encoder import encode_basestring_ascii
 
@@ -135,11 +136,13 @@ _PORTFOLIO = (
 
 def write_json(result: MarginResult, stream, *, chunk: int = 2000) -> None:
     """Write ``result_dicts(result)`` to ``stream`` as compact JSON (``separators=(",", ":")``,
-    ``ensure_ascii``), byte for byte what ``json.dumps`` would write, ``chunk`` portfolios per write.
+    ``ensure_ascii``), byte for byte what ``json.dumps`` would write.
 
-    Built for the CLI: every float array is turned into text in one pass, the per-portfolio work
-    is string formatting, and no result dict is built. The caller checks that the result is finite
-    first (``require_finite``): a NaN would be written as ``NaN``, which is not JSON.
+    Built for the CLI, streaming: ``chunk`` portfolios at a time, each chunk's float arrays (its
+    portfolios', pairs' and positions') are turned into text in one pass each, the per-portfolio
+    work is string formatting, no result dict is built, and memory stays bounded by the chunk. The
+    caller checks that the result is finite first (``require_finite``): a NaN would be written as
+    ``NaN``, which is not JSON.
     """
     inp = result.margin_input
     p, m, f = inp.parameters, inp.market, inp.portfolios
@@ -156,56 +159,59 @@ def write_json(result: MarginResult, stream, *, chunk: int = 2000) -> None:
         for moves in grid.price_move.tolist()
     ]
     underlying_text = [text(name) for name in p.underlyings]
-    pair_underlying = result.pair_underlying.tolist()
-    worst = [
-        scenario_text[u][s] for u, s in zip(pair_underlying, result.worst_scenario.tolist(), strict=True)
-    ]
-    pairs = [
-        _PAIR % row
-        for row in zip(
-            [underlying_text[u] for u in pair_underlying],
-            _texts(result.scan_risk), _texts(result.directional), _texts(result.delta_usd),
-            _texts(result.gamma_usd), _texts(result.vega_usd), _texts(result.theta_usd), worst,
-            strict=True,
-        )
-    ]  # fmt: skip
-    order = np.argsort(f.position_portfolio, kind="stable")
-    pos_indptr = np.searchsorted(f.position_portfolio[order], np.arange(n_port + 1)).tolist()
     instrument_text = [text(name) for name in m.instruments]
-    positions = [
-        _POSITION % row
-        for row in zip(
-            [instrument_text[i] for i in f.position_instrument[order].tolist()],
-            _texts(f.position_quantity[order], money=False),
-            _texts_by(result.position_price[order], f.position_instrument[order]),
-            _texts(result.position_value[order]), _texts(result.position_delta_usd[order]),
-            _texts(result.position_initial_margin[order]),
-            strict=True,
-        )
-    ]  # fmt: skip
-    ratio = ["null" if math.isnan(r) else float.__repr__(r) for r in result.margin_ratio.tolist()]
-    pair_indptr = result.pair_indptr.tolist()
     mode_text = [text(name) for name in MODES]
     status_text = [text(name) for name in STATUSES]
-    columns = zip(
-        [text(name) for name in f.ids], [mode_text[k] for k in result.mode.tolist()],
-        [status_text[k] for k in result.status.tolist()],
-        _texts(result.equity), _texts(result.collateral_value), _texts(result.initial_margin),
-        _texts(result.maintenance_margin), _texts(result.excess), ratio,
-        _texts(result.scan_directional), _texts(result.scan_non_directional),
-        _texts(result.correlation_credit), _texts(result.basis), _texts(result.short_option_minimum),
-        _texts(result.concentration),
-        [",".join(pairs[pair_indptr[k] : pair_indptr[k + 1]]) for k in range(n_port)],
-        [",".join(positions[pos_indptr[k] : pos_indptr[k + 1]]) for k in range(n_port)],
-        _texts(result.required_isolated), _texts(result.required_cross),
-        _texts(result.required_portfolio),
-        strict=True,
-    )  # fmt: skip
+    order = np.argsort(f.position_portfolio, kind="stable")
+    pos_indptr = np.searchsorted(f.position_portfolio[order], np.arange(n_port + 1))
+    pair_indptr = result.pair_indptr
+    # Each position's price depends on its instrument only: formatted once per instrument.
+    price_text = _texts_by(result.position_price, f.position_instrument)
+
     stream.write("[")
-    batch: list[str] = []
-    for k, row in enumerate(columns):
-        batch.append(_PORTFOLIO % row)
-        if len(batch) == chunk or k == n_port - 1:
-            stream.write(("," if k >= chunk else "") + ",".join(batch))
-            batch = []
+    for k0 in range(0, n_port, chunk):
+        k1 = min(k0 + chunk, n_port)
+        r = slice(int(pair_indptr[k0]), int(pair_indptr[k1]))
+        pair_underlying = result.pair_underlying[r].tolist()
+        worst = [
+            scenario_text[u][s]
+            for u, s in zip(pair_underlying, result.worst_scenario[r].tolist(), strict=True)
+        ]
+        pairs = [
+            _PAIR % row
+            for row in zip(
+                [underlying_text[u] for u in pair_underlying],
+                _texts(result.scan_risk[r]), _texts(result.directional[r]), _texts(result.delta_usd[r]),
+                _texts(result.gamma_usd[r]), _texts(result.vega_usd[r]), _texts(result.theta_usd[r]),
+                worst, strict=True,
+            )
+        ]  # fmt: skip
+        j = order[pos_indptr[k0] : pos_indptr[k1]]
+        positions = [
+            _POSITION % row
+            for row in zip(
+                [instrument_text[i] for i in f.position_instrument[j].tolist()],
+                _texts(f.position_quantity[j], money=False), [price_text[i] for i in j.tolist()],
+                _texts(result.position_value[j]), _texts(result.position_delta_usd[j]),
+                _texts(result.position_initial_margin[j]), strict=True,
+            )
+        ]  # fmt: skip
+        pair_bounds = (pair_indptr[k0 : k1 + 1] - pair_indptr[k0]).tolist()
+        pos_bounds = (pos_indptr[k0 : k1 + 1] - pos_indptr[k0]).tolist()
+        k = slice(k0, k1)
+        ratio = ["null" if math.isnan(x) else float.__repr__(x) for x in result.margin_ratio[k].tolist()]
+        columns = zip(
+            [text(name) for name in f.ids[k0:k1]], [mode_text[c] for c in result.mode[k].tolist()],
+            [status_text[c] for c in result.status[k].tolist()],
+            _texts(result.equity[k]), _texts(result.collateral_value[k]), _texts(result.initial_margin[k]),
+            _texts(result.maintenance_margin[k]), _texts(result.excess[k]), ratio,
+            _texts(result.scan_directional[k]), _texts(result.scan_non_directional[k]),
+            _texts(result.correlation_credit[k]), _texts(result.basis[k]),
+            _texts(result.short_option_minimum[k]), _texts(result.concentration[k]),
+            [",".join(pairs[a:b]) for a, b in itertools.pairwise(pair_bounds)],
+            [",".join(positions[a:b]) for a, b in itertools.pairwise(pos_bounds)],
+            _texts(result.required_isolated[k]), _texts(result.required_cross[k]),
+            _texts(result.required_portfolio[k]), strict=True,
+        )  # fmt: skip
+        stream.write(("," if k0 else "") + ",".join([_PORTFOLIO % row for row in columns]))
     stream.write("]")
