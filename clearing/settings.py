@@ -443,6 +443,24 @@ PRICE_HISTORY_DIR = Path(
     env_str("CLEARING_PRICE_HISTORY_DIR", str(BASE_DIR / "clearing" / "data" / "prices"))
 )
 
+# --- Strict input and bounded cost (fail closed, issue #12) ---------------------------------------
+# The largest request body, bytes (Django's own setting, stated here: the API answers a larger
+# body with a JSON 413 naming it, clearing.api.parsers).
+DATA_UPLOAD_MAX_MEMORY_SIZE = env_int("DATA_UPLOAD_MAX_MEMORY_SIZE", 2_621_440)
+# Every API body goes through the strict parser (depth ≤ 400, no repeated key, no NaN literal).
+REST_FRAMEWORK["DEFAULT_PARSER_CLASSES"] = ["clearing.api.parsers.StrictJSONParser"]
+# Size bounds of a margin document sent to POST /api/v1/margin/simulate/ (riskengine.core's
+# DocumentLimits; price_steps ≤ 50 is the methodology's own rule): beyond them, a 400 naming the field.
+CLEARING_SIMULATE_LIMITS = {
+    "portfolios": env_int("CLEARING_SIMULATE_MAX_PORTFOLIOS", 1000),
+    "positions": env_int("CLEARING_SIMULATE_MAX_POSITIONS", 10_000),
+    "instruments": env_int("CLEARING_SIMULATE_MAX_INSTRUMENTS", 2_000),
+    "underlyings": env_int("CLEARING_SIMULATE_MAX_UNDERLYINGS", 50),
+    "assets": env_int("CLEARING_SIMULATE_MAX_ASSETS", 50),
+    "haircut_brackets": env_int("CLEARING_SIMULATE_MAX_HAIRCUT_BRACKETS", 20),
+    "extreme_moves": env_int("CLEARING_SIMULATE_MAX_EXTREME_MOVES", 20),
+}
+
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,

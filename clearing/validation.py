@@ -2,24 +2,47 @@
 
 from __future__ import annotations
 
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 
 from django.core.exceptions import ValidationError
+
+from riskengine.core.parsing import is_plain_number
 
 # What a NUMERIC(28, 10) column holds.
 MAX_DIGITS = 28
 MAX_DECIMAL_PLACES = 10
 
 
-def decimal_finite(value: object, *, field: str) -> Decimal:
-    """``value`` as a finite Decimal that fits the database columns, or a ValidationError on ``field``."""
+def decimal_plain(value: object, *, field: str) -> Decimal:
+    """The one number parser of API and service input: ``value`` as a Decimal, or a ValidationError
+    on ``field``.
+
+    Accepted: a Decimal, an int, a float (through its ``repr``: floats carry binary noise, 0.1 →
+    0.1000000000000000055…) or a *plain* ASCII decimal string (``"-1.5"``, ``"2e3"``), the grammar
+    of the margin engine's documents (``riskengine.core.parsing.is_plain_number``). Refused, as
+    ``Decimal()`` would otherwise accept them: other scripts' digits (``"١٢٣"``, ``"１２３"``),
+    underscores (``"1_000"``), surrounding spaces (``" 1 "``), ``NaN``/``Infinity``, booleans.
+    """
+    if isinstance(value, Decimal):
+        return value
+    if isinstance(value, bool) or value is None:
+        raise ValidationError({field: f"{value!r} is not a number."})
+    if isinstance(value, int):
+        return Decimal(value)
     if isinstance(value, float):
-        # Floats carry binary noise (0.1 → 0.1000000000000000055…); go through their repr.
-        value = repr(value)
-    try:
-        number = value if isinstance(value, Decimal) else Decimal(str(value).strip())
-    except (InvalidOperation, ValueError, TypeError):
-        raise ValidationError({field: f"{value!r} is not a number."}) from None
+        return Decimal(repr(value))
+    if isinstance(value, str) and is_plain_number(value):
+        return Decimal(value)
+    shown = repr(value) if not isinstance(value, str) or len(value) <= 40 else repr(value[:40] + "…")
+    raise ValidationError(
+        {field: f'{shown} is not a plain decimal number (ASCII digits, e.g. "-1.5" or "2e3", no spaces).'}
+    )
+
+
+def decimal_finite(value: object, *, field: str) -> Decimal:
+    """``value`` (``decimal_plain``) as a finite Decimal that fits the database columns, or a
+    ValidationError on ``field``."""
+    number = decimal_plain(value, field=field)
     if not number.is_finite():
         raise ValidationError({field: "Must be a finite number (no NaN or infinity)."})
     _sign, digits, exponent = number.as_tuple()

@@ -1,7 +1,11 @@
 """Admin forms for parameter sets: the correlation grid, haircut brackets and scan parameters.
 
-Validation here gives the ops user an early, field-level answer; ``parameter_set_propose`` runs
-the engine's full validation again before a set can leave the draft state.
+Validation here is the engine's own (``riskengine.core.params``: ``check_scalars``,
+``check_underlying``, ``check_correlation``, ``check_haircut_brackets``), so the ops user gets
+the methodology's refusal at once, on the field it concerns (a psr whose extreme move would take
+the price below zero is an error on ``psr``); ``parameter_set_propose``, approval and activation
+run the engine's whole validation again. Numbers typed into a form are plain ASCII decimals
+(``clearing.validation.decimal_plain``; surrounding spaces are trimmed, as forms do).
 """
 
 from __future__ import annotations
@@ -13,8 +17,17 @@ import numpy as np
 from django import forms
 from django.core.exceptions import ValidationError
 
+from clearing.validation import decimal_plain
 from riskengine.core.errors import DocumentError
-from riskengine.core.params import check_correlation, check_haircut_brackets, nearest_correlation
+from riskengine.core.params import (
+    UNDERLYING_FIELDS,
+    check_correlation,
+    check_haircut_brackets,
+    check_scalars,
+    check_underlying,
+    nearest_correlation,
+)
+from riskengine.core.parsing import read_number
 from riskengine.models import HaircutBracket, ParameterSet, UnderlyingParameters
 
 ACCEPT_NEAREST = "correlation__accept_nearest"
@@ -154,14 +167,9 @@ class CorrelationField(forms.Field):
             numbers = []
             for j, cell in enumerate(row):
                 try:
-                    number = float(cell)
-                except (TypeError, ValueError):
-                    raise ValidationError(
-                        f"{underlyings[i]}/{underlyings[j]}: {cell!r} is not a number."
-                    ) from None
-                if not math.isfinite(number):
-                    raise ValidationError(f"{underlyings[i]}/{underlyings[j]}: must be finite.")
-                numbers.append(number)
+                    numbers.append(read_number(cell, f"{underlyings[i]}/{underlyings[j]}"))
+                except DocumentError as error:
+                    raise ValidationError(f"{error.field}: {error.message}.") from None
             matrix.append(numbers)
         problems = [
             f"{underlyings[i]}/{underlyings[j]}: |ρ| = {abs(matrix[i][j]):g} exceeds 1"
@@ -191,13 +199,47 @@ class CorrelationField(forms.Field):
 
 class PlainDecimalsMixin:
     """Show stored decimals as typed (0.8, 20000000) rather than NUMERIC's padding (0.8000000000,
-    0E-10)."""
+    0E-10); and read typed decimals with the one number parser (``decimal_plain``, spaces around
+    trimmed as forms do): ``"١٢٣"``, ``"１２３"`` or ``"1_000"`` are refused on their field, as in
+    the API, where Django's ``DecimalField`` would read 123 or 1000."""
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         for name, value in list(self.initial.items()):
             if isinstance(value, Decimal) and value.is_finite():
                 self.initial[name] = f"{value.normalize():f}"
+
+    def clean(self):
+        cleaned = super().clean()
+        for name, field in self.fields.items():
+            if not isinstance(field, forms.DecimalField) or name in self.errors:
+                continue
+            raw = field.widget.value_from_datadict(self.data, self.files, self.add_prefix(name))
+            if isinstance(raw, str) and raw.strip():
+                try:
+                    decimal_plain(raw.strip(), field=name)
+                except ValidationError as error:
+                    self.add_error(name, error.message_dict[name])
+        return cleaned
+
+
+def _engine_error_to_form(
+    form: forms.Form, error: DocumentError, prefix: str, fields: dict[str, str]
+) -> None:
+    """Put the engine's refusal on the form field it names: ``<prefix>.<key>...`` → ``fields[key]``
+    (the whole form when the key has no field of its own)."""
+    key = error.field.removeprefix(f"{prefix}.").replace("[", ".").split(".")[0]
+    form.add_error(fields.get(key), f"{error.message} ({error.field})")
+
+
+_SCALAR_FIELDS = ("mm_ratio", "offset_cap", "lookahead_days", "rate", "price_steps", "min_vol")
+_VOL_TERM_FIELDS = ("pivot_days", "short_power", "long_power")
+_STANDARD_FIELDS = ("option_imf", "option_min", "option_mmf")
+
+
+def _number(value):
+    """A cleaned form value as the engine reads it: a Decimal as its plain text."""
+    return str(value) if isinstance(value, Decimal) else value
 
 
 class ParameterSetForm(PlainDecimalsMixin, forms.ModelForm):
@@ -220,6 +262,23 @@ class ParameterSetForm(PlainDecimalsMixin, forms.ModelForm):
             self.initial["correlation"] = correlation_project(
                 self.instance.correlation or {}, parameter_set_underlyings(self.instance)
             )
+
+    def clean(self):
+        """The set-wide numbers through the engine's validator (``check_scalars``: ranges and
+        ``price_steps`` in 1..50), each refusal on its field."""
+        cleaned = super().clean()
+        names = (*_SCALAR_FIELDS, *_VOL_TERM_FIELDS, *_STANDARD_FIELDS)
+        if any(cleaned.get(name) is None for name in names if name in self.fields):
+            return cleaned  # a field already has its own error (or is not on this form)
+        form = {name: _number(cleaned[name]) for name in _SCALAR_FIELDS if name in self.fields}
+        form["vol_term"] = {name: _number(cleaned[name]) for name in _VOL_TERM_FIELDS if name in self.fields}
+        form["standard"] = {name: _number(cleaned[name]) for name in _STANDARD_FIELDS if name in self.fields}
+        try:
+            check_scalars(form, "parameters")
+        except DocumentError as error:
+            key = error.field.split(".")[-1]
+            self.add_error(key if key in self.fields else None, f"{error.message} ({error.field})")
+        return cleaned
 
 
 def parameter_set_underlyings(parameter_set: ParameterSet) -> list[str]:
@@ -245,16 +304,24 @@ class UnderlyingParametersForm(PlainDecimalsMixin, forms.ModelForm):
         moves = self.cleaned_data["extreme"]
         if not isinstance(moves, list):
             raise ValidationError('A list like [{"multiple": -2, "coverage": 0.35}].')
-        for k, move in enumerate(moves):
-            if not isinstance(move, dict) or set(move) != {"multiple", "coverage"}:
-                raise ValidationError(f"Move {k + 1}: needs exactly a multiple and a coverage.")
-            try:
-                multiple, coverage = float(move["multiple"]), float(move["coverage"])
-            except (TypeError, ValueError):
-                raise ValidationError(f"Move {k + 1}: multiple and coverage must be numbers.") from None
-            if not (math.isfinite(multiple) and math.isfinite(coverage)) or coverage < 0:
-                raise ValidationError(f"Move {k + 1}: coverage must be a finite number ≥ 0.")
         return moves
+
+    def clean(self):
+        """The row through the engine's validator (``check_underlying``): every number, the
+        extreme moves, and ``psr * max(1, |multiple|) < 1`` (no scenario may take the price to
+        zero or below), each refusal on the field it names."""
+        cleaned = super().clean()
+        if any(cleaned.get(name) is None for name in (*UNDERLYING_FIELDS, "extreme")):
+            return cleaned  # a field already has its own error
+        entry = {name: _number(cleaned[name]) for name in UNDERLYING_FIELDS}
+        entry["extreme"] = cleaned["extreme"]
+        try:
+            check_underlying(entry, "underlying")
+        except DocumentError as error:
+            _engine_error_to_form(
+                self, error, "underlying", {name: name for name in (*UNDERLYING_FIELDS, "extreme")}
+            )
+        return cleaned
 
 
 class HaircutBracketFormSet(forms.BaseInlineFormSet):

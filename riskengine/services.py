@@ -395,6 +395,9 @@ def parameter_set_approve(
         )
     if parameter_set.proposed_by_id is not None and parameter_set.proposed_by_id == approved_by.pk:
         raise ValidationError({"approved_by": "The proposer of a parameter set cannot approve it."})
+    # The engine's validation again: a set proposed before a rule existed (psr * max(1, |multiple|)
+    # < 1, say) must not be approved into effect; refused naming the field, nothing changed.
+    parameter_set_validate(parameter_set=parameter_set)
     now = now or timezone.now()
     _transition(
         parameter_set=parameter_set,
@@ -466,13 +469,43 @@ def parameter_set_withdraw(*, parameter_set: ParameterSet, withdrawn_by: User, n
     return parameter_set
 
 
+INVALID_SET_ALERT = "parameter_set_invalid"
+
+
+def _valid_for_activation(*, parameter_set: ParameterSet, now: datetime) -> bool:
+    """Whether an approved set still passes the engine's validation at its effective time. One that
+    does not (approved before a rule existed) is not activated: it stays approved, the active set
+    stays in force, and a critical ops alert names the set and the field until ops withdraw it."""
+    from clearing.marketdata.services import ops_alerts_raise
+
+    try:
+        parameter_set_validate(parameter_set=parameter_set)
+    except ValidationError as error:
+        problems = "; ".join(
+            f"{field}: {' '.join(messages)}" for field, messages in error.message_dict.items()
+        )
+        logger.critical("parameter set %s not activated: %s", parameter_set.version, problems)
+        ops_alerts_raise(
+            kind=INVALID_SET_ALERT,
+            messages={
+                parameter_set.version: f"CRITICAL: approved parameter set {parameter_set.version} fails "
+                f"validation and was not activated ({problems}); withdraw it."
+            },
+            now=now,
+        )
+        return False
+    return True
+
+
 @transaction.atomic
 def parameter_set_activate_due(*, now: datetime | None = None) -> list[ParameterSet]:
     """Activate approved sets whose effective time has come (Celery beat runs this every ~15 s).
 
     When several are due at once only the latest takes effect; the earlier ones are superseded
-    without ever being active, so one activation (and one full sweep) happens. Returns the sets
-    activated (at most one). Safe to run concurrently: rows are locked and re-read.
+    without ever being active, so one activation (and one full sweep) happens. A due set that fails
+    the engine's validation is skipped (``_valid_for_activation``: it stays approved, with a
+    critical ops alert). Returns the sets activated (at most one). Safe to run concurrently: rows
+    are locked and re-read.
     """
     now = now or timezone.now()
     due = list(
@@ -485,6 +518,7 @@ def parameter_set_activate_due(*, now: datetime | None = None) -> list[Parameter
     due = sorted(
         (row for row in due if row.status == ParameterStatus.APPROVED), key=lambda r: (r.effective_at, r.pk)
     )
+    due = [row for row in due if _valid_for_activation(parameter_set=row, now=now)]
     if not due:
         return []
     *skipped, latest = due

@@ -25,7 +25,7 @@ from accounts.models import Asset, MarginAccount
 from clearing.models import Instrument, InstrumentKind
 from clearing.services import position_after_fill
 from clearing.validation import decimal_nonzero, decimal_positive
-from riskengine.core import black76_price, compute_margin
+from riskengine.core import NonFiniteFigures, black76_price, compute_margin, non_finite_figures
 from riskengine.loading import BookRows, account_rows_fetch, margin_book_build
 from riskengine.quotes import MarketQuotes
 from riskengine.reference import Reference, quotes_current_cached, reference_current
@@ -150,7 +150,9 @@ def margin_what_if(
 
     Raises ``ValidationError`` naming ``trades[i].<field>`` or ``collateral[i].<field>`` for bad
     hypothetical input, ``DocumentError`` when the book cannot be margined (missing price or vol),
-    ``NoActiveParameterSet``. ``reference`` is ``reference_current()`` when the caller already has it.
+    ``NonFiniteFigures`` (field ``after`` or ``before``, naming the figures) when a book's figures
+    would not be finite, ``NoActiveParameterSet``. ``reference`` is ``reference_current()`` when
+    the caller already has it.
     """
     # The active set, instruments and assets come from the per-process cache (one probe query).
     reference = reference or reference_current()
@@ -178,7 +180,15 @@ def margin_what_if(
         instruments=_instruments_for(reference, rows=both),
         asset_symbols=_asset_symbols_for(reference, rows=both),
     )
-    after, before = compute_margin(book.margin_input).to_dicts([0, 1])
+    result = compute_margin(book.margin_input)
+    for k, side in ((0, "after"), (1, "before")):
+        if not result.finite[k]:  # fail closed: no figure is shown that is not a number
+            figures = ", ".join(non_finite_figures(result, k)[:5])
+            raise NonFiniteFigures(
+                side, f"the figures of account {account.code} {side} the hypothetical changes would "
+                f"not be finite: {figures}",
+            )  # fmt: skip
+    after, before = result.to_dicts([0, 1])
     return WhatIf(before=before, after=after, document=book.document([0]), document_before=book.document([1]))
 
 

@@ -2,18 +2,33 @@
 
 Services raise Django's ``ValidationError`` keyed by field (``fills[2].price``) and the engine
 raises ``DocumentError(field, message)``; both become DRF validation errors here, so views stay
-thin and every refusal names what to fix.
+thin and every refusal names what to fix. Two more, same shape: a portfolio whose figures would
+not be finite (the engine's ``NonFiniteFigures``) is a 422 naming the portfolio and its figures
+(the input was well formed, it cannot be margined); a body over ``DATA_UPLOAD_MAX_MEMORY_SIZE``
+(Django's ``RequestDataTooBig``) is a JSON 413, not Django's HTML 400.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 
+from django.core.exceptions import RequestDataTooBig
 from django.core.exceptions import ValidationError as DjangoValidationError
-from rest_framework import exceptions
+from rest_framework import exceptions, status
 from rest_framework.views import exception_handler as drf_exception_handler
 
-from riskengine.core.errors import DocumentError
+from clearing.api.parsers import RequestTooLarge, body_limit
+from riskengine.core.errors import DocumentError, NonFiniteFigures
+
+
+class NotMarginable(exceptions.APIException):
+    """422: well-formed input whose margin figures would not be finite (``{"field": [message]}``)."""
+
+    status_code = status.HTTP_422_UNPROCESSABLE_ENTITY
+    default_code = "not_marginable"
+
+    def __init__(self, field: str, message: str):
+        super().__init__({field: [message]})
 
 
 def validation_error_from_django(
@@ -32,8 +47,14 @@ def validation_error_from_django(
     return exceptions.ValidationError({"non_field_errors": error.messages})
 
 
-def validation_error_from_document(error: DocumentError, *, prefix: str = "") -> exceptions.ValidationError:
+def validation_error_from_document(
+    error: DocumentError, *, prefix: str = ""
+) -> exceptions.ValidationError | NotMarginable:
+    """A 400 naming the document's field, or a 422 naming the portfolio when its figures would
+    not be finite (``NonFiniteFigures``)."""
     field = f"{prefix}{error.field}" if prefix else error.field
+    if isinstance(error, NonFiniteFigures):
+        return NotMarginable(field, error.message)
     return exceptions.ValidationError({field: [error.message]})
 
 
@@ -67,6 +88,8 @@ def exception_handler(exc, context):
         exc = validation_error_from_django(exc)
     elif isinstance(exc, DocumentError):
         exc = validation_error_from_document(exc)
+    elif isinstance(exc, RequestDataTooBig):
+        exc = RequestTooLarge(body_limit())
     if isinstance(exc, exceptions.ValidationError):
         exc.detail = errors_flatten(exc.detail)
     return drf_exception_handler(exc, context)

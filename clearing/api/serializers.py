@@ -4,13 +4,18 @@ money comes back as decimal strings."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 
+from django.conf import settings
+from django.core.exceptions import ValidationError as DjangoValidationError
+from django.db import models
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from accounts.models import Asset, CollateralMovement, MarginAccount
 from clearing.models import Instrument, Position, Trade, Underlying
+from clearing.validation import decimal_plain
 from riskengine.models import ParameterSet
 from riskengine.sweeps.models import Liquidation, MarginCall, MarginCallEvent, MarginSnapshot
 
@@ -18,6 +23,21 @@ from riskengine.sweeps.models import Liquidation, MarginCall, MarginCallEvent, M
 MAX_BATCH = 1000
 MAX_WHAT_IF_TRADES = 500
 MAX_WHAT_IF_COLLATERAL = 50
+
+
+class FiniteFloatField(serializers.FloatField):
+    """A stored margin figure: a JSON number, or null when it is not finite. A sweep stores what
+    the engine computed, NaN or infinity included (an account with such a figure is in
+    liquidation, its liquidation suspended); JSON has no NaN, and no figure is shown that is not
+    a number."""
+
+    def __init__(self, **kwargs):
+        kwargs.setdefault("allow_null", True)
+        super().__init__(**kwargs)
+
+    def to_representation(self, value):
+        number = float(value)
+        return number if math.isfinite(number) else None
 
 
 class StrictSerializer(serializers.Serializer):
@@ -32,12 +52,21 @@ class StrictSerializer(serializers.Serializer):
 
 
 class ExactDecimal(serializers.DecimalField):
-    """A decimal that fits NUMERIC(28, 10), as sent: JSON numbers or decimal strings, no NaN or
-    infinity, at most 10 decimal places. Not rounded: ``250.5`` stays ``250.5`` so services can
-    check an asset's own decimal places."""
+    """A decimal that fits NUMERIC(28, 10), as sent: JSON numbers or plain ASCII decimal strings
+    (``clearing.validation.decimal_plain``: no ``"١٢٣"``, ``"１２３"``, ``"1_000"`` or ``" 1 "``),
+    no NaN or infinity, at most 10 decimal places. Not rounded: ``250.5`` stays ``250.5`` so
+    services can check an asset's own decimal places."""
 
     def __init__(self, **kwargs):
         super().__init__(max_digits=28, decimal_places=10, **kwargs)
+
+    def to_internal_value(self, data):
+        key = self.field_name or "value"
+        try:
+            number = decimal_plain(data, field=key)
+        except DjangoValidationError as error:
+            raise serializers.ValidationError(error.message_dict[key]) from None
+        return super().to_internal_value(number)
 
     def quantize(self, value):
         return value
@@ -176,9 +205,9 @@ class AccountMarginOut(serializers.Serializer):
     snapshot_id = serializers.IntegerField()
     read_at = serializers.DateTimeField()
     status = serializers.CharField(help_text="healthy, margin_call or liquidation.")
-    equity = serializers.FloatField()
-    initial_margin = serializers.FloatField()
-    maintenance_margin = serializers.FloatField()
+    equity = FiniteFloatField()
+    initial_margin = FiniteFloatField()
+    maintenance_margin = FiniteFloatField()
 
 
 class BalanceOut(serializers.Serializer):
@@ -343,44 +372,44 @@ class MovementOut(serializers.ModelSerializer):
 
 
 class WorstScenarioOut(serializers.Serializer):
-    price_move = serializers.FloatField()
+    price_move = FiniteFloatField()
     vol_move = serializers.CharField()
     kind = serializers.CharField()
 
 
 class ByUnderlyingOut(serializers.Serializer):
     underlying = serializers.CharField()
-    scan_risk = serializers.FloatField()
-    directional = serializers.FloatField()
-    delta_usd = serializers.FloatField()
-    gamma_usd = serializers.FloatField()
-    vega_usd = serializers.FloatField()
-    theta_usd = serializers.FloatField()
+    scan_risk = FiniteFloatField()
+    directional = FiniteFloatField()
+    delta_usd = FiniteFloatField()
+    gamma_usd = FiniteFloatField()
+    vega_usd = FiniteFloatField()
+    theta_usd = FiniteFloatField()
     worst_scenario = WorstScenarioOut()
 
 
 class ComponentsOut(serializers.Serializer):
-    scan_directional = serializers.FloatField()
-    scan_non_directional = serializers.FloatField()
-    correlation_credit = serializers.FloatField()
-    basis = serializers.FloatField()
-    short_option_minimum = serializers.FloatField()
-    concentration = serializers.FloatField()
+    scan_directional = FiniteFloatField()
+    scan_non_directional = FiniteFloatField()
+    correlation_credit = FiniteFloatField()
+    basis = FiniteFloatField()
+    short_option_minimum = FiniteFloatField()
+    concentration = FiniteFloatField()
 
 
 class PositionMarginOut(serializers.Serializer):
     instrument = serializers.CharField()
-    quantity = serializers.FloatField()
-    price = serializers.FloatField()
-    value = serializers.FloatField()
-    delta_usd = serializers.FloatField()
-    initial_margin = serializers.FloatField()
+    quantity = FiniteFloatField()
+    price = FiniteFloatField()
+    value = FiniteFloatField()
+    delta_usd = FiniteFloatField()
+    initial_margin = FiniteFloatField()
 
 
 class ComparisonOut(serializers.Serializer):
-    isolated = serializers.FloatField()
-    cross = serializers.FloatField()
-    portfolio = serializers.FloatField()
+    isolated = FiniteFloatField()
+    cross = FiniteFloatField()
+    portfolio = FiniteFloatField()
 
 
 class MarginResultOut(serializers.Serializer):
@@ -389,12 +418,12 @@ class MarginResultOut(serializers.Serializer):
     id = serializers.CharField()
     mode = serializers.CharField()
     status = serializers.CharField(help_text="healthy, margin_call or liquidation.")
-    equity = serializers.FloatField()
-    collateral_value = serializers.FloatField()
-    initial_margin = serializers.FloatField()
-    maintenance_margin = serializers.FloatField()
-    excess = serializers.FloatField()
-    margin_ratio = serializers.FloatField(allow_null=True)
+    equity = FiniteFloatField()
+    collateral_value = FiniteFloatField()
+    initial_margin = FiniteFloatField()
+    maintenance_margin = FiniteFloatField()
+    excess = FiniteFloatField()
+    margin_ratio = FiniteFloatField()
     components = ComponentsOut()
     by_underlying = ByUnderlyingOut(many=True)
     positions = PositionMarginOut(many=True)
@@ -407,7 +436,9 @@ class MarginDocumentIn(StrictSerializer):
     valuation_time = serializers.CharField(max_length=40)
     parameters = serializers.DictField()
     market = serializers.DictField()
-    portfolios = serializers.ListField(child=serializers.DictField(), max_length=1000)
+    portfolios = serializers.ListField(
+        child=serializers.DictField(), max_length=settings.CLEARING_SIMULATE_LIMITS["portfolios"]
+    )
 
 
 class SimulateOut(serializers.Serializer):
@@ -460,6 +491,10 @@ class ParameterSetActiveOut(ParameterSetOut):
 
 
 class SnapshotOut(serializers.ModelSerializer):
+    serializer_field_mapping = {
+        **serializers.ModelSerializer.serializer_field_mapping,
+        models.FloatField: FiniteFloatField,
+    }
     sweep_id = serializers.IntegerField()
     valuation_time = serializers.DateTimeField(source="sweep.valuation_time")
     parameter_set_version = serializers.CharField(source="parameter_set.version")
@@ -476,12 +511,12 @@ class MarginFiguresOut(serializers.Serializer):
     id = serializers.CharField()
     mode = serializers.CharField()
     status = serializers.CharField()
-    equity = serializers.FloatField()
-    collateral_value = serializers.FloatField()
-    initial_margin = serializers.FloatField()
-    maintenance_margin = serializers.FloatField()
-    excess = serializers.FloatField()
-    margin_ratio = serializers.FloatField(allow_null=True)
+    equity = FiniteFloatField()
+    collateral_value = FiniteFloatField()
+    initial_margin = FiniteFloatField()
+    maintenance_margin = FiniteFloatField()
+    excess = FiniteFloatField()
+    margin_ratio = FiniteFloatField()
     components = ComponentsOut()
     by_underlying = ByUnderlyingOut(many=True)
     comparison = ComparisonOut()

@@ -1,6 +1,7 @@
-"""``/api/v1/`` resources, ``/api/schema/`` (OpenAPI 3) and ``/api/docs/`` (browsable docs)."""
+"""``/api/v1/`` resources, ``/api/schema/`` (OpenAPI 3) and ``/api/docs/`` (browsable docs); any
+other ``/api/...`` path is a JSON 404 (``views.api_not_found``), never the site's HTML page."""
 
-from django.urls import include, path
+from django.urls import include, path, re_path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from clearing.api import views
@@ -67,4 +68,5 @@ urlpatterns = [
         SpectacularSwaggerView.as_view(url_name="api:schema", template_name="api/swagger_ui.html"),
         name="docs",
     ),
+    re_path(r"^", views.api_not_found, name="not-found"),  # last: whatever nothing above matched
 ]

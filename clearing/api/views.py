@@ -5,10 +5,13 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 
+from django.conf import settings
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.db.models import Prefetch
+from django.http import HttpResponsePermanentRedirect, JsonResponse
 from django.shortcuts import get_object_or_404
+from django.urls import Resolver404, resolve
 from drf_spectacular.utils import (
     OpenApiParameter,
     PolymorphicProxySerializer,
@@ -74,7 +77,7 @@ from clearing.marketdata.services import (
 )
 from clearing.models import Instrument, Position, Trade, Underlying
 from clearing.services import Fill, trades_book
-from riskengine.core import DocumentError, compute_document
+from riskengine.core import DocumentError, DocumentLimits, NonFiniteFigures, compute_document
 from riskengine.models import ParameterStatus
 from riskengine.reference import reference_current
 from riskengine.selectors import NoActiveParameterSet, parameter_set_active, parameter_sets_with_rows
@@ -87,6 +90,25 @@ from riskengine.withdrawals import withdrawal_request
 class ServiceUnavailable(exceptions.APIException):
     status_code = status.HTTP_503_SERVICE_UNAVAILABLE
     default_code = "unavailable"
+
+
+def api_not_found(request, *args, **kwargs):
+    """A JSON 404 for an ``/api/`` path no route matches (the site's HTML 404 page is for browsers).
+    A GET or HEAD of a route without its trailing slash is redirected to it, as ``APPEND_SLASH``
+    does elsewhere; any other method gets the 404 naming the route it probably meant."""
+    detail = f"No API route {request.path!r}: see /api/docs/."
+    if not request.path.endswith("/"):
+        with_slash = f"{request.path}/"
+        try:
+            match = resolve(with_slash)
+        except Resolver404:
+            match = None
+        if match is not None and match.url_name != "not-found":
+            if settings.APPEND_SLASH and request.method in ("GET", "HEAD"):
+                query = request.META.get("QUERY_STRING", "")
+                return HttpResponsePermanentRedirect(with_slash + (f"?{query}" if query else ""))
+            detail = f"No API route {request.path!r}; did you mean {with_slash!r}?"
+    return JsonResponse({"detail": detail}, status=status.HTTP_404_NOT_FOUND)
 
 
 def validated(serializer_class, request) -> dict:
@@ -643,6 +665,8 @@ class AccountWhatIf(RoleView):
         request=s.WhatIfIn,
         responses={200: s.WhatIfOut},
         summary="The account's margin before and after hypothetical trades and collateral changes.",
+        description="400 names the offending field; 422 names the book (`after`, `before`) whose "
+        "figures would not be finite, and the figures.",
     )
     def post(self, request, pk: int):
         account = account_visible(request, pk)
@@ -653,6 +677,10 @@ class AccountWhatIf(RoleView):
             reference = reference_current()
         except NoActiveParameterSet:
             reference = None  # bad input is still reported first; the what-if then answers 503
+        except DocumentError as error:
+            # The venue's active set fails today's validation (activated before it): not the
+            # caller's fault, and nothing can be margined with it.
+            raise ServiceUnavailable(f"The active risk parameter set cannot be used: {error}") from None
         instruments = reference_lookup(
             reference.instruments_by_symbol if reference else {},
             {t["instrument"] for t in trades_in},
@@ -681,13 +709,22 @@ class AccountWhatIf(RoleView):
             )
         except NoActiveParameterSet as error:
             raise ServiceUnavailable(str(error)) from None
+        except NonFiniteFigures as error:
+            raise validation_error_from_document(error) from None  # 422 naming the book and figures
         except DocumentError as error:
             raise validation_error_from_document(error, prefix="document.") from None
         return Response({"before": result.before, "after": result.after, "document": result.document})
 
 
+def simulate_limits() -> DocumentLimits:
+    """The size bounds of a simulated document (``CLEARING_SIMULATE_LIMITS``)."""
+    return DocumentLimits(**settings.CLEARING_SIMULATE_LIMITS)
+
+
 class MarginSimulate(RoleView):
-    """Computes, writes nothing."""
+    """Computes, writes nothing. The document is bounded (``CLEARING_SIMULATE_LIMITS``: portfolios,
+    positions, instruments, underlyings, assets, brackets, extreme moves; ``price_steps`` ≤ 50 by
+    the methodology), so one request's work is too; a larger one is a 400 naming the field."""
 
     write_roles = READERS
     throttle_classes = COMPUTE_THROTTLES
@@ -696,12 +733,15 @@ class MarginSimulate(RoleView):
         request=s.MarginDocumentIn,
         responses={200: s.SimulateOut},
         summary="Run the margin engine on a complete margin document (methodology section 5).",
+        description="400 names the offending field (a malformed document, or one over the size limits); "
+        "422 names the portfolio whose figures would not be finite; no partial result.",
     )
     def post(self, request):
         validated(s.MarginDocumentIn, request)
         try:
-            results = compute_document(request.data)
+            results = compute_document(request.data, limits=simulate_limits())
         except DocumentError as error:
+            # 400 naming the field; 422 naming the portfolio whose figures would not be finite.
             raise validation_error_from_document(error) from None
         return Response({"results": results})
 
@@ -727,7 +767,7 @@ class AccountMarginCurrent(RoleView):
         return Response(
             {
                 "snapshot": s.SnapshotOut(snapshot).data,
-                "margin": margin_snapshot_figures(snapshot=snapshot),
+                "margin": s.MarginFiguresOut(margin_snapshot_figures(snapshot=snapshot)).data,
                 "document": margin_snapshot_document(snapshot=snapshot),
             }
         )

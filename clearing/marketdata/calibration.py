@@ -9,7 +9,11 @@ own closes), per underlying:
   of the first ``SEED_RETURNS`` squared returns;
 - ``psr = max(psr_floor, z·σ̂·√mpor_days·(1 + apc_buffer))`` with ``z = 2.326``, ``mpor_days = 2``,
   ``apc_buffer = 0.25``; ``psr_floor`` is ``PSR_FLOOR`` (10 %), a venue constant: using the
-  current psr as the floor would make psr a ratchet that never comes down;
+  current psr as the floor would make psr a ratchet that never comes down; and capped at
+  ``PSR_CAP_SHARE`` (99 %) of the methodology's bound ``1 / max(1, |multiple|)`` (v1.1 section 5: no
+  scenario may take a price to zero or below; with the default ±2 extremes psr ≤ 0.495, an extreme
+  move of −99 %). A capped psr is named in the proposal's reason with its uncapped value: the
+  approver sees that the history asks for more than the scan can express (the FTX week for SOL);
 - EWMA covariances on the days every underlying has a return, the same λ, turned into
   correlations. An underlying with fewer than ``MIN_RETURNS`` returns keeps its current psr and its
   current correlations; the matrix is then repaired to the nearest valid one (Higham) if it is not
@@ -33,6 +37,7 @@ from django.utils import timezone
 
 from clearing.marketdata.selectors import index_closes
 from riskengine.core import DocumentError, check_correlation, nearest_correlation
+from riskengine.core.params import psr_bound
 from riskengine.models import ParameterSet
 from riskengine.selectors import parameter_set_active
 from riskengine.services import parameter_set_create, parameter_set_propose
@@ -42,6 +47,7 @@ Z_99 = 2.326
 MPOR_DAYS = 2
 APC_BUFFER = 0.25
 PSR_FLOOR = 0.10
+PSR_CAP_SHARE = 0.99
 SEED_RETURNS = 30
 MIN_RETURNS = 60
 CORRELATION_DECIMALS = 6
@@ -57,12 +63,17 @@ class Calibration:
     correlation: list[list[float]]
     repaired: bool
     kept: list[str] = field(default_factory=list)  # underlyings without enough history
+    capped: dict[str, float] = field(default_factory=dict)  # underlying → uncapped psr
 
     def summary(self) -> str:
         parts = [
             f"{u}: σ {self.vols[u]:.4f}/day over {self.returns_used[u]} returns → psr {self.psr[u]:.4f}"
             for u in self.underlyings
             if u in self.vols
+        ]
+        parts += [
+            f"{u}: psr {self.capped[u]:.4f} capped at {self.psr[u]:.4f} (psr·max(1, |multiple|) < 1)"
+            for u in self.capped
         ]
         parts += [f"{u}: too little history, psr kept at {self.psr[u]:.4f}" for u in self.kept]
         repaired = "repaired to the nearest valid matrix (Higham)" if self.repaired else "valid as estimated"
@@ -115,10 +126,15 @@ def calibration_compute(
     calibrated = [u for u in names if len(returns[u]) >= MIN_RETURNS]
     kept = [u for u in form["underlyings"] if u not in calibrated]
     vols = {}
+    capped = {}
     for u in calibrated:
         series = np.array([returns[u][d] for d in sorted(returns[u])])
         vols[u] = ewma_volatility(series)
         psr[u] = round(psr_from_vol(vols[u]), 6)
+        extreme = form["underlyings"][u].get("extreme", [{"multiple": -2}, {"multiple": 2}])
+        cap = math.floor(PSR_CAP_SHARE * psr_bound(e["multiple"] for e in extreme) * 1e6) / 1e6
+        if psr[u] > cap:
+            capped[u], psr[u] = psr[u], cap
     matrix = current.copy()
     common = sorted(set.intersection(*(set(returns[u]) for u in calibrated))) if calibrated else []
     if len(calibrated) >= 2 and len(common) >= MIN_RETURNS:
@@ -146,6 +162,7 @@ def calibration_compute(
         correlation=matrix.tolist(),
         repaired=repaired,
         kept=kept,
+        capped=capped,
     )
 
 

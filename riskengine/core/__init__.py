@@ -12,9 +12,27 @@ See ``docs/margin-engine.md``.
 """
 
 from .black76 import Greeks, black76, black76_price
-from .document import CROSS, ISOLATED, MODES, PORTFOLIO, MarginInput, Portfolios, check_input, parse_document
-from .errors import DocumentError
-from .margin import STATUSES, MarginResult, ScenarioGrid, compute_margin, scenario_grid
+from .document import (
+    CROSS,
+    ISOLATED,
+    MODES,
+    PORTFOLIO,
+    DocumentLimits,
+    MarginInput,
+    Portfolios,
+    check_input,
+    parse_document,
+)
+from .errors import DocumentError, NonFiniteFigures
+from .margin import (
+    STATUSES,
+    MarginResult,
+    ScenarioGrid,
+    compute_margin,
+    non_finite_figures,
+    require_finite,
+    scenario_grid,
+)
 from .market import FUTURE, KINDS, OPTION, PERPETUAL, Market, parse_market
 from .params import (
     Parameters,
@@ -25,18 +43,24 @@ from .params import (
 )
 
 
-def compute_document(doc) -> list[dict]:
+def compute_document(doc, *, limits: DocumentLimits | None = None) -> list[dict]:
     """Validate ``doc`` and return its results (spec section 5), one dict per portfolio in order.
 
-    Raises ``DocumentError`` (naming the field) for a malformed document; nothing is computed.
+    Raises ``DocumentError`` (naming the field) for a malformed document, or one larger than
+    ``limits``: nothing is computed; and (naming the portfolio) when a portfolio's figures would
+    not be finite: no result at all is returned (all or nothing).
     """
-    return compute_margin(parse_document(doc)).to_dicts()
+    result = compute_margin(parse_document(doc, limits=limits))
+    require_finite(result)
+    return result.to_dicts()
 
 
 __all__ = [
     "CROSS", "FUTURE", "ISOLATED", "KINDS", "MODES", "OPTION", "PERPETUAL", "PORTFOLIO", "STATUSES",
-    "DocumentError", "Greeks", "MarginInput", "MarginResult", "Market", "Parameters", "Portfolios",
-    "ScenarioGrid", "black76", "black76_price", "check_correlation", "check_haircut_brackets",
-    "check_input", "compute_document", "compute_margin", "nearest_correlation", "parse_document",
-    "parse_market", "parse_parameters", "scenario_grid",
+    "DocumentError", "DocumentLimits", "Greeks", "MarginInput", "MarginResult", "Market",
+    "NonFiniteFigures", "Parameters", "Portfolios", "ScenarioGrid", "black76", "black76_price",
+    "check_correlation",
+    "check_haircut_brackets", "check_input", "compute_document", "compute_margin",
+    "nearest_correlation", "non_finite_figures", "parse_document", "parse_market", "parse_parameters",
+    "require_finite", "scenario_grid",
 ]  # fmt: skip

@@ -7,6 +7,7 @@ builds the same ``MarginInput`` straight from arrays (``Portfolios(...)``) and c
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -15,7 +16,7 @@ import numpy as np
 from .errors import DocumentError
 from .market import OPTION, Market, parse_market
 from .params import Parameters, parse_parameters
-from .parsing import read_list, read_number, read_object, read_string, read_time, required
+from .parsing import read_list, read_number, read_object, read_string, read_time, required, shown
 
 ISOLATED, CROSS, PORTFOLIO = 0, 1, 2
 MODES = ("isolated", "cross", "portfolio")
@@ -59,20 +60,93 @@ class MarginInput:
     portfolios: Portfolios
 
 
-def parse_document(doc: Any) -> MarginInput:
+@dataclass(frozen=True)
+class DocumentLimits:
+    """Upper bounds on a document's size, so that one request's work is bounded (the API's
+    ``margin/simulate``; the CLI, a trusted local tool, has none). ``None`` means no bound.
+
+    Counts: ``portfolios``; ``positions`` over the whole document; ``market.instruments``;
+    ``parameters.underlyings`` (the correlation check is cubic in it); ``parameters.assets``;
+    haircut brackets per asset and extreme moves per underlying (the collateral and scenario arrays
+    grow with them). ``price_steps`` is bounded by the methodology itself (``MAX_PRICE_STEPS``).
+    """
+
+    portfolios: int | None = None
+    positions: int | None = None
+    instruments: int | None = None
+    underlyings: int | None = None
+    assets: int | None = None
+    haircut_brackets: int | None = None
+    extreme_moves: int | None = None
+
+
+def check_limits(doc: Any, limits: DocumentLimits) -> None:
+    """Refuse a document larger than ``limits``, naming the field, before any parsing work.
+
+    Only sizes are looked at; a part of the wrong type is left for ``parse_document`` to name.
+    """
+
+    def size(container: Any, kind: type) -> int:
+        return len(container) if isinstance(container, kind) else 0
+
+    def over(count: int, bound: int | None, field: str, what: str) -> None:
+        if bound is not None and count > bound:
+            raise DocumentError(field, f"too large: {count:,} {what}, at most {bound:,} accepted")
+
+    if not isinstance(doc, dict):
+        return
+    parameters = doc.get("parameters") if isinstance(doc.get("parameters"), dict) else {}
+    underlyings = parameters.get("underlyings")
+    over(size(underlyings, dict), limits.underlyings, "parameters.underlyings", "underlyings")
+    for name, entry in underlyings.items() if isinstance(underlyings, dict) else ():
+        if isinstance(entry, dict):
+            over(size(entry.get("extreme"), list), limits.extreme_moves,
+                 f"parameters.underlyings.{name}.extreme", "extreme moves")  # fmt: skip
+    assets = parameters.get("assets")
+    over(size(assets, dict), limits.assets, "parameters.assets", "assets")
+    for name, entry in assets.items() if isinstance(assets, dict) else ():
+        if isinstance(entry, dict):
+            over(size(entry.get("haircuts"), list), limits.haircut_brackets,
+                 f"parameters.assets.{name}.haircuts", "haircut brackets")  # fmt: skip
+    market = doc.get("market") if isinstance(doc.get("market"), dict) else {}
+    over(size(market.get("instruments"), dict), limits.instruments, "market.instruments", "instruments")
+    portfolios = doc.get("portfolios")
+    over(size(portfolios, list), limits.portfolios, "portfolios", "portfolios")
+    if limits.positions is not None and isinstance(portfolios, list):
+        total = 0
+        for k, portfolio in enumerate(portfolios):
+            if isinstance(portfolio, dict):
+                total += size(portfolio.get("positions"), list)
+                over(total, limits.positions, f"portfolios[{k}].positions", "positions in the document")
+
+
+_MISSING = object()
+
+
+def parse_document(doc: Any, *, limits: DocumentLimits | None = None) -> MarginInput:
     """Validate a margin document (a ``dict`` as loaded from JSON) and return a ``MarginInput``.
 
     Raises ``DocumentError`` naming the first offending field; nothing is computed from a
-    malformed document.
+    malformed document. ``limits`` bounds its size first (``check_limits``).
+
+    The portfolio loop is the one place that runs per position: it takes the common case (a JSON
+    number, a known instrument) without building field names, and goes through the named readers
+    of ``parsing`` for anything else, so an error names its field exactly as they do.
     """
+    if limits is not None:
+        check_limits(doc, limits)
     doc = read_object(doc, "document")
     valuation_time = read_time(required(doc, "valuation_time", "document"), "valuation_time")
     parameters = parse_parameters(required(doc, "parameters", "document"))
     market = parse_market(required(doc, "market", "document"), parameters, valuation_time)
     instrument_index = {name: i for i, name in enumerate(market.instruments)}
+    is_option = (market.kind == OPTION).tolist()
     asset_index = {name: a for a, name in enumerate(parameters.assets)}
+    mode_index = {name: code for code, name in enumerate(MODES)}
+    isfinite = math.isfinite
 
     ids: list[str] = []
+    seen: set[str] = set()
     modes: list[int] = []
     pos_port: list[int] = []
     pos_inst: list[int] = []
@@ -85,34 +159,40 @@ def parse_document(doc: Any) -> MarginInput:
         where = f"portfolios[{k}]"
         read_object(portfolio, where)
         portfolio_id = read_string(required(portfolio, "id", where), f"{where}.id")
-        if portfolio_id in ids:
-            raise DocumentError(f"{where}.id", f"duplicate portfolio id {portfolio_id!r}")
+        if portfolio_id in seen:
+            raise DocumentError(f"{where}.id", f"duplicate portfolio id {shown(portfolio_id)}")
+        seen.add(portfolio_id)
         ids.append(portfolio_id)
         mode = required(portfolio, "mode", where)
-        if mode not in MODES:
-            raise DocumentError(f"{where}.mode", f"must be one of {', '.join(MODES)}, got {mode!r}")
-        modes.append(MODES.index(mode))
+        code = mode_index.get(mode) if isinstance(mode, str) else None
+        if code is None:
+            raise DocumentError(f"{where}.mode", f"must be one of {', '.join(MODES)}, got {shown(mode)}")
+        modes.append(code)
         for asset, amount in read_object(portfolio.get("collateral", {}), f"{where}.collateral").items():
             if asset not in asset_index:
-                raise DocumentError(f"{where}.collateral.{asset}", f"unknown asset {asset!r}")
+                raise DocumentError(f"{where}.collateral.{asset}", f"unknown asset {shown(asset)}")
             bal_port.append(k)
             bal_asset.append(asset_index[asset])
             bal_amount.append(read_number(amount, f"{where}.collateral.{asset}"))
-        for j, position in enumerate(read_list(portfolio.get("positions", []), f"{where}.positions")):
-            pos_where = f"{where}.positions[{j}]"
-            read_object(position, pos_where)
-            name = required(position, "instrument", pos_where)
-            if name not in instrument_index:
-                raise DocumentError(f"{pos_where}.instrument", f"unknown instrument {name!r}")
-            i = instrument_index[name]
+        positions = read_list(portfolio.get("positions", []), f"{where}.positions")
+        for j, position in enumerate(positions):
+            # The common case, inline; any doubt goes to the named readers below.
+            name = position.get("instrument") if type(position) is dict else None
+            i = instrument_index.get(name) if type(name) is str else None
+            quantity = position.get("quantity", _MISSING) if i is not None else _MISSING
+            if type(quantity) is not float or not isfinite(quantity):
+                i, quantity = _position_head(position, f"{where}.positions[{j}]", instrument_index)
+            if is_option[i]:
+                entry = math.nan  # an option is valued at its mark; its entry premium is not needed
+            else:
+                entry = position.get("entry_price", _MISSING)
+                if type(entry) is not float or not (isfinite(entry) and entry > 0.0):
+                    pos_where = f"{where}.positions[{j}]"
+                    entry_value = required(position, "entry_price", pos_where)
+                    entry = read_number(entry_value, f"{pos_where}.entry_price", positive=True)
             pos_port.append(k)
             pos_inst.append(i)
-            pos_qty.append(read_number(required(position, "quantity", pos_where), f"{pos_where}.quantity"))
-            if market.kind[i] == OPTION:
-                entry = np.nan  # an option is valued at its mark; its entry premium is not needed
-            else:
-                entry_value = required(position, "entry_price", pos_where)
-                entry = read_number(entry_value, f"{pos_where}.entry_price", positive=True)
+            pos_qty.append(quantity)
             pos_entry.append(entry)
     portfolios = Portfolios(
         ids=tuple(ids),
@@ -126,6 +206,16 @@ def parse_document(doc: Any) -> MarginInput:
         balance_amount=np.asarray(bal_amount, dtype=np.float64),
     )
     return MarginInput(parameters=parameters, market=market, portfolios=portfolios)
+
+
+def _position_head(position: Any, where: str, instrument_index: dict[str, int]) -> tuple[int, float]:
+    """A position entry's instrument index and quantity, through the named readers."""
+    read_object(position, where)
+    name = read_string(required(position, "instrument", where), f"{where}.instrument")
+    if name not in instrument_index:
+        raise DocumentError(f"{where}.instrument", f"unknown instrument {shown(name)}")
+    quantity = read_number(required(position, "quantity", where), f"{where}.quantity")
+    return instrument_index[name], quantity
 
 
 def _first_bad(mask: np.ndarray) -> int | None:

@@ -15,3 +15,9 @@ class DocumentError(ValueError):
         self.field = field
         self.message = message
         super().__init__(f"{field}: {message}")
+
+
+class NonFiniteFigures(DocumentError):
+    """A portfolio whose figures would not be finite (an overflow, or a scenario validation did not
+    foresee): ``field`` names the portfolio (``portfolios[3]``), the message its id and figures.
+    The input was well formed but cannot be margined (the API answers 422, not 400)."""

@@ -22,7 +22,9 @@ import scipy.sparse as sp
 
 from .black76 import black76, black76_price
 from .document import ISOLATED, PORTFOLIO, MarginInput
+from .errors import NonFiniteFigures
 from .market import OPTION, PERPETUAL
+from .parsing import shown
 
 HEALTHY, MARGIN_CALL, LIQUIDATION = 0, 1, 2
 STATUSES = ("healthy", "margin_call", "liquidation")
@@ -51,11 +53,14 @@ class MarginResult:
     """Arrays for ``n_port`` portfolios, ``n_pairs`` (portfolio, underlying) pairs, ``n_pos`` positions.
 
     Money is USD. Per portfolio ``(n_port,)``:
-      ``mode`` int8, ``status`` int8 (``STATUSES``), ``equity`` (the figure the status is judged on
-      in the portfolio's mode), ``collateral_value``, ``initial_margin``, ``maintenance_margin``,
-      ``excess``, ``margin_ratio`` (NaN when MM = 0); components (zero outside portfolio mode):
-      ``scan_directional``, ``scan_non_directional``, ``correlation_credit``, ``basis``,
-      ``short_option_minimum``, ``concentration``; ``required_isolated``, ``required_cross``,
+      ``mode`` int8, ``status`` int8 (``STATUSES``), ``finite`` bool (every figure of the
+      portfolio, its pairs' and positions' included, is finite; a portfolio that is not finite is
+      in ``liquidation`` whatever its figures say: fail closed), ``equity`` (the figure the
+      status is judged on in the portfolio's mode), ``collateral_value``, ``initial_margin``,
+      ``maintenance_margin``, ``excess``, ``margin_ratio`` (NaN when MM = 0); components (zero
+      outside portfolio mode): ``scan_directional``, ``scan_non_directional``,
+      ``correlation_credit``, ``basis``, ``short_option_minimum``, ``concentration``;
+      ``required_isolated``, ``required_cross``,
       ``required_portfolio`` (the comparison); and all modes' raw figures: ``total_equity`` (spec
       section 3 E), ``isolated_equity``, ``positions_value``, ``im_standard``, ``mm_standard``,
       ``im_portfolio``, ``mm_portfolio``.
@@ -75,6 +80,7 @@ class MarginResult:
     grid: ScenarioGrid
     mode: np.ndarray
     status: np.ndarray
+    finite: np.ndarray
     equity: np.ndarray
     collateral_value: np.ndarray
     initial_margin: np.ndarray
@@ -186,8 +192,15 @@ def option_scenario_pnl(margin_input, grid, option, base_price) -> np.ndarray:
 def compute_margin(margin_input: MarginInput) -> MarginResult:
     """Margin of every portfolio under its own mode plus the three-mode comparison (see module doc).
 
-    Assumes a validated input (``parse_document`` or ``check_input``).
+    Assumes a validated input (``parse_document`` or ``check_input``). Figures that overflow or
+    are undefined come out as inf/NaN without a warning: ``result.finite`` marks their portfolios,
+    which are in ``liquidation`` (fail closed; ``require_finite`` refuses them outright).
     """
+    with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+        return _compute_margin(margin_input)
+
+
+def _compute_margin(margin_input: MarginInput) -> MarginResult:
     p, m, f = margin_input.parameters, margin_input.market, margin_input.portfolios
     n_und, n_port, n_instr = len(p.underlyings), f.n_portfolios, m.n_instruments
     spot = m.underlying_price
@@ -334,25 +347,54 @@ def compute_margin(margin_input: MarginInput) -> MarginResult:
     excess = equity - initial_margin
     with np.errstate(divide="ignore", invalid="ignore"):
         margin_ratio = np.where(maintenance_margin != 0.0, equity / maintenance_margin, np.nan)
-    status = np.where(
-        equity >= initial_margin, HEALTHY, np.where(equity >= maintenance_margin, MARGIN_CALL, LIQUIDATION)
-    ).astype(np.int8)
 
     def only_portfolio_mode(values: np.ndarray) -> np.ndarray:
         return np.where(in_portfolio_mode, values, 0.0)
 
+    figures = {
+        "equity": equity, "collateral_value": collateral_value, "initial_margin": initial_margin,
+        "maintenance_margin": maintenance_margin, "excess": excess,
+        "margin_ratio": np.where(maintenance_margin != 0.0, margin_ratio, 0.0),
+        "scan_directional": only_portfolio_mode(scan_dir),
+        "scan_non_directional": only_portfolio_mode(scan_non_dir),
+        "correlation_credit": only_portfolio_mode(abs_directional - scan_dir),
+        "basis": only_portfolio_mode(basis), "short_option_minimum": only_portfolio_mode(som_total),
+        "concentration": only_portfolio_mode(concentration), "required_isolated": required_isolated,
+        "required_cross": np.maximum(0.0, im_standard - positions_value),
+        "required_portfolio": np.maximum(0.0, im_portfolio - positions_value),
+        "total_equity": total_equity, "isolated_equity": isolated_equity,
+        "positions_value": positions_value, "im_standard": im_standard, "mm_standard": mm_standard,
+        "im_portfolio": im_portfolio, "mm_portfolio": mm_portfolio,
+    }  # fmt: skip
+    pair_figures = {
+        "scan_risk": scan_risk, "directional": directional, "non_directional": non_directional,
+        "delta_usd": delta_usd, "gamma_usd": gamma_usd, "vega_usd": vega_usd, "theta_usd": theta_usd,
+        "basis": pair_basis, "short_option_minimum": pair_som, "concentration": pair_conc,
+    }  # fmt: skip
+    position_figures = {
+        "price": pos_price, "value": pos_value, "delta_usd": pos_delta, "initial_margin": pos_im,
+        "maintenance_margin": pos_mm,
+    }  # fmt: skip
+    finite = _finite_portfolios(figures, pair_figures, pair_portfolio, position_figures, pos_port, n_port)
+    # Fail closed: a portfolio is healthy only when it is finite and E >= IM holds, in margin call
+    # only when finite and E >= MM holds; everything else, NaN and infinities included, is in
+    # liquidation (a comparison with NaN is False, so every test is written to refuse on NaN).
+    healthy = finite & (equity >= initial_margin)
+    margin_call = finite & ~healthy & (equity >= maintenance_margin)
+    status = np.where(healthy, HEALTHY, np.where(margin_call, MARGIN_CALL, LIQUIDATION)).astype(np.int8)
+
     return MarginResult(
-        margin_input=margin_input, grid=grid, mode=mode, status=status, equity=equity,
+        margin_input=margin_input, grid=grid, mode=mode, status=status, finite=finite, equity=equity,
         collateral_value=collateral_value, initial_margin=initial_margin,
         maintenance_margin=maintenance_margin, excess=excess, margin_ratio=margin_ratio,
-        scan_directional=only_portfolio_mode(scan_dir),
-        scan_non_directional=only_portfolio_mode(scan_non_dir),
-        correlation_credit=only_portfolio_mode(abs_directional - scan_dir),
-        basis=only_portfolio_mode(basis), short_option_minimum=only_portfolio_mode(som_total),
-        concentration=only_portfolio_mode(concentration),
+        scan_directional=figures["scan_directional"],
+        scan_non_directional=figures["scan_non_directional"],
+        correlation_credit=figures["correlation_credit"],
+        basis=figures["basis"], short_option_minimum=figures["short_option_minimum"],
+        concentration=figures["concentration"],
         required_isolated=required_isolated,
-        required_cross=np.maximum(0.0, im_standard - positions_value),
-        required_portfolio=np.maximum(0.0, im_portfolio - positions_value),
+        required_cross=figures["required_cross"],
+        required_portfolio=figures["required_portfolio"],
         total_equity=total_equity, isolated_equity=isolated_equity, positions_value=positions_value,
         im_standard=im_standard, mm_standard=mm_standard, im_portfolio=im_portfolio,
         mm_portfolio=mm_portfolio, collateral_by_asset=collateral_by_asset,
@@ -364,6 +406,77 @@ def compute_margin(margin_input: MarginInput) -> MarginResult:
         position_price=pos_price, position_value=pos_value, position_delta_usd=pos_delta,
         position_initial_margin=pos_im, position_maintenance_margin=pos_mm,
     )  # fmt: skip
+
+
+def _finite_portfolios(
+    figures: dict,
+    pair_figures: dict,
+    pair_portfolio: np.ndarray,
+    position_figures: dict,
+    position_portfolio: np.ndarray,
+    n_port: int,
+) -> np.ndarray:
+    """``(n_port,)`` bool: every figure of the portfolio, its pairs' and its positions' included,
+    is finite (``margin_ratio`` counts only where MM != 0: it is null by definition otherwise)."""
+    finite = np.ones(n_port, dtype=bool)
+    for values in figures.values():
+        finite &= np.isfinite(values)
+    for owner, table in ((pair_portfolio, pair_figures), (position_portfolio, position_figures)):
+        bad = np.zeros(owner.size, dtype=bool)
+        for values in table.values():
+            bad |= ~np.isfinite(values)
+        if bad.any():
+            finite[owner[bad]] = False
+    return finite
+
+
+def non_finite_figures(result: MarginResult, k: int) -> list[str]:
+    """Names of portfolio ``k``'s figures that are not finite, as the result dict names them
+    (``initial_margin``, ``by_underlying[BTC].scan_risk``, ``positions[2].value``...); empty
+    when the portfolio is finite."""
+    if result.finite[k]:
+        return []
+    skip = {"margin_ratio"} if result.maintenance_margin[k] == 0.0 else set()
+    names = [n for n in _FIGURES if n not in skip and not np.isfinite(getattr(result, n)[k])]
+    underlyings = result.margin_input.parameters.underlyings
+    names += [
+        f"by_underlying[{underlyings[int(result.pair_underlying[r])]}].{n}"
+        for r in range(result.pair_indptr[k], result.pair_indptr[k + 1])
+        for n in _PAIR_FIGURES
+        if not np.isfinite(getattr(result, n)[r])
+    ]
+    positions = np.flatnonzero(result.margin_input.portfolios.position_portfolio == k).tolist()
+    names += [
+        f"positions[{j}].{n}"
+        for j, index in enumerate(positions)
+        for n in _POSITION_FIGURES
+        if not np.isfinite(getattr(result, f"position_{n}")[index])
+    ]
+    return names or ["(a figure)"]
+
+
+def require_finite(result: MarginResult) -> None:
+    """Raise ``NonFiniteFigures`` (a ``DocumentError``) naming the first portfolio whose figures are
+    not finite (an overflow, or a scenario the validation did not foresee): spec section 5, output
+    is all or nothing."""
+    bad = np.flatnonzero(~result.finite)
+    if bad.size:
+        k = int(bad[0])
+        names = ", ".join(non_finite_figures(result, k)[:5])
+        portfolio_id = result.margin_input.portfolios.ids[k]
+        raise NonFiniteFigures(
+            f"portfolios[{k}]", f"the figures of portfolio {shown(portfolio_id)} would not be finite "
+            f"(overflow): {names}",
+        )  # fmt: skip
+
+
+_FIGURES = (
+    "equity", "collateral_value", "initial_margin", "maintenance_margin", "excess", "margin_ratio",
+    "scan_directional", "scan_non_directional", "correlation_credit", "basis", "short_option_minimum",
+    "concentration", "required_isolated", "required_cross", "required_portfolio",
+)  # fmt: skip
+_PAIR_FIGURES = ("scan_risk", "directional", "delta_usd", "gamma_usd", "vega_usd", "theta_usd")
+_POSITION_FIGURES = ("price", "value", "delta_usd", "initial_margin", "maintenance_margin")
 
 
 def pair_of_key_lookup(pair_key: np.ndarray, keys: np.ndarray) -> np.ndarray:

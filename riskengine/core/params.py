@@ -2,9 +2,17 @@
 
 ``parse_parameters(form)`` validates the JSON form and returns a frozen ``Parameters`` whose
 per-underlying and per-asset fields are float64 arrays indexed in the form's order of
-``underlyings`` and ``assets``. The validation helpers (``check_correlation``,
-``check_haircut_brackets``) and the Higham repair ``nearest_correlation`` are public because the
-ops admin and the psr calibration reuse them.
+``underlyings`` and ``assets``. It is the one validator of a parameter set: the engine's document
+parsing, the ops admin (forms, proposal, approval, activation) and the API all go through it or
+through its parts, which are public for that reason: ``check_scalars`` (the set-wide numbers),
+``check_underlying`` (one underlying's scan and standard-rule parameters, extreme moves included),
+``check_price_steps``, ``check_correlation``, ``check_haircut_brackets``; and the Higham repair
+``nearest_correlation`` (the admin and the psr calibration).
+
+Methodology v1.1 section 5 rules enforced here besides the ranges: every key must be one the
+methodology defines (a typo is refused, not ignored), ``price_steps`` is a whole number in
+``1..MAX_PRICE_STEPS``, and no scenario may take a price to zero or below:
+``psr_u * max(1, |multiple|) < 1`` for the standard scan (``|x| <= psr_u``) and every extreme move.
 """
 
 from __future__ import annotations
@@ -15,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from .errors import DocumentError
-from .parsing import read_list, read_number, read_object, required
+from .parsing import read_list, read_number, read_object, required, shown
 
 DEFAULTS = {
     "mm_ratio": 0.8,
@@ -32,7 +40,21 @@ UNDERLYING_FIELDS = (
     "psr", "vol_up", "vol_down", "min_basis", "basis_rate", "som_rate",
     "conc_threshold", "conc_rate", "imf", "mmf",
 )  # fmt: skip
+EXTREME_FIELDS = ("multiple", "coverage")
 CORRELATION_TOLERANCE = 1e-10
+MAX_PRICE_STEPS = 50
+
+# The keys the methodology defines, per object of the ``parameters`` form.
+PARAMETER_KEYS = frozenset(
+    {"version", *DEFAULTS, "vol_term", "standard", "underlyings", "correlation", "assets"}
+)
+VOL_TERM_KEYS = frozenset(DEFAULT_VOL_TERM)
+STANDARD_KEYS = frozenset(DEFAULT_STANDARD)
+UNDERLYING_KEYS = frozenset({*UNDERLYING_FIELDS, "extreme"})
+EXTREME_KEYS = frozenset(EXTREME_FIELDS)
+CORRELATION_KEYS = frozenset({"underlyings", "matrix"})
+ASSET_KEYS = frozenset({"underlying", "liability_addon", "haircuts"})
+BRACKET_KEYS = frozenset({"up_to", "haircut"})
 
 
 @dataclass(frozen=True, eq=False)
@@ -161,6 +183,13 @@ def nearest_correlation(matrix: Any, *, tolerance: float = 1e-12, max_iterations
     return x
 
 
+def check_keys(form: dict, allowed: frozenset, field: str) -> None:
+    """Refuse the first key of ``form`` (in its order) that is not in ``allowed``, naming it."""
+    for key in form:
+        if key not in allowed:
+            raise DocumentError(f"{field}.{key}", "not a parameter the methodology defines")
+
+
 def check_haircut_brackets(brackets: Any, field: str) -> list[tuple[float, float]]:
     """Validate ``[{"up_to": USD|null, "haircut": h}, ...]`` and return ``[(upper, haircut)]``.
 
@@ -175,6 +204,7 @@ def check_haircut_brackets(brackets: Any, field: str) -> list[tuple[float, float
     for k, item in enumerate(items):
         where = f"{field}[{k}]"
         read_object(item, where)
+        check_keys(item, BRACKET_KEYS, where)
         rate = read_number(
             required(item, "haircut", where), f"{where}.haircut", non_negative=True, at_most=1.0
         )
@@ -195,36 +225,110 @@ def check_haircut_brackets(brackets: Any, field: str) -> list[tuple[float, float
     return result
 
 
-def _scalar(form: dict, key: str, default: float, field: str, **checks: Any) -> float:
-    return read_number(form.get(key, default), f"{field}.{key}", **checks)
+def check_price_steps(value: Any, field: str = "parameters.price_steps") -> int:
+    """``price_steps`` (n, giving ``2n + 1`` price points) as an int in ``1..MAX_PRICE_STEPS``."""
+    steps = read_number(value, field)
+    if steps != int(steps) or not 1 <= steps <= MAX_PRICE_STEPS:
+        raise DocumentError(field, f"must be a whole number from 1 to {MAX_PRICE_STEPS}, got {shown(value)}")
+    return int(steps)
+
+
+def check_scalars(form: Any, field: str = "parameters") -> dict[str, float]:
+    """The set-wide numbers of a ``parameters`` form, validated, defaults filled in: ``mm_ratio``,
+    ``offset_cap``, ``lookahead_days``, ``rate``, ``price_steps`` (int), ``min_vol``, and from
+    ``vol_term`` ``pivot_days``, ``short_power``, ``long_power``, from ``standard``
+    ``option_imf``, ``option_min``, ``option_mmf``. Unknown keys of ``vol_term`` and ``standard``
+    are refused here; those of the top level by ``parse_parameters``."""
+    form = read_object(form, field)
+
+    def scalar(source: dict, key: str, default: float, where: str, **checks: Any) -> float:
+        return read_number(source.get(key, default), f"{where}.{key}", **checks)
+
+    values = {
+        "mm_ratio": scalar(form, "mm_ratio", DEFAULTS["mm_ratio"], field, positive=True, at_most=1.0),
+        "offset_cap": scalar(
+            form, "offset_cap", DEFAULTS["offset_cap"], field, non_negative=True, at_most=1.0
+        ),
+        "lookahead_days": scalar(
+            form, "lookahead_days", DEFAULTS["lookahead_days"], field, non_negative=True
+        ),
+        "rate": scalar(form, "rate", DEFAULTS["rate"], field),
+        "price_steps": check_price_steps(
+            form.get("price_steps", DEFAULTS["price_steps"]), f"{field}.price_steps"
+        ),
+        "min_vol": scalar(form, "min_vol", DEFAULTS["min_vol"], field, positive=True),
+    }
+    vt_field = f"{field}.vol_term"
+    vol_term = read_object(form.get("vol_term", {}), vt_field)
+    check_keys(vol_term, VOL_TERM_KEYS, vt_field)
+    values["pivot_days"] = scalar(
+        vol_term, "pivot_days", DEFAULT_VOL_TERM["pivot_days"], vt_field, positive=True
+    )
+    for key in ("short_power", "long_power"):
+        values[key] = scalar(vol_term, key, DEFAULT_VOL_TERM[key], vt_field, non_negative=True)
+    st_field = f"{field}.standard"
+    standard = read_object(form.get("standard", {}), st_field)
+    check_keys(standard, STANDARD_KEYS, st_field)
+    for key in ("option_imf", "option_min", "option_mmf"):
+        values[key] = scalar(standard, key, DEFAULT_STANDARD[key], st_field, non_negative=True)
+    return values
+
+
+def check_underlying(entry: Any, field: str) -> tuple[dict[str, float], list[tuple[float, float]]]:
+    """One underlying's parameters (``parameters.underlyings.<name>``), validated: the values of
+    ``UNDERLYING_FIELDS`` and the extreme moves ``[(multiple, coverage)]`` (default ±2 at 0.35).
+
+    Besides each field's range, no scenario may take the price to zero or below: the standard scan
+    moves the price by up to ``psr`` and an extreme move by ``multiple * psr``, so
+    ``psr * max(1, |multiple|) < 1`` is required; the error names ``<field>.psr``.
+    """
+    entry = read_object(entry, field)
+    check_keys(entry, UNDERLYING_KEYS, field)
+    values: dict[str, float] = {}
+    for key in UNDERLYING_FIELDS:
+        checks: dict[str, Any] = {"positive": True} if key == "psr" else {"non_negative": True}
+        if key == "vol_down":
+            checks["at_most"] = 1.0
+        values[key] = read_number(required(entry, key, field), f"{field}.{key}", **checks)
+    moves: list[tuple[float, float]] = []
+    for k, move in enumerate(read_list(entry.get("extreme", list(DEFAULT_EXTREME)), f"{field}.extreme")):
+        move_field = f"{field}.extreme[{k}]"
+        read_object(move, move_field)
+        check_keys(move, EXTREME_KEYS, move_field)
+        multiple = read_number(required(move, "multiple", move_field), f"{move_field}.multiple")
+        coverage = read_number(
+            required(move, "coverage", move_field), f"{move_field}.coverage", non_negative=True
+        )
+        moves.append((multiple, coverage))
+    psr = values["psr"]
+    if not psr < psr_bound(multiple for multiple, _ in moves):
+        largest = max(range(len(moves)), key=lambda k: abs(moves[k][0]), default=None)
+        if largest is None or abs(moves[largest][0]) <= 1.0:
+            message = f"{psr!r} would take the price to zero or below in the standard scan (psr < 1)"
+        else:
+            multiple = abs(moves[largest][0])
+            message = (
+                f"psr {psr!r} x |multiple| {multiple!r} of extreme[{largest}] = {psr * multiple!r} "
+                "would take the price to zero or below (psr * max(1, |multiple|) must be < 1)"
+            )
+        raise DocumentError(f"{field}.psr", message)
+    return values, moves
+
+
+def psr_bound(multiples) -> float:
+    """The bound psr must stay strictly below with these extreme ``multiples`` (section 5):
+    ``1 / max(1, |multiple|, ...)``. The psr calibration caps its proposals under it."""
+    return 1.0 / max([1.0, *(abs(float(m)) for m in multiples)])
 
 
 def parse_parameters(form: Any, field: str = "parameters") -> Parameters:
     """Validate the ``parameters`` object of a margin document and return ``Parameters``."""
     form = read_object(form, field)
-    version = str(form.get("version", ""))
-    mm_ratio = _scalar(form, "mm_ratio", DEFAULTS["mm_ratio"], field, positive=True, at_most=1.0)
-    offset_cap = _scalar(form, "offset_cap", DEFAULTS["offset_cap"], field, non_negative=True, at_most=1.0)
-    lookahead = _scalar(form, "lookahead_days", DEFAULTS["lookahead_days"], field, non_negative=True)
-    rate = _scalar(form, "rate", DEFAULTS["rate"], field)
-    steps_value = _scalar(form, "price_steps", DEFAULTS["price_steps"], field, positive=True)
-    if steps_value != int(steps_value):
-        raise DocumentError(f"{field}.price_steps", f"must be a whole number, got {steps_value!r}")
-    min_vol = _scalar(form, "min_vol", DEFAULTS["min_vol"], field, positive=True)
-
-    vol_term = read_object(form.get("vol_term", {}), f"{field}.vol_term")
-    vt_field = f"{field}.vol_term"
-    pivot = _scalar(vol_term, "pivot_days", DEFAULT_VOL_TERM["pivot_days"], vt_field, positive=True)
-    short_power = _scalar(
-        vol_term, "short_power", DEFAULT_VOL_TERM["short_power"], vt_field, non_negative=True
-    )
-    long_power = _scalar(vol_term, "long_power", DEFAULT_VOL_TERM["long_power"], vt_field, non_negative=True)
-
-    standard = read_object(form.get("standard", {}), f"{field}.standard")
-    st_field = f"{field}.standard"
-    option_imf = _scalar(standard, "option_imf", DEFAULT_STANDARD["option_imf"], st_field, non_negative=True)
-    option_min = _scalar(standard, "option_min", DEFAULT_STANDARD["option_min"], st_field, non_negative=True)
-    option_mmf = _scalar(standard, "option_mmf", DEFAULT_STANDARD["option_mmf"], st_field, non_negative=True)
+    check_keys(form, PARAMETER_KEYS, field)
+    version = form.get("version", "")
+    if not isinstance(version, str):
+        raise DocumentError(f"{field}.version", f"expected a string, got {shown(version)}")
+    scalars = check_scalars(form, field)
 
     und_field = f"{field}.underlyings"
     und_forms = read_object(required(form, "underlyings", field), und_field)
@@ -234,22 +338,9 @@ def parse_parameters(form: Any, field: str = "parameters") -> Parameters:
     columns: dict[str, list[float]] = {key: [] for key in UNDERLYING_FIELDS}
     extremes: list[list[tuple[float, float]]] = []
     for name in names:
-        where = f"{und_field}.{name}"
-        entry = read_object(und_forms[name], where)
+        values, moves = check_underlying(und_forms[name], f"{und_field}.{name}")
         for key in UNDERLYING_FIELDS:
-            checks: dict[str, Any] = {"positive": True} if key == "psr" else {"non_negative": True}
-            if key == "vol_down":
-                checks["at_most"] = 1.0
-            columns[key].append(read_number(required(entry, key, where), f"{where}.{key}", **checks))
-        moves = []
-        for k, move in enumerate(read_list(entry.get("extreme", list(DEFAULT_EXTREME)), f"{where}.extreme")):
-            move_field = f"{where}.extreme[{k}]"
-            read_object(move, move_field)
-            multiple = read_number(required(move, "multiple", move_field), f"{move_field}.multiple")
-            coverage = read_number(
-                required(move, "coverage", move_field), f"{move_field}.coverage", non_negative=True
-            )
-            moves.append((multiple, coverage))
+            columns[key].append(values[key])
         extremes.append(moves)
     n_und = len(names)
     n_ext = max(len(moves) for moves in extremes)
@@ -271,10 +362,11 @@ def parse_parameters(form: Any, field: str = "parameters") -> Parameters:
     for a, name in enumerate(asset_names):
         where = f"{assets_field}.{name}"
         entry = read_object(asset_forms[name], where)
+        check_keys(entry, ASSET_KEYS, where)
         linked = entry.get("underlying")
         if linked is not None:
-            if linked not in names:
-                raise DocumentError(f"{where}.underlying", f"missing underlying {linked!r}")
+            if not isinstance(linked, str) or linked not in names:
+                raise DocumentError(f"{where}.underlying", f"missing underlying {shown(linked)}")
             asset_underlying[a] = names.index(linked)
         liability_addon[a] = read_number(
             entry.get("liability_addon", 0.0), f"{where}.liability_addon", non_negative=True
@@ -297,10 +389,12 @@ def parse_parameters(form: Any, field: str = "parameters") -> Parameters:
         return np.asarray(columns[key], dtype=np.float64)
 
     return Parameters(
-        version=version, underlyings=names, mm_ratio=mm_ratio, offset_cap=offset_cap,
-        lookahead_days=lookahead, rate=rate, price_steps=int(steps_value), min_vol=min_vol,
-        pivot_days=pivot, short_power=short_power, long_power=long_power,
-        option_imf=option_imf, option_min=option_min, option_mmf=option_mmf,
+        version=version, underlyings=names, mm_ratio=scalars["mm_ratio"],
+        offset_cap=scalars["offset_cap"], lookahead_days=scalars["lookahead_days"], rate=scalars["rate"],
+        price_steps=int(scalars["price_steps"]), min_vol=scalars["min_vol"],
+        pivot_days=scalars["pivot_days"], short_power=scalars["short_power"],
+        long_power=scalars["long_power"], option_imf=scalars["option_imf"],
+        option_min=scalars["option_min"], option_mmf=scalars["option_mmf"],
         psr=column("psr"), vol_up=column("vol_up"), vol_down=column("vol_down"),
         min_basis=column("min_basis"), basis_rate=column("basis_rate"), som_rate=column("som_rate"),
         conc_threshold=column("conc_threshold"), conc_rate=column("conc_rate"),
@@ -315,10 +409,11 @@ def parse_parameters(form: Any, field: str = "parameters") -> Parameters:
 def _parse_correlation(form: Any, names: tuple[str, ...], field: str) -> np.ndarray:
     """The correlation matrix re-ordered to ``names``; it must cover each underlying exactly once."""
     form = read_object(form, field)
+    check_keys(form, CORRELATION_KEYS, field)
     listed = read_list(required(form, "underlyings", field), f"{field}.underlyings")
     for k, name in enumerate(listed):
-        if name not in names:
-            raise DocumentError(f"{field}.underlyings[{k}]", f"unknown underlying {name!r}")
+        if not isinstance(name, str) or name not in names:
+            raise DocumentError(f"{field}.underlyings[{k}]", f"unknown underlying {shown(name)}")
     if len(set(listed)) != len(listed):
         raise DocumentError(f"{field}.underlyings", "an underlying is listed twice")
     missing = [name for name in names if name not in listed]
@@ -326,17 +421,18 @@ def _parse_correlation(form: Any, names: tuple[str, ...], field: str) -> np.ndar
         raise DocumentError(f"{field}.underlyings", f"does not cover underlying(s) {', '.join(missing)}")
     matrix_field = f"{field}.matrix"
     rows = read_list(required(form, "matrix", field), matrix_field)
-    values = [
-        [
-            read_number(v, f"{matrix_field}[{i}][{j}]")
-            for j, v in enumerate(read_list(row, f"{matrix_field}[{i}]"))
-        ]
-        for i, row in enumerate(rows)
-    ]
-    if len(values) != len(listed) or any(len(row) != len(listed) for row in values):
+    if len(rows) != len(listed):
         raise DocumentError(
             matrix_field, f"must be {len(listed)} x {len(listed)} like correlation.underlyings"
         )
+    values = []
+    for i, row in enumerate(rows):
+        row = read_list(row, f"{matrix_field}[{i}]")
+        if len(row) != len(listed):
+            raise DocumentError(
+                matrix_field, f"must be {len(listed)} x {len(listed)} like correlation.underlyings"
+            )
+        values.append([read_number(v, f"{matrix_field}[{i}][{j}]") for j, v in enumerate(row)])
     rho = check_correlation(values, matrix_field)
     order = [listed.index(name) for name in names]
     return rho[np.ix_(order, order)]

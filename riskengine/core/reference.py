@@ -331,3 +331,32 @@ def reference_document(doc: dict) -> list[dict]:
     """Results of every portfolio of a (valid) document, the straightforward way."""
     ctx = ReferenceContext(doc)
     return [reference_portfolio(ctx, portfolio) for portfolio in doc["portfolios"]]
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python riskengine/core/reference.py DOC.json``: the results of a (valid) document as compact
+    JSON on stdout, the same output as ``python -m riskengine margin DOC.json``.
+
+    Run it by path, as above, and it is a plain-Python process: ``math``, ``datetime`` and ``json``
+    only (``-m riskengine.core.reference`` would import the numpy engine package first). The CLI
+    benchmark (``bench/bench_cli.py``) times it as the yardstick.
+    """
+    import json
+    import sys
+
+    args = sys.argv[1:] if argv is None else argv
+    if len(args) != 1:
+        print("usage: python riskengine/core/reference.py DOC.json|-", file=sys.stderr)
+        return 2
+    if args[0] == "-":
+        doc = json.load(sys.stdin)
+    else:
+        with open(args[0], encoding="utf-8") as handle:
+            doc = json.load(handle)
+    json.dump(reference_document(doc), sys.stdout, separators=(",", ":"), allow_nan=False)
+    sys.stdout.write("\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import itertools
 import math
+from json.encoder import encode_basestring_ascii
 
 import numpy as np
 
@@ -88,3 +90,128 @@ def result_dicts(result: MarginResult, indices=None) -> list[dict]:
             }
         )
     return out
+
+
+def _texts(values: np.ndarray, *, money: bool = True) -> list[str]:
+    """JSON texts of a float array, exactly as ``json.dumps`` writes them (``float.__repr__``);
+    ``money`` turns -0.0 into 0.0 like ``_money``. Mostly-zero arrays (components outside
+    portfolio mode) format only their non-zero entries; others go through one ``repr`` of the
+    whole list (the per-element loop runs in C)."""
+    values = values + 0.0 if money else values
+    if not values.size:
+        return []
+    nonzero = np.flatnonzero(values)
+    if 2 * nonzero.size >= values.size:
+        return repr(values.tolist())[1:-1].split(", ")
+    texts = ["0.0"] * values.size
+    for k, text in zip(nonzero.tolist(), map(float.__repr__, values[nonzero].tolist()), strict=True):
+        texts[k] = text
+    if not money:  # -0.0 keeps its sign, as float() does in ``result_dicts``
+        for k in np.flatnonzero((values == 0.0) & np.signbit(values)).tolist():
+            texts[k] = "-0.0"
+    return texts
+
+
+def _texts_by(values: np.ndarray, key: np.ndarray) -> list[str]:
+    """``_texts(values)`` when ``values`` depends on ``key`` only (a position's price on its
+    instrument): each distinct key's value is formatted once."""
+    _, first, inverse = np.unique(key, return_index=True, return_inverse=True)
+    texts = _texts(values[first])
+    return [texts[k] for k in inverse.reshape(-1).tolist()]
+
+
+_PAIR = (
+    '{"underlying":%s,"scan_risk":%s,"directional":%s,"delta_usd":%s,"gamma_usd":%s,"vega_usd":%s,'
+    '"theta_usd":%s,"worst_scenario":%s}'
+)
+_POSITION = '{"instrument":%s,"quantity":%s,"price":%s,"value":%s,"delta_usd":%s,"initial_margin":%s}'
+_PORTFOLIO = (
+    '{"id":%s,"mode":%s,"status":%s,"equity":%s,"collateral_value":%s,"initial_margin":%s,'
+    '"maintenance_margin":%s,"excess":%s,"margin_ratio":%s,"components":{"scan_directional":%s,'
+    '"scan_non_directional":%s,"correlation_credit":%s,"basis":%s,"short_option_minimum":%s,'
+    '"concentration":%s},"by_underlying":[%s],"positions":[%s],"comparison":{"isolated":%s,'
+    '"cross":%s,"portfolio":%s}}'
+)
+
+
+def write_json(result: MarginResult, stream, *, chunk: int = 2000) -> None:
+    """Write ``result_dicts(result)`` to ``stream`` as compact JSON (``separators=(",", ":")``,
+    ``ensure_ascii``), byte for byte what ``json.dumps`` would write.
+
+    Built for the CLI, streaming: ``chunk`` portfolios at a time, each chunk's float arrays (its
+    portfolios', pairs' and positions') are turned into text in one pass each, the per-portfolio
+    work is string formatting, no result dict is built, and memory stays bounded by the chunk. The
+    caller checks that the result is finite first (``require_finite``): a NaN would be written as
+    ``NaN``, which is not JSON.
+    """
+    inp = result.margin_input
+    p, m, f = inp.parameters, inp.market, inp.portfolios
+    n_port = f.n_portfolios
+    text = encode_basestring_ascii
+    grid = result.grid
+    kinds = ["extreme" if extreme else "standard" for extreme in grid.is_extreme.tolist()]
+    vols = [VOL_MOVES[v] for v in grid.vol_move.tolist()]
+    scenario_text = [
+        [
+            f'{{"price_move":{move!r},"vol_move":"{vol}","kind":"{kind}"}}'
+            for move, vol, kind in zip(moves, vols, kinds, strict=True)
+        ]
+        for moves in grid.price_move.tolist()
+    ]
+    underlying_text = [text(name) for name in p.underlyings]
+    instrument_text = [text(name) for name in m.instruments]
+    mode_text = [text(name) for name in MODES]
+    status_text = [text(name) for name in STATUSES]
+    order = np.argsort(f.position_portfolio, kind="stable")
+    pos_indptr = np.searchsorted(f.position_portfolio[order], np.arange(n_port + 1))
+    pair_indptr = result.pair_indptr
+    # Each position's price depends on its instrument only: formatted once per instrument.
+    price_text = _texts_by(result.position_price, f.position_instrument)
+
+    stream.write("[")
+    for k0 in range(0, n_port, chunk):
+        k1 = min(k0 + chunk, n_port)
+        r = slice(int(pair_indptr[k0]), int(pair_indptr[k1]))
+        pair_underlying = result.pair_underlying[r].tolist()
+        worst = [
+            scenario_text[u][s]
+            for u, s in zip(pair_underlying, result.worst_scenario[r].tolist(), strict=True)
+        ]
+        pairs = [
+            _PAIR % row
+            for row in zip(
+                [underlying_text[u] for u in pair_underlying],
+                _texts(result.scan_risk[r]), _texts(result.directional[r]), _texts(result.delta_usd[r]),
+                _texts(result.gamma_usd[r]), _texts(result.vega_usd[r]), _texts(result.theta_usd[r]),
+                worst, strict=True,
+            )
+        ]  # fmt: skip
+        j = order[pos_indptr[k0] : pos_indptr[k1]]
+        positions = [
+            _POSITION % row
+            for row in zip(
+                [instrument_text[i] for i in f.position_instrument[j].tolist()],
+                _texts(f.position_quantity[j], money=False), [price_text[i] for i in j.tolist()],
+                _texts(result.position_value[j]), _texts(result.position_delta_usd[j]),
+                _texts(result.position_initial_margin[j]), strict=True,
+            )
+        ]  # fmt: skip
+        pair_bounds = (pair_indptr[k0 : k1 + 1] - pair_indptr[k0]).tolist()
+        pos_bounds = (pos_indptr[k0 : k1 + 1] - pos_indptr[k0]).tolist()
+        k = slice(k0, k1)
+        ratio = ["null" if math.isnan(x) else float.__repr__(x) for x in result.margin_ratio[k].tolist()]
+        columns = zip(
+            [text(name) for name in f.ids[k0:k1]], [mode_text[c] for c in result.mode[k].tolist()],
+            [status_text[c] for c in result.status[k].tolist()],
+            _texts(result.equity[k]), _texts(result.collateral_value[k]), _texts(result.initial_margin[k]),
+            _texts(result.maintenance_margin[k]), _texts(result.excess[k]), ratio,
+            _texts(result.scan_directional[k]), _texts(result.scan_non_directional[k]),
+            _texts(result.correlation_credit[k]), _texts(result.basis[k]),
+            _texts(result.short_option_minimum[k]), _texts(result.concentration[k]),
+            [",".join(pairs[a:b]) for a, b in itertools.pairwise(pair_bounds)],
+            [",".join(positions[a:b]) for a, b in itertools.pairwise(pos_bounds)],
+            _texts(result.required_isolated[k]), _texts(result.required_cross[k]),
+            _texts(result.required_portfolio[k]), strict=True,
+        )  # fmt: skip
+        stream.write(("," if k0 else "") + ",".join([_PORTFOLIO % row for row in columns]))
+    stream.write("]")

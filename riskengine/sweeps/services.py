@@ -40,7 +40,7 @@ from clearing.models import Instrument, Position
 from clearing.ops.insurance import insurance_fund_after_liquidation
 from clearing.services import Fill, trades_book
 from frontend.events import events_publish, events_publish_encoded
-from riskengine.core import MODES, OPTION, compute_margin
+from riskengine.core import MODES, OPTION, compute_margin, non_finite_figures
 from riskengine.core.margin import STATUSES
 from riskengine.loading import BookRows, LoadedBook, book_rows_fetch, margin_book_build, market_form_build
 from riskengine.quotes import MarketQuotes
@@ -70,6 +70,8 @@ HOSTNAME = socket.gethostname()
 # fraction: a full sweep every minute would otherwise push every account every minute.
 UPDATE_THRESHOLD = 1e-4
 SUSPENDED_ALERT = "liquidation_suspended"
+# Critical: the engine gave an account a figure that is not a number (NaN or infinite).
+NOT_FINITE_ALERT = "margin_not_finite"
 
 
 def quotes_current() -> MarketQuotes:
@@ -103,6 +105,7 @@ class ShardOutcome:
     cured: int = 0
     escalated: int = 0
     suspended: int = 0
+    not_finite: int = 0
     liquidations: list[int] = field(default_factory=list)
     timings: dict[str, float] = field(default_factory=dict)
 
@@ -114,6 +117,7 @@ class ShardOutcome:
         self.cured += other.cured
         self.escalated += other.escalated
         self.suspended += other.suspended
+        self.not_finite += other.not_finite
         self.liquidations += other.liquidations
         for key, seconds in other.timings.items():
             self.timings[key] = self.timings.get(key, 0.0) + seconds
@@ -345,6 +349,7 @@ class _Transition:
     cured: bool = False
     escalate_cause: str = ""
     suspended: list[str] = field(default_factory=list)
+    not_finite: list[str] = field(default_factory=list)
     liquidation: Liquidation | None = None
 
 
@@ -360,7 +365,15 @@ def _calls_follow(
 ) -> None:
     """Margin-call transitions and live pushes for the accounts whose snapshot became current:
     decide every account's transition in memory, then write calls, events, liquidations, alerts
-    and outbox events with one bulk statement each."""
+    and outbox events with one bulk statement each.
+
+    Fail closed on figures that are not finite (``result.finite``): such an account's status is
+    ``liquidation`` (the engine's rule) but nothing is decided on a number that is not one: no call
+    is opened (its amount would be NaN), an open call is neither cured nor escalated (its
+    liquidation is suspended, logged once on the call), a critical ``margin_not_finite`` ops alert
+    names the account and its figures, and its ``margin.updated`` push carries null figures. The
+    other accounts are swept as usual; the alert is resolved by the first sweep that finds the
+    account finite again."""
     if not current:
         return
     from clearing.marketdata.services import ops_alerts_raise, ops_alerts_resolve
@@ -368,6 +381,7 @@ def _calls_follow(
     ids = np.array(sorted(current), dtype=np.int64)
     ks = np.searchsorted(book.rows.account_ids, ids)
     status = result.status[ks]
+    finite = result.finite[ks]
     figures = np.column_stack([result.equity[ks], result.initial_margin[ks], result.maintenance_margin[ks]])
     if sweep.kind == SweepKind.EVENT:
         push = np.ones(ids.size, dtype=bool)
@@ -397,12 +411,24 @@ def _calls_follow(
     unsafe = quotes.unsafe_for_liquidation()
     exposed = _exposed(book, unsafe) if unsafe else None
 
+    not_finite = {
+        int(ids[i]): non_finite_figures(result, int(ks[i]))[:5] for i in np.flatnonzero(~finite).tolist()
+    }
     transitions: dict[int, _Transition] = {}
     for i in np.flatnonzero((status != healthy) | np.isin(ids, list(open_calls))).tolist():
         account_id = int(ids[i])
         if account_id in venue:
             continue
         call = open_calls.get(account_id)
+        if not finite[i]:
+            if call is not None:  # kept open: not cured, not escalated, its liquidation suspended
+                t = _Transition(
+                    k=int(ks[i]), account_id=account_id, snapshot_id=current[account_id], call=call
+                )
+                t.not_finite = not_finite[account_id]
+                t.escalate_cause = f"figures not finite ({', '.join(t.not_finite)})"
+                transitions[account_id] = t
+            continue
         if call is None and account_id in busy:
             # Its call was escalated and the liquidation is working on it: no new call (and no
             # call events or pushes) every sweep until it finishes; the next sweep after it does.
@@ -454,6 +480,27 @@ def _calls_follow(
     if existing := [t.call.pk for t in escalated if not t.opened]:
         _any(MarginCall.objects.all(), "id", existing).update(status=CallStatus.ESCALATED, closed_at=now)
     _liquidations_insert([t.liquidation for t in escalated])
+    if not_finite:
+        outcome.not_finite += len(not_finite)
+        log.critical("margin figures not finite for accounts %s", sorted(not_finite))
+        ops_alerts_raise(
+            kind=NOT_FINITE_ALERT,
+            messages={
+                str(account_id): f"CRITICAL: the margin figures of account {account_id} are not finite "
+                f"({', '.join(names)}): it is treated as in liquidation, and its liquidation is suspended "
+                "until a sweep computes finite figures. Check the active parameter set and the account's "
+                "positions and prices."
+                for account_id, names in not_finite.items()
+            },
+            now=now,
+        )
+    # An account whose figures were not finite was in liquidation: only those that were may have
+    # an alert to resolve (no query at all in a sweep where none was).
+    if recovered := [
+        str(a) for a, ok in zip(ids.tolist(), finite.tolist(), strict=True)
+        if ok and previous.get(a, ("",))[0] == "liquidation"
+    ]:  # fmt: skip
+        ops_alerts_resolve(kind=NOT_FINITE_ALERT, keys=recovered, now=now)
     suspended = [t for t in transitions.values() if t.suspended]
     if escalated:
         ops_alerts_resolve(kind=SUSPENDED_ALERT, keys=[str(t.account_id) for t in escalated], now=now)
@@ -472,7 +519,9 @@ def _calls_follow(
     # The last event of each already-open call whose escalation is suspended (to log a suspension
     # once, not after every sweep); only those calls are read.
     last_causes: dict[int, str] = {}
-    if waiting := [t.call.pk for t in suspended if not t.opened]:
+    if waiting := [
+        t.call.pk for t in [*suspended, *(t for t in transitions.values() if t.not_finite)] if not t.opened
+    ]:
         last_cause = MarginCallEvent.objects.filter(call=OuterRef("pk")).order_by("-id").values("cause")[:1]
         last_causes = dict(
             _any(MarginCall.objects.all(), "id", waiting)
@@ -501,12 +550,24 @@ def _calls_follow(
             "maintenance_margin": mm,
             "excess": float(excess[i]),
         }
-        encoded.append((account_id, "margin.updated", dumps(message)))
+        if not finite[i]:  # no NaN in the outbox (PostgreSQL's JSON has none): null figures
+            message.update(equity=None, initial_margin=None, maintenance_margin=None, excess=None)
+            message["not_finite"] = not_finite[account_id]
+            encoded.append((account_id, "margin.updated", dumps(message, allow_nan=False)))
+            continue  # and no target-band verdict on a ratio that is not a number
+        encoded.append((account_id, "margin.updated", dumps(message, allow_nan=False)))
         ratios[account_id] = equity / mm if mm > 0 else None
     for account_id, t in transitions.items():
         i = int(np.searchsorted(ids, account_id))
         equity, im, mm = figures[i].tolist()
         call = t.call
+        if t.not_finite:
+            last = last_causes.get(call.pk)
+            if last is None or not last.startswith("liquidation suspended"):
+                cause = f"liquidation suspended: {t.escalate_cause}"
+                call_events.append(_event(call, CallStatus.OPEN, CallStatus.OPEN, cause, t.snapshot_id, now))
+            outcome.suspended += 1
+            continue
         if t.cured:
             cause = f"equity {equity:.2f} ≥ IM {im:.2f}"
             call_events.append(_event(call, CallStatus.OPEN, CallStatus.CURED, cause, t.snapshot_id, now))
@@ -567,7 +628,9 @@ def _calls_follow(
         (
             account_id,
             kind,
-            json.dumps({"type": kind, "account": account_id, **payload}, cls=DjangoJSONEncoder),
+            json.dumps(
+                {"type": kind, "account": account_id, **payload}, cls=DjangoJSONEncoder, allow_nan=False
+            ),
         )
         for account_id, kind, payload in events
     ]
@@ -1097,6 +1160,19 @@ def liquidation_execute(*, liquidation_id: int, quotes: MarketQuotes | None = No
     book = margin_book_build(
         rows=book_rows_fetch(account_ids=[liquidation.account_id]), parameters_form=form, quotes=quotes
     )
+    if not compute_margin(book.margin_input).finite[0]:
+        # Fail closed: nothing is traded on a figure that is not a number; the liquidation waits,
+        # in progress, with a critical alert, until its prices give finite figures.
+        from clearing.marketdata.services import ops_alerts_raise
+
+        ops_alerts_raise(
+            kind=NOT_FINITE_ALERT,
+            messages={
+                str(liquidation.account_id): f"CRITICAL: liquidation {liquidation.pk} of account "
+                f"{liquidation.account_id} not executed: its margin figures are not finite."
+            },
+        )
+        return liquidation
     fee_rate = float(settings.CLEARING_LIQUIDATION_FEE_RATE)
     steps, _, _ = liquidation_plan(book=book, fee_rate=fee_rate, settlement_asset_id=settlement.pk)
     quantities = dict(

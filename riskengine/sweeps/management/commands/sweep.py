@@ -35,3 +35,8 @@ class Command(BaseCommand):
             f"{outcome.escalated} escalated ({outcome.suspended} liquidations suspended); "
             f"{time.perf_counter() - started:.2f} s"
         )
+        if outcome.not_finite:
+            self.stderr.write(
+                f"CRITICAL: {outcome.not_finite} accounts with figures that are not finite (in liquidation, "
+                "liquidation suspended): see the margin_not_finite ops alerts"
+            )
