@@ -41,3 +41,16 @@ def _worker_metrics_server(**kwargs) -> None:
         from clearing.ops.metrics import worker_metrics_server_start
 
         worker_metrics_server_start(port=settings.WORKER_METRICS_PORT, addr=settings.WORKER_METRICS_ADDR)
+
+
+def embedded_broker_folders_ensure() -> None:
+    """The embedded stack's ``filesystem://`` broker writes messages into folders that must exist:
+    created before anything enqueues (``seed_demo`` activates the first parameter set and so
+    enqueues an event sweep before ``runstack`` starts any worker)."""
+    from pathlib import Path
+
+    from django.conf import settings
+
+    if settings.CELERY_BROKER_URL == "filesystem://":
+        for folder in ("data_folder_in", "processed_folder", "control_folder"):
+            Path(settings.CELERY_BROKER_TRANSPORT_OPTIONS[folder]).mkdir(parents=True, exist_ok=True)

@@ -19,6 +19,8 @@ from pathlib import Path
 from django.conf import settings
 from django.core.management.base import BaseCommand
 
+from clearing.celery import embedded_broker_folders_ensure
+
 PROCESSES = ("web", "worker", "beat")
 # The demo's simulated price sources, on unless CLEARING_DEMO_FEED=0.
 DEMO_FEED = "demo-feed"
@@ -39,9 +41,7 @@ class Command(BaseCommand):
         # seconds (acting as the ``custody`` user; development only, see CUSTODY_DEMO_AUTOCONFIRM).
         # CUSTODY_DEMO_AUTOCONFIRM=0 leaves them pending for a custodian using the API.
         env.setdefault("CUSTODY_DEMO_AUTOCONFIRM", "1")
-        if settings.CELERY_BROKER_URL == "filesystem://":
-            for folder in ("data_folder_in", "processed_folder", "control_folder"):
-                Path(settings.CELERY_BROKER_TRANSPORT_OPTIONS[folder]).mkdir(parents=True, exist_ok=True)
+        embedded_broker_folders_ensure()
         children: dict[str, subprocess.Popen] = {}
         stopping = False
 

@@ -1,6 +1,7 @@
 from django.core.management.base import BaseCommand
 
 from accounts.models import Member
+from clearing.celery import embedded_broker_folders_ensure
 from clearing.demo import demo_venue_seed
 
 
@@ -18,4 +19,5 @@ class Command(BaseCommand):
                 "The database already has members: not seeding (seed_demo without --if-empty completes it)."
             )
             return
+        embedded_broker_folders_ensure()  # seeding enqueues the first event sweep
         demo_venue_seed(log=self.stdout.write)
