@@ -40,11 +40,12 @@ from clearing.models import Instrument, Position
 from clearing.ops.insurance import insurance_fund_after_liquidation
 from clearing.services import Fill, trades_book
 from frontend.events import events_publish, events_publish_encoded
-from riskengine.core import MODES, OPTION, compute_margin, non_finite_figures
+from riskengine.core import MODES, OPTION, DocumentError, compute_margin, non_finite_figures, parse_parameters
 from riskengine.core.margin import STATUSES
 from riskengine.loading import BookRows, LoadedBook, book_rows_fetch, margin_book_build, market_form_build
 from riskengine.quotes import MarketQuotes
 from riskengine.reference import reference_current
+from riskengine.services import INVALID_SET_ALERT
 from riskengine.sweeps import codec
 from riskengine.sweeps.models import (
     AccountMargin,
@@ -896,6 +897,23 @@ def sweep_full_due(*, now: datetime | None = None) -> Sweep | None:
             .first()
         )
         if last is not None and now - last < timedelta(seconds=parameter_set.sweep_interval_seconds):
+            return None
+        try:
+            parse_parameters(parameters_form(parameter_set=parameter_set))
+        except DocumentError as error:
+            # Activated before a rule existed (approval and activation refuse such a set now):
+            # nothing can be margined with it. No sweep, a critical alert until ops replace it.
+            from clearing.marketdata.services import ops_alerts_raise
+
+            log.critical("active parameter set %s fails validation: %s", parameter_set.version, error)
+            ops_alerts_raise(
+                kind=INVALID_SET_ALERT,
+                messages={
+                    parameter_set.version: f"CRITICAL: the active parameter set {parameter_set.version} "
+                    f"fails validation ({error}); no sweep runs until a valid set is approved."
+                },
+                now=now,
+            )
             return None
         return sweep_full_create(cause="periodic")
 

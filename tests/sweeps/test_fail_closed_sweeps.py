@@ -149,3 +149,23 @@ def test_a_liquidation_is_not_executed_on_figures_that_are_not_finite(quotes, no
     assert result.status == "in_progress"
     assert Trade.objects.count() == trades
     assert "not executed" in open_alert(account).message
+
+
+def test_no_sweep_starts_on_an_active_set_that_fails_validation_and_ops_get_a_critical_alert(quotes):
+    from decimal import Decimal
+
+    from riskengine.models import UnderlyingParameters
+    from riskengine.sweeps.models import Sweep
+
+    active = parameter_set_active()  # activated before psr * max(1, |multiple|) < 1 was a rule
+    UnderlyingParameters.objects.filter(parameter_set=active, underlying__symbol="BTC").update(
+        psr=Decimal("0.9")
+    )
+    sweeps = Sweep.objects.count()
+
+    assert services.sweep_full_due() is None
+
+    assert Sweep.objects.count() == sweeps
+    alert = OpsAlert.objects.get(kind="parameter_set_invalid", key=active.version, resolved_at=None)
+    assert alert.message.startswith("CRITICAL")
+    assert "parameters.underlyings.BTC.psr" in alert.message
