@@ -12,6 +12,7 @@ from django.db.models import Prefetch
 from django.http import HttpResponsePermanentRedirect, JsonResponse
 from django.shortcuts import get_object_or_404
 from django.urls import Resolver404, resolve
+from django.views.decorators.csrf import csrf_exempt
 from drf_spectacular.utils import (
     OpenApiParameter,
     PolymorphicProxySerializer,
@@ -92,6 +93,7 @@ class ServiceUnavailable(exceptions.APIException):
     default_code = "unavailable"
 
 
+@csrf_exempt  # it changes nothing; a POST with a session cookie must get the JSON 404, not CSRF's page
 def api_not_found(request, *args, **kwargs):
     """A JSON 404 for an ``/api/`` path no route matches (the site's HTML 404 page is for browsers).
     A GET or HEAD of a route without its trailing slash is redirected to it, as ``APPEND_SLASH``

@@ -162,6 +162,16 @@ def test_an_unknown_api_route_is_answered_with_json_404(world, path):
         assert path in response.json()["detail"]
 
 
+def test_a_signed_in_browser_posting_to_an_unknown_api_route_gets_the_json_404_not_a_csrf_page(world):
+    from django.test import Client as Browser
+
+    browser = Browser(enforce_csrf_checks=True)
+    browser.force_login(world["trader_a"].user)
+    response = browser.post("/api/v1/accounts/null%2Cnull/deposits/", {}, content_type="application/json")
+    assert response.status_code == 404
+    assert response["Content-Type"] == "application/json"
+
+
 def test_an_api_route_without_its_slash_is_redirected_on_get_and_named_on_post(world):
     response = world["trader_a"].get(f"{V1}/accounts")
     assert response.status_code == 301

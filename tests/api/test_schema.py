@@ -75,6 +75,10 @@ def test_every_idempotent_operation_documents_the_idempotency_key_rules():
         ("post", "/api/v1/index-prices/{symbol}/confirm/"),
         ("post", "/api/v1/accounts/{id}/deposits/"),
         ("post", "/api/v1/accounts/{id}/withdrawals/"),
+        ("post", "/api/v1/custody/deposits/"),
+        ("post", "/api/v1/custody/deposits/{id}/confirm/"),
+        ("post", "/api/v1/custody/withdrawals/{id}/sent/"),
+        ("post", "/api/v1/custody/withdrawals/{id}/failed/"),
     }
     for path, methods in document["paths"].items():
         for method, operation in methods.items():
