@@ -239,6 +239,35 @@ def test_strict_json_refuses_nesting_deeper_than_the_limit_without_recursion_err
     assert loads(json.dumps(["[" * 1000, "{" * 1000])) == ["[" * 1000, "{" * 1000]
 
 
+@pytest.mark.parametrize(
+    "text",
+    [
+        "123456789012345678901234567890", "[-9223372036854775809, 18446744073709551616]",
+        "[18446744073709551615, -9223372036854775808, 1e16, 1e400, -1e400, -0, -0.0]",
+        '{"a\\u003a": 1}', '{"a:b": "c:d", "e": [{"f": "::"}]}', '"\\ud800"', "null", "0.1",
+        '{"x": 0.30000000000000004, "y": 5e-324, "z": 1.7976931348623157e308}',
+        '{"a": {"b": 1}, "b": {"a": 2}}',
+    ],
+)  # fmt: skip
+def test_strict_json_reads_the_same_values_as_the_standard_library_whichever_parser_reads_it(text):
+    expected = json.loads(text)
+    value = loads(text)
+    assert value == expected
+    assert repr(value) == repr(expected)  # ints stay ints, exactly
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        '{"a": 1, "a": 1}', '[{"q": 1}, {"q": 1, "q": 1}]', '{"k": {"a:": 1, "a:": 2}}',
+        '{"a": 1, "\\u0061": 2}',
+    ],
+)  # fmt: skip
+def test_strict_json_refuses_a_repeated_key_even_with_colons_in_strings_or_escaped_keys(text):
+    with pytest.raises(JSONInputError, match="duplicate key"):
+        loads(text)
+
+
 # --- The compact writer is exactly json.dumps -------------------------------------------------------
 
 
