@@ -7,6 +7,7 @@ import math
 from json.encoder import encode_basestring_ascii
 
 import numpy as np
+import orjson
 
 from .document import MODES
 from .margin import STATUSES, VOL_MOVES, MarginResult
@@ -94,21 +95,17 @@ def result_dicts(result: MarginResult, indices=None) -> list[dict]:
 
 def _texts(values: np.ndarray, *, money: bool = True) -> list[str]:
     """JSON texts of a float array, exactly as ``json.dumps`` writes them (``float.__repr__``);
-    ``money`` turns -0.0 into 0.0 like ``_money``. Mostly-zero arrays (components outside
-    portfolio mode) format only their non-zero entries; others go through one ``repr`` of the
-    whole list (the per-element loop runs in C)."""
-    values = values + 0.0 if money else values
+    ``money`` turns -0.0 into 0.0 like ``_money``. The whole array goes through one
+    ``orjson.dumps`` (its digits are ``repr``'s: the shortest that read back to the same float64,
+    ~6x faster than ``repr`` of a list); orjson spells the figures below 1e-4 in size differently
+    (``0.00001``, ``1.5e-7`` where ``repr`` writes ``1e-05``, ``1.5e-07``): those few go through
+    ``float.__repr__``."""
+    values = np.ascontiguousarray(values + 0.0 if money else values, dtype=np.float64)
     if not values.size:
         return []
-    nonzero = np.flatnonzero(values)
-    if 2 * nonzero.size >= values.size:
-        return repr(values.tolist())[1:-1].split(", ")
-    texts = ["0.0"] * values.size
-    for k, text in zip(nonzero.tolist(), map(float.__repr__, values[nonzero].tolist()), strict=True):
-        texts[k] = text
-    if not money:  # -0.0 keeps its sign, as float() does in ``result_dicts``
-        for k in np.flatnonzero((values == 0.0) & np.signbit(values)).tolist():
-            texts[k] = "-0.0"
+    texts = orjson.dumps(values, option=orjson.OPT_SERIALIZE_NUMPY)[1:-1].decode().split(",")
+    for k in np.flatnonzero((np.abs(values) < 1e-4) & (values != 0.0)).tolist():
+        texts[k] = float.__repr__(float(values[k]))
     return texts
 
 
