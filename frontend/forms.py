@@ -5,12 +5,18 @@ from django.utils import timezone
 
 from accounts.models import Asset
 from clearing.models import Instrument
+from riskengine.forms import PlainDecimalsMixin
 
 TRADE_ROWS = 3
 COLLATERAL_ROWS = 2
 
 
-class TradeRow(forms.Form):
+# Every decimal typed here is read by the one number parser (``PlainDecimalsMixin``, as in the
+# admin; ``clearing.validation.decimal_plain`` as in the API): ``"１２３"``, ``"١٢٣"`` or ``"1_000"``
+# is an error on its field, where Django's ``DecimalField`` alone would read 123 or 1000.
+
+
+class TradeRow(PlainDecimalsMixin, forms.Form):
     instrument = forms.ModelChoiceField(queryset=Instrument.objects.none(), required=False)
     quantity = forms.DecimalField(required=False, max_digits=28, decimal_places=10, help_text="+ buy, − sell")
     price = forms.DecimalField(required=False, max_digits=28, decimal_places=10, help_text="blank: mark")
@@ -26,14 +32,14 @@ class TradeRow(forms.Form):
 
     def clean(self):
         data = super().clean()
-        if data.get("instrument") and data.get("quantity") in (None, 0):
+        if data.get("instrument") and data.get("quantity") in (None, 0) and "quantity" not in self.errors:
             self.add_error("quantity", "Give a non-zero quantity.")
         if data.get("quantity") and not data.get("instrument"):
             self.add_error("instrument", "Choose an instrument.")
         return data
 
 
-class CollateralRow(forms.Form):
+class CollateralRow(PlainDecimalsMixin, forms.Form):
     asset = forms.ModelChoiceField(queryset=Asset.objects.order_by("symbol"), required=False)
     amount = forms.DecimalField(
         required=False, max_digits=28, decimal_places=10, help_text="+ deposit, − withdraw"
@@ -41,7 +47,7 @@ class CollateralRow(forms.Form):
 
     def clean(self):
         data = super().clean()
-        if data.get("asset") and data.get("amount") in (None, 0):
+        if data.get("asset") and data.get("amount") in (None, 0) and "amount" not in self.errors:
             self.add_error("amount", "Give a non-zero amount.")
         if data.get("amount") and not data.get("asset"):
             self.add_error("asset", "Choose an asset.")
@@ -54,6 +60,6 @@ def what_if_forms(data=None) -> tuple[list[TradeRow], list[CollateralRow]]:
     return trades, collateral
 
 
-class TargetBandForm(forms.Form):
+class TargetBandForm(PlainDecimalsMixin, forms.Form):
     lower = forms.DecimalField(min_value=0, max_digits=12, decimal_places=4, label="Lowest equity / MM")
     upper = forms.DecimalField(min_value=0, max_digits=12, decimal_places=4, label="Highest equity / MM")

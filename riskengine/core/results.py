@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import itertools
 import math
 from json.encoder import encode_basestring_ascii
 
 import numpy as np
+import orjson
 
 from .document import MODES
 from .margin import STATUSES, VOL_MOVES, MarginResult
@@ -94,21 +94,17 @@ def result_dicts(result: MarginResult, indices=None) -> list[dict]:
 
 def _texts(values: np.ndarray, *, money: bool = True) -> list[str]:
     """JSON texts of a float array, exactly as ``json.dumps`` writes them (``float.__repr__``);
-    ``money`` turns -0.0 into 0.0 like ``_money``. Mostly-zero arrays (components outside
-    portfolio mode) format only their non-zero entries; others go through one ``repr`` of the
-    whole list (the per-element loop runs in C)."""
-    values = values + 0.0 if money else values
+    ``money`` turns -0.0 into 0.0 like ``_money``. The whole array goes through one
+    ``orjson.dumps`` (its digits are ``repr``'s: the shortest that read back to the same float64,
+    ~6x faster than ``repr`` of a list); orjson spells the figures below 1e-4 in size differently
+    (``0.00001``, ``1.5e-7`` where ``repr`` writes ``1e-05``, ``1.5e-07``): those few go through
+    ``float.__repr__``."""
+    values = np.ascontiguousarray(values + 0.0 if money else values, dtype=np.float64)
     if not values.size:
         return []
-    nonzero = np.flatnonzero(values)
-    if 2 * nonzero.size >= values.size:
-        return repr(values.tolist())[1:-1].split(", ")
-    texts = ["0.0"] * values.size
-    for k, text in zip(nonzero.tolist(), map(float.__repr__, values[nonzero].tolist()), strict=True):
-        texts[k] = text
-    if not money:  # -0.0 keeps its sign, as float() does in ``result_dicts``
-        for k in np.flatnonzero((values == 0.0) & np.signbit(values)).tolist():
-            texts[k] = "-0.0"
+    texts = orjson.dumps(values, option=orjson.OPT_SERIALIZE_NUMPY)[1:-1].decode().split(",")
+    for k in np.flatnonzero((np.abs(values) < 1e-4) & (values != 0.0)).tolist():
+        texts[k] = float.__repr__(float(values[k]))
     return texts
 
 
@@ -134,15 +130,45 @@ _PORTFOLIO = (
 )
 
 
+def _rows(template: str, columns: list[list[str]], seps: list[str]) -> str:
+    """``"".join(template % row + sep for row, sep in zip(zip(*columns), seps))``, without a
+    Python-level step per row: the template's literal pieces and the columns are interleaved by
+    slice assignment into one list, which is joined once (both loops run in C)."""
+    literals = template.split("%s")
+    n = len(seps)
+    width = len(literals) + len(columns) + 1
+    parts: list = [None] * (n * width)
+    for c, column in enumerate(columns):
+        parts[2 * c + 1 :: width] = column
+    for c, literal in enumerate(literals):
+        parts[2 * c :: width] = [literal] * n
+    parts[width - 1 :: width] = seps
+    return "".join(parts)
+
+
+_SEP = "\x00"  # never in the text: encode_basestring_ascii writes a NUL as \u0000
+
+
+def _grouped(template: str, columns: list[list[str]], owner: np.ndarray, n_groups: int) -> list[str]:
+    """Per group (``owner``: each row's group, 0 ≤ owner < n_groups, non-decreasing), its rows'
+    ``template`` texts joined by commas, ``""`` for a group without rows. One ``_rows`` for all:
+    a row is followed by a comma, or by one NUL per group boundary crossed, then split on NUL."""
+    if not owner.size:
+        return [""] * n_groups
+    crossed = np.diff(owner, append=n_groups).tolist()
+    seps = ["," if c == 0 else _SEP * c for c in crossed]
+    return (_SEP * int(owner[0]) + _rows(template, columns, seps)).split(_SEP)[:n_groups]
+
+
 def write_json(result: MarginResult, stream, *, chunk: int = 2000) -> None:
     """Write ``result_dicts(result)`` to ``stream`` as compact JSON (``separators=(",", ":")``,
     ``ensure_ascii``), byte for byte what ``json.dumps`` would write.
 
     Built for the CLI, streaming: ``chunk`` portfolios at a time, each chunk's float arrays (its
-    portfolios', pairs' and positions') are turned into text in one pass each, the per-portfolio
-    work is string formatting, no result dict is built, and memory stays bounded by the chunk. The
-    caller checks that the result is finite first (``require_finite``): a NaN would be written as
-    ``NaN``, which is not JSON.
+    portfolios', pairs' and positions') are turned into text in one pass each, rows are templates
+    filled by ``_rows`` (no per-row Python step), no result dict is built, and memory stays bounded
+    by the chunk. The caller checks that the result is finite first (``require_finite``): a NaN
+    would be written as ``NaN``, which is not JSON.
     """
     inp = result.margin_input
     p, m, f = inp.parameters, inp.market, inp.portfolios
@@ -163,8 +189,10 @@ def write_json(result: MarginResult, stream, *, chunk: int = 2000) -> None:
     mode_text = [text(name) for name in MODES]
     status_text = [text(name) for name in STATUSES]
     order = np.argsort(f.position_portfolio, kind="stable")
-    pos_indptr = np.searchsorted(f.position_portfolio[order], np.arange(n_port + 1))
+    sorted_portfolio = f.position_portfolio[order]
+    pos_indptr = np.searchsorted(sorted_portfolio, np.arange(n_port + 1))
     pair_indptr = result.pair_indptr
+    pair_portfolio = np.repeat(np.arange(n_port), np.diff(pair_indptr))
     # Each position's price depends on its instrument only: formatted once per instrument.
     price_text = _texts_by(result.position_price, f.position_instrument)
 
@@ -177,41 +205,32 @@ def write_json(result: MarginResult, stream, *, chunk: int = 2000) -> None:
             scenario_text[u][s]
             for u, s in zip(pair_underlying, result.worst_scenario[r].tolist(), strict=True)
         ]
-        pairs = [
-            _PAIR % row
-            for row in zip(
-                [underlying_text[u] for u in pair_underlying],
-                _texts(result.scan_risk[r]), _texts(result.directional[r]), _texts(result.delta_usd[r]),
-                _texts(result.gamma_usd[r]), _texts(result.vega_usd[r]), _texts(result.theta_usd[r]),
-                worst, strict=True,
-            )
-        ]  # fmt: skip
-        j = order[pos_indptr[k0] : pos_indptr[k1]]
-        positions = [
-            _POSITION % row
-            for row in zip(
-                [instrument_text[i] for i in f.position_instrument[j].tolist()],
-                _texts(f.position_quantity[j], money=False), [price_text[i] for i in j.tolist()],
-                _texts(result.position_value[j]), _texts(result.position_delta_usd[j]),
-                _texts(result.position_initial_margin[j]), strict=True,
-            )
-        ]  # fmt: skip
-        pair_bounds = (pair_indptr[k0 : k1 + 1] - pair_indptr[k0]).tolist()
-        pos_bounds = (pos_indptr[k0 : k1 + 1] - pos_indptr[k0]).tolist()
+        pairs = _grouped(_PAIR, [
+            [underlying_text[u] for u in pair_underlying],
+            _texts(result.scan_risk[r]), _texts(result.directional[r]), _texts(result.delta_usd[r]),
+            _texts(result.gamma_usd[r]), _texts(result.vega_usd[r]), _texts(result.theta_usd[r]), worst,
+        ], pair_portfolio[r] - k0, k1 - k0)  # fmt: skip
+        q = slice(int(pos_indptr[k0]), int(pos_indptr[k1]))
+        j = order[q]
+        positions = _grouped(_POSITION, [
+            [instrument_text[i] for i in f.position_instrument[j].tolist()],
+            _texts(f.position_quantity[j], money=False), [price_text[i] for i in j.tolist()],
+            _texts(result.position_value[j]), _texts(result.position_delta_usd[j]),
+            _texts(result.position_initial_margin[j]),
+        ], sorted_portfolio[q] - k0, k1 - k0)  # fmt: skip
         k = slice(k0, k1)
         ratio = ["null" if math.isnan(x) else float.__repr__(x) for x in result.margin_ratio[k].tolist()]
-        columns = zip(
+        columns = [
             [text(name) for name in f.ids[k0:k1]], [mode_text[c] for c in result.mode[k].tolist()],
             [status_text[c] for c in result.status[k].tolist()],
             _texts(result.equity[k]), _texts(result.collateral_value[k]), _texts(result.initial_margin[k]),
             _texts(result.maintenance_margin[k]), _texts(result.excess[k]), ratio,
             _texts(result.scan_directional[k]), _texts(result.scan_non_directional[k]),
             _texts(result.correlation_credit[k]), _texts(result.basis[k]),
-            _texts(result.short_option_minimum[k]), _texts(result.concentration[k]),
-            [",".join(pairs[a:b]) for a, b in itertools.pairwise(pair_bounds)],
-            [",".join(positions[a:b]) for a, b in itertools.pairwise(pos_bounds)],
+            _texts(result.short_option_minimum[k]), _texts(result.concentration[k]), pairs, positions,
             _texts(result.required_isolated[k]), _texts(result.required_cross[k]),
-            _texts(result.required_portfolio[k]), strict=True,
-        )  # fmt: skip
-        stream.write(("," if k0 else "") + ",".join([_PORTFOLIO % row for row in columns]))
+            _texts(result.required_portfolio[k]),
+        ]  # fmt: skip
+        seps = [","] * (k1 - k0 - 1) + [""]
+        stream.write(("," if k0 else "") + _rows(_PORTFOLIO, columns, seps))
     stream.write("]")

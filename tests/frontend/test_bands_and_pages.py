@@ -160,6 +160,38 @@ def test_a_what_if_shows_before_and_after_and_refuses_bad_rows(client, swept_dem
     assert empty.status_code == 400
 
 
+@pytest.mark.parametrize(
+    ("row", "field", "typed"),
+    [("t0", "quantity", "１２３"), ("t0", "quantity", "١٢٣"), ("t0", "quantity", "1_000"),
+     ("t0", "price", "٥"), ("c0", "amount", "1_000")],
+)  # fmt: skip
+def test_a_trader_posting_a_non_plain_number_to_the_web_what_if_gets_the_field_error_nothing_computed(
+    client, swept_demo, monkeypatch, row, field, typed
+):
+    from accounts.models import Asset
+    from clearing.models import Instrument
+    from frontend import views
+
+    def computed(**kwargs):
+        raise AssertionError("nothing is computed from a refused form")
+
+    monkeypatch.setattr(views, "margin_what_if", computed)
+    client.force_login(User.objects.get(username="alice"))  # ALPHA's trader
+    perp = Instrument.objects.get(symbol="BTC-PERP")
+    usd = Asset.objects.get(symbol="USD")
+    data = {"t0-instrument": perp.pk, "t0-quantity": "-5", "c0-asset": usd.pk, "c0-amount": "1000"}
+    response = client.post("/accounts/ALPHA-LIVE/what-if/", data | {f"{row}-{field}": typed})
+    assert response.status_code == 400
+    form = response.context["trade_forms" if row == "t0" else "collateral_forms"][0]
+    assert list(form.errors) == [field]
+    assert form.errors[field] == [
+        f"{typed!r} is not a plain decimal number (ASCII digits, e.g. \"-1.5\" or \"2e3\", no spaces)."
+    ]
+    page = response.content.decode()
+    assert "is not a plain decimal number" in page
+    assert 'id="what-if-result"' not in page
+
+
 def test_a_member_sets_a_band_from_the_page(client, swept_demo):
     client.force_login(User.objects.get(username="alice"))
     response = client.post("/accounts/ALPHA-LIVE/band/", {"lower": "2", "upper": "5"})

@@ -24,7 +24,7 @@ from riskengine.core import (
 )
 from riskengine.core.jsontext import JSONInputError, loads
 from riskengine.core.params import check_underlying
-from riskengine.core.results import write_json
+from riskengine.core.results import _texts, write_json
 from tests.riskengine.documents import hand_example_document, make_document, spec_parameters
 from tests.riskengine.pathological import base_documents, pathological_documents
 from tests.riskengine.test_validation import run_cli, set_path
@@ -239,6 +239,35 @@ def test_strict_json_refuses_nesting_deeper_than_the_limit_without_recursion_err
     assert loads(json.dumps(["[" * 1000, "{" * 1000])) == ["[" * 1000, "{" * 1000]
 
 
+@pytest.mark.parametrize(
+    "text",
+    [
+        "123456789012345678901234567890", "[-9223372036854775809, 18446744073709551616]",
+        "[18446744073709551615, -9223372036854775808, 1e16, 1e400, -1e400, -0, -0.0]",
+        '{"a\\u003a": 1}', '{"a:b": "c:d", "e": [{"f": "::"}]}', '"\\ud800"', "null", "0.1",
+        '{"x": 0.30000000000000004, "y": 5e-324, "z": 1.7976931348623157e308}',
+        '{"a": {"b": 1}, "b": {"a": 2}}',
+    ],
+)  # fmt: skip
+def test_strict_json_reads_the_same_values_as_the_standard_library_whichever_parser_reads_it(text):
+    expected = json.loads(text)
+    value = loads(text)
+    assert value == expected
+    assert repr(value) == repr(expected)  # ints stay ints, exactly
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        '{"a": 1, "a": 1}', '[{"q": 1}, {"q": 1, "q": 1}]', '{"k": {"a:": 1, "a:": 2}}',
+        '{"a": 1, "\\u0061": 2}',
+    ],
+)  # fmt: skip
+def test_strict_json_refuses_a_repeated_key_even_with_colons_in_strings_or_escaped_keys(text):
+    with pytest.raises(JSONInputError, match="duplicate key"):
+        loads(text)
+
+
 # --- The compact writer is exactly json.dumps -------------------------------------------------------
 
 
@@ -253,6 +282,20 @@ def test_the_cli_writer_writes_exactly_what_json_dumps_writes_for_the_result_dic
         out = io.StringIO()
         write_json(result, out, chunk=1)
         assert out.getvalue() == json.dumps(result.to_dicts(), separators=(",", ":"), allow_nan=False)
+
+
+def test_the_writers_float_texts_are_float_repr_for_every_magnitude_and_sign():
+    rng = np.random.default_rng(7)
+    values = np.concatenate([
+        [0.0, -0.0, 1e-4, 9.999999999999999e-5, -1e-5, 1.5e-7, 5e-324, 1e15, 1e16, -1e22,
+         0.30000000000000004, 1.7976931348623157e308, 2.5, 100.0],
+        rng.standard_normal(20_000) * 10.0 ** rng.integers(-30, 30, 20_000),
+        rng.integers(0, 2**63, 20_000, dtype=np.int64).view(np.float64),
+    ])  # fmt: skip
+    values = values[np.isfinite(values)]
+    assert _texts(values, money=False) == [float.__repr__(x) for x in values.tolist()]
+    assert _texts(values) == [float.__repr__(x + 0.0) for x in values.tolist()]
+    assert _texts(values[::3]) == [float.__repr__(x + 0.0) for x in values[::3].tolist()]
 
 
 # --- Pathological documents: a named refusal or a complete finite result, nothing else ------
