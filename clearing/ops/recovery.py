@@ -8,7 +8,9 @@ A liquidation is started by a sweep (``Liquidation`` in progress, committed with
 escalation) and executed by a task sent after that commit. ``liquidations_resume`` sends the task
 again for every liquidation still in progress ``RESUME_AFTER`` after it started: longer than a
 liquidation may legitimately take (its hard time limit, 90 s), so a duplicate is rare, and harmless
-when it happens (``liquidation_execute`` locks the row and does nothing once it is done).
+when it happens (``liquidation_execute`` locks the row and does nothing once it is done): a lost
+liquidation runs within 120 s + the beat period (60 s) = **3 min**. One still in progress after
+``LIQUIDATION_STUCK_AFTER`` (10 min) raises a ``liquidation_stuck`` ops alert.
 
 A full sweep's shards are sent after the sweep's commit. ``sweeps_recover`` sends again every
 shard of a running sweep that is not done (``pending``, or ``failed`` after its retries)
@@ -56,23 +58,59 @@ RESUME_LIMIT = 500
 MAX_SHARD_RESENDS = 3
 SWEEPS_LIMIT = 50
 SWEEP_EXPIRED_ALERT = "sweep_expired"
+LIQUIDATION_STUCK_AFTER = timedelta(minutes=10)
+LIQUIDATION_STUCK_ALERT = "liquidation_stuck"
 
 
-def liquidations_resume(*, older_than: timedelta = RESUME_AFTER, limit: int = RESUME_LIMIT) -> list[int]:
+def liquidations_resume(
+    *,
+    older_than: timedelta = RESUME_AFTER,
+    limit: int = RESUME_LIMIT,
+    stuck_after: timedelta = LIQUIDATION_STUCK_AFTER,
+    now: datetime | None = None,
+) -> list[int]:
     """Send the execution task again for liquidations in progress for longer than ``older_than``
-    (oldest first, at most ``limit``); returns their ids."""
+    (oldest first, at most ``limit``); returns their ids. Those in progress for longer than
+    ``stuck_after`` (past any legitimate wait: a lost task is resumed within 3 min) get a
+    ``liquidation_stuck`` ops alert, resolved by the first run after they are done."""
+    from clearing.marketdata.models import OpsAlert
+    from clearing.marketdata.services import ops_alerts_raise, ops_alerts_resolve
     from riskengine.sweeps.tasks import liquidation_execute
 
-    ids = list(
-        Liquidation.objects.filter(
-            status=LiquidationStatus.IN_PROGRESS, started_at__lt=timezone.now() - older_than
-        )
+    now = now or timezone.now()
+    rows = list(
+        Liquidation.objects.filter(status=LiquidationStatus.IN_PROGRESS, started_at__lt=now - older_than)
         .order_by("started_at", "pk")
-        .values_list("pk", flat=True)[:limit]
+        .values_list("pk", "account_id", "started_at")[:limit]
     )
-    for liquidation_id in ids:
-        liquidation_execute.delay(liquidation_id)
-    return ids
+    for liquidation_id, _, _ in rows:
+        try:
+            liquidation_execute.delay(liquidation_id)
+        except Exception:
+            # The broker is still away: the next run sends it (and alerts once it is stuck).
+            log.exception("could not send liquidation %s again", liquidation_id)
+    stuck = {
+        str(
+            pk
+        ): f"Liquidation {pk} of account {account_id} in progress since {started:%Y-%m-%d %H:%M:%S} UTC "
+        f"({(now - started).total_seconds() / 60:.0f} min): its task keeps failing, or a price it "
+        "depends on is not trustworthy. Check the workers' logs and the oracle."
+        for pk, account_id, started in rows
+        if started < now - stuck_after
+    }
+    ops_alerts_raise(kind=LIQUIDATION_STUCK_ALERT, messages=stuck, now=now)
+    if open_keys := list(
+        OpsAlert.objects.filter(kind=LIQUIDATION_STUCK_ALERT, resolved_at=None).values_list("key", flat=True)
+    ):
+        finished = Liquidation.objects.filter(pk__in=[int(k) for k in open_keys]).exclude(
+            status=LiquidationStatus.IN_PROGRESS
+        )
+        ops_alerts_resolve(
+            kind=LIQUIDATION_STUCK_ALERT,
+            keys=[str(pk) for pk in finished.values_list("pk", flat=True)],
+            now=now,
+        )
+    return [pk for pk, _, _ in rows]
 
 
 def shard_resend_after() -> timedelta:

@@ -192,3 +192,26 @@ def test_the_sweep_recovery_runs_from_beat_with_a_bound_sized_from_the_task_limi
     # A re-send never races a message the broker itself still holds for a live worker for long:
     # the bound is below the visibility timeout, and both are minutes, not an hour.
     assert shard_resend_after() < timedelta(seconds=settings.BROKER_VISIBILITY_TIMEOUT)
+
+
+def test_a_liquidation_stuck_past_its_deadline_raises_an_ops_alert_resolved_once_it_is_done(quotes):
+    from clearing.marketdata.models import OpsAlert
+    from clearing.ops.recovery import LIQUIDATION_STUCK_AFTER, liquidations_resume
+
+    crashed = moved(quotes, BTC=quotes.underlying_prices["BTC"] * 0.5)
+    account = account_with_btc_long(code="T-STUCK", usd="5000")
+    services.sweep_accounts_run(account_ids=[account.pk], cause="crash", quotes=crashed)
+    liquidation = Liquidation.objects.get(account=account)
+    with mock.patch.object(liquidation_execute, "delay"):
+        liquidations_resume(now=timezone.now() + timedelta(minutes=5))
+        assert not OpsAlert.objects.filter(kind="liquidation_stuck").exists()  # resumed, not yet stuck
+        liquidations_resume(now=timezone.now() + LIQUIDATION_STUCK_AFTER + timedelta(seconds=1))
+    alert = OpsAlert.objects.get(kind="liquidation_stuck", key=str(liquidation.pk), resolved_at=None)
+    assert f"Liquidation {liquidation.pk}" in alert.message
+
+    services.liquidation_execute(liquidation_id=liquidation.pk, quotes=crashed)
+    with mock.patch.object(liquidation_execute, "delay") as delay:
+        assert liquidations_resume() == []
+    delay.assert_not_called()
+    alert.refresh_from_db()
+    assert alert.resolved_at is not None

@@ -1,7 +1,8 @@
 """Fault injection on real processes: a Celery worker killed with SIGKILL mid-shard, its database
-connection terminated mid-task, the broker killed and restarted during a sweep. Each test asserts
-that nothing is lost (every account stored), nothing duplicated (one snapshot per account and
-sweep) and that recovery happens within a bound.
+connection terminated mid-task, the broker killed and restarted during a sweep, a duplicate and a
+late (redelivered) shard after a newer sweep. Each test asserts that nothing is lost (every account
+stored), nothing duplicated (one snapshot per account and sweep), that the newest margin wins and
+that recovery happens within a bound.
 
 The workers are real ``celery worker`` processes (their own session, so SIGKILL takes the whole
 worker: main process and pool child) on a queue of their own (see ``test_two_workers``). A shard is
@@ -14,6 +15,7 @@ timeout (so the held lock outlasts the kill).
 
 import io
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -23,6 +25,7 @@ import time
 import uuid
 from collections.abc import Callable
 from contextlib import contextmanager
+from dataclasses import replace
 from datetime import timedelta
 from pathlib import Path
 
@@ -38,9 +41,17 @@ from accounts.models import MarginAccount
 from clearing.celery import app
 from clearing.ops.recovery import shard_resend_after, sweeps_recover
 from riskengine.sweeps import services
-from riskengine.sweeps.models import MarginSnapshot, ShardStatus, Sweep, SweepShard, SweepStatus
+from riskengine.sweeps.models import (
+    AccountMargin,
+    MarginCall,
+    MarginSnapshot,
+    ShardStatus,
+    Sweep,
+    SweepShard,
+    SweepStatus,
+)
 from riskengine.sweeps.tasks import sweep_shard
-from tests.sweeps.conftest import demo_quotes
+from tests.sweeps.conftest import demo_quotes, moved
 
 ROOT = Path(__file__).resolve().parents[2]
 START_SECONDS = 120  # a worker imports Django and numpy: slow on a loaded machine
@@ -48,6 +59,7 @@ VISIBILITY_SECONDS = 5  # the test workers' visibility timeout
 # A lost message comes back after the visibility timeout, at the next restore scan (every 10 s):
 # the bound the tests hold the recovery to (plus the second worker's start-up, measured apart).
 REDELIVERY_BOUND = VISIBILITY_SECONDS + 10 + 15
+SUCCEEDED = re.compile(r"Task sweeps\.shard\[[^]]+\] succeeded")
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
@@ -163,7 +175,12 @@ def workers():
         group.stop()
 
 
-def test_a_shard_whose_worker_is_killed_mid_shard_is_redone_by_another_worker_and_stored_once(workers):
+def test_a_shard_killed_mid_flight_is_redone_by_another_worker_once_and_late_cannot_undo_a_newer_sweep(
+    workers,
+):
+    """SIGKILL of the worker running sweep A's shard; before the message comes back, sweep B runs
+    (after a 15 % BTC move) and A's shard is also sent a second time (a duplicate). The survivor
+    runs both A messages late: A is stored once, as history; B's margins and calls stand."""
     sweep, shard = one_shard_sweep()
     group = workers(broker=settings.CELERY_BROKER_URL, DATABASE_WORKER_LOCK_TIMEOUT="120")
     doomed = group.start("doomed")
@@ -174,19 +191,38 @@ def test_a_shard_whose_worker_is_killed_mid_shard_is_redone_by_another_worker_an
         lost_at = time.monotonic()
     assert SweepShard.objects.get(pk=shard.pk).status == ShardStatus.PENDING
 
-    survivor = group.start("survivor")
+    quotes = demo_quotes()
+    newer = replace(
+        moved(quotes, BTC=quotes.underlying_prices["BTC"] * 0.85),
+        valuation_time=quotes.valuation_time + timedelta(minutes=1),
+    )
+    sweep_b, _ = services.sweep_full_run(cause="B", quotes=newer)
+    calls = list(MarginCall.objects.order_by("pk").values_list("pk", "status", "deadline", "closed_at"))
+    margins = dict(AccountMargin.objects.values_list("account_id", "snapshot_id"))
+    sweep_shard.apply_async(args=[shard.pk], queue=group.queue)  # a duplicate of A's message
+
+    group.start("survivor")
+    # Both A messages consumed: the duplicate at once, the killed worker's one once the broker
+    # hands it back (visibility timeout + restore scan).
     wait_for(
-        lambda: SweepShard.objects.get(pk=shard.pk).status == ShardStatus.DONE,
+        lambda: len(SUCCEEDED.findall((group.logs / "survivor.log").read_text())) >= 2,
         REDELIVERY_BOUND + START_SECONDS,
         group,
-        "the shard redone by another worker",
+        "the killed worker's shard redelivered and run",
     )
     took = time.monotonic() - lost_at
     shard.refresh_from_db()
     sweep.refresh_from_db()
-    assert shard.worker == survivor
+    assert shard.status == ShardStatus.DONE
+    assert shard.worker.startswith("survivor-")
     assert sweep.status == SweepStatus.DONE
-    stored_once(sweep)
+    stored_once(sweep)  # the redelivery and the duplicate stored nothing twice
+    stored_once(sweep_b)
+    assert dict(AccountMargin.objects.values_list("account_id", "snapshot_id")) == margins  # newest wins
+    assert set(AccountMargin.objects.values_list("sweep_id", flat=True)) == {sweep_b.pk}
+    assert (
+        list(MarginCall.objects.order_by("pk").values_list("pk", "status", "deadline", "closed_at")) == calls
+    )
     assert took < REDELIVERY_BOUND + START_SECONDS, took
 
 
