@@ -52,6 +52,7 @@ from riskengine.sweeps.models import (
 )
 from riskengine.sweeps.tasks import sweep_shard
 from tests.sweeps.conftest import demo_quotes, moved
+from tests.sweeps.test_two_workers import queue_purge
 
 ROOT = Path(__file__).resolve().parents[2]
 START_SECONDS = 120  # a worker imports Django and numpy: slow on a loaded machine
@@ -173,6 +174,12 @@ def workers():
     app.conf.task_default_queue = default_queue
     for group in started:
         group.stop()
+    # Leave no task behind in the shared Redis db: the workers' queues, and the default queue the
+    # seeding (event-sweep drains) sent to.
+    for group in started:
+        if group.env["CELERY_BROKER_URL"] == settings.CELERY_BROKER_URL:
+            queue_purge(group.queue, delete=True)
+    app.control.purge()
 
 
 def test_a_shard_killed_mid_flight_is_redone_by_another_worker_once_and_late_cannot_undo_a_newer_sweep(
@@ -276,17 +283,18 @@ def free_port() -> int:
 
 @contextmanager
 def app_broker(url: str):
-    """This process sends through ``url`` (the test's own Redis) while inside."""
-    saved = app.conf.broker_url, app.conf.broker_write_url
+    """This process sends through ``url`` (the test's own Redis) while inside. The usual pools are
+    set aside, not closed (kombu keeps one pool per broker for the process: closing it would break
+    every later send of the session), and put back on the way out."""
+    saved = app.conf.broker_url, app.conf.broker_write_url, app._pool, app.amqp._producer_pool
     app.conf.broker_url = app.conf.broker_write_url = url
-    app.pool.force_close_all()
     app._pool, app.amqp._producer_pool = None, None
     try:
         yield
     finally:
-        app.pool.force_close_all()
-        app.conf.broker_url, app.conf.broker_write_url = saved
-        app._pool, app.amqp._producer_pool = None, None
+        if app._pool is not None:
+            app._pool.force_close_all()  # the test broker's connections only
+        app.conf.broker_url, app.conf.broker_write_url, app._pool, app.amqp._producer_pool = saved
 
 
 def test_a_sweep_started_during_a_broker_outage_completes_once_the_broker_is_back(workers):
