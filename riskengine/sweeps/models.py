@@ -12,7 +12,8 @@
   rebuilt and recomputed (``selectors.margin_snapshot_document``). Figures are the engine's float64
   outputs stored as ``double precision``: a replay reproduces them bit for bit. Money that moves
   (call amounts, fees, deficits) is ``NUMERIC``.
-- ``AccountMargin``: the latest snapshot of each account (by read time), for fast reads.
+- ``AccountMargin``: the current snapshot of each account: the newest valuation by ``(valued_at,
+  sweep_id)``, never the one that arrived last; for fast reads.
 - ``MarginCall`` / ``MarginCallEvent``: at most one open call per account (partial unique index);
   every transition is appended to the event log with its time and cause.
 - ``Liquidation``: at most one in progress per account (partial unique index).
