@@ -540,7 +540,9 @@ CELERY_TASK_ACKS_ON_TIMEOUT = True
 # plus the longest countdown a task is sent with (retry back-off ≤ 60 s); 300 s. Every worker
 # scans for such messages every unacked_restore_interval (10 s) when the throttle is 1 (default:
 # every 10th interval), so a lost task runs again within ≈ 310 s.
-BROKER_VISIBILITY_TIMEOUT = 300  # not CELERY_-prefixed: ours, read into the options below
+# Environment override only for fault drills and the fault-injection tests' own workers, which
+# need a lost message back in seconds (tests/sweeps/test_faults.py); production keeps 300 s.
+BROKER_VISIBILITY_TIMEOUT = env_int("BROKER_VISIBILITY_TIMEOUT", 300)  # ours, read into the options below
 if CELERY_BROKER_URL.startswith(("redis://", "rediss://", "sentinel://")):
     CELERY_BROKER_TRANSPORT_OPTIONS = {
         "visibility_timeout": BROKER_VISIBILITY_TIMEOUT,
@@ -578,6 +580,9 @@ CELERY_BEAT_SCHEDULE.update(
         "ops-insurance-fund-check": {"task": "ops.insurance_fund_check", "schedule": 60.0},
         # Liquidations whose task was lost (broker down when it was sent) are sent again.
         "ops-liquidations-resume": {"task": "ops.liquidations_resume", "schedule": 60.0},
+        # Shards not done past the shard's hard limit + the longest retry countdown (210 s) are
+        # sent again from the database's state; sweeps that cannot complete expire, with an alert.
+        "ops-sweeps-recover": {"task": "ops.sweeps_recover", "schedule": 60.0},
     }
 )
 # A periodic tick that waited in the queue for more than a minute (or its period, if longer)

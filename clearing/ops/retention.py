@@ -15,7 +15,7 @@ Policy — a snapshot is kept while any of these holds, and deleted otherwise:
    history and backtesting.
 
 Sweeps (and their shards) are deleted once they hold no snapshot and no liquidation, are older
-than the window and not running; failed sweeps are kept 7 days for their errors. Every kept
+than the window and not running; failed and expired sweeps are kept 7 days for their errors. Every kept
 snapshot still replays: its sweep (the market) and its parameter set stay.
 
 How. ``margin_snapshots_prune`` (beat, every minute, one run at a time under an advisory lock)
@@ -205,7 +205,7 @@ def sweeps_prune(*, now: datetime | None = None, batch: int = SWEEP_BATCH) -> in
             WITH doomed AS (
                 SELECT w.id FROM sweeps_sweep w
                 WHERE w.started_at < %s AND w.status <> 'running'
-                  AND (w.status <> 'failed' OR w.started_at < %s)
+                  AND (w.status NOT IN ('failed', 'expired') OR w.started_at < %s)
                   AND NOT EXISTS (SELECT 1 FROM {SNAPSHOT} s WHERE s.sweep_id = w.id)
                   AND NOT EXISTS (SELECT 1 FROM sweeps_liquidation l WHERE l.sweep_id = w.id)
                 ORDER BY w.id LIMIT %s FOR UPDATE SKIP LOCKED

@@ -6,7 +6,7 @@ from __future__ import annotations
 from celery import shared_task
 
 from clearing.ops.insurance import insurance_fund_check
-from clearing.ops.recovery import liquidations_resume
+from clearing.ops.recovery import liquidations_resume, sweeps_recover
 from clearing.ops.retention import margin_snapshots_prune
 from clearing.ops.retry import RETRY
 
@@ -30,3 +30,11 @@ def liquidations_resume_task() -> list[int]:
     """Every minute: liquidations still in progress two minutes after they started are sent
     again (their task was lost; executing twice is harmless)."""
     return liquidations_resume()
+
+
+@shared_task(name="ops.sweeps_recover", **RETRY)
+def sweeps_recover_task() -> dict:
+    """Every minute: shards of running full sweeps not done past their bound are sent again;
+    sweeps that cannot complete are expired with an ops alert (clearing.ops.recovery)."""
+    outcome = sweeps_recover()
+    return {"resent": outcome.resent, "expired": outcome.expired}

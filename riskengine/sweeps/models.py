@@ -12,7 +12,8 @@
   rebuilt and recomputed (``selectors.margin_snapshot_document``). Figures are the engine's float64
   outputs stored as ``double precision``: a replay reproduces them bit for bit. Money that moves
   (call amounts, fees, deficits) is ``NUMERIC``.
-- ``AccountMargin``: the latest snapshot of each account (by read time), for fast reads.
+- ``AccountMargin``: the current snapshot of each account: the newest valuation by ``(valued_at,
+  sweep_id)``, never the one that arrived last; for fast reads.
 - ``MarginCall`` / ``MarginCallEvent``: at most one open call per account (partial unique index);
   every transition is appended to the event log with its time and cause.
 - ``Liquidation``: at most one in progress per account (partial unique index).
@@ -45,6 +46,9 @@ class SweepStatus(models.TextChoices):
     RUNNING = "running", "Running"
     DONE = "done", "Done"
     FAILED = "failed", "Failed"
+    # Some shard can no longer complete (re-sent and still not done past the recovery bound):
+    # given up, with the reason in ``error`` and an ops alert (``clearing.ops.recovery``).
+    EXPIRED = "expired", "Expired"
 
 
 class Sweep(models.Model):
@@ -61,6 +65,14 @@ class Sweep(models.Model):
     accounts = models.PositiveIntegerField(default=0)
     started_at = models.DateTimeField(auto_now_add=True)
     finished_at = models.DateTimeField(null=True, blank=True)
+    request_key = models.CharField(
+        max_length=200,
+        null=True,
+        blank=True,
+        unique=True,
+        help_text="The request that started it (a sweeps.full task id): a duplicate starts no second sweep.",
+    )
+    error = models.TextField(blank=True, help_text="Why it failed or expired.")
 
     class Meta:
         ordering = ["-id"]
@@ -92,6 +104,10 @@ class SweepShard(models.Model):
     finished_at = models.DateTimeField(null=True, blank=True)
     timings = models.JSONField(default=dict, help_text="Seconds spent reading, computing, storing.")
     error = models.TextField(blank=True)
+    sent_at = models.DateTimeField(
+        null=True, blank=True, help_text="Last time its task was sent again by the recovery task."
+    )
+    resends = models.PositiveIntegerField(default=0, help_text="Times the recovery task sent it again.")
 
     class Meta:
         ordering = ["sweep_id", "number"]
@@ -172,13 +188,21 @@ class MarginSnapshot(models.Model):
 
 
 class AccountMargin(models.Model):
-    """The latest snapshot of one account (the one read last), kept in step by every sweep."""
+    """The current margin of one account: its snapshot with the newest valuation, by
+    ``(valued_at, sweep_id)`` — not the one that arrived last, so a late or redelivered shard of
+    an older sweep never replaces a newer sweep's figures (``services._current_upsert``)."""
 
     account = models.OneToOneField(
         "accounts.MarginAccount", on_delete=models.CASCADE, primary_key=True, related_name="margin"
     )
     snapshot = models.ForeignKey(MarginSnapshot, on_delete=models.CASCADE, related_name="+")
     read_at = models.DateTimeField()
+    valued_at = models.DateTimeField(help_text="The valuation time of the snapshot's sweep.")
+    # No database constraint: the snapshot's FK already keeps its sweep (retention deletes a sweep
+    # only once it holds no snapshot).
+    sweep = models.ForeignKey(
+        Sweep, on_delete=models.DO_NOTHING, related_name="+", db_index=False, db_constraint=False
+    )
     status = models.CharField(max_length=12, choices=MarginStatus.choices)
     equity = models.FloatField()
     initial_margin = models.FloatField()

@@ -5,10 +5,16 @@ its accounts. A full-sweep shard reads its accounts' positions and balances in o
 READ`` transaction (one database snapshot, no locks held); an event sweep locks its accounts first
 (every writer of positions and balances takes those locks), so it reads each account whole.
 
-Ordering. ``AccountMargin`` holds each account's latest snapshot by read time. A shard upserts it
-with ``… ON CONFLICT DO UPDATE … WHERE read_at <= excluded.read_at RETURNING``: only accounts for
-which this snapshot became current drive margin-call transitions, and the upsert's row locks
-serialise two sweeps of the same account (rows are taken in account order, so no deadlock).
+Ordering (newest wins). ``AccountMargin`` holds each account's snapshot with the newest valuation,
+ordered by ``(valued_at, sweep_id)`` (the sweep's valuation time, then its id) — never by arrival:
+a shard redelivered or retried after a later sweep must not put old prices back. A shard upserts
+it with ``… ON CONFLICT DO UPDATE … WHERE (valued_at, sweep_id) < (excluded.valued_at,
+excluded.sweep_id) RETURNING``: only accounts for which this snapshot became current drive
+margin-call transitions, and the upsert's row locks serialise two sweeps of the same account (rows
+are taken in account order, so no deadlock). A shard of a full sweep that a newer full sweep has
+already completed (*superseded*) stores its snapshots as history only: no current margin, no call,
+no liquidation, no index reference. Liquidations trade at the current trusted quotes, not at
+their sweep's (``liquidation_execute``).
 
 Idempotency. A shard stores everything (snapshots, current margins, call transitions, events) in
 one transaction that also marks it done, under a lock on the shard row; running it again changes
@@ -29,8 +35,8 @@ from decimal import Decimal
 import numpy as np
 from django.conf import settings
 from django.core.serializers.json import DjangoJSONEncoder
-from django.db import connection, transaction
-from django.db.models import BooleanField, F, OuterRef, QuerySet, Subquery
+from django.db import IntegrityError, connection, transaction
+from django.db.models import BooleanField, F, OuterRef, Q, QuerySet, Subquery
 from django.db.models.expressions import RawSQL
 from django.utils import timezone
 
@@ -220,25 +226,37 @@ def _snapshots_insert(columns: dict) -> None:
     )
 
 
-def _current_upsert(shard: SweepShard) -> dict[int, int]:
-    """Make this shard's snapshots current where they were read last; returns those accounts with
-    the id of their (now current) snapshot."""
+def _current_upsert(*, sweep: Sweep, shard: SweepShard) -> dict[int, int]:
+    """Make this shard's snapshots current where their valuation is the newest, by
+    ``(valued_at, sweep_id)``; returns those accounts with the id of their (now current) snapshot.
+    Accounts whose current margin comes from a newer valuation are left alone (the database
+    decides under the row's lock, so two shards racing for one account cannot both win)."""
     table = AccountMargin._meta.db_table
     sql = f"""
-        INSERT INTO {table}
-            (account_id, snapshot_id, read_at, status, equity, initial_margin, maintenance_margin)
-        SELECT account_id, id, read_at, status, equity, initial_margin, maintenance_margin
+        INSERT INTO {table} (account_id, snapshot_id, read_at, valued_at, sweep_id, status, equity,
+            initial_margin, maintenance_margin)
+        SELECT account_id, id, read_at, %s, sweep_id, status, equity, initial_margin, maintenance_margin
         FROM {MarginSnapshot._meta.db_table} WHERE shard_id = %s ORDER BY account_id
         ON CONFLICT (account_id) DO UPDATE SET
-            snapshot_id = excluded.snapshot_id, read_at = excluded.read_at, status = excluded.status,
+            snapshot_id = excluded.snapshot_id, read_at = excluded.read_at,
+            valued_at = excluded.valued_at, sweep_id = excluded.sweep_id, status = excluded.status,
             equity = excluded.equity, initial_margin = excluded.initial_margin,
             maintenance_margin = excluded.maintenance_margin
-        WHERE {table}.read_at <= excluded.read_at
+        WHERE ({table}.valued_at, {table}.sweep_id) < (excluded.valued_at, excluded.sweep_id)
         RETURNING account_id, snapshot_id
     """
     with connection.cursor() as cursor:
-        cursor.execute(sql, [shard.pk])
+        cursor.execute(sql, [sweep.valuation_time, shard.pk])
         return dict(cursor.fetchall())
+
+
+def sweep_superseded(*, sweep: Sweep) -> bool:
+    """Whether a full sweep valued after ``sweep`` (by ``(valuation_time, id)``) is already done:
+    then ``sweep``'s results are history only."""
+    newer = Q(valuation_time__gt=sweep.valuation_time) | Q(
+        valuation_time=sweep.valuation_time, pk__gt=sweep.pk
+    )
+    return Sweep.objects.filter(newer, kind=SweepKind.FULL, status=SweepStatus.DONE).exists()
 
 
 def _changed(previous: dict, account_ids: np.ndarray, status: np.ndarray, figures: np.ndarray) -> np.ndarray:
@@ -314,7 +332,13 @@ def _store(
         )
     }
     _snapshots_insert(columns)
-    current = _current_upsert(shard)
+    # A superseded sweep's shard (redelivered, retried or late) keeps its snapshots as history and
+    # touches nothing current: no margin, no call, no liquidation.
+    current = (
+        {}
+        if sweep.kind == SweepKind.FULL and sweep_superseded(sweep=sweep)
+        else _current_upsert(sweep=sweep, shard=shard)
+    )
     timings["store"] = time.perf_counter() - started
 
     started = time.perf_counter()
@@ -733,8 +757,15 @@ def _event(call, from_status, to_status, cause, snapshot_id, now) -> MarginCallE
 def _liquidations_enqueue(ids: list[int]) -> None:
     from riskengine.sweeps.tasks import liquidation_execute as task
 
+    # Runs after the shard's commit: a broker error here must neither fail the task whose work is
+    # committed (nor mark its sweep failed) nor lose the liquidation. The liquidation row is in
+    # progress in the database, and ``ops.liquidations_resume`` sends its task again from that
+    # state within its bound (clearing.ops.recovery).
     for liquidation_id in ids:
-        task.delay(liquidation_id)
+        try:
+            task.delay(liquidation_id)
+        except Exception:
+            log.exception("could not enqueue liquidation %s; ops.liquidations_resume will", liquidation_id)
 
 
 def _compute(
@@ -759,23 +790,41 @@ def _compute(
 
 @transaction.atomic
 def sweep_full_create(
-    *, cause: str, quotes: MarketQuotes | None = None, shard_size: int | None = None, enqueue: bool = True
+    *,
+    cause: str,
+    quotes: MarketQuotes | None = None,
+    shard_size: int | None = None,
+    enqueue: bool = True,
+    request_key: str | None = None,
 ) -> Sweep:
     """Fix a full sweep's inputs (active parameter set, prices) and split every account into shards
     of ``shard_size`` (default ``CLEARING_SWEEP_SHARD_SIZE``) consecutive ids; with ``enqueue``,
-    one Celery task per shard is sent when the transaction commits."""
+    one Celery task per shard is sent when the transaction commits. With ``request_key`` (the
+    ``sweeps.full`` task's id), a request already served returns its sweep and starts nothing: a
+    redelivered or duplicated message is one sweep."""
+    if request_key is not None and (done := Sweep.objects.filter(request_key=request_key).first()):
+        return done
     parameter_set = parameter_set_active_row()
     quotes = quotes or quotes_current()
     instruments = Instrument.objects.select_related("underlying").all()
-    sweep = Sweep.objects.create(
-        kind=SweepKind.FULL,
-        cause=cause[:200],
-        parameter_set=parameter_set,
-        valuation_time=quotes.valuation_time,
-        market=market_form_build(quotes=quotes, instruments=instruments),
-        statuses=quotes.statuses,
-        index_price_ids=quotes.index_price_ids,
-    )
+    try:
+        # A savepoint: two deliveries of one request racing meet at the unique key; the loser
+        # returns the winner's sweep (read once the winner commits, after the key's lock wait).
+        with transaction.atomic():
+            sweep = Sweep.objects.create(
+                kind=SweepKind.FULL,
+                cause=cause[:200],
+                parameter_set=parameter_set,
+                valuation_time=quotes.valuation_time,
+                market=market_form_build(quotes=quotes, instruments=instruments),
+                statuses=quotes.statuses,
+                index_price_ids=quotes.index_price_ids,
+                request_key=request_key,
+            )
+    except IntegrityError:
+        if request_key is None:
+            raise
+        return Sweep.objects.get(request_key=request_key)
     ids = np.fromiter(MarginAccount.objects.order_by("pk").values_list("pk", flat=True), dtype=np.int64)
     size = max(1, shard_size or settings.CLEARING_SWEEP_SHARD_SIZE)
     shards = SweepShard.objects.bulk_create(
@@ -802,8 +851,14 @@ def sweep_full_create(
 def _shards_enqueue(shard_ids: list[int]) -> None:
     from riskengine.sweeps.tasks import sweep_shard
 
+    # After the sweep's commit: a broker error must not fail the caller or leave the sweep running
+    # for ever. The shards are pending in the database and ``ops.sweeps_recover`` sends them again
+    # from that state within its bound (clearing.ops.recovery).
     for shard_id in shard_ids:
-        sweep_shard.delay(shard_id)
+        try:
+            sweep_shard.delay(shard_id)
+        except Exception:
+            log.exception("could not enqueue shard %s; ops.sweeps_recover will send it", shard_id)
 
 
 def sweep_shard_run(*, shard_id: int, worker: str = HOSTNAME) -> ShardOutcome:
@@ -845,10 +900,13 @@ def sweep_shard_run(*, shard_id: int, worker: str = HOSTNAME) -> ShardOutcome:
             _sweep_progress(sweep=sweep, quotes=quotes)
         return outcome
     except Exception as error:
+        # The shard records its last error; the sweep stays running: a retry (transient errors) or
+        # the recovery task's re-send may still complete the shard, and the sweep follows its
+        # shards' final state (done when every shard is; expired by ``ops.sweeps_recover``
+        # when one cannot complete within its bound).
         SweepShard.objects.filter(pk=shard_id).exclude(status=ShardStatus.DONE).update(
             status=ShardStatus.FAILED, error=repr(error)[:2000]
         )
-        Sweep.objects.filter(pk=sweep.pk).update(status=SweepStatus.FAILED)
         raise
 
 
@@ -857,10 +915,13 @@ def _sweep_progress(*, sweep: Sweep, quotes: MarketQuotes) -> None:
     done, count = Sweep.objects.filter(pk=sweep.pk).values_list("shards_done", "shard_count").get()
     if done < count:
         return
-    Sweep.objects.filter(pk=sweep.pk, status=SweepStatus.RUNNING).update(
+    # Every shard is done: the sweep is, whatever an earlier attempt or the recovery task said.
+    Sweep.objects.filter(pk=sweep.pk).exclude(status=SweepStatus.DONE).update(
         status=SweepStatus.DONE, finished_at=timezone.now()
     )
-    if sweep.kind == SweepKind.FULL:
+    # Event sweeps fire on moves from the newest full sweep's prices: a superseded sweep that
+    # completes late must not put its older prices back as the reference.
+    if sweep.kind == SweepKind.FULL and not sweep_superseded(sweep=sweep):
         from clearing.marketdata.services import index_sweep_reference_set
 
         # Quotes are floats (an oracle's median, a moved test price): NUMERIC(28, 10) takes 10 places.
@@ -1158,10 +1219,17 @@ def _decimal(value: float) -> Decimal:
 
 @transaction.atomic
 def liquidation_execute(*, liquidation_id: int, quotes: MarketQuotes | None = None) -> Liquidation:
-    """Execute a liquidation at the prices of the sweep that started it (or ``quotes``): close the
-    plan's positions against the house account with ``trades_book``, pay the fee (``CLEARING_
-    LIQUIDATION_FEE_RATE`` of the closed notional, never more than the equity left) to the insurance
-    fund, and have the fund cover any negative equity left once flat. Idempotent."""
+    """Execute a liquidation at the current trusted prices (or ``quotes``), not at the prices of
+    the sweep that started it: its task may run minutes after that sweep (a retry, a redelivery,
+    the recovery task), and a member is never closed out at a stale price nor after recovering.
+    Close the plan's positions against the house account with ``trades_book``; the plan is made
+    under the account's lock at these prices and checks before each step that the account is
+    still below IM, so an account that recovered since its sweep trades nothing. Pay the fee
+    (``CLEARING_LIQUIDATION_FEE_RATE`` of the closed notional, never more than the equity left) to
+    the insurance fund, and have the fund cover any negative equity left once flat. While a price
+    the account depends on is not trustworthy, nothing is traded: the liquidation stays in
+    progress (``ops.liquidations_resume`` sends it again) with a ``liquidation_suspended`` alert.
+    Idempotent."""
     liquidation = (
         Liquidation.objects.select_for_update()
         .select_related("sweep__parameter_set", "account")
@@ -1172,12 +1240,24 @@ def liquidation_execute(*, liquidation_id: int, quotes: MarketQuotes | None = No
     venue = dict(MarginAccount.objects.exclude(kind=AccountKind.MEMBER).values_list("kind", "pk"))
     house_id, fund_id = venue[AccountKind.HOUSE], venue[AccountKind.INSURANCE_FUND]
     accounts = margin_accounts_lock(account_ids=[liquidation.account_id, house_id, fund_id])
-    quotes = quotes or sweep_quotes(sweep=liquidation.sweep)
+    quotes = quotes or quotes_current()
     form = parameters_form(parameter_set=liquidation.sweep.parameter_set)
     settlement = Asset.objects.get(symbol=settings.SETTLEMENT_ASSET)
     book = margin_book_build(
         rows=book_rows_fetch(account_ids=[liquidation.account_id]), parameters_form=form, quotes=quotes
     )
+    if unsafe := _exposed(book, quotes.unsafe_for_liquidation())[0]:
+        from clearing.marketdata.services import ops_alerts_raise
+
+        ops_alerts_raise(
+            kind=SUSPENDED_ALERT,
+            messages={
+                str(liquidation.account_id): f"Liquidation {liquidation.pk} of account "
+                f"{liquidation.account_id} waits: {', '.join(unsafe)} not trustworthy now (stale, "
+                "unconfirmed or short of sources)."
+            },
+        )
+        return liquidation
     if not compute_margin(book.margin_input).finite[0]:
         # Fail closed: nothing is traded on a figure that is not a number; the liquidation waits,
         # in progress, with a critical alert, until its prices give finite figures.
@@ -1268,5 +1348,8 @@ def liquidation_execute(*, liquidation_id: int, quotes: MarketQuotes | None = No
             )
         ]
     )
+    from clearing.marketdata.services import ops_alerts_resolve
+
+    ops_alerts_resolve(kind=SUSPENDED_ALERT, keys=[str(account.pk)])
     insurance_fund_after_liquidation(liquidation=liquidation, quotes=quotes)
     return liquidation

@@ -30,10 +30,12 @@ def _drain() -> int:
     return swept
 
 
-@shared_task(name="sweeps.full", **RETRY)
-def sweep_full(cause: str = "requested") -> int:
-    """Start a distributed full sweep (its shards are separate tasks)."""
-    return services.sweep_full_create(cause=cause).pk
+@shared_task(name="sweeps.full", bind=True, **RETRY)
+def sweep_full(self, cause: str = "requested", request_key: str | None = None) -> int:
+    """Start a distributed full sweep (its shards are separate tasks). Keyed by ``request_key``
+    (default: this message's task id, which a redelivery or a retry keeps): a duplicate delivery
+    returns the sweep already started."""
+    return services.sweep_full_create(cause=cause, request_key=request_key or self.request.id).pk
 
 
 @shared_task(name="sweeps.full_due")

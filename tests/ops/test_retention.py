@@ -52,6 +52,7 @@ def current(snapshot: MarginSnapshot) -> None:
     AccountMargin.objects.update_or_create(
         account=snapshot.account,
         defaults={"snapshot": snapshot, "read_at": snapshot.read_at, "status": "healthy",
+                  "valued_at": snapshot.sweep.valuation_time, "sweep": snapshot.sweep,
                   "equity": 1.0, "initial_margin": 1.0, "maintenance_margin": 1.0},
     )  # fmt: skip
 
