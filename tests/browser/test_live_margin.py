@@ -62,7 +62,10 @@ def test_a_member_follows_a_margin_call_live_and_runs_a_what_if(asgi_server, bro
     assert page.evaluate("window.__sameDocument === true"), "the page reloaded"
     assert page.locator(f"tr[data-call='{call.pk}'] time[data-deadline]").inner_text().endswith("left")
     assert "margin call" in summary.locator("[data-field=status]").inner_text().lower()
-    assert page.locator(".toast.bad").first.inner_text().startswith("Margin call opened on ALPHA-LIVE")
+    # The member's other accounts may toast too (the demo sweep above opened calls on some of them,
+    # and on a loaded machine the relay can deliver those after this page connected): the call of
+    # this account must be among the toasts, whichever comes first.
+    assert page.locator(".toast.bad", has_text="Margin call opened on ALPHA-LIVE").count() == 1
     page.screenshot(path=SCREENSHOTS / "account-margin-call.png", full_page=True)
 
     phone = browser.new_page(viewport={"width": 390, "height": 844}, device_scale_factor=2)
