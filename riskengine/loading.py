@@ -306,6 +306,9 @@ class LoadedBook:
             position = {"instrument": symbol, "quantity": repr(float(rows.position_quantity[j]))}
             if not np.isnan(rows.position_entry[j]):
                 position["entry_price"] = repr(float(rows.position_entry[j]))
+            allocated = float(self.margin_input.portfolios.position_allocated_margin[j])
+            if allocated:  # absent means 0 (spec section 5), so a replay gets what was computed
+                position["allocated_margin"] = repr(allocated)
             positions.append(position)
         collateral: dict[str, float] = {}
         for b in np.flatnonzero(rows.balance_account == account_id):
@@ -393,6 +396,9 @@ def margin_book_build(
         position_quantity=rows.position_quantity,
         # An option is valued at its mark; its entry premium was settled in cash when it traded.
         position_entry=np.where(market.kind[position_instrument] == OPTION, np.nan, rows.position_entry),
+        # Methodology v1.1 section 4a: positions carry no allocated margin in the database yet, so
+        # every isolated position stands on its own value alone (allocation 0, the spec's default).
+        position_allocated_margin=np.zeros(rows.position_quantity.shape),
         balance_portfolio=np.searchsorted(rows.account_ids, rows.balance_account).astype(np.int64),
         balance_asset=asset_lookup[rows.balance_asset],
         balance_amount=rows.balance_amount,
