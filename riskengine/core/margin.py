@@ -363,16 +363,19 @@ def _compute_margin(margin_input: MarginInput) -> MarginResult:
     # Fail closed, as for portfolios below: every comparison is False on NaN.
     pos_healthy = pos_finite & (pos_equity >= pos_im)
     pos_call = pos_finite & ~pos_healthy & (pos_equity >= pos_mm)
-    pos_status = np.where(pos_healthy, HEALTHY, np.where(pos_call, MARGIN_CALL, LIQUIDATION)).astype(np.int8)
+    # HEALTHY 0, MARGIN_CALL 1, LIQUIDATION 2 as "not healthy" + "neither healthy nor called":
+    # two byte views added, several times cheaper than nested np.where over every position.
+    not_healthy = ~pos_healthy
+    pos_status = not_healthy.view(np.int8) + (not_healthy & ~pos_call).view(np.int8)
     pos_amount_due = np.where(pos_call, pos_im - pos_equity, 0.0)
-    positions_liquidating = np.bincount(pos_port, weights=pos_status == LIQUIDATION, minlength=n_port)
-    positions_called = np.bincount(pos_port, weights=pos_call, minlength=n_port)
+    any_liquidating = np.zeros(n_port, dtype=bool)
+    any_liquidating[pos_port[pos_status == LIQUIDATION]] = True
+    any_called = np.zeros(n_port, dtype=bool)
+    any_called[pos_port[pos_call]] = True
     # The worst position's status, and at least a margin call when free collateral is negative
     # (written ``not free >= 0`` so that a NaN is never read as enough).
     isolated_status = np.where(
-        positions_liquidating > 0,
-        LIQUIDATION,
-        np.where((positions_called > 0) | ~(free_collateral >= 0.0), MARGIN_CALL, HEALTHY),
+        any_liquidating, LIQUIDATION, np.where(any_called | ~(free_collateral >= 0.0), MARGIN_CALL, HEALTHY)
     )
     isolated_due = per_position_portfolio(pos_amount_due) + np.maximum(0.0, -free_collateral)
 
