@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import json
 import math
 
 import numpy as np
@@ -34,6 +35,7 @@ from tests.riskengine.test_properties import (
     position_entry,
     positions,
 )
+from tests.riskengine.test_validation import run_cli
 
 RANK = {name: rank for rank, name in enumerate(STATUSES)}  # healthy < margin_call < liquidation
 
@@ -268,3 +270,18 @@ def test_only_a_healthy_account_owes_nothing_unless_it_is_in_liquidation(books):
             assert due == 0.0
         elif status == RANK["margin_call"]:
             assert due > 0.0
+
+
+def test_the_cli_replays_isolated_allocations_and_prints_the_isolated_fields(tmp_path):
+    doc = two_perpetuals(mode="isolated", short_allocation=5000)
+    doc["portfolios"].append(copy.deepcopy(doc["portfolios"][0]) | {"id": "TWO-CROSS", "mode": "cross"})
+    path = tmp_path / "doc.json"
+    path.write_text(json.dumps(doc))
+    completed = run_cli("margin", str(path))
+    assert completed.returncode == 0, completed.stderr
+    isolated, cross = json.loads(completed.stdout)
+    assert [isolated, cross] == compute_document(doc)
+    assert [p["status"] for p in isolated["positions"]] == ["healthy", "liquidation"]
+    assert (isolated["status"], isolated["free_collateral"]) == ("liquidation", 0.0)
+    assert (cross["status"], cross["free_collateral"]) == ("margin_call", None)
+    assert [p["maintenance_margin"] for p in cross["positions"]] == [3_000.0, 3_000.0]
