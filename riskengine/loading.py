@@ -44,7 +44,9 @@ class BookRows:
       ``(n_acc,)`` int8 (engine mode codes)
     - ``position_ids`` ``(n_pos,)`` int64 (0 for hypothetical rows), ``position_account``
       ``(n_pos,)`` int64 account id, ``position_instrument`` ``(n_pos,)`` int64 instrument id,
-      ``position_quantity`` ``(n_pos,)`` float64 units, ``position_entry`` ``(n_pos,)`` float64 USD
+      ``position_quantity`` ``(n_pos,)`` float64 units, ``position_entry`` ``(n_pos,)`` float64 USD,
+      ``position_allocated`` ``(n_pos,)`` float64 USD (``Position.allocated_margin``, the isolated
+      allocation ``a_i`` of spec section 4a; zeros when not given)
     - ``balance_account`` ``(n_bal,)`` int64 account id, ``balance_asset`` ``(n_bal,)`` int64 asset
       id, ``balance_amount`` ``(n_bal,)`` float64 units of the asset
     """
@@ -60,6 +62,12 @@ class BookRows:
     balance_account: np.ndarray
     balance_asset: np.ndarray
     balance_amount: np.ndarray
+    position_allocated: np.ndarray | None = None
+
+    def __post_init__(self) -> None:
+        if self.position_allocated is None:
+            # Rows built without allocations (a liquidation plan's trial books) carry none.
+            object.__setattr__(self, "position_allocated", np.zeros(self.position_quantity.shape))
 
     def with_hypothetical(
         self,
@@ -68,7 +76,8 @@ class BookRows:
         balances: Iterable[tuple[int, int, float]] = (),
     ) -> BookRows:
         """A copy with extra rows: positions ``(account_id, instrument_id, quantity, entry_price)``
-        and balance changes ``(account_id, asset_id, amount)`` (added before haircuts)."""
+        and balance changes ``(account_id, asset_id, amount)`` (added before haircuts). A
+        hypothetical position carries no allocation."""
         positions, balances = list(positions), list(balances)
         if not positions and not balances:
             return self
@@ -81,6 +90,7 @@ class BookRows:
             position_instrument=np.concatenate([self.position_instrument, pos[:, 1].astype(np.int64)]),
             position_quantity=np.concatenate([self.position_quantity, pos[:, 2]]),
             position_entry=np.concatenate([self.position_entry, pos[:, 3]]),
+            position_allocated=np.concatenate([self.position_allocated, np.zeros(len(pos))]),
             balance_account=np.concatenate([self.balance_account, bal[:, 0].astype(np.int64)]),
             balance_asset=np.concatenate([self.balance_asset, bal[:, 1].astype(np.int64)]),
             balance_amount=np.concatenate([self.balance_amount, bal[:, 2]]),
@@ -125,6 +135,7 @@ def book_rows_fetch(
         position_instrument=pos[:, 2].astype(np.int64),
         position_quantity=pos[:, 3],
         position_entry=pos[:, 4],
+        position_allocated=pos[:, 5],
         balance_account=bal[:, 0].astype(np.int64),
         balance_asset=bal[:, 1].astype(np.int64),
         balance_amount=bal[:, 2],
@@ -136,20 +147,20 @@ def account_rows_fetch(*, account: MarginAccount) -> BookRows:
     what-if), the same rows in the same order as ``book_rows_fetch(account_ids=[account.pk])``."""
     sql = (
         "SELECT 0, id, instrument_id, CAST(quantity AS DOUBLE PRECISION),"
-        " CAST(entry_price AS DOUBLE PRECISION)"
+        " CAST(entry_price AS DOUBLE PRECISION), CAST(allocated_margin AS DOUBLE PRECISION)"
         f" FROM {Position._meta.db_table} WHERE account_id = %s AND quantity <> 0"
         " UNION ALL"
-        " SELECT 1, asset_id, asset_id, CAST(amount AS DOUBLE PRECISION), 0"
+        " SELECT 1, asset_id, asset_id, CAST(amount AS DOUBLE PRECISION), 0, 0"
         f" FROM {CollateralBalance._meta.db_table} WHERE account_id = %s AND amount <> 0"
     )
     with connection.cursor() as cursor:
         cursor.execute(sql, [account.pk, account.pk])
         records = sorted(cursor.fetchall(), key=lambda r: (r[0], r[1]))
     positions = [
-        (r[1], account.pk, r[2], r[3], np.nan if r[4] is None else r[4]) for r in records if r[0] == 0
+        (r[1], account.pk, r[2], r[3], np.nan if r[4] is None else r[4], r[5]) for r in records if r[0] == 0
     ]
     balances = [(account.pk, r[2], r[3]) for r in records if r[0] == 1]
-    pos = np.array(positions, dtype=np.float64).reshape(-1, 5)
+    pos = np.array(positions, dtype=np.float64).reshape(-1, 6)
     bal = np.array(balances, dtype=np.float64).reshape(-1, 3)
     return BookRows(
         account_ids=np.array([account.pk], dtype=np.int64),
@@ -160,6 +171,7 @@ def account_rows_fetch(*, account: MarginAccount) -> BookRows:
         position_instrument=pos[:, 2].astype(np.int64),
         position_quantity=pos[:, 3],
         position_entry=pos[:, 4],
+        position_allocated=pos[:, 5],
         balance_account=bal[:, 0].astype(np.int64),
         balance_asset=bal[:, 1].astype(np.int64),
         balance_amount=bal[:, 2],
@@ -184,10 +196,11 @@ def _book_arrays_orm(
             "instrument_id",
             Cast("quantity", FloatField()),
             Cast("entry_price", FloatField()),
+            Cast("allocated_margin", FloatField()),
         )
     )
     balance_rows = list(balances.values_list("account_id", "asset_id", Cast("amount", FloatField())))
-    pos = np.array(position_rows, dtype=np.float64).reshape(-1, 5)
+    pos = np.array(position_rows, dtype=np.float64).reshape(-1, 6)
     bal = np.array(balance_rows, dtype=np.float64).reshape(-1, 3)
     return pos, bal
 
@@ -230,6 +243,7 @@ def _book_arrays_copy(
             ("instrument", "instrument_id", ">i8"),
             ("quantity", "quantity::float8", ">f8"),
             ("entry", "entry_price::float8", ">f8"),
+            ("allocated", "allocated_margin::float8", ">f8"),
         ],
     )
     balances = _columns_fetch(
@@ -240,8 +254,8 @@ def _book_arrays_copy(
     )
     # Sorting here is cheaper than ORDER BY in the database and gives the same order.
     order = np.lexsort((positions["id"], positions["account"]))
-    pos = np.empty((order.size, 5), dtype=np.float64)
-    for c, name in enumerate(("id", "account", "instrument", "quantity", "entry")):
+    pos = np.empty((order.size, 6), dtype=np.float64)
+    for c, name in enumerate(("id", "account", "instrument", "quantity", "entry", "allocated")):
         pos[:, c] = positions[name][order]
     order = np.lexsort((balances["asset"], balances["account"]))
     bal = np.empty((order.size, 3), dtype=np.float64)
@@ -396,9 +410,9 @@ def margin_book_build(
         position_quantity=rows.position_quantity,
         # An option is valued at its mark; its entry premium was settled in cash when it traded.
         position_entry=np.where(market.kind[position_instrument] == OPTION, np.nan, rows.position_entry),
-        # Methodology v1.1 section 4a: positions carry no allocated margin in the database yet, so
-        # every isolated position stands on its own value alone (allocation 0, the spec's default).
-        position_allocated_margin=np.zeros(rows.position_quantity.shape),
+        # Methodology v1.1 section 4a: each position's allocation as stored (meaningful in isolated
+        # mode only; the engine ignores it in the other modes).
+        position_allocated_margin=rows.position_allocated,
         balance_portfolio=np.searchsorted(rows.account_ids, rows.balance_account).astype(np.int64),
         balance_asset=asset_lookup[rows.balance_asset],
         balance_amount=rows.balance_amount,

@@ -83,7 +83,7 @@ def _rows_after(
     collateral changes added to its balances."""
     positions = [
         [int(rows.position_ids[j]), int(rows.position_account[j]), int(rows.position_instrument[j]),
-         float(rows.position_quantity[j]), float(rows.position_entry[j])]
+         float(rows.position_quantity[j]), float(rows.position_entry[j]), float(rows.position_allocated[j])]
         for j in range(rows.position_ids.size)
     ]  # fmt: skip
     balances: list[tuple[int, int, float]] = []
@@ -101,7 +101,7 @@ def _rows_after(
             raise ValidationError({f"{field}.instrument": f"{instrument.symbol} is not open for clearing."})
         row = next((p for p in positions if p[1] == account_id and p[2] == instrument.pk and p[3] != 0), None)
         if row is None:
-            row = [0, account_id, instrument.pk, 0.0, 0.0]
+            row = [0, account_id, instrument.pk, 0.0, 0.0, 0.0]
             positions.append(row)
         entry = Decimal(0) if row[3] == 0 or np.isnan(row[4]) else Decimal(repr(row[4]))
         change = position_after_fill(
@@ -123,7 +123,7 @@ def _rows_after(
         balances.append((account_id, asset.pk, float(amount)))
 
     kept = [p for p in positions if p[3] != 0]
-    table = np.array(kept, dtype=np.float64).reshape(-1, 5)
+    table = np.array(kept, dtype=np.float64).reshape(-1, 6)
     netted = replace(
         rows,
         position_ids=table[:, 0].astype(np.int64),
@@ -131,6 +131,7 @@ def _rows_after(
         position_instrument=table[:, 2].astype(np.int64),
         position_quantity=table[:, 3],
         position_entry=table[:, 4],
+        position_allocated=table[:, 5],
     )
     return netted.with_hypothetical(balances=balances)
 
@@ -211,6 +212,7 @@ def _side_by_side(*, after: BookRows, before: BookRows) -> BookRows:
         position_instrument=np.concatenate([after.position_instrument, before.position_instrument]),
         position_quantity=np.concatenate([after.position_quantity, before.position_quantity]),
         position_entry=np.concatenate([after.position_entry, before.position_entry]),
+        position_allocated=np.concatenate([after.position_allocated, before.position_allocated]),
         balance_account=np.concatenate([ids(after.balance_account), before.balance_account]),
         balance_asset=np.concatenate([after.balance_asset, before.balance_asset]),
         balance_amount=np.concatenate([after.balance_amount, before.balance_amount]),

@@ -1,0 +1,566 @@
+"""Isolated margin allocations (methodology v1.1 section 4a): the collateral an isolated account
+commits to each of its positions.
+
+Every change of ``Position.allocated_margin`` is a ``MarginAllocation`` ledger row (append-only)
+written in the same transaction, under the account lock (``margin_accounts_lock``, primary-key
+order), with the position rows locked in primary-key order after it. An allocation moves no
+collateral balance: it earmarks part of the account's collateral value for one position, so
+``free collateral = collateral value − Σ a_i`` (computed by the engine).
+
+Four writers, one rule each:
+
+* booking (``fills_allocate``, called by ``clearing.services.trades_book``): a fill that opens or
+  increases an isolated position allocates the opened lot's initial margin, computed by the
+  engine at the trade's price (linear: the underlying at the fill price; options: at the index,
+  the trade's price being a premium), from free collateral, as much as there is; a fill that
+  reduces the position releases its allocation in proportion to the quantity closed; closing
+  releases all of it (the realised P&L is settled in cash by the booking itself);
+* a member (``position_margin_move``): moves margin between free collateral and one position,
+  never more than the free collateral, never more than the allocation, never taking the
+  position's equity below its initial margin, never on prices the oracle does not trust;
+* a change of margin mode (``margin_account_mode_change``): to ``isolated`` each position gets
+  what makes it stand at its initial margin, ``max(0, IM_i − value_i)``, from free collateral in
+  position order; from ``isolated`` every allocation is released; refused when the account's
+  status (the engine's, before and after) would be worse;
+* the upgrade (``isolated_carry_over_allocate``, command ``isolated_allocate``): positions of
+  isolated accounts opened before allocations existed get the same ``max(0, IM_i − value_i)``.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from decimal import ROUND_CEILING, ROUND_FLOOR, ROUND_HALF_EVEN, Decimal
+
+import numpy as np
+from django.core.exceptions import ValidationError
+from django.db import transaction
+from django.db.models import Sum
+
+from accounts.custody import member_account_require, member_trader_require
+from accounts.models import MarginAccount, MarginMode, User
+from accounts.services import margin_accounts_lock
+from clearing.models import AllocationKind, Instrument, MarginAllocation, Position, Trade
+from clearing.signals import accounts_changed_on_commit
+from clearing.validation import MAX_DECIMAL_PLACES, decimal_nonzero
+from riskengine import whatif
+from riskengine.core import ISOLATED, MODES, STATUSES, MarginResult, compute_margin
+from riskengine.core.errors import DocumentError
+from riskengine.loading import BookRows, LoadedBook, book_rows_fetch, margin_book_build
+from riskengine.quotes import MarketQuotes
+from riskengine.selectors import NoActiveParameterSet, parameter_set_active
+from riskengine.withdrawals import account_price_symbols, prices_trusted_require
+
+logger = logging.getLogger(__name__)
+
+_QUANTUM = Decimal(1).scaleb(-MAX_DECIMAL_PLACES)
+
+
+CENT = Decimal("0.01")
+
+
+def _usd(value: float) -> Decimal:
+    """An engine figure (float USD) as a Decimal of the ledger's precision."""
+    return Decimal(repr(float(value))).quantize(_QUANTUM, rounding=ROUND_HALF_EVEN)
+
+
+def _cents_up(value: float) -> Decimal:
+    """A margin requirement (float USD) as whole cents, rounded up: an allocation of it never
+    leaves the position a float rounding below the requirement the engine compares it with."""
+    return max(Decimal(repr(float(value))).quantize(CENT, rounding=ROUND_CEILING), Decimal(0))
+
+
+def _cents_down(value: float) -> Decimal:
+    """Free collateral (float USD) as whole cents, rounded down: never more than there is."""
+    return Decimal(repr(float(value))).quantize(CENT, rounding=ROUND_FLOOR)
+
+
+def allocations_in_order(*, needs: Sequence[Decimal], free: Decimal) -> list[Decimal]:
+    """Each need met from ``free`` in order, as much as there is (the later ones get what is left)."""
+    left = max(free, Decimal(0))
+    out = []
+    for need in needs:
+        taken = min(need, left)
+        out.append(taken)
+        left -= taken
+    return out
+
+
+def _parameters_form() -> dict:
+    """The active set's form; ``NoActiveParameterSet`` when there is none."""
+    return parameter_set_active().to_parameters_form()
+
+
+# --- The engine's figures the allocations need ------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Lot:
+    """Quantity opened by a fill (signed), at the fill's price."""
+
+    instrument: Instrument
+    quantity: Decimal
+    price: Decimal
+
+
+def lots_initial_margin(*, lots: Sequence[Lot], quotes: MarketQuotes, parameters_form: dict) -> list[Decimal]:
+    """Each lot's initial margin under the standard rules (spec section 4a), USD, computed by the
+    engine at the trade's price: a linear lot with its underlying at the fill price, an option lot
+    at the index price (an option's trade price is its premium, which its IM does not depend on).
+
+    Lots are margined as one-position isolated portfolios, one engine run per distinct
+    (underlying, price) pair: the market has one price per underlying. Raises ``DocumentError``
+    when a lot cannot be margined (its underlying not in the parameter set, an option without an
+    index price or mark volatility)."""
+    groups: dict[tuple[str, float | None], list[int]] = {}
+    for index, lot in enumerate(lots):
+        symbol = lot.instrument.underlying.symbol
+        groups.setdefault((symbol, float(lot.price) if lot.instrument.is_linear else None), []).append(index)
+    out: list[Decimal] = [Decimal(0)] * len(lots)
+    for (symbol, price), members in groups.items():
+        priced = quotes if price is None else replace(
+            quotes, underlying_prices={**quotes.underlying_prices, symbol: price}
+        )  # fmt: skip
+        n = len(members)
+        ids = np.arange(1, n + 1, dtype=np.int64)
+        rows = BookRows(
+            account_ids=ids,
+            account_codes=tuple(f"lot-{index}" for index in members),
+            account_modes=np.full(n, ISOLATED, dtype=np.int8),
+            position_ids=np.zeros(n, dtype=np.int64),
+            position_account=ids,
+            position_instrument=np.array([lots[i].instrument.pk for i in members], dtype=np.int64),
+            position_quantity=np.array([float(lots[i].quantity) for i in members]),
+            position_entry=np.array([float(lots[i].price) for i in members]),
+            balance_account=np.zeros(0, dtype=np.int64),
+            balance_asset=np.zeros(0, dtype=np.int64),
+            balance_amount=np.zeros(0),
+        )
+        book = margin_book_build(
+            rows=rows,
+            parameters_form=parameters_form,
+            quotes=priced,
+            instruments={lots[i].instrument.pk: lots[i].instrument for i in members},
+        )
+        result = compute_margin(book.margin_input)
+        for j, index in enumerate(members):
+            out[index] = _cents_up(result.position_initial_margin[j])
+    return out
+
+
+def collateral_free(
+    *, account_ids: Sequence[int], quotes: MarketQuotes, parameters_form: dict
+) -> dict[int, Decimal]:
+    """Each account's free collateral, USD: its collateral value after haircuts (the engine's,
+    spec section 3) less the allocations stored now. Positions play no part in it, so an account
+    is never refused an allocation because one of its options lacks a mark volatility."""
+    rows = book_rows_fetch(account_ids=account_ids)
+    empty = np.zeros(0)
+    collateral_only = replace(
+        rows,
+        position_ids=empty.astype(np.int64),
+        position_account=empty.astype(np.int64),
+        position_instrument=empty.astype(np.int64),
+        position_quantity=empty,
+        position_entry=empty,
+        position_allocated=empty,
+    )
+    result = compute_margin(
+        margin_book_build(rows=collateral_only, parameters_form=parameters_form, quotes=quotes).margin_input
+    )
+    allocated = dict(
+        Position.objects.filter(account_id__in=list(account_ids))
+        .values("account_id")
+        .annotate(total=Sum("allocated_margin"))
+        .values_list("account_id", "total")
+    )
+    return {
+        int(account_id): _usd(result.collateral_value[k]) - (allocated.get(int(account_id)) or Decimal(0))
+        for k, account_id in enumerate(rows.account_ids.tolist())
+    }
+
+
+# --- Booking ----------------------------------------------------------------------------------------
+
+
+def allocation_after_fill(
+    *, quantity: Decimal, allocated: Decimal, fill_quantity: Decimal
+) -> tuple[Decimal, Decimal]:
+    """``(allocation kept, quantity opened)`` of a position of ``quantity`` holding ``allocated``
+    after a fill of ``fill_quantity``: a fill against the position releases in proportion to the
+    quantity it closes (all of it when it closes or flips the position); the quantity it opens
+    (the whole fill when it increases the position, the remainder when it flips it) is what needs
+    new initial margin."""
+    if quantity == 0 or (quantity > 0) == (fill_quantity > 0):
+        return allocated, fill_quantity
+    closed = min(abs(fill_quantity), abs(quantity))
+    kept = (allocated * (abs(quantity) - closed) / abs(quantity)).quantize(_QUANTUM, rounding=ROUND_HALF_EVEN)
+    remainder = quantity + fill_quantity
+    opened = remainder if remainder != 0 and (remainder > 0) != (quantity > 0) else Decimal(0)
+    return kept, opened
+
+
+@dataclass(frozen=True)
+class BookedFill:
+    """A fill just booked into an isolated account's position: the position's quantity before it."""
+
+    position: Position
+    quantity_before: Decimal
+    instrument: Instrument
+    quantity: Decimal
+    price: Decimal
+    trade: Trade
+
+
+def fills_allocate(*, fills: Sequence[BookedFill], booked_by: User | None) -> list[MarginAllocation]:
+    """Apply the booking rule (module docstring) to ``fills``, in order, in the caller's
+    transaction: the caller holds the account and position locks, has settled the fills' cash and
+    saves the positions (``allocated_margin`` is set on them here). Free collateral is read once
+    per account, after the batch's cash, and followed through the batch.
+
+    A booked trade is final: when the engine cannot margin a lot now (no active parameter set, no
+    index price or mark volatility for an option) nothing is allocated to it, which the next sweep
+    reports; releases never need the engine."""
+    if not fills:
+        return []
+    opened = []
+    for fill in fills:
+        _, lot = allocation_after_fill(
+            quantity=fill.quantity_before, allocated=Decimal(0), fill_quantity=fill.quantity
+        )
+        opened.append(lot)
+    lots = [Lot(f.instrument, q, f.price) for f, q in zip(fills, opened, strict=True) if q != 0]
+    lot_im: list[Decimal] = []
+    free: dict[int, Decimal] = {}
+    if lots:
+        try:
+            form = _parameters_form()
+            quotes = whatif.quotes_current()
+            lot_im = lots_initial_margin(lots=lots, quotes=quotes, parameters_form=form)
+            free = collateral_free(
+                account_ids=sorted({f.position.account_id for f in fills}),
+                quotes=quotes,
+                parameters_form=form,
+            )
+        except (NoActiveParameterSet, DocumentError) as error:
+            logger.warning("isolated fills booked without allocating their initial margin: %s", error)
+            lot_im, free = [], {}
+    ims = iter(lot_im)
+    rows = []
+    for fill, lot in zip(fills, opened, strict=True):
+        position, account_id = fill.position, fill.position.account_id
+        kept, _ = allocation_after_fill(
+            quantity=fill.quantity_before, allocated=position.allocated_margin, fill_quantity=fill.quantity
+        )
+        released = position.allocated_margin - kept
+        if released:
+            position.allocated_margin = kept
+            if account_id in free:
+                free[account_id] += released
+            rows.append(_row(position, AllocationKind.RELEASE, -released, fill.trade, booked_by))
+        if lot == 0:
+            continue
+        im = next(ims, None)
+        if im is None or account_id not in free:
+            continue
+        added = min(im, max(free[account_id], Decimal(0)))
+        if added > 0:
+            position.allocated_margin += added
+            free[account_id] -= added
+            rows.append(_row(position, AllocationKind.TRADE, added, fill.trade, booked_by))
+    return MarginAllocation.objects.bulk_create(rows)
+
+
+def _row(
+    position: Position,
+    kind: str,
+    amount: Decimal,
+    trade: Trade | None,
+    created_by: User | None,
+    reference: str = "",
+) -> MarginAllocation:
+    return MarginAllocation(
+        account_id=position.account_id,
+        position=position,
+        kind=kind,
+        amount=amount,
+        allocated_after=position.allocated_margin,
+        trade=trade,
+        reference=reference or (f"trade {trade.pk}" if trade is not None else ""),
+        created_by=created_by,
+    )
+
+
+# --- One account margined as it stands, or as it would stand ------------------------------------------
+
+
+def _account_book(*, account: MarginAccount, quotes: MarketQuotes, form: dict) -> LoadedBook:
+    return margin_book_build(
+        rows=book_rows_fetch(account_ids=[account.pk]), parameters_form=form, quotes=quotes
+    )
+
+
+def _margined(book: LoadedBook, **changes) -> MarginResult:
+    """The engine's result for ``book``'s rows with ``changes`` (``BookRows`` fields) applied."""
+    rows = replace(book.rows, **changes) if changes else book.rows
+    built = margin_book_build(rows=rows, parameters_form=book.parameters_form, quotes=_quotes_of(book))
+    return compute_margin(built.margin_input)
+
+
+def _quotes_of(book: LoadedBook) -> MarketQuotes:
+    """The market ``book`` was priced at, as quotes (to re-price changed rows identically)."""
+    market = book.market_form
+    return MarketQuotes(
+        valuation_time=book.valuation_time,
+        underlying_prices={s: e["price"] for s, e in market["underlyings"].items()},
+        asset_prices={s: e["price"] for s, e in market["assets"].items()},
+        option_ivs={s: e["iv"] for s, e in market["instruments"].items() if "iv" in e},
+    )
+
+
+def _book_or_refuse(*, account: MarginAccount, quotes: MarketQuotes | None, field: str) -> LoadedBook:
+    """The account's book at trusted current prices: ``PricesUntrusted`` (409) when a price its
+    margin depends on is not trusted, a ValidationError naming ``field`` when it cannot be margined."""
+    quotes = quotes or whatif.quotes_current()
+    prices_trusted_require(quotes=quotes, symbols=account_price_symbols(account_id=account.pk))
+    try:
+        return _account_book(account=account, quotes=quotes, form=_parameters_form())
+    except (NoActiveParameterSet, DocumentError) as error:
+        raise ValidationError(
+            {field: f"The account's margin cannot be computed now ({error}); try again later."}
+        ) from None
+
+
+def stand_alone_needs(result: MarginResult) -> list[Decimal]:
+    """Per position of a one-account result, ``max(0, IM_i − value_i)`` in cents rounded up: the
+    allocation that makes the position stand at its initial margin (``e_i = a_i + value_i``,
+    spec section 4a); its own unrealised profit counts, its unrealised loss is added."""
+    needs = np.maximum(0.0, result.position_initial_margin - result.position_value)
+    return [_cents_up(need) for need in needs.tolist()]
+
+
+# --- A member moves margin --------------------------------------------------------------------------
+
+
+class MarginMoveRefused(ValidationError):
+    """A well-formed move the account's figures do not allow (the API answers 422 naming the field)."""
+
+
+@transaction.atomic
+def position_margin_move(
+    *,
+    account: MarginAccount,
+    position_id: int,
+    amount: object,
+    moved_by: User,
+    quotes: MarketQuotes | None = None,
+) -> MarginAllocation:
+    """Move ``amount`` USD (signed: positive from free collateral into the position, negative
+    back) on one open position of an isolated account, by a trader of its member.
+
+    Refused with nothing written: ``ValidationError`` naming ``moved_by``, ``account`` or
+    ``amount`` (not a trader of the member, a venue account, a zero or malformed amount);
+    ``MarginMoveRefused`` naming ``account`` (not isolated), ``position`` (not an open position of
+    the account) or ``amount`` (more than the free collateral, more than the allocation, or the
+    position's equity would end below its initial margin); ``PricesUntrusted`` (HTTP 409) while
+    a price the account's margin depends on is not trusted."""
+    member_account_require(account)
+    member_trader_require(user=moved_by, account=account, field="moved_by")
+    amount = decimal_nonzero(amount, field="amount")
+    account = margin_accounts_lock(account_ids=[account.pk])[account.pk]
+    if account.mode != MarginMode.ISOLATED:
+        raise MarginMoveRefused(
+            {"account": f"{account.code} is in {account.mode} mode: only isolated positions hold margin."}
+        )
+    position = (
+        Position.objects.filter(pk=position_id, account=account)
+        .exclude(quantity=0)
+        .select_for_update()
+        .first()
+    )
+    if position is None:
+        raise MarginMoveRefused({"position": f"No open position {position_id} in {account.code}."})
+    book = _book_or_refuse(account=account, quotes=quotes, field="amount")
+    result = compute_margin(book.margin_input)
+    (j,) = np.flatnonzero(book.rows.position_ids == position.pk)
+    if amount > 0:
+        free = _usd(result.free_collateral[0])
+        if amount > free:
+            raise MarginMoveRefused(
+                {"amount": f"Only {max(free, Decimal(0)):f} USD of free collateral can be moved in."}
+            )
+    else:
+        if -amount > position.allocated_margin:
+            raise MarginMoveRefused(
+                {"amount": f"The position holds {position.allocated_margin:f} USD: no more can move back."}
+            )
+        equity = _usd(result.position_equity[j])
+        equity_after = equity + amount
+        im = _usd(result.position_initial_margin[j])
+        # Written so that a NaN figure refuses too.
+        if not (equity_after >= im):
+            raise MarginMoveRefused(
+                {
+                    "amount": f"The position's equity would be {equity_after:,.2f} USD, below its initial "
+                    f"margin of {im:,.2f} USD: at most {max(equity - im, Decimal(0)):f} "
+                    "USD can be moved back."
+                }
+            )
+    position.allocated_margin += amount
+    position.save(update_fields=["allocated_margin", "updated_at"])
+    row = _row(position, AllocationKind.MEMBER, amount, None, moved_by, reference="moved by the member")
+    row.save()
+    accounts_changed_on_commit(sender=__name__, account_ids=[account.pk])
+    return row
+
+
+# --- A change of margin mode ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ModePlan:
+    """What a mode change would do: the status before and after and each position's allocation."""
+
+    account: MarginAccount
+    mode: str
+    status_before: str
+    status_after: str
+    position_ids: tuple[int, ...]
+    allocations: tuple[Decimal, ...]
+
+
+def margin_account_mode_plan(
+    *, account: MarginAccount, mode: str, quotes: MarketQuotes | None = None
+) -> ModePlan:
+    """Plan a change of ``account``'s margin mode to ``mode`` (nothing written): to ``isolated``
+    each position gets ``max(0, IM_i − value_i)`` from free collateral in position order; from
+    ``isolated`` every allocation is released. Refused (ValidationError naming ``mode``) when the
+    engine's status after would be worse than before, or the mode is unknown or unchanged;
+    ``PricesUntrusted`` while a price the account's margin depends on is not trusted."""
+    if mode not in MarginMode.values:
+        raise ValidationError({"mode": f"Unknown margin mode {mode!r}."})
+    if mode == account.mode:
+        raise ValidationError({"mode": f"{account.code} is already in {mode} mode."})
+    book = _book_or_refuse(account=account, quotes=quotes, field="mode")
+    before = compute_margin(book.margin_input)
+    modes = np.full(1, MODES.index(mode), dtype=np.int8)
+    allocations = [Decimal(0)] * book.rows.position_ids.size
+    if mode == MarginMode.ISOLATED:
+        # Outside isolated mode nothing is allocated: the free collateral is the collateral value.
+        free = _cents_down(before.collateral_value[0])
+        allocations = allocations_in_order(needs=stand_alone_needs(before), free=free)
+    after = _margined(
+        book,
+        account_modes=modes,
+        position_allocated=np.array([float(a) for a in allocations], dtype=np.float64),
+    )
+    status_before, status_after = STATUSES[int(before.status[0])], STATUSES[int(after.status[0])]
+    if int(after.status[0]) > int(before.status[0]):
+        raise ValidationError(
+            {
+                "mode": f"In {mode} mode {account.code} would be in {status_after.replace('_', ' ')}, worse "
+                f"than {status_before.replace('_', ' ')} now: the mode is not changed."
+            }
+        )
+    return ModePlan(
+        account=account,
+        mode=mode,
+        status_before=status_before,
+        status_after=status_after,
+        position_ids=tuple(int(p) for p in book.rows.position_ids.tolist()),
+        allocations=tuple(allocations),
+    )
+
+
+@transaction.atomic
+def margin_account_mode_change(
+    *, account: MarginAccount, mode: str, changed_by: User | None, quotes: MarketQuotes | None = None
+) -> ModePlan:
+    """Change ``account``'s margin mode under its lock, allocating or releasing explicitly
+    (``margin_account_mode_plan``, re-planned on the locked rows); refused with nothing written."""
+    account = margin_accounts_lock(account_ids=[account.pk])[account.pk]
+    plan = margin_account_mode_plan(account=account, mode=mode, quotes=quotes)
+    targets = dict(zip(plan.position_ids, plan.allocations, strict=True))
+    positions = Position.objects.filter(account=account).order_by("pk").select_for_update()
+    rows = []
+    for position in positions:
+        target = targets.get(position.pk, Decimal(0))
+        if target != position.allocated_margin:
+            amount = target - position.allocated_margin
+            position.allocated_margin = target
+            position.save(update_fields=["allocated_margin", "updated_at"])
+            rows.append(
+                _row(
+                    position,
+                    AllocationKind.MODE_CHANGE,
+                    amount,
+                    None,
+                    changed_by,
+                    reference=f"mode {plan.mode}",
+                )
+            )
+    MarginAllocation.objects.bulk_create(rows)
+    account.mode = plan.mode
+    account.save(update_fields=["mode"])
+    accounts_changed_on_commit(sender=__name__, account_ids=[account.pk])
+    return plan
+
+
+# --- The upgrade: positions opened before allocations existed -----------------------------------------
+
+
+def isolated_carry_over_allocate(*, quotes: MarketQuotes | None = None) -> dict[str, Decimal]:
+    """Allocate ``max(0, IM_i − value_i)`` from free collateral, in position order, to each open
+    position of an isolated account that has never had an allocation (no ``MarginAllocation``
+    row): the positions opened before allocations existed, which would otherwise stand on their
+    value alone and look liquidatable. Prices: the oracle's last good ones. One transaction per
+    account; an account that cannot be margined now is skipped (logged) and taken on a later run.
+    Returns the USD allocated per account code. A position that received an allocation is never
+    taken again, so running it twice allocates nothing twice."""
+    quotes = quotes or whatif.quotes_current()
+    form = _parameters_form()
+    candidates = sorted(
+        set(
+            Position.objects.filter(account__mode=MarginMode.ISOLATED, allocations__isnull=True)
+            .exclude(quantity=0)
+            .values_list("account_id", flat=True)
+        )
+    )
+    allocated: dict[str, Decimal] = {}
+    for account_id in candidates:
+        with transaction.atomic():
+            account = margin_accounts_lock(account_ids=[account_id])[account_id]
+            if account.mode != MarginMode.ISOLATED:
+                continue
+            try:
+                book = _account_book(account=account, quotes=quotes, form=form)
+            except DocumentError as error:
+                logger.warning("isolated_allocate: %s skipped: %s", account.code, error)
+                continue
+            result = compute_margin(book.margin_input)
+            never = Position.objects.filter(account=account, allocations__isnull=True)
+            fresh = set(never.values_list("pk", flat=True))
+            ids = [int(p) for p in book.rows.position_ids.tolist()]
+            needs = [
+                need if pk in fresh else Decimal(0)
+                for pk, need in zip(ids, stand_alone_needs(result), strict=True)
+            ]
+            taken = allocations_in_order(needs=needs, free=_cents_down(result.free_collateral[0]))
+            locked = Position.objects.filter(pk__in=sorted(fresh)).order_by("pk").select_for_update()
+            by_id = {p.pk: p for p in locked}
+            rows = []
+            for position_id, amount in zip(ids, taken, strict=True):
+                if amount <= 0:
+                    continue
+                position = by_id[position_id]
+                position.allocated_margin += amount
+                position.save(update_fields=["allocated_margin", "updated_at"])
+                rows.append(
+                    _row(position, AllocationKind.CARRY_OVER, amount, None, None, reference="upgrade")
+                )
+            MarginAllocation.objects.bulk_create(rows)
+            if rows:
+                allocated[account.code] = sum((r.amount for r in rows), Decimal(0))
+                accounts_changed_on_commit(sender=__name__, account_ids=[account.pk])
+    return allocated
