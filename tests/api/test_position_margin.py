@@ -5,10 +5,12 @@ from dataclasses import replace
 from decimal import Decimal
 
 import pytest
+from django.core.exceptions import ValidationError
 
 from clearing.models import AllocationKind, MarginAllocation, Position
 from clearing.services import trade_book
 from riskengine import whatif
+from riskengine.withdrawals import withdrawal_request
 from tests.api.conftest import quotes_fixed
 
 V1 = "/api/v1"
@@ -165,3 +167,36 @@ def test_positions_and_margin_results_show_the_isolated_fields(world, isolated):
     assert (btc["allocated_margin"], btc["equity"], btc["status"]) == (6000.0, 6000.0, "healthy")
     assert btc["maintenance_margin"] == 3000.0
     assert what_if["before"]["free_collateral"] == 94_000.0
+
+
+def test_an_isolated_account_withdraws_at_most_its_free_collateral_whatever_its_profits(world, isolated):
+    account, _ = isolated
+    # At 80,000 the long is worth +20,000: cross margining would let all 100,000 USDC go (equity
+    # 120,000, IM 8,000); isolated, the position's profit pays nothing out and its 6,000 stay.
+    up = replace(quotes_fixed(), underlying_prices={"BTC": 80_000.0, "ETH": 3_000.0})
+    trader = world["trader_a"].user
+
+    with pytest.raises(ValidationError, match=r"free collateral would be -1\.00 USD"):
+        withdrawal_request(
+            account=account, asset=world.venue.usdc, amount="94001", requested_by=trader, quotes=up
+        )
+    withdrawal = withdrawal_request(
+        account=account, asset=world.venue.usdc, amount="94000", requested_by=trader, quotes=up
+    )
+    assert withdrawal.amount == Decimal(94_000)
+
+
+def test_an_isolated_account_with_a_position_in_margin_call_withdraws_nothing(world, isolated):
+    account, _ = isolated
+    down = replace(
+        quotes_fixed(), underlying_prices={"BTC": 58_000.0, "ETH": 3_000.0}
+    )  # e = 4,000 < IM 5,800
+
+    with pytest.raises(ValidationError, match="status margin call"):
+        withdrawal_request(
+            account=account,
+            asset=world.venue.usdc,
+            amount="1",
+            requested_by=world["trader_a"].user,
+            quotes=down,
+        )
