@@ -442,6 +442,9 @@ def margin_account_mode_plan(
         raise ValidationError({"mode": f"Unknown margin mode {mode!r}."})
     if mode == account.mode:
         raise ValidationError({"mode": f"{account.code} is already in {mode} mode."})
+    if not Position.objects.filter(account=account).exclude(quantity=0).exists():
+        # Nothing to allocate, release or judge: the mode changes freely.
+        return ModePlan(account, mode, "healthy", "healthy", (), ())
     book = _book_or_refuse(account=account, quotes=quotes, field="mode")
     before = compute_margin(book.margin_input)
     modes = np.full(1, MODES.index(mode), dtype=np.int8)

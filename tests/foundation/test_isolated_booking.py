@@ -6,15 +6,21 @@ change is a row of the append-only allocation ledger."""
 from decimal import Decimal
 
 import pytest
+from django.core.exceptions import ValidationError
 from django.db import connection
 
+from accounts.admin import MarginAccountAdminForm
 from accounts.models import CollateralBalance
 from accounts.services import collateral_deposit
 from clearing.ledger import AppendOnlyError
 from clearing.models import AllocationKind, MarginAllocation, Position
 from clearing.services import Fill, trade_book, trades_book
 from riskengine import whatif
-from riskengine.allocations import allocation_after_fill, isolated_carry_over_allocate
+from riskengine.allocations import (
+    allocation_after_fill,
+    isolated_carry_over_allocate,
+    margin_account_mode_change,
+)
 from riskengine.services import parameter_set_bootstrap
 from tests import factories
 from tests.api.conftest import quotes_fixed
@@ -163,3 +169,61 @@ def test_positions_opened_before_allocations_existed_get_their_im_at_release(ven
     assert allocation(legacy, venue.eth_perp) == Decimal(3000)
     assert allocated == {"AAA-OLD": Decimal(10_000)}
     assert isolated_carry_over_allocate(quotes=quotes_fixed()) == {}  # never twice
+
+
+@pytest.fixture
+def issue_book(venue, member_a, isolated):
+    """The issue's book in a cross account: 5,000 USDC, long 1 BTC-PERP from 50,000 (+10,000 at
+    60,000) and short 20 ETH-PERP from 2,800 (−4,000 at 3,000), each IM 6,000 / MM 3,000."""
+    account = factories.account_make(member=member_a, code="AAA-MIX", mode="cross")
+    collateral_deposit(account=account, asset=venue.usdc, amount=Decimal(5_000))
+    trade_book(account=account, instrument=venue.btc_perp, quantity="1", price="50000")
+    trade_book(account=account, instrument=venue.eth_perp, quantity="-20", price="2800")
+    return account
+
+
+def test_a_mode_change_that_would_worsen_the_status_is_refused(venue, issue_book):
+    # Cross: a margin call (E 11,000 < IM 12,000). Isolated: the short needs 10,000 to stand
+    # alone, gets the 5,000 there is, and is in liquidation on its own.
+    with pytest.raises(ValidationError, match="liquidation, worse than margin call"):
+        margin_account_mode_change(account=issue_book, mode="isolated", changed_by=None)
+
+    issue_book.refresh_from_db()
+    assert issue_book.mode == "cross"
+    assert not MarginAllocation.objects.filter(account=issue_book).exists()
+
+
+def test_to_isolated_allocates_what_makes_each_position_stand_and_back_releases_it(venue, issue_book):
+    collateral_deposit(account=issue_book, asset=venue.usdc, amount=Decimal(10_000))
+
+    plan = margin_account_mode_change(account=issue_book, mode="isolated", changed_by=None)
+
+    # BTC's +10,000 covers its 6,000; ETH needs its 6,000 and its 4,000 loss.
+    assert (plan.status_before, plan.status_after) == ("healthy", "healthy")
+    assert allocation(issue_book, venue.btc_perp) == 0
+    assert allocation(issue_book, venue.eth_perp) == Decimal(10_000)
+    issue_book.refresh_from_db()
+    assert issue_book.mode == "isolated"
+
+    margin_account_mode_change(account=issue_book, mode="portfolio", changed_by=None)
+    assert allocation(issue_book, venue.eth_perp) == 0
+    kinds = MarginAllocation.objects.filter(account=issue_book).values_list("kind", "amount")
+    assert sorted(kinds) == [
+        (AllocationKind.MODE_CHANGE, Decimal(-10_000)),
+        (AllocationKind.MODE_CHANGE, Decimal(10_000)),
+    ]
+
+
+def test_the_admin_form_refuses_a_mode_change_that_worsens_the_status(venue, issue_book):
+    data = {
+        "member": issue_book.member_id,
+        "code": issue_book.code,
+        "name": "",
+        "mode": "isolated",
+        "kind": "member",
+    }
+
+    form = MarginAccountAdminForm(data, instance=issue_book)
+
+    assert not form.is_valid()
+    assert "worse than margin call" in form.errors["mode"][0]
