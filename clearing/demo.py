@@ -24,9 +24,12 @@ from accounts.services import collateral_deposit, user_create
 from clearing.history import last_close
 from clearing.models import Instrument, InstrumentKind, OptionRight, Trade, Underlying
 from clearing.services import Fill, trades_book
+from riskengine.allocations import position_margin_move
 from riskengine.core.black76 import black76_price
 from riskengine.models import ParameterSet
 from riskengine.services import parameter_set_bootstrap
+from riskengine.whatif import quotes_current
+from riskengine.withdrawals import PricesUntrusted
 
 UNDERLYINGS = {
     # symbol: (name, strike step, demo implied vol)
@@ -439,6 +442,7 @@ def demo_venue_seed(*, today: date | None = None, log: Callable[[str], None] = p
     from clearing.marketdata.demo import marketdata_demo_seed
 
     marketdata_demo_seed(log=log)
+    isolated_demo_account_seed(member=members["ALPHA"], venue_user=venue_user, log=log)
     log(
         f"Demo venue ready: {MarginAccount.objects.count()} accounts ({booked} books booked this run), "
         f"{Instrument.objects.count()} instruments, settlement asset {settings.SETTLEMENT_ASSET}."
@@ -447,6 +451,51 @@ def demo_venue_seed(*, today: date | None = None, log: Callable[[str], None] = p
     for demo in DEMO_USERS:
         of_member = f" of {demo.member}" if demo.member else ""
         log(f"  {demo.username:<9} {demo.password:<23} {demo.role}{of_member}")
+
+
+ISOLATED_DEMO_ACCOUNT = "ALPHA-ISO"
+
+
+def isolated_demo_account_seed(*, member: Member, venue_user: User, log: Callable[[str], None]) -> None:
+    """``ALPHA-ISO``, an isolated account of alice's member (methodology v1.1 section 4a): 100,000
+    USDC, long 1 BTC-PERP and short 20 ETH-PERP booked at the oracle's index (each allocated its
+    initial margin by the booking), then alice moves margin in through the member's own service:
+    twice its IM more into the BTC long (far from liquidation), 30 % of its IM more into the ETH
+    short, which stands healthy but closest to its own liquidation (about 7.6 % up in ETH) while
+    the account and the rest of its collateral are healthy. Booked once; needs the oracle seeded."""
+    with transaction.atomic():
+        account, _ = MarginAccount.objects.get_or_create(
+            code=ISOLATED_DEMO_ACCOUNT,
+            defaults={"member": member, "name": f"{member.name} isolated book", "mode": MarginMode.ISOLATED},
+        )
+        if Trade.objects.filter(account=account).exists():
+            return
+        collateral_deposit(
+            account=account,
+            asset=Asset.objects.get(symbol="USDC"),
+            amount=Decimal(100_000),
+            reference="demo seed",
+        )
+        index = quotes_current().underlying_prices
+        trades_book(
+            fills=[
+                Fill(account, "BTC-PERP", Decimal(1), Decimal(repr(index["BTC"]))),
+                Fill(account, "ETH-PERP", Decimal(-20), Decimal(repr(index["ETH"]))),
+            ],
+            booked_by=venue_user,
+        )
+    alice = User.objects.get(username="alice")
+    for symbol, share in (("BTC-PERP", Decimal(2)), ("ETH-PERP", Decimal("0.3"))):
+        position = account.positions.get(instrument__symbol=symbol)
+        try:
+            position_margin_move(
+                account=account,
+                position_id=position.pk,
+                amount=(position.allocated_margin * share).quantize(Decimal("0.01")),
+                moved_by=alice,
+            )
+        except PricesUntrusted as error:
+            log(f"{ISOLATED_DEMO_ACCOUNT}: no margin moved into {symbol} ({error})")
 
 
 # --- The demo custody ------------------------------------------------------------------------------
