@@ -1,7 +1,7 @@
 """The insurance fund's guard: its value against a governed floor, and the deficit path.
 
 The fund (the one ``AccountKind.INSURANCE_FUND`` account) receives liquidation fees and pays the
-deficits of accounts liquidated below zero (``riskengine.sweeps.services.liquidation_execute``).
+deficits of accounts liquidated below zero (``riskengine.sweeps.liquidation.liquidation_execute``).
 Its value is its balances at the oracle's last good prices, in USD (as the ops dashboard shows
 it); an asset without a price is left out and named in the alert.
 

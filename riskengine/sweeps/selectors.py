@@ -9,6 +9,7 @@ import numpy as np
 from django.db.models import Q
 
 from accounts.models import Asset, CollateralBalance, MarginAccount
+from clearing.marketdata.selectors import market_quotes_current
 from clearing.models import Instrument, Position
 from riskengine.core import parse_parameters, scenario_grid
 from riskengine.core.margin import VOL_MOVES
@@ -39,6 +40,11 @@ def parameter_set_active_row() -> ParameterSet:
     if parameter_set is None:
         raise NoActiveParameterSet("No active risk parameter set: approve one in the admin.")
     return parameter_set
+
+
+def quotes_current() -> MarketQuotes:
+    """The oracle's current quotes (the seam tests patch, in the module that calls it)."""
+    return market_quotes_current()
 
 
 def sweep_quotes(*, sweep: Sweep) -> MarketQuotes:

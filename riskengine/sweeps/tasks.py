@@ -9,7 +9,7 @@ from celery import shared_task
 
 from clearing.ops.insurance import insurance_fund_after_shard
 from clearing.ops.retry import RETRY
-from riskengine.sweeps import services
+from riskengine.sweeps import liquidation, services
 
 # A drain task takes at most this many engine runs (of up to 5,000 accounts each, ≈ 0.6 s idle):
 # an index move that touches every account of a big venue is drained by a chain of bounded
@@ -65,4 +65,4 @@ def sweep_requests_drain() -> int:
 
 @shared_task(name="sweeps.liquidation_execute", **RETRY)
 def liquidation_execute(liquidation_id: int) -> str:
-    return services.liquidation_execute(liquidation_id=liquidation_id).status
+    return liquidation.liquidation_execute(liquidation_id=liquidation_id).status

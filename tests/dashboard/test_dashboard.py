@@ -16,6 +16,7 @@ from clearing.marketdata.models import IndexPrice, IndexState
 from clearing.marketdata.selectors import market_quotes_current
 from clearing.marketdata.services import PriceIn, ops_alert_raise, price_observations_submit
 from riskengine.dashboard import dashboard_panels, duration_text
+from riskengine.sweeps import liquidation as liquidation_module
 from riskengine.sweeps import services
 from riskengine.sweeps.models import AccountMargin, Liquidation, MarginCall, MarginStatus
 from tests.sweeps.conftest import account_with_btc_long, moved
@@ -47,7 +48,7 @@ def activity(quotes, n: int) -> None:
             quotes=crashed_quotes,
         )
     for liquidation in Liquidation.objects.filter(status="in_progress").order_by("pk")[1:]:
-        services.liquidation_execute(liquidation_id=liquidation.pk, quotes=crashed_quotes)
+        liquidation_module.liquidation_execute(liquidation_id=liquidation.pk, quotes=crashed_quotes)
 
 
 def test_the_page_is_for_staff_only(client, trader, ops, approver):

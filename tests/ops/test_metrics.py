@@ -18,6 +18,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from clearing.ops.metrics import _worker_app, metrics_registry
 from frontend.events import events_publish
 from frontend.models import OutboxEvent
+from riskengine.sweeps import liquidation as liquidation_module
 from riskengine.sweeps import services
 from riskengine.sweeps.models import Sweep, SweepShard
 from riskengine.sweeps.tasks import liquidation_execute, sweep_shard
@@ -112,7 +113,9 @@ def test_task_durations_failures_and_retries_are_counted_from_celery_signals(quo
 
     retries = counted("clearing_task_retries_total", task="sweeps.liquidation_execute")
     done = mock.Mock(status="done")
-    with mock.patch.object(services, "liquidation_execute", side_effect=[OperationalError("gone"), done]):
+    with mock.patch.object(
+        liquidation_module, "liquidation_execute", side_effect=[OperationalError("gone"), done]
+    ):
         assert liquidation_execute.apply(args=[1]).get() == "done"
     assert counted("clearing_task_retries_total", task="sweeps.liquidation_execute") == retries + 1
 

@@ -10,6 +10,7 @@ from django.utils import timezone
 from kombu.exceptions import OperationalError as BrokerOperationalError
 
 from clearing.ops.tasks import liquidations_resume_task
+from riskengine.sweeps import liquidation as liquidation_module
 from riskengine.sweeps import services
 from riskengine.sweeps.models import (
     Liquidation,
@@ -87,7 +88,7 @@ def test_shards_and_liquidations_whose_sends_failed_after_commit_are_recovered_a
     with mock.patch.object(liquidation_execute, "delay") as delay:
         resumed = liquidations_resume(older_than=timedelta(0))
     assert liquidation.pk in resumed
-    with mock.patch.object(services, "quotes_current", return_value=crashed):
+    with mock.patch.object(liquidation_module, "quotes_current", return_value=crashed):
         for liquidation_id in resumed:
             liquidation_execute.apply(args=[liquidation_id])
     assert Liquidation.objects.get(pk=liquidation.pk).status == LiquidationStatus.DONE
@@ -209,7 +210,7 @@ def test_a_liquidation_stuck_past_its_deadline_raises_an_ops_alert_resolved_once
     alert = OpsAlert.objects.get(kind="liquidation_stuck", key=str(liquidation.pk), resolved_at=None)
     assert f"Liquidation {liquidation.pk}" in alert.message
 
-    services.liquidation_execute(liquidation_id=liquidation.pk, quotes=crashed)
+    liquidation_module.liquidation_execute(liquidation_id=liquidation.pk, quotes=crashed)
     with mock.patch.object(liquidation_execute, "delay") as delay:
         assert liquidations_resume() == []
     delay.assert_not_called()

@@ -18,6 +18,7 @@ from clearing.marketdata.models import OpsAlert
 from clearing.models import Trade
 from frontend.models import OutboxEvent
 from riskengine.selectors import parameter_set_active
+from riskengine.sweeps import liquidation as liquidation_module
 from riskengine.sweeps import services
 from riskengine.sweeps.models import AccountMargin, CallStatus, Liquidation, MarginCall, MarginSnapshot
 from tests.sweeps.conftest import account_with_btc_long, moved
@@ -39,6 +40,7 @@ def not_finite(monkeypatch):
         return engine(replace(margin_input, portfolios=replace(portfolios, position_quantity=quantity)))
 
     monkeypatch.setattr(services, "compute_margin", compute)
+    monkeypatch.setattr(liquidation_module, "compute_margin", compute)
 
     def set_broken(code: str | None) -> None:
         broken.clear()
@@ -144,7 +146,7 @@ def test_a_liquidation_is_not_executed_on_figures_that_are_not_finite(quotes, no
     trades = Trade.objects.count()
     not_finite("T-NANLIQ")
 
-    result = services.liquidation_execute(liquidation_id=liquidation.pk, quotes=crashed)
+    result = liquidation_module.liquidation_execute(liquidation_id=liquidation.pk, quotes=crashed)
 
     assert result.status == "in_progress"
     assert Trade.objects.count() == trades

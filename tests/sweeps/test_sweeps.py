@@ -16,6 +16,7 @@ from clearing.models import Position, Trade
 from clearing.signals import accounts_changed
 from frontend.models import OutboxEvent
 from riskengine.core import compute_document
+from riskengine.sweeps import liquidation as liquidation_module
 from riskengine.sweeps import services
 from riskengine.sweeps.models import (
     AccountMargin,
@@ -195,7 +196,7 @@ def test_equity_below_maintenance_escalates_at_once_and_liquidation_restores_the
     house = MarginAccount.objects.get(kind=AccountKind.HOUSE)
     fund_before = usd(fund)
 
-    done = services.liquidation_execute(liquidation_id=liquidation.pk, quotes=crashed)
+    done = liquidation_module.liquidation_execute(liquidation_id=liquidation.pk, quotes=crashed)
 
     assert done.status == LiquidationStatus.DONE
     assert (
@@ -209,7 +210,7 @@ def test_equity_below_maintenance_escalates_at_once_and_liquidation_restores_the
     assert 0 < done.fee <= (done.closed_notional * Decimal("0.005")).quantize(Decimal("1e-10"))
     assert usd(fund) - fund_before == done.fee - done.deficit_covered
     assert CollateralMovement.objects.filter(account=fund, kind="liquidation_fee").count() == 1
-    assert services.liquidation_execute(liquidation_id=liquidation.pk).fee == done.fee  # idempotent
+    assert liquidation_module.liquidation_execute(liquidation_id=liquidation.pk).fee == done.fee  # idempotent
     assert Trade.objects.filter(account=account).count() == 1 + closing.count()
     types = list(OutboxEvent.objects.filter(group=f"account-{account.pk}").values_list("type", flat=True))
     assert {"margin_call.escalated", "liquidation.started", "liquidation.finished"} <= set(types)
@@ -223,7 +224,7 @@ def test_a_deficit_is_covered_by_the_insurance_fund_and_recorded(quotes):
     fund = MarginAccount.objects.get(kind=AccountKind.INSURANCE_FUND)
     fund_before = usd(fund)
 
-    done = services.liquidation_execute(liquidation_id=liquidation.pk, quotes=crashed)
+    done = liquidation_module.liquidation_execute(liquidation_id=liquidation.pk, quotes=crashed)
 
     assert not Position.objects.filter(account=account).exclude(quantity=0).exists()
     assert done.fee == 0
@@ -279,7 +280,7 @@ def test_no_new_call_opens_while_the_accounts_liquidation_is_in_progress(quotes)
         CallStatus.ESCALATED
     ]
     liquidation = Liquidation.objects.get(account=account)
-    services.liquidation_execute(liquidation_id=liquidation.pk, quotes=crashed)
+    liquidation_module.liquidation_execute(liquidation_id=liquidation.pk, quotes=crashed)
     services.sweep_accounts_run(account_ids=[account.pk], cause="after", quotes=crashed)
     snapshot = MarginSnapshot.objects.filter(account=account).latest("read_at")
     open_calls = MarginCall.objects.filter(account=account, status=CallStatus.OPEN).count()
