@@ -205,12 +205,16 @@ class CeleryWorkers:
         ]
         self.default_queue = app.conf.task_default_queue
         app.conf.task_default_queue = self.queue
-        # The liquidations a sweep starts wait on a queue no worker reads (purged at the end): the
-        # benchmark times the sweep, and executing them would trade, changing the venue for the
-        # next run (and queue the next sweep's shards behind thousands of liquidations).
+        # The liquidations a sweep starts (and the tasks that send them on) wait on a queue no
+        # worker reads (purged at the end): the benchmark times the sweep, and executing them
+        # would trade, changing the venue for the next run (and queue the next sweep's shards
+        # behind thousands of liquidations).
         self.routes = app.conf.task_routes
         self.parked = f"{self.queue}-liquidations"
-        app.conf.task_routes = {"sweeps.liquidation_execute": {"queue": self.parked}}
+        app.conf.task_routes = {
+            "sweeps.liquidation_execute": {"queue": self.parked},
+            "sweeps.liquidations_send": {"queue": self.parked},
+        }
 
     def wait_ready(self, timeout: float = 120) -> None:
         deadline = time.monotonic() + timeout

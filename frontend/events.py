@@ -15,6 +15,11 @@ from django.utils import timezone
 
 from frontend.models import OutboxEvent
 
+# The group of an outbox row that carries many accounts' events (a full-sweep shard's
+# margin.updated: one row instead of one per account); the relay fans it out to each event's
+# account group (``frontend.relay.outbox_claim``).
+FANOUT_GROUP = "fanout"
+
 
 def account_group(account_id: int) -> str:
     """The channel-layer group of one margin account's watchers."""
@@ -89,6 +94,24 @@ def events_publish_encoded(
 
         target_bands_check(ratios=margin_ratios)
     return len(rows)
+
+
+def events_fanout_publish(*, type: str, messages: Sequence[str]) -> int:
+    """Record many accounts' events of one ``type`` as one outbox row that the relay fans out:
+    ``messages`` are the delivered messages already encoded as JSON text
+    (``{"type": type, "account": account_id, ...}``, no NaN/inf), each sent to its own account's
+    group exactly as if it had a row of its own. Returns the number of events."""
+    if not messages:
+        return 0
+    payload = '{"events": [' + ", ".join(messages) + "]}"
+    if connection.vendor == "postgresql":
+        table = OutboxEvent._meta.db_table
+        sql = f'COPY {table} ("group", type, payload, created_at) FROM STDIN'
+        with connection.cursor() as cursor, cursor.cursor.copy(sql) as copy:
+            copy.write_row((FANOUT_GROUP, type, payload, timezone.now()))
+    else:
+        OutboxEvent.objects.create(group=FANOUT_GROUP, type=type, payload=json.loads(payload))
+    return len(messages)
 
 
 def event_publish(*, account_id: int, type: str, payload: dict) -> OutboxEvent:

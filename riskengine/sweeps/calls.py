@@ -24,7 +24,7 @@ from django.utils import timezone
 
 from accounts.models import AccountKind, MarginAccount
 from clearing.marketdata.services import ops_alerts_raise, ops_alerts_resolve
-from frontend.events import events_publish_encoded
+from frontend.events import events_fanout_publish, events_publish_encoded
 from riskengine.core import non_finite_figures
 from riskengine.core.calls import (
     CURE,
@@ -58,6 +58,10 @@ SUSPENDED_ALERT = "liquidation_suspended"
 # Critical: the engine gave an account a figure that is not a number (NaN or infinite).
 NOT_FINITE_ALERT = "margin_not_finite"
 _SUSPENDED = "liquidation suspended"
+# From this many margin.updated messages on (a full-sweep shard after a move), they are written
+# as one outbox row the relay fans out (frontend.events.events_fanout_publish) instead of a row
+# each: a crash that changes every account costs a row per shard, not 100,000.
+FANOUT_MIN = 500
 
 
 @dataclass
@@ -344,7 +348,11 @@ def calls_follow(
         sweep=sweep, ids=ids, push=push, status=status, finite=finite, figures=figures,
         excess=result.excess[ks], not_finite=not_finite,
     )  # fmt: skip
-    events_publish_encoded(rows=events + updates, margin_ratios=ratios)
+    if len(updates) >= FANOUT_MIN:
+        events_publish_encoded(rows=events, margin_ratios=ratios)
+        events_fanout_publish(type="margin.updated", messages=[message for _, _, message in updates])
+    else:
+        events_publish_encoded(rows=events + updates, margin_ratios=ratios)
     return outcome
 
 

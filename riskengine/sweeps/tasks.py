@@ -63,6 +63,14 @@ def sweep_requests_drain() -> int:
     return _drain()
 
 
+@shared_task(name="sweeps.liquidations_send", **RETRY)
+def liquidations_send(liquidation_ids: list[int]) -> int:
+    """Send the liquidations a shard escalated, one ``sweeps.liquidation_execute`` task each (the
+    shard sends this one message instead of thousands). Running it twice sends them twice; the
+    liquidations are idempotent."""
+    return services.liquidations_send(liquidation_ids=liquidation_ids)
+
+
 @shared_task(name="sweeps.liquidation_execute", **RETRY)
 def liquidation_execute(liquidation_id: int) -> str:
     return liquidation.liquidation_execute(liquidation_id=liquidation_id).status

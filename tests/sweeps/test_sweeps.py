@@ -447,3 +447,60 @@ def test_suspended_liquidations_cost_no_query_per_account(quotes, accounts, djan
     assert set(alerts.values_list("key", flat=True)) == keys
     causes = MarginCallEvent.objects.filter(call__account__in=bulk).values_list("cause", flat=True)
     assert sum(cause.startswith("liquidation suspended: BTC") for cause in causes) == accounts
+
+
+def test_a_shard_that_changes_many_accounts_pushes_their_margin_updates_as_one_fanout_row(
+    quotes, monkeypatch
+):
+    from frontend.events import FANOUT_GROUP
+    from frontend.relay import outbox_claim
+    from riskengine.sweeps import calls
+
+    monkeypatch.setattr(calls, "FANOUT_MIN", 1)
+    sweep, _ = services.sweep_full_run(cause="first", quotes=quotes, shard_size=10)
+
+    fanned = OutboxEvent.objects.filter(group=FANOUT_GROUP, type="margin.updated")
+    assert fanned.count() == sweep.shard_count  # every account is new: one row per shard
+    assert not OutboxEvent.objects.filter(type="margin.updated").exclude(group=FANOUT_GROUP).exists()
+    # Claimed, the rows are one margin.updated per account, in its own group, with its figures.
+    updates = [
+        (group, event) for _, group, event in outbox_claim(limit=1000) if event["type"] == "margin.updated"
+    ]
+    current = {m.account_id: m for m in AccountMargin.objects.all()}
+    assert (
+        sorted(event["account"] for _, event in updates)
+        == sorted(current)
+        == sorted(MarginAccount.objects.values_list("pk", flat=True))
+    )
+    for group, event in updates:
+        assert group == f"account-{event['account']}"
+        assert event["sweep"] == sweep.pk
+        assert event["status"] == current[event["account"]].status
+        assert event["equity"] == pytest.approx(float(current[event["account"]].equity))
+
+
+def test_a_shard_escalating_many_accounts_sends_their_liquidations_in_a_few_chunked_messages(
+    quotes, monkeypatch, django_capture_on_commit_callbacks
+):
+    from riskengine.sweeps.tasks import liquidation_execute, liquidations_send
+
+    monkeypatch.setattr(services, "LIQUIDATIONS_SENT_INLINE", 2)
+    monkeypatch.setattr(services, "LIQUIDATIONS_SEND_CHUNK", 2)
+    accounts = [account_with_btc_long(code=f"T-MANY-{n}", usd="5000") for n in range(3)]
+    crashed = moved(quotes, BTC=quotes.underlying_prices["BTC"] * 0.5)
+    with (
+        mock.patch.object(liquidations_send, "delay") as chunked,
+        mock.patch.object(liquidation_execute, "delay") as single,
+        django_capture_on_commit_callbacks(execute=True),
+    ):
+        services.sweep_accounts_run(account_ids=[a.pk for a in accounts], cause="crash", quotes=crashed)
+    ids = sorted(Liquidation.objects.filter(account__in=accounts).values_list("pk", flat=True))
+    assert len(ids) == 3
+    # Three escalated (more than sent inline): two messages of at most two ids, no single sends.
+    assert [sorted(c.args[0]) for c in chunked.call_args_list] == [ids[:2], ids[2:]]
+    single.assert_not_called()
+
+    with mock.patch.object(liquidation_execute, "delay") as single:
+        for call in chunked.call_args_list:  # what a worker then runs
+            liquidations_send.apply(args=[call.args[0]])
+    assert sorted(c.args[0] for c in single.call_args_list) == ids
