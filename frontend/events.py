@@ -6,9 +6,11 @@ roll back with it, and the relay in the web process pushes only committed rows.
 
 from __future__ import annotations
 
+import base64
 import json
 from collections.abc import Mapping, Sequence
 
+import numpy as np
 from django.core.serializers.json import DjangoJSONEncoder
 from django.db import connection
 from django.utils import timezone
@@ -96,14 +98,32 @@ def events_publish_encoded(
     return len(rows)
 
 
-def events_fanout_publish(*, type: str, messages: Sequence[str]) -> int:
-    """Record many accounts' events of one ``type`` as one outbox row that the relay fans out:
-    ``messages`` are the delivered messages already encoded as JSON text
-    (``{"type": type, "account": account_id, ...}``, no NaN/inf), each sent to its own account's
-    group exactly as if it had a row of its own. Returns the number of events."""
-    if not messages:
+def events_fanout_publish(*, type: str, fields: Mapping[str, object], columns: Mapping[str, Sequence]) -> int:
+    """Record many accounts' events of one ``type`` as one outbox row that the relay fans out.
+    Event ``i`` is ``{"type": type, **fields, name: columns[name][i] for each column}``; the
+    columns (of equal length) must include ``account``, whose group each event is sent to exactly
+    as if it had a row of its own. Number columns (numpy arrays; finite: the outbox holds no NaN)
+    are stored as base64 of their float64 or int64 bytes and string columns as codes into their
+    distinct values: a shard's 25,000 events are one small JSON document of a few strings, not
+    25,000 objects (or 150,000 JSON numbers) to encode, parse into ``jsonb`` and index; the relay
+    decodes them exactly (``fanout_events``). Returns the number of events."""
+    n = len(columns["account"])
+    if not n:
         return 0
-    payload = '{"events": [' + ", ".join(messages) + "]}"
+    encoded: dict[str, dict] = {}
+    for name, values in columns.items():
+        if isinstance(values, np.ndarray):
+            kind = "i8" if values.dtype.kind in "iu" else "f8"
+            if kind == "f8" and not np.isfinite(values).all():
+                raise ValueError(f"column {name} holds a figure that is not finite")
+            encoded[name] = {kind: base64.b64encode(values.astype(f"<{kind}").tobytes()).decode()}
+        else:
+            names, codes = np.unique(np.asarray(values, dtype=object).astype(str), return_inverse=True)
+            encoded[name] = {
+                "values": names.tolist(),
+                "codes": base64.b64encode(codes.astype("<i8").tobytes()).decode(),
+            }
+    payload = json.dumps({"fields": {"type": type, **fields}, "columns": encoded}, cls=DjangoJSONEncoder)
     if connection.vendor == "postgresql":
         table = OutboxEvent._meta.db_table
         sql = f'COPY {table} ("group", type, payload, created_at) FROM STDIN'
@@ -111,7 +131,25 @@ def events_fanout_publish(*, type: str, messages: Sequence[str]) -> int:
             copy.write_row((FANOUT_GROUP, type, payload, timezone.now()))
     else:
         OutboxEvent.objects.create(group=FANOUT_GROUP, type=type, payload=json.loads(payload))
-    return len(messages)
+    return n
+
+
+def _fanout_column(column: Mapping) -> list:
+    if "values" in column:
+        values = column["values"]
+        return [
+            values[code] for code in np.frombuffer(base64.b64decode(column["codes"]), dtype="<i8").tolist()
+        ]
+    kind = "i8" if "i8" in column else "f8"
+    return np.frombuffer(base64.b64decode(column[kind]), dtype=f"<{kind}").tolist()
+
+
+def fanout_events(payload: Mapping) -> list[dict]:
+    """The events of a fan-out row's payload (``events_fanout_publish``), in column order."""
+    fields, columns = payload["fields"], payload["columns"]
+    names = list(columns)
+    decoded = [_fanout_column(columns[name]) for name in names]
+    return [{**fields, **dict(zip(names, values, strict=True))} for values in zip(*decoded, strict=True)]
 
 
 def event_publish(*, account_id: int, type: str, payload: dict) -> OutboxEvent:

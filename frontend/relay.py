@@ -55,7 +55,7 @@ from django.utils.dateparse import parse_datetime
 
 from accounts.models import MarginAccount
 from clearing.ops.metrics import OUTBOX_PRUNED, RELAY_LAG, RELAY_RELEASED, RELAY_SEND_FAILURES, RELAY_SENT
-from frontend.events import FANOUT_GROUP, account_group
+from frontend.events import FANOUT_GROUP, account_group, fanout_events
 from frontend.models import OutboxEvent
 
 logger = logging.getLogger(__name__)
@@ -111,7 +111,7 @@ def outbox_claim(*, limit: int = BATCH) -> list[tuple[int, str, dict]]:
         decoded = [
             (pk, account_group(event["account"]), event)
             for pk, group, payload in decoded
-            for event in (payload["events"] if group == FANOUT_GROUP else [payload])
+            for event in (fanout_events(payload) if group == FANOUT_GROUP else [payload])
         ]
     return decoded
 

@@ -182,10 +182,9 @@ def calls_follow(
     unsafe = quotes.unsafe_for_liquidation()
     exposed_lists = exposed_symbols(book, unsafe) if unsafe else None
     has_call = np.isin(ids, list(open_calls))
-    elapsed = np.array(
-        [now >= open_calls[a].deadline if a in open_calls else cure <= timedelta(0) for a in id_list],
-        dtype=bool,
-    )
+    # A call opened now is already due only with a cure period of zero; an open one by its deadline.
+    elapsed = np.full(ids.size, cure <= timedelta(0))
+    elapsed[has_call] = np.isin(ids[has_call], [a for a, c in open_calls.items() if now >= c.deadline])
     exposed = (
         np.array([bool(exposed_lists[k]) for k in ks.tolist()], dtype=bool)
         if exposed_lists is not None
@@ -205,10 +204,11 @@ def calls_follow(
     escalates = np.isin(action, ESCALATES)
     deadline = now + cure
     call_id: dict[int, int] = {a: c.pk for a, c in open_calls.items()}
+    amounts = dict(zip(opens, storage.decimal_texts(decisions.amount[opens]), strict=True))
     new_ids = storage.calls_insert(
         account_ids=[id_list[i] for i in opens],
         statuses=[CallStatus.ESCALATED if escalates[i] else CallStatus.OPEN for i in opens],
-        amounts=[storage.decimal_of(float(decisions.amount[i])) for i in opens],
+        amounts=list(amounts.values()),
         snapshot_ids=[snapshot[i] for i in opens],
         deadline=deadline,
         opened_at=now,
@@ -315,10 +315,9 @@ def calls_follow(
             continue
         if code in OPENS:
             call_events.append((call, now, "", CallStatus.OPEN, f"equity {e:.2f} < IM {m_im:.2f}", snap))
-            amount = str(storage.decimal_of(float(decisions.amount[i])))
             events.append(
                 message(
-                    "margin_call.opened", account_id, call=call, amount=amount, deadline=deadline_text,
+                    "margin_call.opened", account_id, call=call, amount=amounts[i], deadline=deadline_text,
                     equity=e, initial_margin=m_im, maintenance_margin=m_mm,
                 )
             )  # fmt: skip
@@ -344,54 +343,48 @@ def calls_follow(
             outcome.escalated += 1
             outcome.liquidations.append(liquidation)
     storage.call_events_insert(call_events)
-    updates, ratios = _margin_updates(
-        sweep=sweep, ids=ids, push=push, status=status, finite=finite, figures=figures,
-        excess=result.excess[ks], not_finite=not_finite,
-    )  # fmt: skip
-    if len(updates) >= FANOUT_MIN:
-        events_publish_encoded(rows=events, margin_ratios=ratios)
-        events_fanout_publish(type="margin.updated", messages=[message for _, _, message in updates])
+    # margin.updated, up to one per account: a finite account's figures are all finite (JSON
+    # numbers as they are); one that is not gets null figures (no NaN in the outbox) and no
+    # target-band verdict on a ratio that is not a number.
+    chosen = np.flatnonzero(push)
+    good = chosen[finite[chosen]]
+    good_ids = ids[good]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ratio = np.where(mm[good] > 0, equity[good] / mm[good], np.nan)
+    ratios = {a: (None if np.isnan(r) else r) for a, r in zip(good_ids.tolist(), ratio.tolist(), strict=True)}
+    columns = {
+        "account": good_ids, "status": [STATUSES[s] for s in status[good].tolist()], "equity": equity[good],
+        "initial_margin": im[good], "maintenance_margin": mm[good], "excess": result.excess[ks][good],
+    }  # fmt: skip
+    nulls = [
+        message(
+            "margin.updated", id_list[i], sweep=sweep.pk, status=STATUSES[int(status[i])], equity=None,
+            initial_margin=None, maintenance_margin=None, excess=None, not_finite=not_finite[id_list[i]],
+        )
+        for i in chosen[~finite[chosen]].tolist()
+    ]  # fmt: skip
+    if good.size >= FANOUT_MIN:
+        events_publish_encoded(rows=events + nulls, margin_ratios=ratios)
+        events_fanout_publish(type="margin.updated", fields={"sweep": sweep.pk}, columns=columns)
     else:
-        events_publish_encoded(rows=events + updates, margin_ratios=ratios)
+        events_publish_encoded(
+            rows=events + _margin_updates(sweep=sweep, columns=columns) + nulls, margin_ratios=ratios
+        )
     return outcome
 
 
-def _margin_updates(
-    *,
-    sweep: Sweep,
-    ids: np.ndarray,
-    push: np.ndarray,
-    status: np.ndarray,
-    finite: np.ndarray,
-    figures: np.ndarray,
-    excess: np.ndarray,
-    not_finite: dict[int, list[str]],
-) -> tuple[list[tuple[int, str, str]], dict[int, float | None]]:
-    """The ``margin.updated`` messages (up to one per account), encoded straight to JSON text
-    for the outbox's COPY from the arrays (float reprs are JSON numbers; every figure of a finite
-    account is finite), and the ratios equity / MM for the target-band check."""
-    rows: list[tuple[int, str, str]] = []
-    ratios: dict[int, float | None] = {}
-    chosen = np.flatnonzero(push)
-    good = chosen[finite[chosen]]
-    names = [STATUSES[s] for s in status[good].tolist()]
+def _margin_updates(*, sweep: Sweep, columns: dict) -> list[tuple[int, str, str]]:
+    """One outbox row per account of ``columns`` (``margin.updated``), encoded straight to JSON
+    text from the arrays (float reprs are JSON numbers)."""
     head = f'"sweep": {sweep.pk}, "status": "'
-    for account_id, name, (e, i_m, m_m), x in zip(
-        ids[good].tolist(), names, figures[good].tolist(), excess[good].tolist(), strict=True
-    ):
-        rows.append((account_id, "margin.updated", (
+    return [
+        (account_id, "margin.updated", (
             f'{{"type": "margin.updated", "account": {account_id}, {head}{name}", "equity": {e!r}, '
             f'"initial_margin": {i_m!r}, "maintenance_margin": {m_m!r}, "excess": {x!r}}}'
-        )))  # fmt: skip
-        ratios[account_id] = e / m_m if m_m > 0 else None
-    for i in chosen[~finite[chosen]].tolist():
-        account_id = int(ids[i])
-        # No NaN in the outbox (PostgreSQL's JSON has none): null figures, and no target-band
-        # verdict on a ratio that is not a number.
-        message = {
-            "type": "margin.updated", "account": account_id, "sweep": sweep.pk,
-            "status": STATUSES[int(status[i])], "equity": None, "initial_margin": None,
-            "maintenance_margin": None, "excess": None, "not_finite": not_finite[account_id],
-        }  # fmt: skip
-        rows.append((account_id, "margin.updated", json.dumps(message)))
-    return rows, ratios
+        ))
+        for account_id, name, e, i_m, m_m, x in zip(
+            columns["account"].tolist(), columns["status"], columns["equity"].tolist(),
+            columns["initial_margin"].tolist(), columns["maintenance_margin"].tolist(),
+            columns["excess"].tolist(), strict=True,
+        )
+    ]  # fmt: skip

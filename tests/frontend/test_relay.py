@@ -2,11 +2,11 @@
 failed (at least once), and prunes old rows."""
 
 import asyncio
-import json
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 from unittest import mock
 
+import numpy as np
 import pytest
 from asgiref.sync import sync_to_async
 from channels.layers import InMemoryChannelLayer
@@ -141,13 +141,21 @@ def test_the_beat_task_prunes_old_rows_in_bounded_batches_without_any_relay(db):
     assert settings.CELERY_BEAT_SCHEDULE["frontend-outbox-prune"]["task"] == outbox_prune_task.name
 
 
-def fanout(*accounts: int) -> list[str]:
-    return [json.dumps({"type": "margin.updated", "account": a, "equity": float(a)}) for a in accounts]
+def fanout(*accounts: int) -> int:
+    return events_fanout_publish(
+        type="margin.updated",
+        fields={"sweep": 9},
+        columns={
+            "account": np.array(accounts),
+            "status": ["margin_call" if a % 2 else "healthy" for a in accounts],
+            "equity": np.array(accounts, dtype=float) + 0.1,
+        },
+    )
 
 
 def test_a_fanout_row_is_claimed_as_one_event_per_account_in_order_after_earlier_rows(db):
     events_publish(events=[(3, "margin_call.opened", {"call": 1})])
-    assert events_fanout_publish(type="margin.updated", messages=fanout(1, 2, 3)) == 3
+    assert fanout(1, 2, 3) == 3
     assert OutboxEvent.objects.filter(group=FANOUT_GROUP).count() == 1  # one row, three events
 
     claimed = outbox_claim()
@@ -158,7 +166,10 @@ def test_a_fanout_row_is_claimed_as_one_event_per_account_in_order_after_earlier
         ("account-2", "margin.updated"),
         ("account-3", "margin.updated"),
     ]
-    assert [payload["equity"] for _, _, payload in claimed[1:]] == [1.0, 2.0, 3.0]
+    assert [payload for _, _, payload in claimed[1:]] == [
+        {"type": "margin.updated", "sweep": 9, "account": a, "status": status, "equity": a + 0.1}
+        for a, status in ((1, "margin_call"), (2, "healthy"), (3, "margin_call"))
+    ]
     assert outbox_claim() == []
 
 
@@ -166,7 +177,7 @@ def test_a_fanout_row_is_claimed_as_one_event_per_account_in_order_after_earlier
 async def test_each_account_of_a_fanout_row_gets_its_own_event_and_a_failed_one_gets_it_again(
     transactional_db,
 ):
-    await sync_to_async(events_fanout_publish)(type="margin.updated", messages=fanout(1, 2))
+    await sync_to_async(fanout)(1, 2)
     inner = InMemoryChannelLayer()
     channels = {}
     for account in (1, 2):
@@ -190,7 +201,7 @@ async def test_each_account_of_a_fanout_row_gets_its_own_event_and_a_failed_one_
         with mock.patch("frontend.relay.get_channel_layer", return_value=inner):
             assert await relay.run_once() == 2
         second = await asyncio.wait_for(inner.receive(channels[2]), timeout=2)
-        assert [(e["account"], e["equity"]) for e in second["events"]] == [(2, 2.0)]
+        assert [(e["account"], e["equity"]) for e in second["events"]] == [(2, 2.1)]
         again = await asyncio.wait_for(inner.receive(channels[1]), timeout=2)
         assert [e["account"] for e in again["events"]] == [1]
         assert await relay.run_once() == 0
