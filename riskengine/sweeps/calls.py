@@ -157,8 +157,10 @@ def calls_follow(
         .values_list("pk", flat=True)
     )
     venue = np.isin(ids, list(venue_ids))
-    # Only accounts that may transition need their calls read: unhealthy ones, or healthy ones
-    # that had a status other than healthy (a call is open only on an account that was not).
+    # Only accounts that may transition need their calls read: unhealthy ones, and healthy ones
+    # whose current margin was not. An open call exists only on an account whose current margin
+    # is not healthy: it is opened, and cured, in the transaction that makes that margin current
+    # (an account without one has never been called).
     candidates = ~venue & (
         (status != HEALTHY) | np.array([previous.get(a, ("healthy",))[0] != "healthy" for a in id_list])
     )
