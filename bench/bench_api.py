@@ -57,7 +57,7 @@ def prepare() -> tuple[int, str]:
     """Seed the venue and a 50-position account; return its id and a trader's token."""
     import django
 
-    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "clearing.settings")
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "clearing.config.settings")
     django.setup()
     from django.core.management import call_command
 
@@ -280,7 +280,7 @@ def main() -> None:
     if not os.environ.get("DATABASE_URL", "").startswith("postgres"):
         sys.exit("Set DATABASE_URL to a PostgreSQL database for the benchmark.")
     os.environ.setdefault("DJANGO_DEBUG", "0")
-    # Each of a web process's request threads keeps its connection (clearing.asgi_handler).
+    # Each of a web process's request threads keeps its connection (clearing.server.asgi_handler).
     os.environ.setdefault("DATABASE_CONN_MAX_AGE", "60")
 
     account_id, token = prepare()

@@ -25,7 +25,7 @@ import uuid
 from datetime import UTC, datetime
 from unittest import mock
 
-os.environ.setdefault("DJANGO_SETTINGS_MODULE", "clearing.settings")
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "clearing.config.settings")
 
 import django
 
@@ -169,7 +169,7 @@ class CeleryWorkers:
     shards routed to it: the production path of a full sweep (broker, acks late, one shard a task)."""
 
     def __init__(self, count: int) -> None:
-        from clearing.celery import app
+        from clearing.config.celery import app
 
         self.app = app
         token = uuid.uuid4().hex[:8]

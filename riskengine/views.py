@@ -1,4 +1,4 @@
-"""The ops dashboard page (staff only: wrapped in ``admin.site.admin_view`` in ``clearing.urls``)."""
+"""The ops dashboard page (staff only: wrapped in ``admin.site.admin_view`` in ``clearing.config.urls``)."""
 
 from __future__ import annotations
 

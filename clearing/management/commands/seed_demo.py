@@ -1,7 +1,7 @@
 from django.core.management.base import BaseCommand
 
 from accounts.models import Member
-from clearing.celery import embedded_broker_folders_ensure
+from clearing.config.celery import embedded_broker_folders_ensure
 from clearing.demo import demo_venue_seed
 
 

@@ -1,7 +1,7 @@
 """The web server: uvicorn worker processes that each accept connections on their own socket.
 
-``python -m clearing.webserver`` (what ``docker/bin/web`` runs for compose, ``make run`` and CI)
-serves ``clearing.asgi:application`` with ``WEB_CONCURRENCY`` worker processes.
+``python -m clearing.server.webserver`` (what ``docker/bin/web`` runs for compose, ``make run`` and CI)
+serves ``clearing.config.asgi:application`` with ``WEB_CONCURRENCY`` worker processes.
 
 Why not ``uvicorn --workers N``: it binds one listening socket in the parent and shares it, so
 every worker waits on the same accept queue and Linux hands each new connection to the worker
@@ -35,12 +35,12 @@ import sys
 import threading
 from dataclasses import asdict, dataclass
 
-APPLICATION = "clearing.asgi:application"
+APPLICATION = "clearing.config.asgi:application"
 STARTUP_FAILURE = 3  # uvicorn's exit code for a worker that failed before serving
 RESTART_PAUSE_SECONDS = 1.0
 STOP_TIMEOUT_SECONDS = 30.0
 
-logger = logging.getLogger("clearing.webserver")
+logger = logging.getLogger("clearing.server.webserver")
 
 
 @dataclass(frozen=True)
