@@ -61,6 +61,7 @@ from accounts.services import (
     collateral_movements_apply,
     margin_accounts_lock,
 )
+from clearing.events import events_publish
 
 REFERENCE_MAX_LENGTH = 200
 REASON_MAX_LENGTH = 500
@@ -125,8 +126,6 @@ def custody_events_publish(*, changes: list[tuple[int, str, int, str]]) -> None:
     commits or rolls back with the change); the account page then re-reads its pending section."""
     if not changes:
         return
-    from frontend.events import events_publish  # the web app's outbox (imported late: a leaf of accounts)
-
     events_publish(
         events=[
             (account_id, "custody.updated", {"request": request, "id": pk, "state": state})

@@ -179,7 +179,7 @@ async def _run(*, clients: int, rounds: int, port: int) -> list[float]:
 
 def _stages(account, wall_started: float) -> dict[str, int]:
     """Where the time went, from the rows' own timestamps (same host clock)."""
-    from frontend.models import OutboxEvent
+    from clearing.models import OutboxEvent
     from riskengine.sweeps.models import MarginCall
 
     call = MarginCall.objects.filter(account=account).order_by("-id").first()

@@ -54,7 +54,7 @@ from clearing.marketdata.models import (
     VolMark,
     VolObservation,
 )
-from clearing.marketdata.signals import index_moved
+from clearing.marketdata.signals import index_moved, price_status_changed
 from clearing.models import Instrument, InstrumentKind
 from clearing.validation import decimal_finite, decimal_positive, errors_prefixed
 from riskengine.models import ParameterStatus, UnderlyingParameters
@@ -509,10 +509,9 @@ def _run_save(
         if state.status != run.previous_status.get(state.symbol):
             _status_alerts(state)
     # Members exposed to a symbol hear of its status change live, through the outbox (same transaction).
-    from frontend.services import price_status_events_publish
-
-    price_status_events_publish(
-        changes=[(s.symbol, run.previous_status.get(s.symbol, ""), s.status) for s in touched]
+    price_status_changed.send(
+        sender=__name__,
+        changes=[(s.symbol, run.previous_status.get(s.symbol, ""), s.status) for s in touched],
     )
     if run.moves:
         transaction.on_commit(partial(_moves_send, list(run.moves)))

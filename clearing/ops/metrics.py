@@ -160,8 +160,8 @@ class DatabaseCollector:
 
     def _families(self) -> Iterator[Metric]:
         from clearing.marketdata.models import IndexState, OpsAlert
+        from clearing.models import OutboxEvent
         from clearing.ops.insurance import SEVERITY, insurance_fund_value
-        from frontend.models import OutboxEvent
         from riskengine.sweeps.models import (
             Liquidation,
             LiquidationStatus,

@@ -42,10 +42,10 @@ from django.utils import timezone
 
 from accounts.models import AccountKind, Asset, MarginAccount, MovementKind
 from accounts.services import BalanceChange, collateral_movements_apply, margin_accounts_lock
+from clearing.events import events_publish, events_publish_encoded
 from clearing.models import Instrument, Position
 from clearing.ops.insurance import insurance_fund_after_liquidation
 from clearing.services import Fill, trades_book
-from frontend.events import events_publish, events_publish_encoded
 from riskengine.core import MODES, OPTION, DocumentError, compute_margin, non_finite_figures, parse_parameters
 from riskengine.core.margin import STATUSES
 from riskengine.loading import BookRows, LoadedBook, book_rows_fetch, margin_book_build, market_form_build

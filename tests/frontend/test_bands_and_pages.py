@@ -10,8 +10,9 @@ from django.db import connection
 from django.test.utils import CaptureQueriesContext
 
 from accounts.models import MarginAccount, User
-from frontend.events import events_publish
-from frontend.models import OutboxEvent, TargetBand
+from clearing.events import events_publish
+from clearing.models import OutboxEvent
+from frontend.models import TargetBand
 from frontend.services import price_status_events_publish, target_band_set
 from riskengine.sweeps.models import AccountMargin
 from riskengine.sweeps.services import sweep_accounts_run

@@ -15,8 +15,7 @@ from django.utils import timezone
 
 from clearing.api.serializers import AccountMarginOut, SnapshotOut
 from clearing.marketdata.models import OpsAlert
-from clearing.models import Trade
-from frontend.models import OutboxEvent
+from clearing.models import OutboxEvent, Trade
 from riskengine.selectors import parameter_set_active
 from riskengine.sweeps import services
 from riskengine.sweeps.models import AccountMargin, CallStatus, Liquidation, MarginCall, MarginSnapshot

@@ -12,9 +12,8 @@ from django.utils import timezone
 
 from accounts.models import AccountKind, Asset, CollateralBalance, CollateralMovement, MarginAccount
 from accounts.services import collateral_deposit
-from clearing.models import Position, Trade
+from clearing.models import OutboxEvent, Position, Trade
 from clearing.signals import accounts_changed
-from frontend.models import OutboxEvent
 from riskengine.core import compute_document
 from riskengine.sweeps import services
 from riskengine.sweeps.models import (
