@@ -43,7 +43,8 @@ SWEEP_SECONDS = 300
 
 def worker_start(name: str, queue: str, env: dict, log: Path) -> subprocess.Popen:
     command = [sys.executable, "-m", "celery", "-A", "clearing.config", "worker", "-c", "1", "-n", name,
-               "-Q", queue, "--without-gossip", "--without-mingle", "--without-heartbeat", "-l", "info"]  # fmt: skip
+               "-Q", queue, "--without-gossip", "--without-mingle", "--without-heartbeat",
+               "-l", "info"]  # fmt: skip
     return subprocess.Popen(command, cwd=ROOT, env=env, stdout=log.open("w"), stderr=subprocess.STDOUT)
 
 
