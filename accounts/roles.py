@@ -106,14 +106,14 @@ _MONITORING_VIEW = {
             "margincallevent",
             "liquidation",
         ],
-        # Deficits the insurance fund could not cover (clearing.ops.insurance), read-only.
+        # Deficits the insurance fund could not cover (riskengine.sweeps.insurance), read-only.
         "ops": ["uncovereddeficit"],
     }.items()
     for model in models
 }
 _OPS_MONITORING = {
     "marketdata.change_pricesource",
-    "marketdata.resolve_opsalert",
+    "ops.resolve_opsalert",
     "marketdata.confirm_indexprice",
 }
 

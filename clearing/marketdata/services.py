@@ -14,7 +14,7 @@ assets have no parameter rows of their own for these, and a stablecoin's toleran
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -46,7 +46,6 @@ from clearing.marketdata.models import (
     IndexPrice,
     IndexState,
     IndexStatus,
-    OpsAlert,
     PriceObservation,
     PriceSource,
     SourceQuote,
@@ -56,6 +55,7 @@ from clearing.marketdata.models import (
 )
 from clearing.marketdata.signals import index_moved, price_status_changed
 from clearing.models import Instrument, InstrumentKind
+from clearing.ops.alerts import ops_alert_raise, ops_alert_resolve
 from clearing.validation import decimal_finite, decimal_positive, errors_prefixed
 from riskengine.models import ParameterStatus, UnderlyingParameters
 
@@ -105,57 +105,6 @@ class VolIn:
     instrument: str
     iv: object
     source_time: datetime
-
-
-# --- Ops alerts ----------------------------------------------------------------------------------
-
-
-def ops_alerts_raise(
-    *, kind: str, messages: Mapping[str, str], now: datetime | None = None
-) -> list[OpsAlert]:
-    """Open the alerts ``(kind, key)`` of ``messages`` (key → message), or bump the open ones
-    (count, message, time): one locked read, one update, one insert, however many keys (a sweep
-    suspends thousands of liquidations at once).
-
-    One open alert per ``(kind, key)`` is a unique index; an alert another process opens between
-    our read and our insert is kept as it is (``ignore_conflicts``), so a race never fails the
-    caller's transaction. Alerts opened here are returned without their primary key."""
-    if not messages:
-        return []
-    now = now or timezone.now()
-    pending = dict(messages)
-    alerts = list(
-        OpsAlert.objects.select_for_update()
-        .filter(kind=kind, key__in=list(pending), resolved_at=None)
-        .order_by("pk")
-    )
-    for alert in alerts:
-        alert.raise_count += 1
-        alert.message = pending.pop(alert.key)
-        alert.last_raised_at = now
-    OpsAlert.objects.bulk_update(alerts, ["raise_count", "message", "last_raised_at"])
-    opened = [OpsAlert(kind=kind, key=key, message=text, last_raised_at=now) for key, text in pending.items()]
-    OpsAlert.objects.bulk_create(opened, ignore_conflicts=True)
-    return alerts + opened
-
-
-@transaction.atomic
-def ops_alert_raise(*, kind: str, key: str, message: str) -> OpsAlert:
-    """Open an alert, or bump the open one with the same ``(kind, key)`` (count, message, time)."""
-    (alert,) = ops_alerts_raise(kind=kind, messages={key: message})
-    return alert if alert.pk else OpsAlert.objects.get(kind=kind, key=key, resolved_at=None)
-
-
-def ops_alerts_resolve(*, kind: str, keys: Iterable[str], now: datetime | None = None) -> int:
-    """Close the open alerts ``(kind, key)`` for ``keys``; returns how many were closed."""
-    return OpsAlert.objects.filter(kind=kind, key__in=list(keys), resolved_at=None).update(
-        resolved_at=now or timezone.now()
-    )
-
-
-def ops_alert_resolve(*, kind: str, key: str) -> int:
-    """Close the open alert ``(kind, key)``, if any; returns how many were closed (0 or 1)."""
-    return ops_alerts_resolve(kind=kind, keys=[key])
 
 
 # --- Sources -------------------------------------------------------------------------------------
@@ -905,10 +854,6 @@ __all__ = [
     "index_price_confirm",
     "index_prices_refresh",
     "index_sweep_reference_set",
-    "ops_alert_raise",
-    "ops_alert_resolve",
-    "ops_alerts_raise",
-    "ops_alerts_resolve",
     "oracle_rules",
     "price_observation_submit",
     "price_observations_submit",

@@ -43,8 +43,10 @@ from django.utils import timezone
 from accounts.models import AccountKind, Asset, MarginAccount, MovementKind
 from accounts.services import BalanceChange, collateral_movements_apply, margin_accounts_lock
 from clearing.events import events_publish, events_publish_encoded
+from clearing.marketdata.selectors import market_quotes_current
+from clearing.marketdata.services import index_sweep_reference_set
 from clearing.models import Instrument, Position
-from clearing.ops.insurance import insurance_fund_after_liquidation
+from clearing.ops.alerts import ops_alerts_raise, ops_alerts_resolve
 from clearing.services import Fill, trades_book
 from riskengine.core import MODES, OPTION, DocumentError, compute_margin, non_finite_figures, parse_parameters
 from riskengine.core.margin import STATUSES
@@ -53,6 +55,7 @@ from riskengine.quotes import MarketQuotes
 from riskengine.reference import reference_current
 from riskengine.services import INVALID_SET_ALERT
 from riskengine.sweeps import codec
+from riskengine.sweeps.insurance import insurance_fund_after_liquidation
 from riskengine.sweeps.models import (
     AccountMargin,
     CallStatus,
@@ -82,8 +85,6 @@ NOT_FINITE_ALERT = "margin_not_finite"
 
 
 def quotes_current() -> MarketQuotes:
-    from clearing.marketdata.selectors import market_quotes_current
-
     return market_quotes_current()
 
 
@@ -401,8 +402,6 @@ def _calls_follow(
     account finite again."""
     if not current:
         return
-    from clearing.marketdata.services import ops_alerts_raise, ops_alerts_resolve
-
     ids = np.array(sorted(current), dtype=np.int64)
     ks = np.searchsorted(book.rows.account_ids, ids)
     status = result.status[ks]
@@ -755,12 +754,12 @@ def _event(call, from_status, to_status, cause, snapshot_id, now) -> MarginCallE
 
 
 def _liquidations_enqueue(ids: list[int]) -> None:
-    from riskengine.sweeps.tasks import liquidation_execute as task
+    from riskengine.sweeps.tasks import liquidation_execute as task  # circular: tasks import this module
 
     # Runs after the shard's commit: a broker error here must neither fail the task whose work is
     # committed (nor mark its sweep failed) nor lose the liquidation. The liquidation row is in
     # progress in the database, and ``ops.liquidations_resume`` sends its task again from that
-    # state within its bound (clearing.ops.recovery).
+    # state within its bound (riskengine.sweeps.recovery).
     for liquidation_id in ids:
         try:
             task.delay(liquidation_id)
@@ -849,11 +848,11 @@ def sweep_full_create(
 
 
 def _shards_enqueue(shard_ids: list[int]) -> None:
-    from riskengine.sweeps.tasks import sweep_shard
+    from riskengine.sweeps.tasks import sweep_shard  # circular: tasks import this module
 
     # After the sweep's commit: a broker error must not fail the caller or leave the sweep running
     # for ever. The shards are pending in the database and ``ops.sweeps_recover`` sends them again
-    # from that state within its bound (clearing.ops.recovery).
+    # from that state within its bound (riskengine.sweeps.recovery).
     for shard_id in shard_ids:
         try:
             sweep_shard.delay(shard_id)
@@ -922,8 +921,6 @@ def _sweep_progress(*, sweep: Sweep, quotes: MarketQuotes) -> None:
     # Event sweeps fire on moves from the newest full sweep's prices: a superseded sweep that
     # completes late must not put its older prices back as the reference.
     if sweep.kind == SweepKind.FULL and not sweep_superseded(sweep=sweep):
-        from clearing.marketdata.services import index_sweep_reference_set
-
         # Quotes are floats (an oracle's median, a moved test price): NUMERIC(28, 10) takes 10 places.
         prices = {
             s: _decimal(p) for s, p in {**quotes.underlying_prices, **quotes.asset_prices}.items() if p > 0
@@ -964,8 +961,6 @@ def sweep_full_due(*, now: datetime | None = None) -> Sweep | None:
         except DocumentError as error:
             # Activated before a rule existed (approval and activation refuse such a set now):
             # nothing can be margined with it. No sweep, a critical alert until ops replace it.
-            from clearing.marketdata.services import ops_alerts_raise
-
             log.critical("active parameter set %s fails validation: %s", parameter_set.version, error)
             ops_alerts_raise(
                 kind=INVALID_SET_ALERT,
@@ -1067,7 +1062,7 @@ def sweep_requests_add(*, account_ids, cause: str) -> int:
 
 
 def _drain_enqueue() -> None:
-    from riskengine.sweeps.tasks import sweep_requests_drain as task
+    from riskengine.sweeps.tasks import sweep_requests_drain as task  # circular: tasks import this module
 
     # Runs after the writer's commit: a broker outage must not fail the trade or deposit. The
     # request row stays and the periodic task drains it.
@@ -1247,8 +1242,6 @@ def liquidation_execute(*, liquidation_id: int, quotes: MarketQuotes | None = No
         rows=book_rows_fetch(account_ids=[liquidation.account_id]), parameters_form=form, quotes=quotes
     )
     if unsafe := _exposed(book, quotes.unsafe_for_liquidation())[0]:
-        from clearing.marketdata.services import ops_alerts_raise
-
         ops_alerts_raise(
             kind=SUSPENDED_ALERT,
             messages={
@@ -1261,8 +1254,6 @@ def liquidation_execute(*, liquidation_id: int, quotes: MarketQuotes | None = No
     if not compute_margin(book.margin_input).finite[0]:
         # Fail closed: nothing is traded on a figure that is not a number; the liquidation waits,
         # in progress, with a critical alert, until its prices give finite figures.
-        from clearing.marketdata.services import ops_alerts_raise
-
         ops_alerts_raise(
             kind=NOT_FINITE_ALERT,
             messages={
@@ -1348,8 +1339,6 @@ def liquidation_execute(*, liquidation_id: int, quotes: MarketQuotes | None = No
             )
         ]
     )
-    from clearing.marketdata.services import ops_alerts_resolve
-
     ops_alerts_resolve(kind=SUSPENDED_ALERT, keys=[str(account.pk)])
     insurance_fund_after_liquidation(liquidation=liquidation, quotes=quotes)
     return liquidation

@@ -5,8 +5,9 @@ import pytest
 from django.urls import reverse
 from django.utils.html import escape
 
-from clearing.marketdata.models import IndexPrice, OpsAlert, PriceObservation, PriceSource
-from clearing.marketdata.services import ops_alert_raise
+from clearing.marketdata.models import IndexPrice, PriceObservation, PriceSource
+from clearing.ops.alerts import ops_alert_raise
+from clearing.ops.models import OpsAlert
 from riskengine.sweeps import services
 from riskengine.sweeps.models import Liquidation, MarginCall, MarginSnapshot, Sweep
 from tests.dashboard.test_dashboard import activity
@@ -61,7 +62,7 @@ def test_staff_see_every_market_data_and_sweeps_page(client, swept, username):
         assert client.get(reverse(f"admin:{app}_{model}_change", args=[obj.pk])).status_code == 200, model
     index = client.get(reverse("admin:index")).content.decode()
     assert reverse("admin:sweeps_margincall_changelist") in index
-    assert reverse("admin:marketdata_opsalert_changelist") in index
+    assert reverse("admin:ops_opsalert_changelist") in index
 
 
 def test_members_reach_none_of_them(client, swept, trader):
@@ -100,7 +101,7 @@ def test_ops_switch_a_price_source_off_but_cannot_rename_or_add_one(client, demo
 
 def test_ops_resolve_alerts_and_risk_approvers_cannot(client, demo, ops, approver):
     alert = ops_alert_raise(kind="feed_gap", key="feed-2", message="feed-2 silent")
-    url = reverse("admin:marketdata_opsalert_changelist")
+    url = reverse("admin:ops_opsalert_changelist")
     data = {"action": "resolve", "_selected_action": [alert.pk]}
 
     client.force_login(approver)

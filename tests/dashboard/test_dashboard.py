@@ -14,7 +14,8 @@ from accounts.models import AccountKind, Asset, CollateralBalance, MarginAccount
 from accounts.services import collateral_deposit
 from clearing.marketdata.models import IndexPrice, IndexState
 from clearing.marketdata.selectors import market_quotes_current
-from clearing.marketdata.services import PriceIn, ops_alert_raise, price_observations_submit
+from clearing.marketdata.services import PriceIn, price_observations_submit
+from clearing.ops.alerts import ops_alert_raise
 from riskengine.dashboard import dashboard_panels, duration_text
 from riskengine.sweeps import services
 from riskengine.sweeps.models import AccountMargin, Liquidation, MarginCall, MarginStatus

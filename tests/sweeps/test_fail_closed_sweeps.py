@@ -14,8 +14,8 @@ import pytest
 from django.utils import timezone
 
 from clearing.api.serializers import AccountMarginOut, SnapshotOut
-from clearing.marketdata.models import OpsAlert
 from clearing.models import OutboxEvent, Trade
+from clearing.ops.models import OpsAlert
 from riskengine.selectors import parameter_set_active
 from riskengine.sweeps import services
 from riskengine.sweeps.models import AccountMargin, CallStatus, Liquidation, MarginCall, MarginSnapshot

@@ -39,7 +39,6 @@ from django.utils import timezone
 
 from accounts.models import MarginAccount
 from clearing.config.celery import app
-from clearing.ops.recovery import shard_resend_after, sweeps_recover
 from riskengine.sweeps import services
 from riskengine.sweeps.models import (
     AccountMargin,
@@ -50,6 +49,7 @@ from riskengine.sweeps.models import (
     SweepShard,
     SweepStatus,
 )
+from riskengine.sweeps.recovery import shard_resend_after, sweeps_recover
 from riskengine.sweeps.tasks import sweep_shard
 from tests.sweeps.conftest import demo_quotes, moved
 from tests.sweeps.test_two_workers import queue_purge

@@ -234,7 +234,7 @@ def test_a_deficit_is_covered_by_the_insurance_fund_and_recorded(quotes):
 
 
 def test_a_stale_price_suspends_liquidation_but_not_the_margin_call(quotes):
-    from clearing.marketdata.models import OpsAlert
+    from clearing.ops.models import OpsAlert
 
     account = account_with_btc_long(code="T-STALE", usd="20000")
     crashed = moved(demo_quotes(BTC="stale"), BTC=quotes.underlying_prices["BTC"] * 0.93)
@@ -432,7 +432,7 @@ def test_a_shard_makes_as_many_queries_whatever_the_number_of_accounts_in_a_call
 
 @pytest.mark.parametrize("accounts", [2, 12])
 def test_suspended_liquidations_cost_no_query_per_account(quotes, accounts, django_assert_max_num_queries):
-    from clearing.marketdata.models import OpsAlert
+    from clearing.ops.models import OpsAlert
 
     stale = demo_quotes(BTC="stale")
     shard_run_queries(quotes=stale, accounts=accounts, assert_max=django_assert_max_num_queries)
