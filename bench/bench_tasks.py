@@ -31,8 +31,8 @@ from unittest import mock
 import numpy as np
 
 import bench.bench_sweep as venue  # sets up Django
-from clearing.marketdata.calibration import calibration_propose
 from clearing.ops.retention import BATCH, margin_snapshots_prune
+from riskengine.calibration import calibration_propose
 from riskengine.sweeps import services
 from riskengine.sweeps.models import Liquidation, LiquidationStatus
 

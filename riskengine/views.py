@@ -7,7 +7,7 @@ from django.core.exceptions import PermissionDenied
 from django.template.loader import render_to_string
 from django.template.response import TemplateResponse
 
-from riskengine.dashboard import dashboard_panels
+from clearing.dashboard import dashboard_panels
 
 
 def ops_dashboard(request):

@@ -22,12 +22,12 @@ from django.conf import settings
 from django.core.exceptions import ValidationError
 
 from accounts.models import Asset, MarginAccount
+from clearing.marketdata.quotes import MarketQuotes
 from clearing.models import Instrument, InstrumentKind
 from clearing.services import position_after_fill
 from clearing.validation import decimal_nonzero, decimal_positive
 from riskengine.core import NonFiniteFigures, black76_price, compute_margin, non_finite_figures
 from riskengine.loading import BookRows, account_rows_fetch, margin_book_build
-from riskengine.quotes import MarketQuotes
 from riskengine.reference import Reference, quotes_current_cached, reference_current
 
 SECONDS_PER_YEAR = 365 * 24 * 3600

@@ -14,6 +14,7 @@ from django.conf import settings
 from django.utils import timezone
 
 from accounts.models import Asset
+from clearing.dashboard import DashboardPanel, dashboard_panel_register, duration_text
 from clearing.marketdata.aggregation import UNCONFIRMED
 from clearing.marketdata.models import IndexState, SymbolKind
 from clearing.marketdata.selectors import market_quotes_current
@@ -21,7 +22,6 @@ from clearing.marketdata.services import oracle_rules
 from clearing.models import Underlying
 from clearing.ops.alerts import ops_alerts_open
 from clearing.ops.models import OpsAlert
-from riskengine.dashboard import DashboardPanel, dashboard_panel_register, duration_text
 
 
 def price_text(price: Decimal | float | None) -> str:

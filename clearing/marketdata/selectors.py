@@ -9,7 +9,7 @@ from django.utils import timezone
 
 from clearing.marketdata.aggregation import DEGRADED, OK, STALE
 from clearing.marketdata.models import IndexClose, IndexPrice, IndexState, SymbolKind, VolMark
-from riskengine.quotes import MarketQuotes
+from clearing.marketdata.quotes import MarketQuotes
 
 
 def market_quotes_current(*, at: datetime | None = None) -> MarketQuotes:

@@ -57,7 +57,6 @@ from clearing.marketdata.signals import index_moved, price_status_changed
 from clearing.models import Instrument, InstrumentKind
 from clearing.ops.alerts import ops_alert_raise, ops_alert_resolve
 from clearing.validation import decimal_finite, decimal_positive, errors_prefixed
-from riskengine.models import ParameterStatus, UnderlyingParameters
 
 # How far in the future a source's clock may be before its observation is refused.
 MAX_CLOCK_SKEW = timedelta(seconds=5)
@@ -136,6 +135,26 @@ def _sources_resolve(users: Sequence[User], field: Callable[[int], str]) -> dict
 # --- Rules ---------------------------------------------------------------------------------------
 
 
+# The rules of underlyings are governed in the risk parameter set, which the risk engine owns: it
+# registers their reader here in its ``AppConfig.ready()`` (``riskengine.selectors.
+# underlying_oracle_rules``), so the oracle reads them without importing the engine. The reader
+# takes a set of symbols and returns ``(symbol, *ORACLE_FIELDS)`` rows of the active set's active
+# underlyings among them.
+UnderlyingRulesReader = Callable[[set[str]], Iterable[tuple]]
+_underlying_rules_readers: list[UnderlyingRulesReader] = []
+
+
+def oracle_underlying_rules_register(read: UnderlyingRulesReader) -> None:
+    """Make ``read`` the source of the underlyings' oracle rules (replacing any earlier one)."""
+    _underlying_rules_readers[:] = [read]
+
+
+def _underlying_rules_read(symbols: set[str]) -> Iterable[tuple]:
+    if not _underlying_rules_readers:
+        raise RuntimeError("no reader of the underlyings' oracle rules is registered (riskengine app)")
+    return _underlying_rules_readers[0](symbols)
+
+
 def oracle_rules(*, symbols: Iterable[str]) -> dict[str, tuple[str, OracleRules]]:
     """``symbol → (kind, rules)`` for the known symbols among ``symbols`` (two queries).
 
@@ -145,11 +164,7 @@ def oracle_rules(*, symbols: Iterable[str]) -> dict[str, tuple[str, OracleRules]
     """
     wanted = set(symbols)
     found: dict[str, tuple[str, OracleRules]] = {}
-    rows = UnderlyingParameters.objects.filter(
-        parameter_set__status=ParameterStatus.ACTIVE,
-        underlying__symbol__in=wanted,
-        underlying__is_active=True,
-    ).values_list("underlying__symbol", *ORACLE_FIELDS)
+    rows = _underlying_rules_read(wanted)
     for symbol, max_age, max_dev, min_sources, breaker, window, event in rows:
         found[symbol] = (
             SymbolKind.UNDERLYING,

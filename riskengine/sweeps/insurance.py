@@ -36,12 +36,12 @@ from django.db import transaction
 from django.utils import timezone
 
 from accounts.models import AccountKind, CollateralBalance, MarginAccount
+from clearing.marketdata.quotes import MarketQuotes
 from clearing.marketdata.selectors import market_quotes_current
 from clearing.ops.alerts import ops_alerts_raise, ops_alerts_resolve
 from clearing.ops.metrics import INSURANCE_CHECK_FAILURES
 from clearing.ops.models import OpsAlert, UncoveredDeficit
 from riskengine.models import ParameterSet, ParameterStatus
-from riskengine.quotes import MarketQuotes
 from riskengine.sweeps.models import Liquidation, Sweep, SweepKind, SweepStatus
 from riskengine.sweeps.selectors import sweep_quotes
 

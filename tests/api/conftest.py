@@ -15,9 +15,9 @@ from rest_framework.test import APIClient
 from accounts.models import AccountKind, MarginAccount, Member, Role, User
 from accounts.services import api_token_issue, collateral_deposit, user_create
 from clearing.api.throttling import WindowRateThrottle
+from clearing.marketdata.quotes import MarketQuotes
 from clearing.marketdata.services import price_source_register
 from riskengine import whatif
-from riskengine.quotes import MarketQuotes
 from riskengine.services import parameter_set_bootstrap
 from tests import factories
 from tests.governance.conftest import venue_parameters_form

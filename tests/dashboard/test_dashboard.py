@@ -12,11 +12,11 @@ from django.utils import timezone
 
 from accounts.models import AccountKind, Asset, CollateralBalance, MarginAccount, User
 from accounts.services import collateral_deposit
+from clearing.dashboard import dashboard_panels, duration_text
 from clearing.marketdata.models import IndexPrice, IndexState
 from clearing.marketdata.selectors import market_quotes_current
 from clearing.marketdata.services import PriceIn, price_observations_submit
 from clearing.ops.alerts import ops_alert_raise
-from riskengine.dashboard import dashboard_panels, duration_text
 from riskengine.sweeps import services
 from riskengine.sweeps.models import AccountMargin, Liquidation, MarginCall, MarginStatus
 from tests.sweeps.conftest import account_with_btc_long, moved
