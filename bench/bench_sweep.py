@@ -36,7 +36,7 @@ from django.core.management import call_command  # noqa: E402
 from django.db import connection  # noqa: E402
 
 from accounts.models import Asset, CollateralBalance, MarginAccount, Member  # noqa: E402
-from clearing.demo import UNDERLYINGS, spot_prices  # noqa: E402
+from clearing.marketdata.demo import UNDERLYINGS, spot_prices  # noqa: E402
 from clearing.marketdata.quotes import MarketQuotes  # noqa: E402
 from clearing.models import Instrument, InstrumentKind, Position  # noqa: E402
 from riskengine.sweeps import services  # noqa: E402

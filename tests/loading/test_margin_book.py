@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from django.core.management import call_command
 
-from clearing.demo import UNDERLYINGS, spot_prices
+from clearing.marketdata.demo import UNDERLYINGS, spot_prices
 from clearing.marketdata.quotes import MarketQuotes
 from clearing.models import Instrument, InstrumentKind
 from riskengine.core import DocumentError, compute_document, compute_margin

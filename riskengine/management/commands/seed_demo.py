@@ -2,7 +2,7 @@ from django.core.management.base import BaseCommand
 
 from accounts.models import Member
 from clearing.config.celery import embedded_broker_folders_ensure
-from clearing.demo import demo_venue_seed
+from riskengine.demo import demo_venue_seed
 
 
 class Command(BaseCommand):
