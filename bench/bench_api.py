@@ -63,8 +63,8 @@ def prepare() -> tuple[int, str]:
 
     from accounts.models import Asset, MarginAccount, Member, Role, User
     from accounts.services import api_token_issue, collateral_deposit, user_create
+    from accounts.trading import Fill, trades_book
     from clearing.models import Instrument, InstrumentKind
-    from clearing.services import Fill, trades_book
 
     call_command("migrate", verbosity=0)
     call_command("seed_demo", "--if-empty", verbosity=0)

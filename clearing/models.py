@@ -1,6 +1,6 @@
 """The clearing domain: underlyings, instruments, trades (immutable fills) and positions.
 
-A ``Position`` is derived from trades by ``clearing.services.trade_book`` in the same transaction
+A ``Position`` is derived from trades by ``accounts.trading.trade_book`` in the same transaction
 as the trade; nothing else writes it. The database enforces what the model validates: positive
 multipliers, strikes and prices; options with strike, right and expiry; one position row per
 account and instrument.

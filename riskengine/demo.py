@@ -20,9 +20,9 @@ from django.utils import timezone
 
 from accounts.models import AccountKind, Asset, MarginAccount, MarginMode, Member, Role, User
 from accounts.services import collateral_deposit, user_create
+from accounts.trading import Fill, trades_book
 from clearing.marketdata.demo import UNDERLYINGS, marketdata_demo_seed, spot_prices
 from clearing.models import Instrument, InstrumentKind, OptionRight, Trade, Underlying
-from clearing.services import Fill, trades_book
 from riskengine.core.black76 import black76_price
 from riskengine.models import ParameterSet
 from riskengine.services import parameter_set_bootstrap

@@ -42,13 +42,13 @@ from django.utils import timezone
 
 from accounts.models import AccountKind, Asset, MarginAccount, MovementKind
 from accounts.services import BalanceChange, collateral_movements_apply, margin_accounts_lock
+from accounts.trading import Fill, trades_book
 from clearing.events import events_publish, events_publish_encoded
 from clearing.marketdata.quotes import MarketQuotes
 from clearing.marketdata.selectors import market_quotes_current
 from clearing.marketdata.services import index_sweep_reference_set
 from clearing.models import Instrument, Position
 from clearing.ops.alerts import ops_alerts_raise, ops_alerts_resolve
-from clearing.services import Fill, trades_book
 from riskengine.core import MODES, OPTION, DocumentError, compute_margin, non_finite_figures, parse_parameters
 from riskengine.core.margin import STATUSES
 from riskengine.loading import BookRows, LoadedBook, book_rows_fetch, margin_book_build, market_form_build

@@ -120,7 +120,7 @@ class Swept:
 def swept(world) -> Swept:
     """Account A is swept into a margin call (12 BTC long on 100k USDC: IM ≈ 108k, MM ≈ 86k);
     account B is swept healthy; a liquidation record exists for A's call."""
-    from clearing.services import trade_book
+    from accounts.trading import trade_book
     from riskengine.sweeps.models import Liquidation, MarginCall
     from riskengine.sweeps.services import sweep_accounts_run
 

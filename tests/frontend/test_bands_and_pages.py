@@ -79,7 +79,7 @@ def test_a_sweep_outside_the_band_alerts_once_and_again_when_back_inside(account
 
 
 def test_price_status_changes_reach_only_the_exposed_accounts(venue, member_a, member_b):
-    from clearing.services import Fill, trades_book
+    from accounts.trading import Fill, trades_book
 
     exposed = factories.account_make(member=member_a, code="AAA-01")
     other = factories.account_make(member=member_b, code="BBB-01")

@@ -5,8 +5,8 @@ from django.core.exceptions import ValidationError
 from django.utils import timezone
 
 from accounts.services import collateral_deposit
+from accounts.trading import Fill, trades_book
 from clearing.marketdata.quotes import MarketQuotes
-from clearing.services import Fill, trades_book
 from riskengine.core import compute_document
 from riskengine.models import AssetParameters
 from riskengine.selectors import parameter_set_impact

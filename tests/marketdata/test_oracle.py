@@ -471,7 +471,7 @@ def test_a_single_degraded_source_does_not_allow_liquidation(oracle, clock, memb
     """An account deep below its maintenance margin is margin-called but not liquidated while BTC
     has one fresh source; once the quorum is back, the liquidation starts."""
     from accounts.services import collateral_deposit
-    from clearing.services import trade_book
+    from accounts.trading import trade_book
     from riskengine.sweeps.models import Liquidation, MarginCall
     from riskengine.sweeps.services import sweep_accounts_run
 

@@ -311,8 +311,8 @@ def test_booking_a_trade_sends_accounts_changed_on_commit(quotes, django_capture
     )
     try:
         with django_capture_on_commit_callbacks(execute=True), mock.patch.object(services, "_drain_enqueue"):
+            from accounts.trading import trade_book
             from clearing.marketdata.demo import spot_prices
-            from clearing.services import trade_book
 
             trade_book(account=account, instrument="BTC-PERP", quantity=1, price=spot_prices()["BTC"])
     finally:
