@@ -21,6 +21,7 @@ from datetime import datetime, timedelta
 from decimal import Decimal
 from functools import partial
 
+import psycopg
 from django.conf import settings
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.db import connection, transaction
@@ -383,12 +384,9 @@ def _ids_draw(models_: Sequence[type], count: int) -> list[tuple[int, ...]]:
 def _pipeline():
     """psycopg's pipeline mode on PostgreSQL: the statements inside go out without waiting for
     each other's results, so the writes of a run cost one round trip instead of one each."""
-    if connection.vendor == "postgresql":
-        import psycopg
-
-        if psycopg.Pipeline.is_supported():
-            connection.ensure_connection()
-            return connection.connection.pipeline()
+    if connection.vendor == "postgresql" and psycopg.Pipeline.is_supported():
+        connection.ensure_connection()
+        return connection.connection.pipeline()
     return nullcontext()
 
 

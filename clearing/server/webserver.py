@@ -35,6 +35,8 @@ import sys
 import threading
 from dataclasses import asdict, dataclass
 
+import uvicorn
+
 APPLICATION = "clearing.config.asgi:application"
 STARTUP_FAILURE = 3  # uvicorn's exit code for a worker that failed before serving
 RESTART_PAUSE_SECONDS = 1.0
@@ -83,8 +85,6 @@ def reuse_port_socket(host: str, port: int) -> socket.socket:
 
 def _worker_main(options: dict) -> None:
     """One worker process: its own listening socket, then uvicorn until SIGTERM."""
-    import uvicorn
-
     server_options = ServerOptions(**options)
     sock = reuse_port_socket(server_options.host, server_options.port)
     config = uvicorn.Config(
@@ -153,8 +153,6 @@ def main() -> int:
     if options.workers > 1 and sys.platform.startswith("linux"):
         return Supervisor(options).run()
     # One worker; or elsewhere, where SO_REUSEPORT does not spread connections: uvicorn as it comes.
-    import uvicorn
-
     uvicorn.run(
         APPLICATION,
         host=options.host,
