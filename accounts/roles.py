@@ -96,7 +96,7 @@ _PARAMETERS_EDIT = {
 _MONITORING_VIEW = {
     f"{app}.view_{model}"
     for app, models in {
-        "marketdata": ["pricesource", "priceobservation", "indexprice", "indexstate", "opsalert"],
+        "marketdata": ["pricesource", "priceobservation", "indexprice", "indexstate"],
         "sweeps": [
             "sweep",
             "sweepshard",
@@ -106,8 +106,9 @@ _MONITORING_VIEW = {
             "margincallevent",
             "liquidation",
         ],
-        # Deficits the insurance fund could not cover (riskengine.sweeps.insurance), read-only.
-        "ops": ["uncovereddeficit"],
+        # Ops alerts (clearing.ops.alerts) and the deficits the insurance fund could not cover
+        # (riskengine.sweeps.insurance), read-only.
+        "ops": ["opsalert", "uncovereddeficit"],
     }.items()
     for model in models
 }
