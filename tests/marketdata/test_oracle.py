@@ -15,7 +15,6 @@ from clearing.marketdata.models import (
     IndexClose,
     IndexPrice,
     IndexState,
-    OpsAlert,
     PriceObservation,
     VolMark,
     VolObservation,
@@ -26,13 +25,13 @@ from clearing.marketdata.services import (
     index_price_confirm,
     index_prices_refresh,
     index_sweep_reference_set,
-    ops_alert_raise,
-    ops_alert_resolve,
     price_observation_submit,
     price_observations_submit,
     vol_observation_submit,
 )
 from clearing.marketdata.signals import index_moved
+from clearing.ops.alerts import ops_alert_raise, ops_alert_resolve
+from clearing.ops.models import OpsAlert
 from tests import factories
 
 
