@@ -759,7 +759,7 @@ def _liquidations_enqueue(ids: list[int]) -> None:
     # Runs after the shard's commit: a broker error here must neither fail the task whose work is
     # committed (nor mark its sweep failed) nor lose the liquidation. The liquidation row is in
     # progress in the database, and ``ops.liquidations_resume`` sends its task again from that
-    # state within its bound (riskengine.sweeps.recovery).
+    # state within its bound (clearing.ops.recovery).
     for liquidation_id in ids:
         try:
             task.delay(liquidation_id)
@@ -852,7 +852,7 @@ def _shards_enqueue(shard_ids: list[int]) -> None:
 
     # After the sweep's commit: a broker error must not fail the caller or leave the sweep running
     # for ever. The shards are pending in the database and ``ops.sweeps_recover`` sends them again
-    # from that state within its bound (riskengine.sweeps.recovery).
+    # from that state within its bound (clearing.ops.recovery).
     for shard_id in shard_ids:
         try:
             sweep_shard.delay(shard_id)
