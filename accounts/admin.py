@@ -3,7 +3,6 @@ security admins (through ``accounts.access``, which checks the rules again and l
 
 from __future__ import annotations
 
-from django import forms
 from django.contrib import admin, messages
 from django.contrib.admin.helpers import AdminForm
 from django.contrib.admin.utils import unquote
@@ -42,7 +41,6 @@ from accounts.access import (
     user_privileged_create,
     user_role_set,
 )
-from accounts.custody import CustodyConflict, fund_withdrawal_propose, fund_withdrawal_reject
 from accounts.forms import (
     ApiTokenIssueForm,
     NoteForm,
@@ -60,8 +58,6 @@ from accounts.models import (
     Deposit,
     DepositState,
     DepositStep,
-    FundWithdrawalDecision,
-    FundWithdrawalProposal,
     GrantStatus,
     MarginAccount,
     Member,
@@ -712,168 +708,3 @@ class WithdrawalAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
 
 
 # --- Insurance fund: ops propose, a different risk approver decides ---------------------------------
-
-FUND_APPROVE_PERMISSION = "accounts.approve_fundwithdrawalproposal"
-FUND_PROPOSE_PERMISSION = "accounts.add_fundwithdrawalproposal"
-
-
-class FundWithdrawalProposeForm(forms.Form):
-    asset = forms.ModelChoiceField(queryset=Asset.objects.filter(is_active=True).order_by("symbol"))
-    amount = forms.DecimalField(max_digits=28, decimal_places=10, min_value=0)
-    reason = forms.CharField(widget=forms.Textarea(attrs={"rows": 3, "cols": 60}), max_length=2000)
-    destination = forms.CharField(max_length=200, required=False, help_text="Where custody is to send it.")
-
-
-class FundWithdrawalDecideForm(forms.Form):
-    note = forms.CharField(
-        widget=forms.Textarea(attrs={"rows": 3, "cols": 60}),
-        max_length=2000,
-        required=False,
-        help_text="Required to reject: the reason is kept with the decision.",
-    )
-
-
-class FundWithdrawalDecisionInline(ReadOnlyAdminMixin, admin.StackedInline):
-    model = FundWithdrawalDecision
-    fk_name = "proposal"
-    fields = readonly_fields = ["decision", "decided_by", "note", "withdrawal", "created_at"]
-    verbose_name = verbose_name_plural = "Decision"
-
-
-def _form_errors(form: forms.Form, error: ValidationError) -> None:
-    fields = set(form.fields)
-    for field, messages_ in (
-        error.message_dict.items() if hasattr(error, "error_dict") else [(None, error.messages)]
-    ):
-        form.add_error(field if field in fields else None, messages_)
-
-
-@admin.register(FundWithdrawalProposal)
-class FundWithdrawalProposalAdmin(admin.ModelAdmin):
-    """Proposals and decisions are append-only: the add page proposes (ops), the decide page of a
-    proposal approves or rejects it (a risk approver who did not propose it). Both call the
-    services, which check the roles again."""
-
-    list_display = [
-        "id",
-        "created_at",
-        "asset",
-        "amount",
-        "state",
-        "proposed_by",
-        "decided_by",
-        "withdrawal_state",
-    ]
-    list_select_related = ["asset", "proposed_by", "decision__decided_by", "decision__withdrawal__step"]
-    readonly_fields = [
-        "account",
-        "asset",
-        "amount",
-        "reason",
-        "destination",
-        "proposed_by",
-        "created_at",
-        "decide",
-    ]
-    fields = readonly_fields
-    inlines = [FundWithdrawalDecisionInline]
-
-    def has_add_permission(self, request):
-        return request.user.has_perm(FUND_PROPOSE_PERMISSION)
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        return False
-
-    @admin.display(description="decided by")
-    def decided_by(self, obj):
-        decision = obj.decision_or_none
-        return decision.decided_by if decision else "—"
-
-    @admin.display(description="custody")
-    def withdrawal_state(self, obj):
-        decision = obj.decision_or_none
-        return decision.withdrawal.state if decision and decision.withdrawal else "—"
-
-    @admin.display(description="decision")
-    def decide(self, obj):
-        if obj.decision_or_none is not None:
-            return obj.state
-        url = reverse("admin:accounts_fundwithdrawalproposal_decide", args=[obj.pk])
-        return format_html('<a class="button" href="{}">Approve or reject…</a>', url)
-
-    def get_urls(self):
-        view = self.admin_site.admin_view
-        return [
-            path(
-                "<path:object_id>/decide/",
-                view(self.decide_view),
-                name="accounts_fundwithdrawalproposal_decide",
-            ),
-            *super().get_urls(),
-        ]
-
-    def _page(self, request, template: str, **context):
-        return TemplateResponse(
-            request,
-            f"admin/accounts/fundwithdrawalproposal/{template}",
-            {
-                **self.admin_site.each_context(request),
-                "opts": self.model._meta,
-                "media": self.media,
-                **context,
-            },
-        )
-
-    def add_view(self, request, form_url="", extra_context=None):
-        if not self.has_add_permission(request):
-            raise PermissionDenied
-        form = FundWithdrawalProposeForm(request.POST or None)
-        if request.method == "POST" and form.is_valid():
-            try:
-                proposal = fund_withdrawal_propose(proposed_by=request.user, **form.cleaned_data)
-            except ValidationError as error:
-                _form_errors(form, error)
-            else:
-                self.message_user(
-                    request,
-                    f"Proposed #{proposal.pk}: a risk approver other than you must approve it.",
-                    messages.SUCCESS,
-                )
-                return redirect("admin:accounts_fundwithdrawalproposal_change", proposal.pk)
-        return self._page(request, "propose.html", title="Propose an insurance-fund withdrawal", form=form)
-
-    def decide_view(self, request, object_id):
-        proposal = self.get_object(request, object_id)
-        if proposal is None:
-            raise Http404("No such proposal.")
-        user = request.user
-        if not user.has_perm(FUND_APPROVE_PERMISSION) or proposal.proposed_by_id == user.pk:
-            raise PermissionDenied
-        form = FundWithdrawalDecideForm(request.POST or None)
-        if request.method == "POST" and form.is_valid():
-            from riskengine.withdrawals import fund_withdrawal_approve
-
-            note = form.cleaned_data["note"]
-            try:
-                if "reject" in request.POST:
-                    fund_withdrawal_reject(proposal=proposal, rejected_by=user, note=note)
-                else:
-                    fund_withdrawal_approve(proposal=proposal, approved_by=user, note=note)
-            except ValidationError as error:
-                _form_errors(form, error)
-            except CustodyConflict as error:
-                form.add_error(None, str(error))
-            else:
-                proposal.refresh_from_db()
-                self.message_user(request, f"#{proposal.pk}: {proposal.state}.", messages.SUCCESS)
-                return redirect("admin:accounts_fundwithdrawalproposal_change", proposal.pk)
-        return self._page(
-            request,
-            "decide.html",
-            title=f"Decide insurance-fund withdrawal #{proposal.pk}",
-            original=proposal,
-            form=form,
-        )

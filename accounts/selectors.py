@@ -149,6 +149,7 @@ _DB_SESSION_ENGINES = {"django.contrib.sessions.backends.db", "django.contrib.se
 
 def _sessions_alive(keys: list[str], *, now) -> set[str]:
     if settings.SESSION_ENGINE in _DB_SESSION_ENGINES:
+        # Only with a database session engine: otherwise the sessions app need not be installed.
         from django.contrib.sessions.models import Session
 
         alive = _in(Session.objects.filter(expire_date__gt=now), "session_key", keys)

@@ -57,14 +57,14 @@ def prepare() -> tuple[int, str]:
     """Seed the venue and a 50-position account; return its id and a trader's token."""
     import django
 
-    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "clearing.settings")
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "clearing.config.settings")
     django.setup()
     from django.core.management import call_command
 
     from accounts.models import Asset, MarginAccount, Member, Role, User
     from accounts.services import api_token_issue, collateral_deposit, user_create
+    from accounts.trading import Fill, trades_book
     from clearing.models import Instrument, InstrumentKind
-    from clearing.services import Fill, trades_book
 
     call_command("migrate", verbosity=0)
     call_command("seed_demo", "--if-empty", verbosity=0)
@@ -280,7 +280,7 @@ def main() -> None:
     if not os.environ.get("DATABASE_URL", "").startswith("postgres"):
         sys.exit("Set DATABASE_URL to a PostgreSQL database for the benchmark.")
     os.environ.setdefault("DJANGO_DEBUG", "0")
-    # Each of a web process's request threads keeps its connection (clearing.asgi_handler).
+    # Each of a web process's request threads keeps its connection (clearing.server.asgi_handler).
     os.environ.setdefault("DATABASE_CONN_MAX_AGE", "60")
 
     account_id, token = prepare()

@@ -25,7 +25,7 @@ import uuid
 from datetime import UTC, datetime
 from unittest import mock
 
-os.environ.setdefault("DJANGO_SETTINGS_MODULE", "clearing.settings")
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "clearing.config.settings")
 
 import django
 
@@ -36,9 +36,9 @@ from django.core.management import call_command  # noqa: E402
 from django.db import connection  # noqa: E402
 
 from accounts.models import Asset, CollateralBalance, MarginAccount, Member  # noqa: E402
-from clearing.demo import UNDERLYINGS, spot_prices  # noqa: E402
+from clearing.marketdata.demo import UNDERLYINGS, spot_prices  # noqa: E402
+from clearing.marketdata.quotes import MarketQuotes  # noqa: E402
 from clearing.models import Instrument, InstrumentKind, Position  # noqa: E402
-from riskengine.quotes import MarketQuotes  # noqa: E402
 from riskengine.sweeps import services  # noqa: E402
 from riskengine.sweeps.models import MarginSnapshot, Sweep, SweepStatus  # noqa: E402
 
@@ -169,7 +169,7 @@ class CeleryWorkers:
     shards routed to it: the production path of a full sweep (broker, acks late, one shard a task)."""
 
     def __init__(self, count: int) -> None:
-        from clearing.celery import app
+        from clearing.config.celery import app
 
         self.app = app
         token = uuid.uuid4().hex[:8]

@@ -5,6 +5,12 @@ sorted list of margin account ids) after a transaction that changed positions or
 balances has committed — a booked trade batch or applied collateral movements. It is never sent for
 a transaction that rolled back. The margin sweeps connect it to a coalesced event sweep of those
 accounts (``riskengine.sweeps``).
+
+``margin_ratios_published`` is sent by ``clearing.events`` inside the transaction that writes
+``margin.updated`` events carrying a swept equity and maintenance margin, with kwarg ``ratios``
+(account id → equity / MM as a float, None when MM = 0). Receivers run in that transaction, so what
+they write commits or rolls back with the sweep: the web app checks its target bands there
+(``frontend.receivers``).
 """
 
 from __future__ import annotations
@@ -15,6 +21,7 @@ from django.db import transaction
 from django.dispatch import Signal
 
 accounts_changed = Signal()
+margin_ratios_published = Signal()
 
 
 def accounts_changed_on_commit(*, sender: str, account_ids: Iterable[int]) -> None:

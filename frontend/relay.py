@@ -2,7 +2,7 @@
 
 Design (see also README, "Live margin"):
 
-* Producers (sweeps, the oracle, target bands) call ``frontend.events.events_publish`` inside the
+* Producers (sweeps, the oracle, target bands) call ``clearing.events.events_publish`` inside the
   transaction of the state change, so an event exists iff its change committed.
 * One relay task runs inside each ASGI web process. It is started lazily by the first websocket
   connection (``relay_ensure_started``): a process that serves no websocket has nobody to push to,
@@ -54,9 +54,9 @@ from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
 from accounts.models import MarginAccount
+from clearing.events import FANOUT_GROUP, account_group, fanout_events
+from clearing.models import OutboxEvent
 from clearing.ops.metrics import OUTBOX_PRUNED, RELAY_LAG, RELAY_RELEASED, RELAY_SEND_FAILURES, RELAY_SENT
-from frontend.events import FANOUT_GROUP, account_group, fanout_events
-from frontend.models import OutboxEvent
 
 logger = logging.getLogger(__name__)
 

@@ -15,8 +15,8 @@ from django.db.models import BooleanField
 from django.db.models.expressions import RawSQL
 
 from accounts.models import MarginAccount, User
+from clearing.events import events_publish
 from clearing.validation import decimal_positive
-from frontend.events import events_publish
 from frontend.models import BandState, TargetBand
 from riskengine.sweeps.selectors import accounts_exposed
 

@@ -3,11 +3,13 @@ approved by a second person (a risk approver) and activated; every step is in th
 
 Edits are possible only while a set is a draft (the admin shows other sets read-only and the models
 refuse changes). The buttons on a set's page lead to confirmation pages that call the services in
-``riskengine.services``, which check the roles again.
+``riskengine.services``, which check the roles again. The insurance fund's withdrawal proposals
+are here too (their approval runs the engine's margin check).
 """
 
 from __future__ import annotations
 
+from django import forms
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.http import Http404, HttpResponseRedirect
@@ -16,6 +18,9 @@ from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils.html import format_html
 
+from accounts.custody import CustodyConflict, fund_withdrawal_propose, fund_withdrawal_reject
+from accounts.models import Asset, FundWithdrawalDecision, FundWithdrawalProposal
+from clearing.admin_mixins import ReadOnlyAdminMixin
 from riskengine.forms import (
     ACCEPT_NEAREST,
     CorrelationGridWidget,
@@ -54,6 +59,7 @@ from riskengine.services import (
     parameter_set_validate,
     parameter_set_withdraw,
 )
+from riskengine.withdrawals import fund_withdrawal_approve
 
 # The admin index links the ops dashboard (riskengine.views.ops_dashboard).
 admin.site.index_template = "admin/riskengine/index.html"
@@ -510,3 +516,171 @@ TRANSITIONS = {
         "explain": "The set is kept, marked withdrawn; it can never become active.",
     },
 }
+
+
+# --- Insurance fund withdrawals ------------------------------------------------------------------
+# The proposals are accounts' rows, but approving one runs the risk engine's margin check
+# (``riskengine.withdrawals.fund_withdrawal_approve``): their admin lives with that check.
+
+FUND_APPROVE_PERMISSION = "accounts.approve_fundwithdrawalproposal"
+FUND_PROPOSE_PERMISSION = "accounts.add_fundwithdrawalproposal"
+
+
+class FundWithdrawalProposeForm(forms.Form):
+    asset = forms.ModelChoiceField(queryset=Asset.objects.filter(is_active=True).order_by("symbol"))
+    amount = forms.DecimalField(max_digits=28, decimal_places=10, min_value=0)
+    reason = forms.CharField(widget=forms.Textarea(attrs={"rows": 3, "cols": 60}), max_length=2000)
+    destination = forms.CharField(max_length=200, required=False, help_text="Where custody is to send it.")
+
+
+class FundWithdrawalDecideForm(forms.Form):
+    note = forms.CharField(
+        widget=forms.Textarea(attrs={"rows": 3, "cols": 60}),
+        max_length=2000,
+        required=False,
+        help_text="Required to reject: the reason is kept with the decision.",
+    )
+
+
+class FundWithdrawalDecisionInline(ReadOnlyAdminMixin, admin.StackedInline):
+    model = FundWithdrawalDecision
+    fk_name = "proposal"
+    fields = readonly_fields = ["decision", "decided_by", "note", "withdrawal", "created_at"]
+    verbose_name = verbose_name_plural = "Decision"
+
+
+def _form_errors(form: forms.Form, error: ValidationError) -> None:
+    fields = set(form.fields)
+    for field, messages_ in (
+        error.message_dict.items() if hasattr(error, "error_dict") else [(None, error.messages)]
+    ):
+        form.add_error(field if field in fields else None, messages_)
+
+
+@admin.register(FundWithdrawalProposal)
+class FundWithdrawalProposalAdmin(admin.ModelAdmin):
+    """Proposals and decisions are append-only: the add page proposes (ops), the decide page of a
+    proposal approves or rejects it (a risk approver who did not propose it). Both call the
+    services, which check the roles again."""
+
+    list_display = [
+        "id",
+        "created_at",
+        "asset",
+        "amount",
+        "state",
+        "proposed_by",
+        "decided_by",
+        "withdrawal_state",
+    ]
+    list_select_related = ["asset", "proposed_by", "decision__decided_by", "decision__withdrawal__step"]
+    readonly_fields = [
+        "account",
+        "asset",
+        "amount",
+        "reason",
+        "destination",
+        "proposed_by",
+        "created_at",
+        "decide",
+    ]
+    fields = readonly_fields
+    inlines = [FundWithdrawalDecisionInline]
+
+    def has_add_permission(self, request):
+        return request.user.has_perm(FUND_PROPOSE_PERMISSION)
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+    @admin.display(description="decided by")
+    def decided_by(self, obj):
+        decision = obj.decision_or_none
+        return decision.decided_by if decision else "—"
+
+    @admin.display(description="custody")
+    def withdrawal_state(self, obj):
+        decision = obj.decision_or_none
+        return decision.withdrawal.state if decision and decision.withdrawal else "—"
+
+    @admin.display(description="decision")
+    def decide(self, obj):
+        if obj.decision_or_none is not None:
+            return obj.state
+        url = reverse("admin:accounts_fundwithdrawalproposal_decide", args=[obj.pk])
+        return format_html('<a class="button" href="{}">Approve or reject…</a>', url)
+
+    def get_urls(self):
+        view = self.admin_site.admin_view
+        return [
+            path(
+                "<path:object_id>/decide/",
+                view(self.decide_view),
+                name="accounts_fundwithdrawalproposal_decide",
+            ),
+            *super().get_urls(),
+        ]
+
+    def _page(self, request, template: str, **context):
+        return TemplateResponse(
+            request,
+            f"admin/accounts/fundwithdrawalproposal/{template}",
+            {
+                **self.admin_site.each_context(request),
+                "opts": self.model._meta,
+                "media": self.media,
+                **context,
+            },
+        )
+
+    def add_view(self, request, form_url="", extra_context=None):
+        if not self.has_add_permission(request):
+            raise PermissionDenied
+        form = FundWithdrawalProposeForm(request.POST or None)
+        if request.method == "POST" and form.is_valid():
+            try:
+                proposal = fund_withdrawal_propose(proposed_by=request.user, **form.cleaned_data)
+            except ValidationError as error:
+                _form_errors(form, error)
+            else:
+                self.message_user(
+                    request,
+                    f"Proposed #{proposal.pk}: a risk approver other than you must approve it.",
+                    messages.SUCCESS,
+                )
+                return redirect("admin:accounts_fundwithdrawalproposal_change", proposal.pk)
+        return self._page(request, "propose.html", title="Propose an insurance-fund withdrawal", form=form)
+
+    def decide_view(self, request, object_id):
+        proposal = self.get_object(request, object_id)
+        if proposal is None:
+            raise Http404("No such proposal.")
+        user = request.user
+        if not user.has_perm(FUND_APPROVE_PERMISSION) or proposal.proposed_by_id == user.pk:
+            raise PermissionDenied
+        form = FundWithdrawalDecideForm(request.POST or None)
+        if request.method == "POST" and form.is_valid():
+            note = form.cleaned_data["note"]
+            try:
+                if "reject" in request.POST:
+                    fund_withdrawal_reject(proposal=proposal, rejected_by=user, note=note)
+                else:
+                    fund_withdrawal_approve(proposal=proposal, approved_by=user, note=note)
+            except ValidationError as error:
+                _form_errors(form, error)
+            except CustodyConflict as error:
+                form.add_error(None, str(error))
+            else:
+                proposal.refresh_from_db()
+                self.message_user(request, f"#{proposal.pk}: {proposal.state}.", messages.SUCCESS)
+                return redirect("admin:accounts_fundwithdrawalproposal_change", proposal.pk)
+        return self._page(
+            request,
+            "decide.html",
+            title=f"Decide insurance-fund withdrawal #{proposal.pk}",
+            original=proposal,
+            form=form,
+        )

@@ -21,6 +21,7 @@ from django.db.models import FloatField
 from django.db.models.functions import Cast
 
 from accounts.models import Asset, CollateralBalance, MarginAccount
+from clearing.marketdata.quotes import MarketQuotes
 from clearing.models import Instrument, InstrumentKind, Position
 from riskengine.core import (
     MODES,
@@ -33,7 +34,6 @@ from riskengine.core import (
 )
 from riskengine.core.errors import DocumentError
 from riskengine.core.params import Parameters
-from riskengine.quotes import MarketQuotes
 
 
 @dataclass(frozen=True, eq=False)

@@ -111,7 +111,7 @@ class ParameterSet(models.Model):
     cure_period_minutes = models.PositiveIntegerField(default=60)
     sweep_interval_seconds = models.PositiveIntegerField(default=60)
     # Below this value (USD at the oracle's prices) the insurance fund raises an ops alert
-    # (clearing.ops.insurance); a negative value is always a critical alert. 0: only that one.
+    # (riskengine.sweeps.insurance); a negative value is always a critical alert. 0: only that one.
     insurance_fund_floor = _decimal(
         28,
         10,

@@ -35,11 +35,15 @@ from django.db import connection
 from django.utils import timezone
 
 from accounts.models import Asset
+from clearing.marketdata.aggregation import DEGRADED, OK
+from clearing.marketdata.models import IndexPrice, IndexState, VolMark
+from clearing.marketdata.quotes import MarketQuotes
+from clearing.marketdata.selectors import market_quotes_current
 from clearing.models import Instrument
 from riskengine.core import parse_parameters
 from riskengine.core.params import Parameters
 from riskengine.models import ParameterSet, ParameterStatus
-from riskengine.quotes import MarketQuotes
+from riskengine.selectors import NoActiveParameterSet, parameters_form
 
 MAX_AGE_SECONDS = 60.0
 
@@ -87,8 +91,6 @@ def _probe() -> tuple:
 
 
 def _load(key: tuple) -> Reference:
-    from riskengine.sweeps.selectors import parameters_form
-
     parameter_set = ParameterSet.objects.only("pk", "version").get(pk=key[0])
     form = parameters_form(parameter_set=parameter_set)
     instruments = {i.pk: i for i in Instrument.objects.select_related("underlying")}
@@ -113,8 +115,6 @@ def reference_current() -> Reference:
 
     Raises ``NoActiveParameterSet`` when no set is active.
     """
-    from riskengine.selectors import NoActiveParameterSet
-
     global _current
     key = _probe()
     if key[0] is None:
@@ -154,9 +154,6 @@ _quotes: _CachedQuotes | None = None
 
 
 def _quotes_probe(*, now: datetime) -> tuple:
-    from clearing.marketdata.aggregation import DEGRADED, OK
-    from clearing.marketdata.models import IndexPrice, IndexState, VolMark
-
     prices, states, marks = IndexPrice._meta.db_table, IndexState._meta.db_table, VolMark._meta.db_table
     instruments = Instrument._meta.db_table
     sql = (
@@ -184,8 +181,6 @@ def _aware(moment) -> datetime:
 def quotes_current_cached() -> MarketQuotes:
     """``clearing.marketdata.selectors.market_quotes_current()`` valued now, from the per-process
     cache while the oracle has written nothing new (one probe query)."""
-    from clearing.marketdata.selectors import market_quotes_current
-
     global _quotes
     now = timezone.now()
     key, changes_at = _quotes_probe(now=now)

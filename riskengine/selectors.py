@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import date, datetime
+from functools import lru_cache
 
 import numpy as np
 from django.core.exceptions import ValidationError
@@ -11,6 +12,8 @@ from django.db.models import Prefetch
 from django.utils import timezone
 
 from accounts.models import AccountKind, MarginAccount
+from clearing.marketdata.quotes import MarketQuotes
+from clearing.marketdata.services import ORACLE_FIELDS
 from riskengine.core import STATUSES, compute_margin
 from riskengine.core.errors import DocumentError
 from riskengine.loading import book_rows_fetch, margin_book_build
@@ -21,7 +24,6 @@ from riskengine.models import (
     ParameterStatus,
     UnderlyingParameters,
 )
-from riskengine.quotes import MarketQuotes
 
 
 class NoActiveParameterSet(LookupError):
@@ -35,6 +37,18 @@ def parameter_sets_with_rows():
         Prefetch("asset_parameters", AssetParameters.objects.select_related("asset__underlying")),
         "haircut_brackets",
     )
+
+
+@lru_cache(maxsize=16)
+def _parameters_form(parameter_set_id: int, version: str) -> dict:
+    # A set's parameters are frozen once proposed, so its form can be cached for the process;
+    # the version is part of the key so a reused id (a re-created test database) never hits.
+    return parameter_sets_with_rows().get(pk=parameter_set_id).to_parameters_form()
+
+
+def parameters_form(*, parameter_set) -> dict:
+    """The parameters form of ``parameter_set`` (cached per process: sets are frozen)."""
+    return _parameters_form(parameter_set.pk, parameter_set.version)
 
 
 def parameter_set_active() -> ParameterSet:
@@ -194,4 +208,17 @@ def parameter_set_impact(
         largest_movers=movers,
         entering_margin_call=tuple(a for a in members if a.worsens and a.status_proposed == "margin_call"),
         entering_liquidation=tuple(a for a in members if a.worsens and a.status_proposed == "liquidation"),
+    )
+
+
+def underlying_oracle_rules(symbols: set[str]) -> list[tuple]:
+    """The oracle's rules of the active underlyings among ``symbols`` in the active parameter set:
+    ``(symbol, *clearing.marketdata.services.ORACLE_FIELDS)`` rows (one query). Registered with
+    the oracle by ``RiskEngineConfig.ready``."""
+    return list(
+        UnderlyingParameters.objects.filter(
+            parameter_set__status=ParameterStatus.ACTIVE,
+            underlying__symbol__in=symbols,
+            underlying__is_active=True,
+        ).values_list("underlying__symbol", *ORACLE_FIELDS)
     )

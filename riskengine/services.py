@@ -20,6 +20,7 @@ from django.utils import timezone
 
 from accounts.models import Asset, User
 from clearing.models import Underlying
+from clearing.ops.alerts import ops_alerts_raise
 from riskengine.core.errors import DocumentError
 from riskengine.core.params import parse_parameters
 from riskengine.models import (
@@ -476,8 +477,6 @@ def _valid_for_activation(*, parameter_set: ParameterSet, now: datetime) -> bool
     """Whether an approved set still passes the engine's validation at its effective time. One that
     does not (approved before a rule existed) is not activated: it stays approved, the active set
     stays in force, and a critical ops alert names the set and the field until ops withdraw it."""
-    from clearing.marketdata.services import ops_alerts_raise
-
     try:
         parameter_set_validate(parameter_set=parameter_set)
     except ValidationError as error:

@@ -1,6 +1,6 @@
 """What-if: an account's margin before and after hypothetical trades and collateral changes.
 
-Hypothetical fills are applied to the account's rows exactly as ``clearing.services.trades_book``
+Hypothetical fills are applied to the account's rows exactly as ``accounts.trading.trades_book``
 would book them (``position_after_fill``: netted into the position, average entry price, realised
 linear P&L and option premiums moved in the settlement asset), so the "after" figures are what the
 account would show once those fills clear. Nothing is written. The result carries the margin
@@ -22,12 +22,12 @@ from django.conf import settings
 from django.core.exceptions import ValidationError
 
 from accounts.models import Asset, MarginAccount
+from accounts.trading import position_after_fill
+from clearing.marketdata.quotes import MarketQuotes
 from clearing.models import Instrument, InstrumentKind
-from clearing.services import position_after_fill
 from clearing.validation import decimal_nonzero, decimal_positive
 from riskengine.core import NonFiniteFigures, black76_price, compute_margin, non_finite_figures
 from riskengine.loading import BookRows, account_rows_fetch, margin_book_build
-from riskengine.quotes import MarketQuotes
 from riskengine.reference import Reference, quotes_current_cached, reference_current
 
 SECONDS_PER_YEAR = 365 * 24 * 3600

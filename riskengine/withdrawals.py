@@ -64,12 +64,12 @@ from accounts.services import (
     collateral_movements_apply,
     margin_accounts_lock,
 )
+from clearing.marketdata.quotes import MarketQuotes
 from clearing.models import Position
 from riskengine import whatif
 from riskengine.core import compute_margin, parse_document
 from riskengine.core.errors import DocumentError
 from riskengine.loading import LoadedBook, margin_book_load
-from riskengine.quotes import MarketQuotes
 from riskengine.selectors import NoActiveParameterSet, parameter_set_active
 
 TRUSTED = "ok"

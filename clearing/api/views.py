@@ -49,6 +49,7 @@ from accounts.selectors import (
     withdrawals_in_state,
     withdrawals_of_account,
 )
+from accounts.trading import Fill, trades_book
 from clearing.api import serializers as s
 from clearing.api.errors import validation_error_from_django, validation_error_from_document
 from clearing.api.idempotency import idempotent
@@ -77,7 +78,6 @@ from clearing.marketdata.services import (
     vol_observations_submit,
 )
 from clearing.models import Instrument, Position, Trade, Underlying
-from clearing.services import Fill, trades_book
 from riskengine.core import DocumentError, DocumentLimits, NonFiniteFigures, compute_document
 from riskengine.models import ParameterStatus
 from riskengine.reference import reference_current

@@ -11,7 +11,7 @@ from django.utils import timezone
 
 from accounts.models import Role, User
 from accounts.services import user_create
-from clearing.history import daily_history
+from clearing.history import daily_history, last_close
 from clearing.marketdata.models import IndexClose, IndexState, PriceSource, VolMark
 from clearing.marketdata.services import (
     PriceIn,
@@ -22,6 +22,12 @@ from clearing.marketdata.services import (
 )
 from clearing.models import Instrument, InstrumentKind
 
+UNDERLYINGS = {
+    # symbol: (name, strike step, demo implied vol)
+    "BTC": ("Bitcoin", Decimal(1000), 0.55),
+    "ETH": ("Ether", Decimal(50), 0.65),
+    "SOL": ("Solana", Decimal(1), 0.85),
+}
 HISTORY_SYMBOLS = ("BTC", "ETH", "SOL", "USDC", "USDT", "DAI")
 STABLECOINS = ("USDC", "USDT", "DAI")
 DEMO_SOURCES = ("feed", "feed-2", "feed-3")
@@ -55,10 +61,12 @@ def demo_sources_ensure(*, names: tuple[str, ...] = DEMO_SOURCES) -> list[User]:
     return users
 
 
+def spot_prices() -> dict[str, Decimal]:
+    return {symbol: last_close(symbol).quantize(Decimal("0.01")) for symbol in UNDERLYINGS}
+
+
 def demo_symbols_prices() -> dict[str, Decimal]:
     """Last closes of the history: the demo's spot prices (cents for crypto, as the books use)."""
-    from clearing.demo import spot_prices
-
     prices = dict(spot_prices())
     for symbol in STABLECOINS:
         prices[symbol] = daily_history(symbol)[-1].close
@@ -67,8 +75,6 @@ def demo_symbols_prices() -> dict[str, Decimal]:
 
 @transaction.atomic
 def marketdata_demo_seed(*, log: Callable[[str], None] = print) -> None:
-    from clearing.demo import UNDERLYINGS
-
     loaded = index_history_load()
     sources = demo_sources_ensure()
     now = timezone.now()

@@ -8,8 +8,8 @@ from django.conf import settings
 from django.utils import timezone
 
 from clearing.marketdata.aggregation import DEGRADED, OK, STALE
-from clearing.marketdata.models import IndexClose, IndexPrice, IndexState, OpsAlert, SymbolKind, VolMark
-from riskengine.quotes import MarketQuotes
+from clearing.marketdata.models import IndexClose, IndexPrice, IndexState, SymbolKind, VolMark
+from clearing.marketdata.quotes import MarketQuotes
 
 
 def market_quotes_current(*, at: datetime | None = None) -> MarketQuotes:
@@ -81,7 +81,3 @@ def index_closes(*, symbols: list[str], until: date | None = None) -> dict[str, 
     for symbol, day, price in rows.order_by("symbol", "day").values_list("symbol", "day", "price"):
         closes[symbol].append((day, float(price)))
     return closes
-
-
-def ops_alerts_open() -> list[OpsAlert]:
-    return list(OpsAlert.objects.filter(resolved_at=None).order_by("-last_raised_at"))

@@ -14,13 +14,14 @@ assets have no parameter rows of their own for these, and a stablecoin's toleran
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
 from functools import partial
 
+import psycopg
 from django.conf import settings
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.db import connection, transaction
@@ -46,7 +47,6 @@ from clearing.marketdata.models import (
     IndexPrice,
     IndexState,
     IndexStatus,
-    OpsAlert,
     PriceObservation,
     PriceSource,
     SourceQuote,
@@ -54,10 +54,10 @@ from clearing.marketdata.models import (
     VolMark,
     VolObservation,
 )
-from clearing.marketdata.signals import index_moved
+from clearing.marketdata.signals import index_moved, price_status_changed
 from clearing.models import Instrument, InstrumentKind
+from clearing.ops.alerts import ops_alert_raise, ops_alert_resolve
 from clearing.validation import decimal_finite, decimal_positive, errors_prefixed
-from riskengine.models import ParameterStatus, UnderlyingParameters
 
 # How far in the future a source's clock may be before its observation is refused.
 MAX_CLOCK_SKEW = timedelta(seconds=5)
@@ -107,57 +107,6 @@ class VolIn:
     source_time: datetime
 
 
-# --- Ops alerts ----------------------------------------------------------------------------------
-
-
-def ops_alerts_raise(
-    *, kind: str, messages: Mapping[str, str], now: datetime | None = None
-) -> list[OpsAlert]:
-    """Open the alerts ``(kind, key)`` of ``messages`` (key → message), or bump the open ones
-    (count, message, time): one locked read, one update, one insert, however many keys (a sweep
-    suspends thousands of liquidations at once).
-
-    One open alert per ``(kind, key)`` is a unique index; an alert another process opens between
-    our read and our insert is kept as it is (``ignore_conflicts``), so a race never fails the
-    caller's transaction. Alerts opened here are returned without their primary key."""
-    if not messages:
-        return []
-    now = now or timezone.now()
-    pending = dict(messages)
-    alerts = list(
-        OpsAlert.objects.select_for_update()
-        .filter(kind=kind, key__in=list(pending), resolved_at=None)
-        .order_by("pk")
-    )
-    for alert in alerts:
-        alert.raise_count += 1
-        alert.message = pending.pop(alert.key)
-        alert.last_raised_at = now
-    OpsAlert.objects.bulk_update(alerts, ["raise_count", "message", "last_raised_at"])
-    opened = [OpsAlert(kind=kind, key=key, message=text, last_raised_at=now) for key, text in pending.items()]
-    OpsAlert.objects.bulk_create(opened, ignore_conflicts=True)
-    return alerts + opened
-
-
-@transaction.atomic
-def ops_alert_raise(*, kind: str, key: str, message: str) -> OpsAlert:
-    """Open an alert, or bump the open one with the same ``(kind, key)`` (count, message, time)."""
-    (alert,) = ops_alerts_raise(kind=kind, messages={key: message})
-    return alert if alert.pk else OpsAlert.objects.get(kind=kind, key=key, resolved_at=None)
-
-
-def ops_alerts_resolve(*, kind: str, keys: Iterable[str], now: datetime | None = None) -> int:
-    """Close the open alerts ``(kind, key)`` for ``keys``; returns how many were closed."""
-    return OpsAlert.objects.filter(kind=kind, key__in=list(keys), resolved_at=None).update(
-        resolved_at=now or timezone.now()
-    )
-
-
-def ops_alert_resolve(*, kind: str, key: str) -> int:
-    """Close the open alert ``(kind, key)``, if any; returns how many were closed (0 or 1)."""
-    return ops_alerts_resolve(kind=kind, keys=[key])
-
-
 # --- Sources -------------------------------------------------------------------------------------
 
 
@@ -187,6 +136,26 @@ def _sources_resolve(users: Sequence[User], field: Callable[[int], str]) -> dict
 # --- Rules ---------------------------------------------------------------------------------------
 
 
+# The rules of underlyings are governed in the risk parameter set, which the risk engine owns: it
+# registers their reader here in its ``AppConfig.ready()`` (``riskengine.selectors.
+# underlying_oracle_rules``), so the oracle reads them without importing the engine. The reader
+# takes a set of symbols and returns ``(symbol, *ORACLE_FIELDS)`` rows of the active set's active
+# underlyings among them.
+UnderlyingRulesReader = Callable[[set[str]], Iterable[tuple]]
+_underlying_rules_readers: list[UnderlyingRulesReader] = []
+
+
+def oracle_underlying_rules_register(read: UnderlyingRulesReader) -> None:
+    """Make ``read`` the source of the underlyings' oracle rules (replacing any earlier one)."""
+    _underlying_rules_readers[:] = [read]
+
+
+def _underlying_rules_read(symbols: set[str]) -> Iterable[tuple]:
+    if not _underlying_rules_readers:
+        raise RuntimeError("no reader of the underlyings' oracle rules is registered (riskengine app)")
+    return _underlying_rules_readers[0](symbols)
+
+
 def oracle_rules(*, symbols: Iterable[str]) -> dict[str, tuple[str, OracleRules]]:
     """``symbol → (kind, rules)`` for the known symbols among ``symbols`` (two queries).
 
@@ -196,11 +165,7 @@ def oracle_rules(*, symbols: Iterable[str]) -> dict[str, tuple[str, OracleRules]
     """
     wanted = set(symbols)
     found: dict[str, tuple[str, OracleRules]] = {}
-    rows = UnderlyingParameters.objects.filter(
-        parameter_set__status=ParameterStatus.ACTIVE,
-        underlying__symbol__in=wanted,
-        underlying__is_active=True,
-    ).values_list("underlying__symbol", *ORACLE_FIELDS)
+    rows = _underlying_rules_read(wanted)
     for symbol, max_age, max_dev, min_sources, breaker, window, event in rows:
         found[symbol] = (
             SymbolKind.UNDERLYING,
@@ -419,12 +384,9 @@ def _ids_draw(models_: Sequence[type], count: int) -> list[tuple[int, ...]]:
 def _pipeline():
     """psycopg's pipeline mode on PostgreSQL: the statements inside go out without waiting for
     each other's results, so the writes of a run cost one round trip instead of one each."""
-    if connection.vendor == "postgresql":
-        import psycopg
-
-        if psycopg.Pipeline.is_supported():
-            connection.ensure_connection()
-            return connection.connection.pipeline()
+    if connection.vendor == "postgresql" and psycopg.Pipeline.is_supported():
+        connection.ensure_connection()
+        return connection.connection.pipeline()
     return nullcontext()
 
 
@@ -509,10 +471,9 @@ def _run_save(
         if state.status != run.previous_status.get(state.symbol):
             _status_alerts(state)
     # Members exposed to a symbol hear of its status change live, through the outbox (same transaction).
-    from frontend.services import price_status_events_publish
-
-    price_status_events_publish(
-        changes=[(s.symbol, run.previous_status.get(s.symbol, ""), s.status) for s in touched]
+    price_status_changed.send(
+        sender=__name__,
+        changes=[(s.symbol, run.previous_status.get(s.symbol, ""), s.status) for s in touched],
     )
     if run.moves:
         transaction.on_commit(partial(_moves_send, list(run.moves)))
@@ -906,10 +867,6 @@ __all__ = [
     "index_price_confirm",
     "index_prices_refresh",
     "index_sweep_reference_set",
-    "ops_alert_raise",
-    "ops_alert_resolve",
-    "ops_alerts_raise",
-    "ops_alerts_resolve",
     "oracle_rules",
     "price_observation_submit",
     "price_observations_submit",

@@ -126,7 +126,7 @@ class MarginResult:
 
     def to_dicts(self, indices=None) -> list[dict]:
         """Spec section 5 result dicts for portfolios ``indices`` (default: all, in order)."""
-        from .results import result_dicts
+        from .results import result_dicts  # circular: results imports MarginResult from here
 
         return result_dicts(self, indices)
 

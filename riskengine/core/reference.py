@@ -9,7 +9,9 @@ against. It assumes a valid document (validation is the engine's job).
 
 from __future__ import annotations
 
+import json
 import math
+import sys
 from datetime import datetime
 
 _SQRT2 = math.sqrt(2.0)
@@ -341,9 +343,6 @@ def main(argv: list[str] | None = None) -> int:
     only (``-m riskengine.core.reference`` would import the numpy engine package first). The CLI
     benchmark (``bench/bench_cli.py``) times it as the yardstick.
     """
-    import json
-    import sys
-
     args = sys.argv[1:] if argv is None else argv
     if len(args) != 1:
         print("usage: python riskengine/core/reference.py DOC.json|-", file=sys.stderr)

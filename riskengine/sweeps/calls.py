@@ -23,8 +23,9 @@ from django.db.models import OuterRef, Subquery
 from django.utils import timezone
 
 from accounts.models import AccountKind, MarginAccount
-from clearing.marketdata.services import ops_alerts_raise, ops_alerts_resolve
-from frontend.events import events_fanout_publish, events_publish_encoded
+from clearing.events import events_fanout_publish, events_publish_encoded
+from clearing.marketdata.quotes import MarketQuotes
+from clearing.ops.alerts import ops_alerts_raise, ops_alerts_resolve
 from riskengine.core import non_finite_figures
 from riskengine.core.calls import (
     CURE,
@@ -37,7 +38,6 @@ from riskengine.core.calls import (
 )
 from riskengine.core.margin import HEALTHY, STATUSES
 from riskengine.loading import LoadedBook
-from riskengine.quotes import MarketQuotes
 from riskengine.sweeps import storage
 from riskengine.sweeps.models import (
     CallStatus,
@@ -59,7 +59,7 @@ SUSPENDED_ALERT = "liquidation_suspended"
 NOT_FINITE_ALERT = "margin_not_finite"
 _SUSPENDED = "liquidation suspended"
 # From this many margin.updated messages on (a full-sweep shard after a move), they are written
-# as one outbox row the relay fans out (frontend.events.events_fanout_publish) instead of a row
+# as one outbox row the relay fans out (clearing.events.events_fanout_publish) instead of a row
 # each: a crash that changes every account costs a row per shard, not 100,000.
 FANOUT_MIN = 500
 

@@ -17,15 +17,15 @@ from django.utils import timezone
 
 from accounts.models import AccountKind, Asset, MarginAccount, MovementKind
 from accounts.services import BalanceChange, collateral_movements_apply, margin_accounts_lock
-from clearing.marketdata.services import ops_alerts_raise, ops_alerts_resolve
+from accounts.trading import Fill, trades_book
+from clearing.events import events_publish
 from clearing.models import Instrument, Position
-from clearing.ops.insurance import insurance_fund_after_liquidation
-from clearing.services import Fill, trades_book
-from frontend.events import events_publish
+from clearing.ops.alerts import ops_alerts_raise, ops_alerts_resolve
 from riskengine.core import compute_margin
 from riskengine.core.liquidation import liquidation_plan
 from riskengine.loading import LoadedBook, book_rows_fetch, margin_book_build
 from riskengine.sweeps.calls import NOT_FINITE_ALERT, SUSPENDED_ALERT, exposed_symbols
+from riskengine.sweeps.insurance import insurance_fund_after_liquidation
 from riskengine.sweeps.models import Liquidation, LiquidationStatus
 from riskengine.sweeps.selectors import parameters_form, quotes_current
 from riskengine.sweeps.storage import decimal_of

@@ -47,7 +47,7 @@ class SweepStatus(models.TextChoices):
     DONE = "done", "Done"
     FAILED = "failed", "Failed"
     # Some shard can no longer complete (re-sent and still not done past the recovery bound):
-    # given up, with the reason in ``error`` and an ops alert (``clearing.ops.recovery``).
+    # given up, with the reason in ``error`` and an ops alert (``riskengine.sweeps.recovery``).
     EXPIRED = "expired", "Expired"
 
 

@@ -3,33 +3,20 @@
 from __future__ import annotations
 
 import math
-from functools import lru_cache
 
 import numpy as np
 from django.db.models import Q
 
 from accounts.models import Asset, CollateralBalance, MarginAccount
+from clearing.marketdata.quotes import MarketQuotes
 from clearing.marketdata.selectors import market_quotes_current
 from clearing.models import Instrument, Position
 from riskengine.core import parse_parameters, scenario_grid
 from riskengine.core.margin import VOL_MOVES
 from riskengine.models import ParameterSet, ParameterStatus
-from riskengine.quotes import MarketQuotes
-from riskengine.selectors import NoActiveParameterSet, parameter_sets_with_rows
+from riskengine.selectors import NoActiveParameterSet, parameters_form
 from riskengine.sweeps import codec
 from riskengine.sweeps.models import AccountMargin, MarginSnapshot, Sweep
-
-
-@lru_cache(maxsize=16)
-def _parameters_form(parameter_set_id: int, version: str) -> dict:
-    # A set's parameters are frozen once proposed, so its form can be cached for the process;
-    # the version is part of the key so a reused id (a re-created test database) never hits.
-    return parameter_sets_with_rows().get(pk=parameter_set_id).to_parameters_form()
-
-
-def parameters_form(*, parameter_set) -> dict:
-    """The parameters form of ``parameter_set`` (cached per process: sets are frozen)."""
-    return _parameters_form(parameter_set.pk, parameter_set.version)
 
 
 def parameter_set_active_row() -> ParameterSet:

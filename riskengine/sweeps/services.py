@@ -38,12 +38,13 @@ from django.utils import timezone
 
 from accounts.models import MarginAccount
 from accounts.services import margin_accounts_lock
-from clearing.marketdata.services import index_sweep_reference_set, ops_alerts_raise
+from clearing.marketdata.quotes import MarketQuotes
+from clearing.marketdata.services import index_sweep_reference_set
 from clearing.models import Instrument
+from clearing.ops.alerts import ops_alerts_raise
 from riskengine.core import DocumentError, compute_margin, parse_parameters
 from riskengine.core.margin import STATUSES
 from riskengine.loading import BookRows, LoadedBook, book_rows_fetch, margin_book_build, market_form_build
-from riskengine.quotes import MarketQuotes
 from riskengine.reference import reference_current
 from riskengine.services import INVALID_SET_ALERT
 from riskengine.sweeps import storage
@@ -176,12 +177,12 @@ LIQUIDATIONS_SEND_CHUNK = 1000
 
 
 def _liquidations_enqueue(ids: list[int]) -> None:
-    from riskengine.sweeps.tasks import liquidations_send as task
+    from riskengine.sweeps.tasks import liquidations_send as task  # circular: tasks import this module
 
     # Runs after the shard's commit: a broker error here must neither fail the task whose work is
     # committed (nor mark its sweep failed) nor lose the liquidation. The liquidation row is in
     # progress in the database, and ``ops.liquidations_resume`` sends its task again from that
-    # state within its bound (clearing.ops.recovery).
+    # state within its bound (riskengine.sweeps.recovery).
     if len(ids) <= LIQUIDATIONS_SENT_INLINE:
         liquidations_send(liquidation_ids=ids)
         return
@@ -197,7 +198,7 @@ def liquidations_send(*, liquidation_ids: list[int]) -> int:
     """Send one ``sweeps.liquidation_execute`` task per liquidation; a send that fails is logged
     and left to ``ops.liquidations_resume`` (the liquidation is in progress in the database).
     Returns how many were sent."""
-    from riskengine.sweeps.tasks import liquidation_execute as task
+    from riskengine.sweeps.tasks import liquidation_execute as task  # circular: tasks import this module
 
     sent = 0
     for liquidation_id in liquidation_ids:
@@ -291,11 +292,11 @@ def sweep_full_create(
 
 
 def _shards_enqueue(shard_ids: list[int]) -> None:
-    from riskengine.sweeps.tasks import sweep_shard
+    from riskengine.sweeps.tasks import sweep_shard  # circular: tasks import this module
 
     # After the sweep's commit: a broker error must not fail the caller or leave the sweep running
     # for ever. The shards are pending in the database and ``ops.sweeps_recover`` sends them again
-    # from that state within its bound (clearing.ops.recovery).
+    # from that state within its bound (riskengine.sweeps.recovery).
     for shard_id in shard_ids:
         try:
             sweep_shard.delay(shard_id)
@@ -507,7 +508,7 @@ def sweep_requests_add(*, account_ids, cause: str) -> int:
 
 
 def _drain_enqueue() -> None:
-    from riskengine.sweeps.tasks import sweep_requests_drain as task
+    from riskengine.sweeps.tasks import sweep_requests_drain as task  # circular: tasks import this module
 
     # Runs after the writer's commit: a broker outage must not fail the trade or deposit. The
     # request row stays and the periodic task drains it.

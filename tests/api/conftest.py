@@ -15,9 +15,9 @@ from rest_framework.test import APIClient
 from accounts.models import AccountKind, MarginAccount, Member, Role, User
 from accounts.services import api_token_issue, collateral_deposit, user_create
 from clearing.api.throttling import WindowRateThrottle
+from clearing.marketdata.quotes import MarketQuotes
 from clearing.marketdata.services import price_source_register
 from riskengine import whatif
-from riskengine.quotes import MarketQuotes
 from riskengine.services import parameter_set_bootstrap
 from tests import factories
 from tests.governance.conftest import venue_parameters_form
@@ -120,7 +120,7 @@ class Swept:
 def swept(world) -> Swept:
     """Account A is swept into a margin call (12 BTC long on 100k USDC: IM ≈ 108k, MM ≈ 86k);
     account B is swept healthy; a liquidation record exists for A's call."""
-    from clearing.services import trade_book
+    from accounts.trading import trade_book
     from riskengine.sweeps.models import Liquidation, MarginCall
     from riskengine.sweeps.services import sweep_accounts_run
 

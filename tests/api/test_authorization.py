@@ -12,8 +12,8 @@ from decimal import Decimal
 
 import pytest
 
+from accounts.trading import trade_book
 from clearing.api import urls
-from clearing.services import trade_book
 from riskengine.whatif import margin_what_if
 from tests.api.conftest import World, recent
 

@@ -10,7 +10,7 @@ import pytest
 from django.db import connection
 
 from accounts.models import CollateralBalance, CollateralMovement, Deposit, Withdrawal
-from clearing.services import trade_book
+from accounts.trading import trade_book
 from riskengine import withdrawals
 from riskengine.whatif import margin_what_if
 from tests.api.conftest import client_for

@@ -19,7 +19,7 @@ from accounts.models import (
     MarginAccount,
     Withdrawal,
 )
-from frontend.models import OutboxEvent
+from clearing.models import OutboxEvent
 from riskengine.sweeps.models import MarginCall
 from riskengine.sweeps.services import sweep_accounts_run
 from riskengine.whatif import margin_what_if

@@ -143,7 +143,7 @@ def test_beat_purges_records_past_the_retention_every_hour_and_keeps_recent_ones
     from django.conf import settings
 
     from clearing.api.tasks import idempotency_records_purge_task
-    from clearing.celery import app
+    from clearing.config.celery import app
 
     trader = world["trader_a"]
     trader.post(deposit_url(world), {"asset": "USDC", "amount": "1"}, key="yesterday")

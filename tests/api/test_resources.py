@@ -7,8 +7,8 @@ from decimal import Decimal
 import pytest
 
 from accounts.models import CollateralBalance, CollateralMovement, Deposit, Withdrawal
+from accounts.trading import trade_book
 from clearing.models import Position, Trade
-from clearing.services import trade_book
 from riskengine.core import compute_document
 from tests.api.conftest import recent
 

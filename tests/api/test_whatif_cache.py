@@ -7,8 +7,8 @@ from decimal import Decimal
 
 import pytest
 
+from accounts.trading import trade_book
 from clearing.marketdata.services import price_observation_submit
-from clearing.services import trade_book
 from riskengine import reference
 from riskengine.models import ParameterSet, ParameterStatus
 from riskengine.services import parameter_set_bootstrap

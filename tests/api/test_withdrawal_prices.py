@@ -15,6 +15,7 @@ from django.utils import timezone
 
 from accounts.models import CollateralBalance, CollateralMovement, Role, Withdrawal
 from accounts.services import collateral_deposit, user_create
+from accounts.trading import trade_book
 from clearing.marketdata.models import IndexState
 from clearing.marketdata.services import (
     PriceIn,
@@ -23,7 +24,6 @@ from clearing.marketdata.services import (
     price_observations_submit,
     price_source_register,
 )
-from clearing.services import trade_book
 from riskengine import reference, whatif, withdrawals
 from riskengine.core import compute_document
 from riskengine.loading import margin_book_load

@@ -55,13 +55,13 @@ def demo_venue(transactional_db, monkeypatch):
 
 @pytest.fixture
 def asgi_server(demo_venue, tmp_path):
-    """uvicorn serving clearing.asgi on a free loopback port, reading the test database."""
+    """uvicorn serving clearing.config.asgi on a free loopback port, reading the test database."""
     port = _free_port()
     # DEBUG on: whitenoise serves static files straight from the apps (no collectstatic in tests).
     env = {**os.environ, "DATABASE_URL": _database_url(), "DJANGO_DEBUG": "1"}
     log = (tmp_path / "uvicorn.log").open("w")
     process = subprocess.Popen(
-        [sys.executable, "-m", "uvicorn", "clearing.asgi:application", "--host", "127.0.0.1",
+        [sys.executable, "-m", "uvicorn", "clearing.config.asgi:application", "--host", "127.0.0.1",
          "--port", str(port), "--log-level", "warning"],
         cwd=settings.BASE_DIR, env=env, stdout=log, stderr=subprocess.STDOUT,
     )  # fmt: skip

@@ -12,10 +12,11 @@ from django.utils import timezone
 
 from accounts.models import AccountKind, Asset, CollateralBalance, MarginAccount, User
 from accounts.services import collateral_deposit
+from clearing.dashboard import dashboard_panels, duration_text
 from clearing.marketdata.models import IndexPrice, IndexState
 from clearing.marketdata.selectors import market_quotes_current
-from clearing.marketdata.services import PriceIn, ops_alert_raise, price_observations_submit
-from riskengine.dashboard import dashboard_panels, duration_text
+from clearing.marketdata.services import PriceIn, price_observations_submit
+from clearing.ops.alerts import ops_alert_raise
 from riskengine.sweeps import liquidation as liquidation_module
 from riskengine.sweeps import services
 from riskengine.sweeps.models import AccountMargin, Liquidation, MarginCall, MarginStatus

@@ -5,9 +5,9 @@ from django.core.management import call_command
 from rest_framework.exceptions import AuthenticationFailed
 from rest_framework.test import APIRequestFactory
 
-from accounts.authentication import BearerTokenAuthentication
 from accounts.models import ApiToken, Role
 from accounts.services import api_token_revoke
+from clearing.api.authentication import BearerTokenAuthentication
 from tests import factories
 
 

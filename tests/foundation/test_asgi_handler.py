@@ -11,7 +11,7 @@ from django.http import HttpResponse
 from django.test import override_settings
 from django.urls import path
 
-from clearing.asgi_handler import ThreadPoolASGIHandler
+from clearing.server.asgi_handler import ThreadPoolASGIHandler
 
 SLOW_SECONDS = 0.15
 

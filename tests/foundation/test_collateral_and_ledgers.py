@@ -6,9 +6,9 @@ from django.db import DatabaseError, connection, transaction
 
 from accounts.models import CollateralBalance, CollateralMovement
 from accounts.services import collateral_deposit, collateral_withdraw
+from accounts.trading import trade_book
 from clearing.ledger import AppendOnlyError
 from clearing.models import Trade
-from clearing.services import trade_book
 from tests import factories
 
 

@@ -163,7 +163,7 @@ def test_the_ttl_is_stamped_on_each_announcement(books, venue, settings):
 
 def test_beat_expires_announcements_past_their_ttl(books, venue):
     from accounts.tasks import deposits_expire
-    from clearing.celery import app
+    from clearing.config.celery import app
 
     [entry] = [
         e for e in django_settings.CELERY_BEAT_SCHEDULE.values() if e["task"] == "custody.deposits_expire"

@@ -9,8 +9,8 @@ from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
+from accounts.trading import trade_book
 from clearing.models import Instrument, InstrumentKind, OptionRight, Position, Trade
-from clearing.services import trade_book
 from tests import factories
 
 

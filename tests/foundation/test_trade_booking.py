@@ -4,8 +4,8 @@ import pytest
 from django.core.exceptions import ValidationError
 
 from accounts.models import CollateralBalance, CollateralMovement, MovementKind
+from accounts.trading import Fill, position_after_fill, trade_book, trades_book
 from clearing.models import Position, Trade
-from clearing.services import Fill, position_after_fill, trade_book, trades_book
 from tests import factories
 
 

@@ -1,4 +1,4 @@
-"""``python -m clearing.webserver`` (docker/bin/web): worker processes on their own sockets, spread
+"""``python -m clearing.server.webserver`` (docker/bin/web): worker processes on their own sockets, spread
 connections, replaced when they die, stopped together."""
 
 from __future__ import annotations

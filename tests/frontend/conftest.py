@@ -7,7 +7,7 @@ from django.db import connections
 from django.test import Client
 
 from accounts.models import Role
-from clearing.asgi import application
+from clearing.config.asgi import application
 from frontend.hub import hub_stop
 from frontend.relay import relay_stop
 from tests import factories

@@ -14,8 +14,8 @@ from django.conf import settings
 from django.db import connection, connections
 from django.utils import timezone
 
-from frontend.events import FANOUT_GROUP, events_fanout_publish, events_publish
-from frontend.models import OutboxEvent
+from clearing.events import FANOUT_GROUP, events_fanout_publish, events_publish
+from clearing.models import OutboxEvent
 from frontend.relay import OutboxRelay, RelaySendFailed, outbox_claim, outbox_prune
 from frontend.tasks import outbox_prune_task
 

@@ -5,10 +5,10 @@ from django.core.exceptions import ValidationError
 from django.utils import timezone
 
 from accounts.services import collateral_deposit
-from clearing.services import Fill, trades_book
+from accounts.trading import Fill, trades_book
+from clearing.marketdata.quotes import MarketQuotes
 from riskengine.core import compute_document
 from riskengine.models import AssetParameters
-from riskengine.quotes import MarketQuotes
 from riskengine.selectors import parameter_set_impact
 from riskengine.services import parameter_set_draft_from
 from tests import factories

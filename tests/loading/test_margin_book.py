@@ -7,11 +7,11 @@ import numpy as np
 import pytest
 from django.core.management import call_command
 
-from clearing.demo import UNDERLYINGS, spot_prices
+from clearing.marketdata.demo import UNDERLYINGS, spot_prices
+from clearing.marketdata.quotes import MarketQuotes
 from clearing.models import Instrument, InstrumentKind
 from riskengine.core import DocumentError, compute_document, compute_margin
 from riskengine.loading import book_rows_fetch, margin_book_build, margin_book_load
-from riskengine.quotes import MarketQuotes
 from riskengine.selectors import parameter_set_active
 
 

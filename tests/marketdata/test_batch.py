@@ -11,7 +11,6 @@ from clearing.marketdata.models import (
     IndexClose,
     IndexPrice,
     IndexState,
-    OpsAlert,
     PriceObservation,
     SourceQuote,
 )
@@ -23,6 +22,7 @@ from clearing.marketdata.services import (
     price_observations_submit,
 )
 from clearing.marketdata.signals import index_moved
+from clearing.ops.models import OpsAlert
 
 
 def scenario(oracle, now) -> list[PriceIn]:

@@ -15,7 +15,6 @@ from clearing.marketdata.models import (
     IndexClose,
     IndexPrice,
     IndexState,
-    OpsAlert,
     PriceObservation,
     VolMark,
     VolObservation,
@@ -26,13 +25,13 @@ from clearing.marketdata.services import (
     index_price_confirm,
     index_prices_refresh,
     index_sweep_reference_set,
-    ops_alert_raise,
-    ops_alert_resolve,
     price_observation_submit,
     price_observations_submit,
     vol_observation_submit,
 )
 from clearing.marketdata.signals import index_moved
+from clearing.ops.alerts import ops_alert_raise, ops_alert_resolve
+from clearing.ops.models import OpsAlert
 from tests import factories
 
 
@@ -471,7 +470,7 @@ def test_a_single_degraded_source_does_not_allow_liquidation(oracle, clock, memb
     """An account deep below its maintenance margin is margin-called but not liquidated while BTC
     has one fresh source; once the quorum is back, the liquidation starts."""
     from accounts.services import collateral_deposit
-    from clearing.services import trade_book
+    from accounts.trading import trade_book
     from riskengine.sweeps.models import Liquidation, MarginCall
     from riskengine.sweeps.services import sweep_accounts_run
 

@@ -15,9 +15,9 @@ from django.utils import timezone
 from prometheus_client import REGISTRY, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
+from clearing.events import events_publish
+from clearing.models import OutboxEvent
 from clearing.ops.metrics import _worker_app, metrics_registry
-from frontend.events import events_publish
-from frontend.models import OutboxEvent
 from riskengine.sweeps import liquidation as liquidation_module
 from riskengine.sweeps import services
 from riskengine.sweeps.models import Sweep, SweepShard

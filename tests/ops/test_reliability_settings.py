@@ -7,7 +7,7 @@ import pytest
 from django.conf import settings
 from django.db import OperationalError, connection, connections
 
-from clearing.celery import _worker_database_timeouts, app
+from clearing.config.celery import _worker_database_timeouts, app
 from clearing.ops.database import database_timeouts_apply, timeout_options
 from clearing.ops.retry import RETRY_BACKOFF_MAX
 

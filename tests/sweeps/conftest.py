@@ -8,10 +8,10 @@ from django.core.management import call_command
 
 from accounts.models import Asset, MarginAccount, Member
 from accounts.services import collateral_deposit
-from clearing.demo import UNDERLYINGS, spot_prices
+from accounts.trading import Fill, trades_book
+from clearing.marketdata.demo import UNDERLYINGS, spot_prices
+from clearing.marketdata.quotes import MarketQuotes
 from clearing.models import Instrument, InstrumentKind
-from clearing.services import Fill, trades_book
-from riskengine.quotes import MarketQuotes
 
 
 def demo_quotes(**statuses) -> MarketQuotes:

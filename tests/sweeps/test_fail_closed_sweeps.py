@@ -14,9 +14,8 @@ import pytest
 from django.utils import timezone
 
 from clearing.api.serializers import AccountMarginOut, SnapshotOut
-from clearing.marketdata.models import OpsAlert
-from clearing.models import Trade
-from frontend.models import OutboxEvent
+from clearing.models import OutboxEvent, Trade
+from clearing.ops.models import OpsAlert
 from riskengine.selectors import parameter_set_active
 from riskengine.sweeps import liquidation as liquidation_module
 from riskengine.sweeps import services

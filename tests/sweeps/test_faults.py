@@ -38,8 +38,7 @@ from django.db.models import Count
 from django.utils import timezone
 
 from accounts.models import MarginAccount
-from clearing.celery import app
-from clearing.ops.recovery import shard_resend_after, sweeps_recover
+from clearing.config.celery import app
 from riskengine.sweeps import services
 from riskengine.sweeps.models import (
     AccountMargin,
@@ -50,6 +49,7 @@ from riskengine.sweeps.models import (
     SweepShard,
     SweepStatus,
 )
+from riskengine.sweeps.recovery import shard_resend_after, sweeps_recover
 from riskengine.sweeps.tasks import sweep_shard
 from tests.sweeps.conftest import demo_quotes, moved
 from tests.sweeps.test_two_workers import queue_purge
@@ -92,7 +92,7 @@ class Workers:
 
     def start(self, label: str) -> str:
         name = f"{label}-{self.token}@{socket.gethostname()}"
-        command = [sys.executable, "-m", "celery", "-A", "clearing", "worker", "-c", "1", "-n", name,
+        command = [sys.executable, "-m", "celery", "-A", "clearing.config", "worker", "-c", "1", "-n", name,
                    "-Q", self.queue, "--without-gossip", "--without-mingle", "--without-heartbeat",
                    "-l", "info"]  # fmt: skip
         log = (self.logs / f"{label}.log").open("w")

@@ -5,8 +5,9 @@ from dataclasses import replace
 from datetime import timedelta
 from unittest import mock
 
-from clearing.marketdata.models import IndexState, OpsAlert
+from clearing.marketdata.models import IndexState
 from clearing.models import Trade
+from clearing.ops.models import OpsAlert
 from riskengine.sweeps import liquidation as liquidation_module
 from riskengine.sweeps import services, storage
 from riskengine.sweeps.models import (

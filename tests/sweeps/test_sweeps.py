@@ -12,9 +12,8 @@ from django.utils import timezone
 
 from accounts.models import AccountKind, Asset, CollateralBalance, CollateralMovement, MarginAccount
 from accounts.services import collateral_deposit
-from clearing.models import Position, Trade
+from clearing.models import OutboxEvent, Position, Trade
 from clearing.signals import accounts_changed
-from frontend.models import OutboxEvent
 from riskengine.core import compute_document
 from riskengine.sweeps import liquidation as liquidation_module
 from riskengine.sweeps import services
@@ -236,7 +235,7 @@ def test_a_deficit_is_covered_by_the_insurance_fund_and_recorded(quotes):
 
 
 def test_a_stale_price_suspends_liquidation_but_not_the_margin_call(quotes):
-    from clearing.marketdata.models import OpsAlert
+    from clearing.ops.models import OpsAlert
 
     account = account_with_btc_long(code="T-STALE", usd="20000")
     crashed = moved(demo_quotes(BTC="stale"), BTC=quotes.underlying_prices["BTC"] * 0.93)
@@ -313,8 +312,8 @@ def test_booking_a_trade_sends_accounts_changed_on_commit(quotes, django_capture
     )
     try:
         with django_capture_on_commit_callbacks(execute=True), mock.patch.object(services, "_drain_enqueue"):
-            from clearing.demo import spot_prices
-            from clearing.services import trade_book
+            from accounts.trading import trade_book
+            from clearing.marketdata.demo import spot_prices
 
             trade_book(account=account, instrument="BTC-PERP", quantity=1, price=spot_prices()["BTC"])
     finally:
@@ -434,7 +433,7 @@ def test_a_shard_makes_as_many_queries_whatever_the_number_of_accounts_in_a_call
 
 @pytest.mark.parametrize("accounts", [2, 12])
 def test_suspended_liquidations_cost_no_query_per_account(quotes, accounts, django_assert_max_num_queries):
-    from clearing.marketdata.models import OpsAlert
+    from clearing.ops.models import OpsAlert
 
     stale = demo_quotes(BTC="stale")
     shard_run_queries(quotes=stale, accounts=accounts, assert_max=django_assert_max_num_queries)
@@ -452,7 +451,7 @@ def test_suspended_liquidations_cost_no_query_per_account(quotes, accounts, djan
 def test_a_shard_that_changes_many_accounts_pushes_their_margin_updates_as_one_fanout_row(
     quotes, monkeypatch
 ):
-    from frontend.events import FANOUT_GROUP
+    from clearing.events import FANOUT_GROUP
     from frontend.relay import outbox_claim
     from riskengine.sweeps import calls
 

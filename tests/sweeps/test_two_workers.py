@@ -31,7 +31,7 @@ from django.db import connection
 from django.db.models import Count
 
 from accounts.models import MarginAccount
-from clearing.celery import app
+from clearing.config.celery import app
 from riskengine.sweeps import services
 from riskengine.sweeps.models import MarginSnapshot, ShardStatus
 from tests.sweeps.conftest import demo_quotes
@@ -42,8 +42,9 @@ SWEEP_SECONDS = 300
 
 
 def worker_start(name: str, queue: str, env: dict, log: Path) -> subprocess.Popen:
-    command = [sys.executable, "-m", "celery", "-A", "clearing", "worker", "-c", "1", "-n", name, "-Q", queue,
-               "--without-gossip", "--without-mingle", "--without-heartbeat", "-l", "info"]  # fmt: skip
+    command = [sys.executable, "-m", "celery", "-A", "clearing.config", "worker", "-c", "1", "-n", name,
+               "-Q", queue, "--without-gossip", "--without-mingle", "--without-heartbeat",
+               "-l", "info"]  # fmt: skip
     return subprocess.Popen(command, cwd=ROOT, env=env, stdout=log.open("w"), stderr=subprocess.STDOUT)
 
 

@@ -19,7 +19,7 @@ from pathlib import Path
 from django.conf import settings
 from django.core.management.base import BaseCommand
 
-from clearing.celery import embedded_broker_folders_ensure
+from clearing.config.celery import embedded_broker_folders_ensure
 
 PROCESSES = ("web", "worker", "beat")
 # The demo's simulated price sources, on unless CLEARING_DEMO_FEED=0.

@@ -15,7 +15,8 @@ from decimal import Decimal
 from django.core.management.base import BaseCommand
 from django.utils import timezone
 
-from clearing.marketdata.demo import HISTORY_SYMBOLS, demo_sources_ensure, demo_symbols_prices
+from clearing.history import daily_history
+from clearing.marketdata.demo import HISTORY_SYMBOLS, UNDERLYINGS, demo_sources_ensure, demo_symbols_prices
 from clearing.marketdata.feed import DemoFeed
 from clearing.marketdata.models import IndexState
 from clearing.marketdata.services import PriceIn, VolIn, price_observations_submit, vol_observations_submit
@@ -35,8 +36,6 @@ class Command(BaseCommand):
         parser.add_argument("--seed", type=int, default=None)
 
     def handle(self, *args, **options):
-        from clearing.demo import UNDERLYINGS
-
         if options["ticks"] == 0 and hasattr(os, "nice"):
             os.nice(10)  # a demo nicety must yield to the web server and the sweeps
         rng = random.Random(options["seed"])
@@ -105,6 +104,4 @@ class Command(BaseCommand):
 
 
 def daily_start() -> date:
-    from clearing.history import daily_history
-
     return daily_history("BTC")[0].day

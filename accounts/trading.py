@@ -1,4 +1,8 @@
-"""Booking trades: the only writer of positions.
+"""Booking trades into margin accounts: the only writer of positions.
+
+It lives with the accounts because booking moves an account's cash (premiums, realised P&L) through
+the collateral ledger under the accounts' locks; the trade and position models are the clearing
+domain's (``clearing.models``), below the accounts.
 
 A clearing house accepts executed trades even when they breach margin (the sweep then calls for
 margin), so booking checks that a fill is well formed, never that the account can afford it.

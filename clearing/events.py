@@ -1,7 +1,12 @@
-"""Publishing live events for members' browsers (see ``frontend.models.OutboxEvent``).
+"""Publishing live events for members' browsers (see ``clearing.models.OutboxEvent``).
 
 Call these inside the transaction that makes the change the event announces: the rows commit or
-roll back with it, and the relay in the web process pushes only committed rows.
+roll back with it, and the relay in the web process (``frontend.relay``) pushes only committed rows.
+
+Publishing writes the rows and nothing else. The swept margin ratios among the events (the
+``margin.updated`` events that carry equity and MM) are announced, in the same transaction, through
+``clearing.signals.margin_ratios_published``: the app that owns a rule on them (the web app's target
+bands) connects its receiver there.
 """
 
 from __future__ import annotations
@@ -15,7 +20,8 @@ from django.core.serializers.json import DjangoJSONEncoder
 from django.db import connection
 from django.utils import timezone
 
-from frontend.models import OutboxEvent
+from clearing.models import OutboxEvent
+from clearing.signals import margin_ratios_published
 
 # The group of an outbox row that carries many accounts' events (a full-sweep shard's
 # margin.updated: one row instead of one per account); the relay fans it out to each event's
@@ -45,13 +51,14 @@ def events_publish(*, events: list[tuple[int, str, dict]]) -> list[OutboxEvent]:
         for account_id, event_type, payload in events
     ]
     created = OutboxEvent.objects.bulk_create(rows)
-    _target_bands_follow(events)
+    _margin_ratios_announce(events)
     return created
 
 
-def _target_bands_follow(events: list[tuple[int, str, dict]]) -> None:
-    """A swept margin (``margin.updated`` carrying equity and MM) is checked against the account's
-    target band in the same transaction, so the band alert commits, or not, with the sweep."""
+def _margin_ratios_announce(events: list[tuple[int, str, dict]]) -> None:
+    """Send ``margin_ratios_published`` for the swept margins (``margin.updated`` carrying equity and
+    MM) among ``events``, in the caller's transaction, so what a receiver writes commits, or not,
+    with the sweep."""
     ratios: dict[int, float | None] = {}
     for account_id, event_type, payload in events:
         if event_type != "margin.updated" or "maintenance_margin" not in payload or "equity" not in payload:
@@ -59,9 +66,7 @@ def _target_bands_follow(events: list[tuple[int, str, dict]]) -> None:
         mm = float(payload["maintenance_margin"])
         ratios[account_id] = float(payload["equity"]) / mm if mm > 0 else None
     if ratios:
-        from frontend.services import target_bands_check  # services publish through this module
-
-        target_bands_check(ratios=ratios)
+        margin_ratios_published.send(sender=__name__, ratios=ratios)
 
 
 def events_publish_encoded(
@@ -73,7 +78,7 @@ def events_publish_encoded(
     PostgreSQL they are written by one ``COPY`` (no per-row decode/re-encode, no huge ``INSERT``);
     the rows are the same ``OutboxEvent`` rows the relay reads. ``margin_ratios`` (account id →
     equity / MM, None when MM = 0) are the swept ratios of the ``margin.updated`` events among
-    ``rows``: they are checked against target bands in the same transaction, as
+    ``rows``: they are announced (``margin_ratios_published``) in the same transaction, as
     ``events_publish`` does for its payloads. Returns the number of rows written."""
     if rows:
         now = timezone.now()
@@ -92,9 +97,7 @@ def events_publish_encoded(
                 batch_size=500,
             )
     if margin_ratios:
-        from frontend.services import target_bands_check
-
-        target_bands_check(ratios=margin_ratios)
+        margin_ratios_published.send(sender=__name__, ratios=dict(margin_ratios))
     return len(rows)
 
 

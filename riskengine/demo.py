@@ -15,25 +15,18 @@ from datetime import UTC, date, datetime, time, timedelta
 from decimal import Decimal
 
 from django.conf import settings
-from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.utils import timezone
 
 from accounts.models import AccountKind, Asset, MarginAccount, MarginMode, Member, Role, User
 from accounts.services import collateral_deposit, user_create
-from clearing.history import last_close
+from accounts.trading import Fill, trades_book
+from clearing.marketdata.demo import UNDERLYINGS, marketdata_demo_seed, spot_prices
 from clearing.models import Instrument, InstrumentKind, OptionRight, Trade, Underlying
-from clearing.services import Fill, trades_book
 from riskengine.core.black76 import black76_price
 from riskengine.models import ParameterSet
 from riskengine.services import parameter_set_bootstrap
 
-UNDERLYINGS = {
-    # symbol: (name, strike step, demo implied vol)
-    "BTC": ("Bitcoin", Decimal(1000), 0.55),
-    "ETH": ("Ether", Decimal(50), 0.65),
-    "SOL": ("Solana", Decimal(1), 0.85),
-}
 ASSETS = {
     # symbol: (name, linked underlying, decimals)
     "USD": ("US dollar (settlement)", None, 2),
@@ -136,7 +129,6 @@ DEMO_USERS = (
     DemoUser("venue", Role.VENUE, None),
     DemoUser("custody", Role.CUSTODIAN, None),
 )
-DEMO_CUSTODIAN = "custody"
 
 
 def last_friday(year: int, month: int) -> date:
@@ -162,10 +154,6 @@ def demo_expiries(*, today: date) -> tuple[list[datetime], list[datetime]]:
 
 def expiry_code(expiry: datetime) -> str:
     return expiry.strftime("%d%b%y").upper()
-
-
-def spot_prices() -> dict[str, Decimal]:
-    return {symbol: last_close(symbol).quantize(Decimal("0.01")) for symbol in UNDERLYINGS}
 
 
 def reference_data_seed(*, today: date) -> dict[str, list[Instrument]]:
@@ -436,8 +424,6 @@ def demo_venue_seed(*, today: date | None = None, log: Callable[[str], None] = p
                 )
                 booked += 1
     # The oracle: real history as index history, demo price sources, current prices and IV marks.
-    from clearing.marketdata.demo import marketdata_demo_seed
-
     marketdata_demo_seed(log=log)
     log(
         f"Demo venue ready: {MarginAccount.objects.count()} accounts ({booked} books booked this run), "
@@ -447,42 +433,3 @@ def demo_venue_seed(*, today: date | None = None, log: Callable[[str], None] = p
     for demo in DEMO_USERS:
         of_member = f" of {demo.member}" if demo.member else ""
         log(f"  {demo.username:<9} {demo.password:<23} {demo.role}{of_member}")
-
-
-# --- The demo custody ------------------------------------------------------------------------------
-
-
-def custody_demo_process(
-    *, now: datetime | None = None, delay_seconds: float | None = None
-) -> tuple[int, int]:
-    """The demo venue's custody (``CUSTODY_DEMO_AUTOCONFIRM``, development only): deposits announced
-    and withdrawals requested at least ``delay_seconds`` ago are confirmed and sent, so the demo
-    flows without a real custodian. It acts as the ``custody`` user through the custodian's own
-    services, checks and ledger entries included; returns (deposits confirmed, withdrawals sent)."""
-    from accounts.custody import CustodyConflict, deposit_confirm, withdrawal_mark_sent
-    from accounts.selectors import deposits_in_state, withdrawals_in_state
-
-    custodian = User.objects.filter(username=DEMO_CUSTODIAN, role=Role.CUSTODIAN, is_active=True).first()
-    if custodian is None:
-        return 0, 0
-    now = now or timezone.now()
-    delay = settings.CUSTODY_DEMO_DELAY_SECONDS if delay_seconds is None else delay_seconds
-    cutoff = now - timedelta(seconds=delay)
-    confirmed = sent = 0
-    for deposit in deposits_in_state().filter(created_at__lte=cutoff, expires_at__gt=now)[:100]:
-        try:
-            _, created = deposit_confirm(
-                deposit=deposit, custodian=custodian, reference=f"demo-in-{deposit.pk}"
-            )
-        except (CustodyConflict, ValidationError):
-            continue  # settled meanwhile, or an amount the balance cannot hold: leave it to expire
-        confirmed += created
-    for withdrawal in withdrawals_in_state().filter(created_at__lte=cutoff)[:100]:
-        try:
-            _, created = withdrawal_mark_sent(
-                withdrawal=withdrawal, custodian=custodian, reference=f"demo-out-{withdrawal.pk}"
-            )
-        except CustodyConflict:
-            continue
-        sent += created
-    return confirmed, sent

@@ -6,7 +6,7 @@ from datetime import date
 
 from django.core.management.base import BaseCommand
 
-from clearing.marketdata.calibration import calibration_propose
+from riskengine.calibration import calibration_propose
 
 
 class Command(BaseCommand):

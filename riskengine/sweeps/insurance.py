@@ -31,20 +31,19 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from decimal import Decimal
-from typing import TYPE_CHECKING
 
 from django.db import transaction
 from django.utils import timezone
 
 from accounts.models import AccountKind, CollateralBalance, MarginAccount
-from clearing.marketdata.services import ops_alerts_raise, ops_alerts_resolve
+from clearing.marketdata.quotes import MarketQuotes
+from clearing.marketdata.selectors import market_quotes_current
+from clearing.ops.alerts import ops_alerts_raise, ops_alerts_resolve
 from clearing.ops.metrics import INSURANCE_CHECK_FAILURES
-from clearing.ops.models import UncoveredDeficit
+from clearing.ops.models import OpsAlert, UncoveredDeficit
 from riskengine.models import ParameterSet, ParameterStatus
-from riskengine.quotes import MarketQuotes
-
-if TYPE_CHECKING:
-    from riskengine.sweeps.models import Liquidation
+from riskengine.sweeps.models import Liquidation, Sweep, SweepKind, SweepStatus
+from riskengine.sweeps.selectors import sweep_quotes
 
 log = logging.getLogger(__name__)
 
@@ -71,8 +70,6 @@ def insurance_fund_value(*, quotes: MarketQuotes | None = None) -> FundValue | N
     if fund is None:
         return None
     if quotes is None:
-        from clearing.marketdata.selectors import market_quotes_current
-
         quotes = market_quotes_current()
     floor = (
         ParameterSet.objects.filter(status=ParameterStatus.ACTIVE)
@@ -131,8 +128,6 @@ def insurance_fund_exhausted(
     """The fund is below zero. Today: the critical alert, and the uncovered deficit recorded —
     once per liquidation that deepened it, or once when prices alone took it below zero. The hook
     for auto-deleveraging (module docstring). Returns the record made, if any."""
-    from clearing.marketdata.models import OpsAlert
-
     shortfall = -fund.value
     already_open = OpsAlert.objects.filter(kind=ALERT_NEGATIVE, key=ALERT_KEY, resolved_at=None).exists()
     ops_alerts_raise(
@@ -173,9 +168,6 @@ def insurance_fund_after_liquidation(*, liquidation: Liquidation, quotes: Market
 def insurance_fund_after_shard(*, shard_id: int) -> FundValue | None:
     """After a shard task: if the shard's full sweep is done, check the fund at the sweep's prices
     (one query otherwise)."""
-    from riskengine.sweeps.models import Sweep, SweepKind, SweepStatus
-    from riskengine.sweeps.selectors import sweep_quotes
-
     sweep = Sweep.objects.filter(shards__pk=shard_id, kind=SweepKind.FULL, status=SweepStatus.DONE).first()
     if sweep is None:
         return None

@@ -1,17 +1,17 @@
 """ASGI entry point: HTTP through Django on a fixed pool of request threads per process
-(``clearing.asgi_handler``), websockets through Channels (session auth, an exact origin check:
+(``clearing.server.asgi_handler``), websockets through Channels (session auth, an exact origin check:
 ``frontend.origins``)."""
 
 import os
 
 import django
 
-os.environ.setdefault("DJANGO_SETTINGS_MODULE", "clearing.settings")
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "clearing.config.settings")
 django.setup(set_prefix=False)
 
 from django.conf import settings  # noqa: E402
 
-from clearing.asgi_handler import ThreadPoolASGIHandler  # noqa: E402
+from clearing.server.asgi_handler import ThreadPoolASGIHandler  # noqa: E402
 
 django_asgi_app = ThreadPoolASGIHandler(threads=settings.WEB_THREADS)
 

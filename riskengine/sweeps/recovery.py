@@ -40,6 +40,8 @@ from django.db.models import F
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
+from clearing.ops.alerts import ops_alerts_raise, ops_alerts_resolve
+from clearing.ops.models import OpsAlert
 from clearing.ops.retry import RETRY_BACKOFF_MAX
 from riskengine.sweeps.models import (
     Liquidation,
@@ -50,6 +52,7 @@ from riskengine.sweeps.models import (
     SweepShard,
     SweepStatus,
 )
+from riskengine.sweeps.services import sweep_superseded
 
 log = logging.getLogger(__name__)
 
@@ -73,9 +76,7 @@ def liquidations_resume(
     (oldest first, at most ``limit``); returns their ids. Those in progress for longer than
     ``stuck_after`` (past any legitimate wait: a lost task is resumed within 3 min) get a
     ``liquidation_stuck`` ops alert, resolved by the first run after they are done."""
-    from clearing.marketdata.models import OpsAlert
-    from clearing.marketdata.services import ops_alerts_raise, ops_alerts_resolve
-    from riskengine.sweeps.tasks import liquidation_execute
+    from riskengine.sweeps.tasks import liquidation_execute  # circular: the tasks module imports this one
 
     now = now or timezone.now()
     rows = list(
@@ -139,9 +140,6 @@ def sweeps_recover(
     ``shard_resend_after()``) after their last send; expire (with a reason and an ops alert) the
     sweeps that cannot complete any more (module docstring). Sweeps are taken oldest first, locked
     with ``SKIP LOCKED`` so two runs never handle the same sweep; the sends happen after commit."""
-    from clearing.marketdata.services import ops_alerts_raise
-    from riskengine.sweeps.services import sweep_superseded
-
     bound = older_than if older_than is not None else shard_resend_after()
     now = now or timezone.now()
     outcome = SweepsRecovery()
@@ -198,7 +196,7 @@ def sweeps_recover(
 
 
 def _shards_send(shard_ids: list[int]) -> None:
-    from riskengine.sweeps.tasks import sweep_shard
+    from riskengine.sweeps.tasks import sweep_shard  # circular: the tasks module imports this one
 
     # A send that fails now is retried by the next run (``sent_at`` ages past the bound again).
     for shard_id in shard_ids:

@@ -1,7 +1,7 @@
 """The web server: uvicorn worker processes that each accept connections on their own socket.
 
-``python -m clearing.webserver`` (what ``docker/bin/web`` runs for compose, ``make run`` and CI)
-serves ``clearing.asgi:application`` with ``WEB_CONCURRENCY`` worker processes.
+``python -m clearing.server.webserver`` (what ``docker/bin/web`` runs for compose, ``make run`` and CI)
+serves ``clearing.config.asgi:application`` with ``WEB_CONCURRENCY`` worker processes.
 
 Why not ``uvicorn --workers N``: it binds one listening socket in the parent and shares it, so
 every worker waits on the same accept queue and Linux hands each new connection to the worker
@@ -35,12 +35,14 @@ import sys
 import threading
 from dataclasses import asdict, dataclass
 
-APPLICATION = "clearing.asgi:application"
+import uvicorn
+
+APPLICATION = "clearing.config.asgi:application"
 STARTUP_FAILURE = 3  # uvicorn's exit code for a worker that failed before serving
 RESTART_PAUSE_SECONDS = 1.0
 STOP_TIMEOUT_SECONDS = 30.0
 
-logger = logging.getLogger("clearing.webserver")
+logger = logging.getLogger("clearing.server.webserver")
 
 
 @dataclass(frozen=True)
@@ -83,8 +85,6 @@ def reuse_port_socket(host: str, port: int) -> socket.socket:
 
 def _worker_main(options: dict) -> None:
     """One worker process: its own listening socket, then uvicorn until SIGTERM."""
-    import uvicorn
-
     server_options = ServerOptions(**options)
     sock = reuse_port_socket(server_options.host, server_options.port)
     config = uvicorn.Config(
@@ -153,8 +153,6 @@ def main() -> int:
     if options.workers > 1 and sys.platform.startswith("linux"):
         return Supervisor(options).run()
     # One worker; or elsewhere, where SO_REUSEPORT does not spread connections: uvicorn as it comes.
-    import uvicorn
-
     uvicorn.run(
         APPLICATION,
         host=options.host,

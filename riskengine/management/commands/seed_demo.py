@@ -1,8 +1,8 @@
 from django.core.management.base import BaseCommand
 
 from accounts.models import Member
-from clearing.celery import embedded_broker_folders_ensure
-from clearing.demo import demo_venue_seed
+from clearing.config.celery import embedded_broker_folders_ensure
+from riskengine.demo import demo_venue_seed
 
 
 class Command(BaseCommand):

@@ -21,7 +21,7 @@ import dj_database_url
 from celery.schedules import crontab
 from django.core.exceptions import ImproperlyConfigured
 
-BASE_DIR = Path(__file__).resolve().parent.parent
+BASE_DIR = Path(__file__).resolve().parents[2]
 
 
 def env_str(name: str, default: str | None = None) -> str | None:
@@ -102,13 +102,13 @@ MIDDLEWARE = [
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
 ]
 
-ROOT_URLCONF = "clearing.urls"
-ASGI_APPLICATION = "clearing.asgi.application"
-# Threads per web process that run Django's synchronous request handling (clearing.asgi_handler):
+ROOT_URLCONF = "clearing.config.urls"
+ASGI_APPLICATION = "clearing.config.asgi.application"
+# Threads per web process that run Django's synchronous request handling (clearing.server.asgi_handler):
 # requests beyond it wait their turn. Scale with processes (WEB_CONCURRENCY), not threads: the
 # API's work is CPU-bound and a process runs Python on one core at a time.
 WEB_THREADS = env_int("WEB_THREADS", 4)
-WSGI_APPLICATION = "clearing.wsgi.application"
+WSGI_APPLICATION = "clearing.config.wsgi.application"
 
 TEMPLATES = [
     {
@@ -129,7 +129,7 @@ TEMPLATES = [
 # https://github.com/jazzband/dj-database-url
 DATABASE_URL = env_str("DATABASE_URL", f"sqlite:///{VAR_DIR / 'clearing.sqlite3'}")
 # Persistent connections (DATABASE_CONN_MAX_AGE seconds) are kept per request thread; the web
-# server's threads are a fixed pool (clearing.asgi_handler), so their number is bounded. A
+# server's threads are a fixed pool (clearing.server.asgi_handler), so their number is bounded. A
 # connection the database dropped is noticed at the start of the next request, not mid-way.
 DATABASE_CONN_MAX_AGE = env_int("DATABASE_CONN_MAX_AGE", 0)
 DATABASES = {
@@ -266,7 +266,7 @@ else:
 TRUSTED_PROXY_COUNT = env_int("TRUSTED_PROXY_COUNT", 0)
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
-        "accounts.authentication.BearerTokenAuthentication",
+        "clearing.api.authentication.BearerTokenAuthentication",
         "rest_framework.authentication.SessionAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
@@ -491,7 +491,7 @@ CLEARING_SNAPSHOT_RETENTION_HOURS = float(env_str("CLEARING_SNAPSHOT_RETENTION_H
 # process's WEB_THREADS. Migrations on big tables may need more: docker/bin/release turns both off.
 DATABASE_STATEMENT_TIMEOUT = float(env_str("DATABASE_STATEMENT_TIMEOUT", "15"))
 DATABASE_LOCK_TIMEOUT = float(env_str("DATABASE_LOCK_TIMEOUT", "5"))
-# Celery workers (applied by clearing.celery when a worker starts): the longest statement of a
+# Celery workers (applied by clearing.config.celery when a worker starts): the longest statement of a
 # task is a shard's COPY and upsert (≈ 0.1 s for 5,000 accounts idle, a few seconds for 25,000 on
 # a loaded machine) or a retention batch; 60 s is far above that and below every soft time limit
 # below, so a stuck statement fails the task (and is retried) before the worker is killed. Lock
