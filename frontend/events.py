@@ -89,8 +89,3 @@ def events_publish_encoded(
 
         target_bands_check(ratios=margin_ratios)
     return len(rows)
-
-
-def event_publish(*, account_id: int, type: str, payload: dict) -> OutboxEvent:
-    (event,) = events_publish(events=[(account_id, type, payload)])
-    return event

@@ -1,7 +1,7 @@
 """The transactional outbox of live events.
 
 A state change and the event announcing it are written in the same transaction
-(``frontend.events.event_publish``); a relay inside the ASGI web process hands new rows to the
+(``frontend.events.events_publish``); a relay inside the ASGI web process hands new rows to the
 channel layer. So a margin call can never be pushed without being stored, nor stored without being
 pushed, and the same code serves the embedded stack (one web process, in-memory layer) and
 production (Redis layer, any number of web processes: each row is claimed by exactly one relay).

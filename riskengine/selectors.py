@@ -17,7 +17,6 @@ from riskengine.loading import book_rows_fetch, margin_book_build
 from riskengine.models import (
     AssetParameters,
     ParameterSet,
-    ParameterSetEvent,
     ParameterStatus,
     UnderlyingParameters,
 )
@@ -46,11 +45,6 @@ def parameter_set_active() -> ParameterSet:
 
 def parameter_set_with_rows(*, pk: int) -> ParameterSet:
     return parameter_sets_with_rows().get(pk=pk)
-
-
-def parameter_set_events(*, parameter_set: ParameterSet):
-    """The audit trail of one set, oldest first, with the actors (one query)."""
-    return ParameterSetEvent.objects.filter(parameter_set=parameter_set).select_related("actor")
 
 
 def parameter_sets_pending():

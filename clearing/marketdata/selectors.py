@@ -8,7 +8,7 @@ from django.conf import settings
 from django.utils import timezone
 
 from clearing.marketdata.aggregation import DEGRADED, OK, STALE
-from clearing.marketdata.models import IndexClose, IndexPrice, IndexState, OpsAlert, SymbolKind, VolMark
+from clearing.marketdata.models import IndexClose, IndexState, OpsAlert, SymbolKind, VolMark
 from riskengine.quotes import MarketQuotes
 
 
@@ -66,10 +66,6 @@ def underlyings_unsafe_for_liquidation(*, at: datetime | None = None) -> set[str
     """Symbols whose price is not ``ok`` (stale, unconfirmed, or without the quorum of fresh
     sources): no liquidation of exposed accounts."""
     return market_quotes_current(at=at).unsafe_for_liquidation()
-
-
-def index_prices_recent(*, symbol: str, limit: int = 50) -> list[IndexPrice]:
-    return list(IndexPrice.objects.filter(symbol=symbol).order_by("-id")[:limit])
 
 
 def index_closes(*, symbols: list[str], until: date | None = None) -> dict[str, list[tuple[date, float]]]:

@@ -8,7 +8,7 @@ from functools import lru_cache
 import numpy as np
 from django.db.models import Q
 
-from accounts.models import Asset, CollateralBalance, MarginAccount
+from accounts.models import Asset, CollateralBalance
 from clearing.models import Instrument, Position
 from riskengine.core import parse_parameters, scenario_grid
 from riskengine.core.margin import VOL_MOVES
@@ -16,7 +16,7 @@ from riskengine.models import ParameterSet, ParameterStatus
 from riskengine.quotes import MarketQuotes
 from riskengine.selectors import NoActiveParameterSet, parameter_sets_with_rows
 from riskengine.sweeps import codec
-from riskengine.sweeps.models import AccountMargin, MarginSnapshot, Sweep
+from riskengine.sweeps.models import MarginSnapshot, Sweep
 
 
 @lru_cache(maxsize=16)
@@ -65,11 +65,6 @@ def accounts_exposed(*, symbol: str) -> list[int]:
         balances.values_list("account_id", flat=True)
     )
     return sorted(ids)
-
-
-def account_margins_current(*, account_ids: list[int]) -> dict[int, AccountMargin]:
-    """The latest margin of each account (those ever swept), in one query."""
-    return AccountMargin.objects.in_bulk(account_ids)
 
 
 def margin_snapshot_positions(
@@ -185,8 +180,3 @@ def margin_snapshot_document(*, snapshot: MarginSnapshot) -> dict:
             }
         ],
     }
-
-
-def venue_account_ids() -> dict[str, int]:
-    """The house and insurance fund accounts, by kind."""
-    return dict(MarginAccount.objects.exclude(kind="member").values_list("kind", "pk"))
