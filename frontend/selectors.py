@@ -15,9 +15,10 @@ from frontend.models import BandState, TargetBand
 from riskengine.core import compute_margin
 from riskengine.core.errors import DocumentError
 from riskengine.loading import margin_book_load
+from riskengine.reference import quotes_current
 from riskengine.selectors import parameter_set_active
 from riskengine.sweeps.models import AccountMargin, CallStatus, MarginCall, MarginSnapshot
-from riskengine.whatif import margin_what_if, quotes_current
+from riskengine.whatif import margin_what_if
 
 HISTORY_POINTS = 120
 HEDGE_STEP = Decimal("0.0001")

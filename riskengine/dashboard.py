@@ -23,6 +23,7 @@ from decimal import Decimal
 
 from accounts.models import AccountKind, CollateralBalance, MarginAccount
 from riskengine.models import ParameterSet, ParameterSetEvent, ParameterStatus
+from riskengine.reference import quotes_current
 from riskengine.selectors import parameter_sets_pending
 
 
@@ -81,8 +82,6 @@ def insurance_fund_panel_context() -> dict:
     """The insurance fund account's balances, per asset, in asset units and valued in USD at the
     oracle's last good prices (4 queries). An asset without a price is shown and left out of the
     total, which is then marked incomplete; a price that is not ``ok`` is flagged."""
-    from clearing.marketdata.selectors import market_quotes_current
-
     fund = MarginAccount.objects.filter(kind=AccountKind.INSURANCE_FUND).first()
     balances = []
     total = Decimal(0)
@@ -93,7 +92,7 @@ def insurance_fund_panel_context() -> dict:
             .select_related("asset__underlying")
             .order_by("asset__symbol")
         )
-        quotes = market_quotes_current()
+        quotes = quotes_current()
         for balance in balances:
             asset = balance.asset
             symbol = asset.underlying.symbol if asset.underlying_id else asset.symbol

@@ -181,9 +181,14 @@ def _aware(moment) -> datetime:
     return timezone.make_aware(moment, UTC) if timezone.is_naive(moment) else moment
 
 
-def quotes_current_cached() -> MarketQuotes:
-    """``clearing.marketdata.selectors.market_quotes_current()`` valued now, from the per-process
-    cache while the oracle has written nothing new (one probe query)."""
+def quotes_current() -> MarketQuotes:
+    """The oracle's current market: the one way every consumer (sweeps, liquidations, what-if,
+    withdrawals, the API, the web app, the impact preview, the dashboards) reads the quotes.
+
+    It is ``clearing.marketdata.selectors.market_quotes_current()`` valued now, from the
+    per-process cache while the oracle has written nothing new (one probe query), so it gives the
+    same statuses, hence the same fail-closed answer (``unsafe_for_liquidation``), as an uncached
+    read at the same moment."""
     from clearing.marketdata.selectors import market_quotes_current
 
     global _quotes

@@ -21,6 +21,7 @@ from riskengine.models import (
     UnderlyingParameters,
 )
 from riskengine.quotes import MarketQuotes
+from riskengine.reference import quotes_current
 
 
 class NoActiveParameterSet(LookupError):
@@ -137,11 +138,7 @@ def parameter_set_impact(
     same market (``quotes``, default the oracle's current view). Two engine runs over all
     accounts; raises ``ValidationError`` naming the field when a set cannot margin the book (an
     asset held as collateral that the proposed set does not cover, say)."""
-    if quotes is None:
-        # Imported here: the oracle's app imports this module's callers (no import cycle at load).
-        from clearing.marketdata.selectors import market_quotes_current
-
-        quotes = market_quotes_current()
+    quotes = quotes or quotes_current()
     proposed = parameter_set_with_rows(pk=proposed.pk)
     active = parameter_set_active() if active is None else parameter_set_with_rows(pk=active.pk)
     rows = book_rows_fetch()

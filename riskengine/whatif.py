@@ -28,15 +28,9 @@ from clearing.validation import decimal_nonzero, decimal_positive
 from riskengine.core import NonFiniteFigures, black76_price, compute_margin, non_finite_figures
 from riskengine.loading import BookRows, account_rows_fetch, margin_book_build
 from riskengine.quotes import MarketQuotes
-from riskengine.reference import Reference, quotes_current_cached, reference_current
+from riskengine.reference import Reference, quotes_current, reference_current
 
 SECONDS_PER_YEAR = 365 * 24 * 3600
-
-
-def quotes_current() -> MarketQuotes:
-    """The oracle's current market (the one seam tests replace with fixed quotes), from the
-    per-process cache that follows the oracle's writes (``riskengine.reference``)."""
-    return quotes_current_cached()
 
 
 @dataclass(frozen=True)

@@ -68,7 +68,6 @@ from clearing.api.permissions import (
 )
 from clearing.api.throttling import ComputeRateThrottle
 from clearing.marketdata.models import IndexState
-from clearing.marketdata.selectors import market_quotes_current
 from clearing.marketdata.services import (
     PriceIn,
     VolIn,
@@ -80,7 +79,7 @@ from clearing.models import Instrument, Position, Trade, Underlying
 from clearing.services import Fill, trades_book
 from riskengine.core import DocumentError, DocumentLimits, NonFiniteFigures, compute_document
 from riskengine.models import ParameterStatus
-from riskengine.reference import reference_current
+from riskengine.reference import quotes_current, reference_current
 from riskengine.selectors import NoActiveParameterSet, parameter_set_active, parameter_sets_with_rows
 from riskengine.sweeps.models import AccountMargin, Liquidation, MarginCall, MarginCallEvent, MarginSnapshot
 from riskengine.sweeps.selectors import margin_snapshot_document, margin_snapshot_figures
@@ -269,7 +268,7 @@ class IndexPriceList(RoleListView):
     queryset = IndexState.objects.order_by("symbol")
 
     def list(self, request, *args, **kwargs):
-        statuses = market_quotes_current().statuses
+        statuses = quotes_current().statuses
         page = self.paginate_queryset(self.get_queryset())
         for state in page:
             state.status = statuses.get(state.symbol, state.status)

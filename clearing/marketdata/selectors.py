@@ -1,4 +1,5 @@
-"""Reads of the oracle. ``market_quotes_current`` is what every sweep and the API read."""
+"""Reads of the oracle. ``market_quotes_current`` is the oracle's read of its market; every consumer
+reads it through ``riskengine.reference.quotes_current`` (cached while the oracle writes nothing)."""
 
 from __future__ import annotations
 

@@ -42,6 +42,7 @@ from clearing.ops.metrics import INSURANCE_CHECK_FAILURES
 from clearing.ops.models import UncoveredDeficit
 from riskengine.models import ParameterSet, ParameterStatus
 from riskengine.quotes import MarketQuotes
+from riskengine.reference import quotes_current
 
 if TYPE_CHECKING:
     from riskengine.sweeps.models import Liquidation
@@ -70,10 +71,7 @@ def insurance_fund_value(*, quotes: MarketQuotes | None = None) -> FundValue | N
     fund = MarginAccount.objects.filter(kind=AccountKind.INSURANCE_FUND).values_list("pk", flat=True).first()
     if fund is None:
         return None
-    if quotes is None:
-        from clearing.marketdata.selectors import market_quotes_current
-
-        quotes = market_quotes_current()
+    quotes = quotes or quotes_current()
     floor = (
         ParameterSet.objects.filter(status=ParameterStatus.ACTIVE)
         .values_list("insurance_fund_floor", flat=True)

@@ -50,7 +50,7 @@ from riskengine.core import MODES, OPTION, DocumentError, compute_margin, non_fi
 from riskengine.core.margin import STATUSES
 from riskengine.loading import BookRows, LoadedBook, book_rows_fetch, margin_book_build, market_form_build
 from riskengine.quotes import MarketQuotes
-from riskengine.reference import reference_current
+from riskengine.reference import quotes_current, reference_current
 from riskengine.services import INVALID_SET_ALERT
 from riskengine.sweeps import codec
 from riskengine.sweeps.models import (
@@ -79,12 +79,6 @@ UPDATE_THRESHOLD = 1e-4
 SUSPENDED_ALERT = "liquidation_suspended"
 # Critical: the engine gave an account a figure that is not a number (NaN or infinite).
 NOT_FINITE_ALERT = "margin_not_finite"
-
-
-def quotes_current() -> MarketQuotes:
-    from clearing.marketdata.selectors import market_quotes_current
-
-    return market_quotes_current()
 
 
 def _any(queryset: QuerySet, column: str, values: list) -> QuerySet:

@@ -90,18 +90,18 @@ def test_cached_quotes_follow_every_new_index_price_and_go_stale_on_time(
     django_assert_num_queries,
 ):
     submit(oracle, clock, "BTC", "60000", "60010", "59990")
-    first = reference.quotes_current_cached()
+    first = reference.quotes_current()
     assert (first.underlying_prices["BTC"], first.statuses["BTC"]) == (60000.0, "ok")
     clock.advance(seconds=5)
     with django_assert_num_queries(1):  # only the probe: nothing new from the oracle
-        hit = reference.quotes_current_cached()
+        hit = reference.quotes_current()
     assert hit.valuation_time == clock.now
     assert hit.underlying_prices == first.underlying_prices
 
     submit(oracle, clock, "BTC", "61000", "61010", "60990")
-    assert reference.quotes_current_cached().underlying_prices["BTC"] == 61000.0
+    assert reference.quotes_current().underlying_prices["BTC"] == 61000.0
 
     clock.advance(seconds=75)  # the sources are now older than max_age (60 s): no write needed
-    stale = reference.quotes_current_cached()
+    stale = reference.quotes_current()
     assert stale.statuses["BTC"] == "stale"
     assert stale.underlying_prices["BTC"] == 61000.0  # the last good price
