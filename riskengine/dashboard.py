@@ -80,8 +80,9 @@ def parameters_panel_context() -> dict:
 
 def insurance_fund_panel_context() -> dict:
     """The insurance fund account's balances, per asset, in asset units and valued in USD at the
-    oracle's last good prices (4 queries). An asset without a price is shown and left out of the
-    total, which is then marked incomplete; a price that is not ``ok`` is flagged."""
+    oracle's last good prices (at most 5 queries: 3 when the cached quotes are current). An asset
+    without a price is shown and left out of the total, which is then marked incomplete; a price
+    that is not ``ok`` is flagged."""
     fund = MarginAccount.objects.filter(kind=AccountKind.INSURANCE_FUND).first()
     balances = []
     total = Decimal(0)

@@ -185,7 +185,7 @@ class ParameterSet(models.Model):
         """The methodology's ``parameters`` JSON form (margin document, section 5).
 
         Uses prefetched ``underlying_parameters``, ``asset_parameters`` and ``haircut_brackets``
-        when present (``parameter_set_active`` prefetches them).
+        when present (``riskengine.selectors.parameter_sets_with_rows`` prefetches them).
         """
         brackets: dict[int, list[HaircutBracket]] = {}
         for bracket in self.haircut_brackets.all():

@@ -38,7 +38,13 @@ def parameter_sets_with_rows():
 
 
 def parameter_set_active() -> ParameterSet:
-    parameter_set = parameter_sets_with_rows().filter(status=ParameterStatus.ACTIVE).first()
+    """The active parameter set, its row only (one query); raises ``NoActiveParameterSet``.
+
+    The one way to get the active set. Its parameters (form and parsed) come from
+    ``riskengine.reference.reference_current()`` (cached per process, one probe query), or from
+    ``riskengine.sweeps.selectors.parameters_form`` for a given set; its rows, for the admin and
+    governance, from ``parameter_set_with_rows``."""
+    parameter_set = ParameterSet.objects.filter(status=ParameterStatus.ACTIVE).first()
     if parameter_set is None:
         raise NoActiveParameterSet("No active risk parameter set: approve one in the admin.")
     return parameter_set
@@ -140,7 +146,7 @@ def parameter_set_impact(
     asset held as collateral that the proposed set does not cover, say)."""
     quotes = quotes or quotes_current()
     proposed = parameter_set_with_rows(pk=proposed.pk)
-    active = parameter_set_active() if active is None else parameter_set_with_rows(pk=active.pk)
+    active = parameter_set_with_rows(pk=(active or parameter_set_active()).pk)
     rows = book_rows_fetch()
     kinds = dict(MarginAccount.objects.values_list("pk", "kind"))
     results = []

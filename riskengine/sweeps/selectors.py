@@ -12,9 +12,8 @@ from accounts.models import Asset, CollateralBalance
 from clearing.models import Instrument, Position
 from riskengine.core import parse_parameters, scenario_grid
 from riskengine.core.margin import VOL_MOVES
-from riskengine.models import ParameterSet, ParameterStatus
 from riskengine.quotes import MarketQuotes
-from riskengine.selectors import NoActiveParameterSet, parameter_sets_with_rows
+from riskengine.selectors import parameter_sets_with_rows
 from riskengine.sweeps import codec
 from riskengine.sweeps.models import MarginSnapshot, Sweep
 
@@ -27,18 +26,9 @@ def _parameters_form(parameter_set_id: int, version: str) -> dict:
 
 
 def parameters_form(*, parameter_set) -> dict:
-    """The parameters form of ``parameter_set`` (cached per process: sets are frozen)."""
+    """The parameters form of ``parameter_set``, a set proposed or later (a draft is still edited):
+    cached per process, since such sets are frozen. Shared: read it, never change it."""
     return _parameters_form(parameter_set.pk, parameter_set.version)
-
-
-def parameter_set_active_row() -> ParameterSet:
-    """The active parameter set, row only (one query): its parameters come from
-    ``parameters_form``, cached per process by id and version, so activating another set is seen by
-    the very next sweep while a sweep never reloads the rows of an unchanged one."""
-    parameter_set = ParameterSet.objects.filter(status=ParameterStatus.ACTIVE).first()
-    if parameter_set is None:
-        raise NoActiveParameterSet("No active risk parameter set: approve one in the admin.")
-    return parameter_set
 
 
 def sweep_quotes(*, sweep: Sweep) -> MarketQuotes:

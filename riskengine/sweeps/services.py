@@ -51,6 +51,7 @@ from riskengine.core.margin import STATUSES
 from riskengine.loading import BookRows, LoadedBook, book_rows_fetch, margin_book_build, market_form_build
 from riskengine.quotes import MarketQuotes
 from riskengine.reference import quotes_current, reference_current
+from riskengine.selectors import parameter_set_active
 from riskengine.services import INVALID_SET_ALERT
 from riskengine.sweeps import codec
 from riskengine.sweeps.models import (
@@ -68,7 +69,7 @@ from riskengine.sweeps.models import (
     SweepShard,
     SweepStatus,
 )
-from riskengine.sweeps.selectors import parameter_set_active_row, parameters_form, sweep_quotes
+from riskengine.sweeps.selectors import parameters_form, sweep_quotes
 
 log = logging.getLogger(__name__)
 
@@ -798,7 +799,7 @@ def sweep_full_create(
     redelivered or duplicated message is one sweep."""
     if request_key is not None and (done := Sweep.objects.filter(request_key=request_key).first()):
         return done
-    parameter_set = parameter_set_active_row()
+    parameter_set = parameter_set_active()
     quotes = quotes or quotes_current()
     instruments = Instrument.objects.select_related("underlying").all()
     try:
@@ -942,7 +943,7 @@ def sweep_full_due(*, now: datetime | None = None) -> Sweep | None:
     since the last one started (beat checks every few seconds)."""
     now = now or timezone.now()
     with transaction.atomic():
-        parameter_set = parameter_set_active_row()
+        parameter_set = parameter_set_active()
         # The active set's row is the mutex: two checks at once start at most one sweep.
         type(parameter_set).objects.select_for_update().filter(pk=parameter_set.pk).first()
         last = (
@@ -987,7 +988,7 @@ def sweep_accounts_run(
     if not locked:
         return None
     quotes = quotes or quotes_current()
-    parameter_set = parameter_set_active_row()
+    parameter_set = parameter_set_active()
     # Parsed parameters, instruments and assets from the per-process cache (one probe query
     # instead of two reads and a parse), when it holds the set this sweep uses.
     reference = reference_current()
