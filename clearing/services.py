@@ -28,9 +28,7 @@ from accounts.models import Asset, MarginAccount, MovementKind, User
 from accounts.services import BalanceChange, collateral_movements_apply, margin_accounts_lock
 from clearing.models import Instrument, InstrumentKind, Position, Trade
 from clearing.signals import accounts_changed_on_commit
-from clearing.validation import MAX_DECIMAL_PLACES, decimal_nonzero, decimal_positive, errors_prefixed
-
-_QUANTUM = Decimal(1).scaleb(-MAX_DECIMAL_PLACES)
+from clearing.validation import QUANTUM, decimal_nonzero, decimal_positive, errors_prefixed
 
 
 @dataclass(frozen=True)
@@ -60,7 +58,7 @@ def position_after_fill(
     new_quantity = quantity + fill_quantity
     if quantity == 0 or (quantity > 0) == (fill_quantity > 0):
         average = (abs(quantity) * entry_price + abs(fill_quantity) * fill_price) / abs(new_quantity)
-        return PositionChange(new_quantity, average.quantize(_QUANTUM), Decimal(0))
+        return PositionChange(new_quantity, average.quantize(QUANTUM), Decimal(0))
     closed = min(abs(fill_quantity), abs(quantity))
     direction = 1 if quantity > 0 else -1
     realised = closed * (fill_price - entry_price) * direction
@@ -170,7 +168,7 @@ def trades_book(*, fills: Sequence[Fill], booked_by: User | None = None) -> list
     collateral_movements_apply(
         changes=[
             BalanceChange(
-                account_id, settlement, kind, amount.quantize(_QUANTUM), f"trade {trade.pk}", trade.pk
+                account_id, settlement, kind, amount.quantize(QUANTUM), f"trade {trade.pk}", trade.pk
             )
             for trade, (account_id, kind, amount) in zip(trades, cash, strict=True)
         ],

@@ -11,6 +11,7 @@ from django.db.models import Prefetch, QuerySet
 from accounts.models import MarginAccount, User
 from accounts.selectors import margin_accounts_visible
 from clearing.models import Instrument, InstrumentKind
+from clearing.validation import decimal_from_float
 from frontend.models import BandState, TargetBand
 from riskengine.core import compute_margin
 from riskengine.core.errors import DocumentError
@@ -185,7 +186,7 @@ def hedge_suggestions(*, account: MarginAccount, now: AccountNow) -> list[dict]:
             suggestion["error"] = f"No perpetual on {symbol} to hedge with."
             suggestions.append(suggestion)
             continue
-        quantity = (Decimal(repr(-delta)) / (Decimal(repr(price)) * perpetual.multiplier)).quantize(
+        quantity = (decimal_from_float(-delta) / (decimal_from_float(price) * perpetual.multiplier)).quantize(
             HEDGE_STEP, rounding=ROUND_HALF_EVEN
         )
         suggestion["quantity"] = quantity

@@ -22,6 +22,7 @@ from datetime import timedelta
 from decimal import Decimal
 
 from accounts.models import AccountKind, CollateralBalance, MarginAccount
+from clearing.validation import decimal_from_float
 from riskengine.models import ParameterSet, ParameterSetEvent, ParameterStatus
 from riskengine.reference import quotes_current
 from riskengine.selectors import parameter_sets_pending
@@ -104,8 +105,7 @@ def insurance_fund_panel_context() -> dict:
                 balance.price = balance.usd = None
                 complete = complete and balance.amount == 0
                 continue
-            # Decimal(repr(float)) keeps the oracle's stored digits (the float came from NUMERIC).
-            balance.price = Decimal(repr(price))
+            balance.price = decimal_from_float(price)
             balance.usd = balance.amount * balance.price
             total += balance.usd
     return {"fund": fund, "balances": balances, "total_usd": total, "complete": complete}

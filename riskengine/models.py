@@ -21,6 +21,7 @@ from django.db.models import Q
 from django.utils import timezone
 
 from clearing.ledger import AppendOnlyModel
+from riskengine.core.params import DEFAULT_EXTREME
 
 
 class FrozenParameterSet(Exception):
@@ -230,8 +231,9 @@ class ParameterSet(models.Model):
 
 
 def default_extreme_moves() -> list[dict]:
-    """The methodology's default extreme scenarios: ±2 price scan ranges at 35 % coverage."""
-    return [{"multiple": -2, "coverage": 0.35}, {"multiple": 2, "coverage": 0.35}]
+    """The methodology's default extreme scenarios (``DEFAULT_EXTREME``: ±2 price scan ranges at
+    35 % coverage), a fresh list for each row."""
+    return [dict(move) for move in DEFAULT_EXTREME]
 
 
 class DraftRowMixin:

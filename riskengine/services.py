@@ -20,6 +20,7 @@ from django.utils import timezone
 
 from accounts.models import Asset, User
 from clearing.models import Underlying
+from clearing.validation import decimal_plain
 from riskengine.core.errors import DocumentError
 from riskengine.core.params import parse_parameters
 from riskengine.models import (
@@ -31,6 +32,7 @@ from riskengine.models import (
     ParameterSetEvent,
     ParameterStatus,
     UnderlyingParameters,
+    default_extreme_moves,
 )
 from riskengine.selectors import parameter_sets_with_rows
 from riskengine.signals import parameter_set_activated
@@ -50,10 +52,6 @@ ORACLE_FIELDS = (
 )
 
 GLOBAL_FIELDS = ("mm_ratio", "offset_cap", "lookahead_days", "rate", "price_steps", "min_vol")
-
-
-def _dec(value) -> Decimal:
-    return Decimal(repr(value)) if isinstance(value, float) else Decimal(str(value))
 
 
 @transaction.atomic
@@ -101,15 +99,19 @@ def parameter_set_create(
         based_on=based_on,
         created_by=created_by,
         correlation=form["correlation"],
-        **{name: _dec(form[name]) for name in GLOBAL_FIELDS if name in form and name != "price_steps"},
+        **{
+            name: decimal_plain(form[name], field=name)
+            for name in GLOBAL_FIELDS
+            if name in form and name != "price_steps"
+        },
         **({"price_steps": int(form["price_steps"])} if "price_steps" in form else {}),
         **{
-            name: _dec(vol_term[name])
+            name: decimal_plain(vol_term[name], field=f"vol_term.{name}")
             for name in ("pivot_days", "short_power", "long_power")
             if name in vol_term
         },
         **{
-            name: _dec(standard[name])
+            name: decimal_plain(standard[name], field=f"standard.{name}")
             for name in ("option_imf", "option_min", "option_mmf")
             if name in standard
         },
@@ -131,10 +133,12 @@ def parameter_set_create(
             UnderlyingParameters(
                 parameter_set=parameter_set,
                 underlying=underlyings[symbol],
-                extreme=values.get(
-                    "extreme", [{"multiple": -2, "coverage": 0.35}, {"multiple": 2, "coverage": 0.35}]
-                ),
-                **{name: _dec(value) for name, value in values.items() if name != "extreme"},
+                extreme=values.get("extreme", default_extreme_moves()),
+                **{
+                    name: decimal_plain(value, field=f"underlyings.{symbol}.{name}")
+                    for name, value in values.items()
+                    if name != "extreme"
+                },
                 **oracle,
             )
         )
@@ -143,7 +147,9 @@ def parameter_set_create(
         AssetParameters(
             parameter_set=parameter_set,
             asset=assets[symbol],
-            liability_addon=_dec(values.get("liability_addon", 0)),
+            liability_addon=decimal_plain(
+                values.get("liability_addon", 0), field=f"assets.{symbol}.liability_addon"
+            ),
         )
         for symbol, values in form.get("assets", {}).items()
     )
@@ -151,8 +157,10 @@ def parameter_set_create(
         HaircutBracket(
             parameter_set=parameter_set,
             asset=assets[symbol],
-            up_to=None if bracket["up_to"] is None else _dec(bracket["up_to"]),
-            haircut=_dec(bracket["haircut"]),
+            up_to=None
+            if bracket["up_to"] is None
+            else decimal_plain(bracket["up_to"], field=f"assets.{symbol}.haircuts.up_to"),
+            haircut=decimal_plain(bracket["haircut"], field=f"assets.{symbol}.haircuts.haircut"),
         )
         for symbol, values in form.get("assets", {}).items()
         for bracket in values.get("haircuts", [])

@@ -24,7 +24,7 @@ from django.core.exceptions import ValidationError
 from accounts.models import Asset, MarginAccount
 from clearing.models import Instrument, InstrumentKind
 from clearing.services import position_after_fill
-from clearing.validation import decimal_nonzero, decimal_positive
+from clearing.validation import QUANTUM, decimal_from_float, decimal_nonzero, decimal_positive
 from riskengine.core import NonFiniteFigures, black76_price, compute_margin, non_finite_figures
 from riskengine.loading import BookRows, account_rows_fetch, margin_book_build
 from riskengine.quotes import MarketQuotes
@@ -52,14 +52,14 @@ def _mark_price(*, instrument: Instrument, quotes: MarketQuotes, rate: float, fi
     if spot is None:
         raise ValidationError({field: f"No index price for {instrument.underlying.symbol}; give a price."})
     if instrument.kind != InstrumentKind.OPTION:
-        return Decimal(repr(float(spot)))
+        return decimal_from_float(spot)
     iv = quotes.option_ivs.get(instrument.symbol)
     if iv is None:
         raise ValidationError({field: f"No mark implied volatility for {instrument.symbol}; give a price."})
     years = (instrument.expiry - quotes.valuation_time).total_seconds() / SECONDS_PER_YEAR
     price = float(black76_price(spot, float(instrument.strike), iv, years, instrument.right == "call", rate))
     # The mark may round to zero for a far out-of-the-money option; a fill needs a positive price.
-    return max(Decimal(repr(price)).quantize(Decimal("1e-10")), Decimal("1e-10"))
+    return max(decimal_from_float(price), QUANTUM)
 
 
 def _rows_after(
@@ -97,9 +97,9 @@ def _rows_after(
         if row is None:
             row = [0, account_id, instrument.pk, 0.0, 0.0]
             positions.append(row)
-        entry = Decimal(0) if row[3] == 0 or np.isnan(row[4]) else Decimal(repr(row[4]))
+        entry = Decimal(0) if row[3] == 0 or np.isnan(row[4]) else decimal_from_float(row[4])
         change = position_after_fill(
-            quantity=Decimal(repr(row[3])), entry_price=entry, fill_quantity=quantity, fill_price=price
+            quantity=decimal_from_float(row[3]), entry_price=entry, fill_quantity=quantity, fill_price=price
         )
         row[3], row[4] = float(change.quantity), float(change.entry_price)
         if instrument.kind == InstrumentKind.OPTION:

@@ -40,6 +40,7 @@ from accounts.models import AccountKind, CollateralBalance, MarginAccount
 from clearing.marketdata.services import ops_alerts_raise, ops_alerts_resolve
 from clearing.ops.metrics import INSURANCE_CHECK_FAILURES
 from clearing.ops.models import UncoveredDeficit
+from clearing.validation import decimal_from_float
 from riskengine.models import ParameterSet, ParameterStatus
 from riskengine.quotes import MarketQuotes
 from riskengine.reference import quotes_current
@@ -86,8 +87,7 @@ def insurance_fund_value(*, quotes: MarketQuotes | None = None) -> FundValue | N
             if amount:
                 unpriced.append(symbol)
             continue
-        # Decimal(repr(float)) keeps the oracle's stored digits (the float came from NUMERIC).
-        value += amount * Decimal(repr(price))
+        value += amount * decimal_from_float(price)
     return FundValue(fund, value, floor if floor is not None else Decimal(0), tuple(sorted(unpriced)))
 
 

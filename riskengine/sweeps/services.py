@@ -45,6 +45,7 @@ from accounts.services import BalanceChange, collateral_movements_apply, margin_
 from clearing.models import Instrument, Position
 from clearing.ops.insurance import insurance_fund_after_liquidation
 from clearing.services import Fill, trades_book
+from clearing.validation import decimal_from_float
 from frontend.events import events_publish, events_publish_encoded
 from riskengine.core import MODES, OPTION, DocumentError, compute_margin, non_finite_figures, parse_parameters
 from riskengine.core.margin import STATUSES
@@ -463,7 +464,7 @@ def _calls_follow(
             t.opened = True
             t.call = call = MarginCall(
                 account_id=account_id,
-                amount=_decimal(im - equity),
+                amount=decimal_from_float(im - equity),
                 deadline=now + cure,
                 opened_at=now,
                 opened_by_id=t.snapshot_id,
@@ -921,7 +922,9 @@ def _sweep_progress(*, sweep: Sweep, quotes: MarketQuotes) -> None:
 
         # Quotes are floats (an oracle's median, a moved test price): NUMERIC(28, 10) takes 10 places.
         prices = {
-            s: _decimal(p) for s, p in {**quotes.underlying_prices, **quotes.asset_prices}.items() if p > 0
+            s: decimal_from_float(p)
+            for s, p in {**quotes.underlying_prices, **quotes.asset_prices}.items()
+            if p > 0
         }
         index_sweep_reference_set(prices=prices)
 
@@ -1208,10 +1211,6 @@ def _balances(account_id: int, form: dict, quotes: MarketQuotes) -> tuple[np.nda
     return portfolios.balance_asset, portfolios.balance_amount
 
 
-def _decimal(value: float) -> Decimal:
-    return Decimal(repr(value)).quantize(Decimal("0.0000000001"))
-
-
 @transaction.atomic
 def liquidation_execute(*, liquidation_id: int, quotes: MarketQuotes | None = None) -> Liquidation:
     """Execute a liquidation at the current trusted prices (or ``quotes``), not at the prices of
@@ -1277,7 +1276,7 @@ def liquidation_execute(*, liquidation_id: int, quotes: MarketQuotes | None = No
     notional = Decimal(0)
     for step in steps:
         quantity = quantities[step.position_id]
-        price = max(_decimal(step.price), Decimal("0.0000000001"))
+        price = max(decimal_from_float(step.price), Decimal("0.0000000001"))
         reference = f"liquidation-{liquidation.pk}-{step.position_id}"
         fills += [
             Fill(account, step.instrument, -quantity, price, f"{reference}-a"),
@@ -1291,7 +1290,7 @@ def liquidation_execute(*, liquidation_id: int, quotes: MarketQuotes | None = No
         ).margin_input
     )
     equity = float(after.equity[0])
-    fee = min(_decimal(fee_rate * float(notional)), max(_decimal(equity), Decimal(0)))
+    fee = min(decimal_from_float(fee_rate * float(notional)), max(decimal_from_float(equity), Decimal(0)))
     changes = []
     if fee > 0:
         reference = f"liquidation {liquidation.pk} fee"
@@ -1304,7 +1303,7 @@ def liquidation_execute(*, liquidation_id: int, quotes: MarketQuotes | None = No
     asset_index, amounts = _balances(account.pk, form, quotes)
     net = float(np.sum(book.margin_input.market.asset_price[asset_index] * amounts)) - float(fee)
     flat = not Position.objects.filter(account=account).exclude(quantity=0).exists()
-    deficit = _decimal(-net) if flat and net < 0 else Decimal(0)
+    deficit = decimal_from_float(-net) if flat and net < 0 else Decimal(0)
     if deficit > 0:
         reference = f"liquidation {liquidation.pk} deficit"
         changes += [
