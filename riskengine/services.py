@@ -10,6 +10,7 @@ every step is an append-only ``ParameterSetEvent`` with who, when and why. Activ
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
 
@@ -219,6 +220,90 @@ def _require(user: User | None, permission: str, field: str, what: str) -> None:
         raise ValidationError({field: f"{getattr(user, 'username', 'Nobody')} may not {what}."})
 
 
+@dataclass(frozen=True)
+class Transition:
+    """One governance action on a parameter set: the statuses it starts from, the permission it
+    needs, the service keyword naming the actor (refusals name it), and the refusal when the set's
+    proposer tries it (four eyes; empty: the proposer may)."""
+
+    from_statuses: tuple[str, ...]
+    done: str  # the set is then "proposed", "approved", …
+    permission: str
+    actor_field: str
+    system_may: bool = False  # the system (actor None) may take it, as calibration proposes
+    not_by_proposer: str = ""
+
+
+# The one table of who may move a set where: the services enforce it and the admin's buttons
+# follow it (``parameter_set_refusal``).
+TRANSITIONS: dict[str, Transition] = {
+    "propose": Transition(
+        (ParameterStatus.DRAFT,), "proposed", EDIT_PERMISSION, "proposed_by", system_may=True
+    ),
+    "approve": Transition(
+        (ParameterStatus.PROPOSED,),
+        "approved",
+        APPROVE_PERMISSION,
+        "approved_by",
+        not_by_proposer="The proposer of a parameter set cannot approve it.",
+    ),
+    "reject": Transition(
+        (ParameterStatus.PROPOSED,),
+        "rejected",
+        APPROVE_PERMISSION,
+        "rejected_by",
+        not_by_proposer="The proposer cannot reject their own set; withdraw it instead.",
+    ),
+    "withdraw": Transition(
+        (ParameterStatus.DRAFT, ParameterStatus.PROPOSED, ParameterStatus.APPROVED),
+        "withdrawn",
+        EDIT_PERMISSION,
+        "withdrawn_by",
+    ),
+}
+
+
+def parameter_set_refusal(
+    *, parameter_set: ParameterSet, action: str, user: User | None
+) -> ValidationError | None:
+    """Why ``user`` (None: the system) may not take ``action`` on ``parameter_set`` as it stands,
+    as the error the service raises (naming the actor's field or ``status``), or None when it may."""
+    transition = TRANSITIONS[action]
+    refusal = _actor_refusal(action=action, user=user)
+    if refusal is not None:
+        return refusal
+    if parameter_set.status not in transition.from_statuses:
+        allowed = " or ".join(transition.from_statuses)
+        return ValidationError(
+            {"status": f"Only a {allowed} set can be {transition.done}; this set is {parameter_set.status}."}
+        )
+    if transition.not_by_proposer and user is not None and parameter_set.proposed_by_id == user.pk:
+        return ValidationError({transition.actor_field: transition.not_by_proposer})
+    return None
+
+
+def _actor_refusal(*, action: str, user: User | None) -> ValidationError | None:
+    transition = TRANSITIONS[action]
+    if user is None:
+        if transition.system_may:
+            return None
+        return ValidationError({transition.actor_field: f"Nobody may not {action} parameter sets."})
+    if not user.is_active or not user.has_perm(transition.permission):
+        return ValidationError({transition.actor_field: f"{user.username} may not {action} parameter sets."})
+    return None
+
+
+def _refuse(*, parameter_set: ParameterSet | None, action: str, user: User | None) -> None:
+    """Raise the refusal of ``action``: before the set is locked, of the actor alone (``None``);
+    once it is, of the actor on the set as it stands."""
+    if parameter_set is None:
+        refusal = _actor_refusal(action=action, user=user)
+    else:
+        refusal = parameter_set_refusal(parameter_set=parameter_set, action=action, user=user)
+    if refusal is not None:
+        raise refusal
+
+
 def _lock(*, parameter_set: ParameterSet) -> ParameterSet:
     """Lock ``parameter_set`` and the active set in primary-key order; return ``parameter_set`` fresh."""
     rows = list(
@@ -366,15 +451,11 @@ def parameter_set_propose(
 ) -> ParameterSet:
     """Freeze a validated draft as a proposal (``proposed_by=None``: proposed by the system, as
     calibration does). Invalid sets are refused with the engine's error, nothing changed."""
-    if proposed_by is not None:
-        _require(proposed_by, EDIT_PERMISSION, "proposed_by", "propose parameter sets")
+    _refuse(parameter_set=None, action="propose", user=proposed_by)
     if not reason.strip():
         raise ValidationError({"reason": "Say why this change is proposed."})
     parameter_set = _lock(parameter_set=parameter_set)
-    if parameter_set.status != ParameterStatus.DRAFT:
-        raise ValidationError(
-            {"status": f"Only a draft can be proposed; this set is {parameter_set.status}."}
-        )
+    _refuse(parameter_set=parameter_set, action="propose", user=proposed_by)
     parameter_set_validate(parameter_set=parameter_set)
     now = timezone.now()
     _transition(
@@ -395,14 +476,9 @@ def parameter_set_approve(
 ) -> ParameterSet:
     """Approve a proposal (a risk approver who did not propose it). It becomes active at once when its
     effective time has come (or is unset), else at that time through ``parameter_set_activate_due``."""
-    _require(approved_by, APPROVE_PERMISSION, "approved_by", "approve parameter sets")
+    _refuse(parameter_set=None, action="approve", user=approved_by)
     parameter_set = _lock(parameter_set=parameter_set)
-    if parameter_set.status != ParameterStatus.PROPOSED:
-        raise ValidationError(
-            {"status": f"Only a proposed set can be approved; this set is {parameter_set.status}."}
-        )
-    if parameter_set.proposed_by_id is not None and parameter_set.proposed_by_id == approved_by.pk:
-        raise ValidationError({"approved_by": "The proposer of a parameter set cannot approve it."})
+    _refuse(parameter_set=parameter_set, action="approve", user=approved_by)
     # The engine's validation again: a set proposed before a rule existed (psr * max(1, |multiple|)
     # < 1, say) must not be approved into effect; refused naming the field, nothing changed.
     parameter_set_validate(parameter_set=parameter_set)
@@ -427,18 +503,11 @@ def parameter_set_approve(
 @transaction.atomic
 def parameter_set_reject(*, parameter_set: ParameterSet, rejected_by: User, note: str) -> ParameterSet:
     """Refuse a proposal, with the reason (a risk approver who did not propose it)."""
-    _require(rejected_by, APPROVE_PERMISSION, "rejected_by", "reject parameter sets")
+    _refuse(parameter_set=None, action="reject", user=rejected_by)
     if not note.strip():
         raise ValidationError({"note": "Say why the proposal is rejected."})
     parameter_set = _lock(parameter_set=parameter_set)
-    if parameter_set.status != ParameterStatus.PROPOSED:
-        raise ValidationError(
-            {"status": f"Only a proposed set can be rejected; this set is {parameter_set.status}."}
-        )
-    if parameter_set.proposed_by_id is not None and parameter_set.proposed_by_id == rejected_by.pk:
-        raise ValidationError(
-            {"rejected_by": "The proposer cannot reject their own set; withdraw it instead."}
-        )
+    _refuse(parameter_set=parameter_set, action="reject", user=rejected_by)
     now = timezone.now()
     _transition(
         parameter_set=parameter_set,
@@ -452,18 +521,14 @@ def parameter_set_reject(*, parameter_set: ParameterSet, rejected_by: User, note
     return parameter_set
 
 
-WITHDRAWABLE = (ParameterStatus.DRAFT, ParameterStatus.PROPOSED, ParameterStatus.APPROVED)
-
-
 @transaction.atomic
 def parameter_set_withdraw(*, parameter_set: ParameterSet, withdrawn_by: User, note: str) -> ParameterSet:
     """Abandon a draft, a proposal or an approved set that is not yet active (ops staff)."""
-    _require(withdrawn_by, EDIT_PERMISSION, "withdrawn_by", "withdraw parameter sets")
+    _refuse(parameter_set=None, action="withdraw", user=withdrawn_by)
     if not note.strip():
         raise ValidationError({"note": "Say why the set is withdrawn."})
     parameter_set = _lock(parameter_set=parameter_set)
-    if parameter_set.status not in WITHDRAWABLE:
-        raise ValidationError({"status": f"A {parameter_set.status} set cannot be withdrawn."})
+    _refuse(parameter_set=parameter_set, action="withdraw", user=withdrawn_by)
     now = timezone.now()
     _transition(
         parameter_set=parameter_set,
