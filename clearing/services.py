@@ -71,6 +71,33 @@ def position_after_fill(
     return PositionChange(new_quantity, average, realised)
 
 
+def fill_check(
+    *, instrument: Instrument, quantity: object, price: object, at: datetime
+) -> tuple[Decimal, Decimal]:
+    """A fill's signed quantity and its price as Decimals, or a ``ValidationError`` naming
+    ``instrument``, ``quantity`` or ``price``: the instrument open for clearing and not expired at
+    ``at``, a non-zero quantity, a positive price. The one check of a fill, booked
+    (``trades_book``) or hypothetical (``riskengine.whatif``)."""
+    if not instrument.is_active:
+        raise ValidationError({"instrument": f"{instrument.symbol} is not open for clearing."})
+    if instrument.expiry is not None and at >= instrument.expiry:
+        raise ValidationError(
+            {"instrument": f"{instrument.symbol} expired at {instrument.expiry.isoformat()}."}
+        )
+    return decimal_nonzero(quantity, field="quantity"), decimal_positive(price, field="price")
+
+
+def fill_cash(
+    *, instrument: Instrument, quantity: Decimal, price: Decimal, change: PositionChange
+) -> tuple[str, Decimal]:
+    """The settlement-asset movement a fill causes (module docstring), as ``(MovementKind,
+    amount)``: an option's premium ``−q·m·price``, else the P&L ``change`` realised, times the
+    multiplier. The one cash rule of a fill, booked or hypothetical."""
+    if instrument.kind == InstrumentKind.OPTION:
+        return MovementKind.PREMIUM, -quantity * instrument.multiplier * price
+    return MovementKind.REALISED_PNL, change.realised * instrument.multiplier
+
+
 def _fill_validate(
     fill: Fill, instruments: dict[str, Instrument], now: datetime
 ) -> tuple[Instrument, Decimal, Decimal, datetime]:
@@ -78,15 +105,12 @@ def _fill_validate(
     instrument = instruments.get(symbol)
     if instrument is None:
         raise ValidationError({"instrument": f"Unknown instrument {symbol!r}."})
-    if not instrument.is_active:
-        raise ValidationError({"instrument": f"{symbol} is not open for clearing."})
-    quantity = decimal_nonzero(fill.quantity, field="quantity")
-    price = decimal_positive(fill.price, field="price")
     executed_at = fill.executed_at or now
     if timezone.is_naive(executed_at):
         raise ValidationError({"executed_at": "Must carry a time zone."})
-    if instrument.expiry is not None and executed_at >= instrument.expiry:
-        raise ValidationError({"instrument": f"{symbol} expired at {instrument.expiry.isoformat()}."})
+    quantity, price = fill_check(
+        instrument=instrument, quantity=fill.quantity, price=fill.price, at=executed_at
+    )
     return instrument, quantity, price, executed_at
 
 
@@ -154,10 +178,8 @@ def trades_book(*, fills: Sequence[Fill], booked_by: User | None = None) -> list
                 booked_by=booked_by,
             )
         )
-        if instrument.kind == InstrumentKind.OPTION:
-            cash.append((fill.account.pk, MovementKind.PREMIUM, -quantity * instrument.multiplier * price))
-        else:
-            cash.append((fill.account.pk, MovementKind.REALISED_PNL, change.realised * instrument.multiplier))
+        kind, amount = fill_cash(instrument=instrument, quantity=quantity, price=price, change=change)
+        cash.append((fill.account.pk, kind, amount))
 
     trades = Trade.objects.bulk_create(trades)
     for position in positions.values():

@@ -1,8 +1,9 @@
 """What-if: an account's margin before and after hypothetical trades and collateral changes.
 
-Hypothetical fills are applied to the account's rows exactly as ``clearing.services.trades_book``
-would book them (``position_after_fill``: netted into the position, average entry price, realised
-linear P&L and option premiums moved in the settlement asset), so the "after" figures are what the
+Hypothetical fills are checked and applied to the account's rows exactly as
+``clearing.services.trades_book`` books them (``fill_check``, ``position_after_fill``: netted into
+the position, average entry price; ``fill_cash``: realised linear P&L and option premiums moved in
+the settlement asset), so the "after" figures are what the
 account would show once those fills clear. Nothing is written. The result carries the margin
 document of the hypothetical book, which replays to the "after" figures with the engine alone.
 
@@ -13,7 +14,7 @@ hedge suggestion.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
 
@@ -23,8 +24,8 @@ from django.core.exceptions import ValidationError
 
 from accounts.models import Asset, MarginAccount
 from clearing.models import Instrument, InstrumentKind
-from clearing.services import position_after_fill
-from clearing.validation import QUANTUM, decimal_from_float, decimal_nonzero, decimal_positive
+from clearing.services import fill_cash, fill_check, position_after_fill
+from clearing.validation import QUANTUM, decimal_from_float, decimal_nonzero, errors_prefixed
 from riskengine.core import NonFiniteFigures, black76_price, compute_margin, non_finite_figures
 from riskengine.loading import BookRows, account_rows_fetch, margin_book_build
 from riskengine.quotes import MarketQuotes
@@ -84,15 +85,14 @@ def _rows_after(
     settlement_id = settlement_asset_id
     for index, (instrument, quantity, price) in enumerate(trades):
         field = f"trades[{index}]"
-        quantity = decimal_nonzero(quantity, field=f"{field}.quantity")
         if price is None:
             price = _mark_price(instrument=instrument, quotes=quotes, rate=rate, field=f"{field}.price")
-        else:
-            price = decimal_positive(price, field=f"{field}.price")
-        if instrument.expiry is not None and instrument.expiry <= valuation_time:
-            raise ValidationError({f"{field}.instrument": f"{instrument.symbol} has expired."})
-        if not instrument.is_active:
-            raise ValidationError({f"{field}.instrument": f"{instrument.symbol} is not open for clearing."})
+        try:
+            quantity, price = fill_check(
+                instrument=instrument, quantity=quantity, price=price, at=valuation_time
+            )
+        except ValidationError as error:
+            raise errors_prefixed(error, field) from None
         row = next((p for p in positions if p[1] == account_id and p[2] == instrument.pk and p[3] != 0), None)
         if row is None:
             row = [0, account_id, instrument.pk, 0.0, 0.0]
@@ -102,10 +102,7 @@ def _rows_after(
             quantity=decimal_from_float(row[3]), entry_price=entry, fill_quantity=quantity, fill_price=price
         )
         row[3], row[4] = float(change.quantity), float(change.entry_price)
-        if instrument.kind == InstrumentKind.OPTION:
-            cash = -quantity * instrument.multiplier * price
-        else:
-            cash = change.realised * instrument.multiplier
+        _kind, cash = fill_cash(instrument=instrument, quantity=quantity, price=price, change=change)
         if cash:
             if settlement_id is None:
                 settlement_id = Asset.objects.values_list("pk", flat=True).get(
@@ -116,15 +113,13 @@ def _rows_after(
         amount = decimal_nonzero(amount, field=f"collateral[{index}].amount")
         balances.append((account_id, asset.pk, float(amount)))
 
-    kept = [p for p in positions if p[3] != 0]
-    table = np.array(kept, dtype=np.float64).reshape(-1, 5)
-    netted = replace(
-        rows,
-        position_ids=table[:, 0].astype(np.int64),
-        position_account=table[:, 1].astype(np.int64),
-        position_instrument=table[:, 2].astype(np.int64),
-        position_quantity=table[:, 3],
-        position_entry=table[:, 4],
+    _held_positions, held_balances = rows.tables()
+    netted = BookRows.build(
+        account_ids=rows.account_ids,
+        account_codes=rows.account_codes,
+        account_modes=rows.account_modes,
+        positions=[p for p in positions if p[3] != 0],
+        balances=held_balances,
     )
     return netted.with_hypothetical(balances=balances)
 
@@ -192,22 +187,16 @@ _PLACEHOLDER_ID = -1
 def _side_by_side(*, after: BookRows, before: BookRows) -> BookRows:
     """One ``BookRows`` holding the after book (account id ``_PLACEHOLDER_ID``) then the before
     book: both portfolios share one market and one engine run."""
-
-    def ids(array: np.ndarray) -> np.ndarray:
-        return np.full(array.shape, _PLACEHOLDER_ID, dtype=np.int64)
-
-    return BookRows(
-        account_ids=np.concatenate([ids(after.account_ids), before.account_ids]),
+    after_positions, after_balances = after.tables()
+    after_positions[:, 1] = _PLACEHOLDER_ID
+    after_balances[:, 0] = _PLACEHOLDER_ID
+    before_positions, before_balances = before.tables()
+    return BookRows.build(
+        account_ids=np.concatenate([np.full(after.account_ids.shape, _PLACEHOLDER_ID), before.account_ids]),
         account_codes=after.account_codes + before.account_codes,
         account_modes=np.concatenate([after.account_modes, before.account_modes]),
-        position_ids=np.concatenate([after.position_ids, before.position_ids]),
-        position_account=np.concatenate([ids(after.position_account), before.position_account]),
-        position_instrument=np.concatenate([after.position_instrument, before.position_instrument]),
-        position_quantity=np.concatenate([after.position_quantity, before.position_quantity]),
-        position_entry=np.concatenate([after.position_entry, before.position_entry]),
-        balance_account=np.concatenate([ids(after.balance_account), before.balance_account]),
-        balance_asset=np.concatenate([after.balance_asset, before.balance_asset]),
-        balance_amount=np.concatenate([after.balance_amount, before.balance_amount]),
+        positions=np.vstack([after_positions, before_positions]),
+        balances=np.vstack([after_balances, before_balances]),
     )
 
 

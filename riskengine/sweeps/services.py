@@ -1146,6 +1146,7 @@ def liquidation_plan(
     cash = 0.0
     steps: list[PlanStep] = []
     account_id = int(rows.account_ids[0])
+    positions, balances = rows.tables()
     while equity < im and remaining:
         n = len(remaining)
         keep = [[j for j in remaining if j != c] for c in remaining]
@@ -1154,18 +1155,14 @@ def liquidation_plan(
         owner = np.repeat(fake, [len(kept) for kept in keep])
         bal_owner = np.repeat(fake, rows.balance_account.size)
         extra = np.array([cash + value[c] - fee[c] for c in remaining])
-        what_if = BookRows(
+        candidates, held = positions[pos], np.tile(balances, (n, 1))
+        candidates[:, 1], held[:, 0] = owner, bal_owner
+        what_if = BookRows.build(
             account_ids=fake,
             account_codes=tuple(f"{account_id}-{c}" for c in remaining),
             account_modes=np.repeat(rows.account_modes, n),
-            position_ids=rows.position_ids[pos],
-            position_account=owner,
-            position_instrument=rows.position_instrument[pos],
-            position_quantity=rows.position_quantity[pos],
-            position_entry=rows.position_entry[pos],
-            balance_account=np.concatenate([bal_owner, fake]),
-            balance_asset=np.concatenate([np.tile(rows.balance_asset, n), np.full(n, settlement_asset_id)]),
-            balance_amount=np.concatenate([np.tile(rows.balance_amount, n), extra]),
+            positions=candidates,
+            balances=np.vstack([held, np.column_stack([fake, np.full(n, settlement_asset_id), extra])]),
         )
         trial = compute_margin(
             margin_book_build(
