@@ -308,6 +308,25 @@ def market_form_build(*, quotes: MarketQuotes, instruments: Iterable[Instrument]
     }
 
 
+def market_form_quotes(
+    *,
+    market: dict,
+    valuation_time: datetime,
+    statuses: Mapping[str, str] | None = None,
+    index_price_ids: Mapping[str, int] | None = None,
+) -> MarketQuotes:
+    """The inverse of ``market_form_build``: the quotes a stored ``market`` section priced with
+    (a sweep's market, a loaded book's), with the statuses and index rows when known."""
+    return MarketQuotes(
+        valuation_time=valuation_time,
+        underlying_prices={s: e["price"] for s, e in market["underlyings"].items()},
+        asset_prices={s: e["price"] for s, e in market["assets"].items()},
+        option_ivs={s: e["iv"] for s, e in market["instruments"].items() if "iv" in e},
+        statuses=dict(statuses or {}),
+        index_price_ids=dict(index_price_ids or {}),
+    )
+
+
 @dataclass(frozen=True, eq=False)
 class LoadedBook:
     """A validated engine input for ``rows`` with what is needed to explain and replay it.

@@ -281,6 +281,15 @@ class UnderlyingParameters(DraftRowMixin, models.Model):
     breaker_move = _decimal(default=0.15)
     breaker_window_seconds = models.PositiveIntegerField(default=300)
     event_move = _decimal(default=0.02)
+    # The oracle's fields above, outside the methodology's parameters form.
+    ORACLE_FIELDS = (
+        "max_age_seconds",
+        "max_deviation",
+        "min_sources",
+        "breaker_move",
+        "breaker_window_seconds",
+        "event_move",
+    )
 
     class Meta:
         ordering = ["parameter_set", "underlying__symbol"]

@@ -43,14 +43,6 @@ logger = logging.getLogger(__name__)
 ADD_PERMISSION = "riskengine.add_parameterset"
 EDIT_PERMISSION = "riskengine.change_parameterset"
 APPROVE_PERMISSION = "riskengine.approve_parameterset"
-ORACLE_FIELDS = (
-    "max_age_seconds",
-    "max_deviation",
-    "min_sources",
-    "breaker_move",
-    "breaker_window_seconds",
-    "event_move",
-)
 
 GLOBAL_FIELDS = ("mm_ratio", "offset_cap", "lookahead_days", "rate", "price_steps", "min_vol")
 
@@ -123,7 +115,7 @@ def parameter_set_create(
         previous = {
             row.underlying.symbol: row for row in based_on.underlying_parameters.select_related("underlying")
         }
-    oracle_fields = ORACLE_FIELDS
+    oracle_fields = UnderlyingParameters.ORACLE_FIELDS
     rows = []
     for symbol, values in form["underlyings"].items():
         oracle = (
@@ -222,43 +214,63 @@ def _require(user: User | None, permission: str, field: str, what: str) -> None:
 
 @dataclass(frozen=True)
 class Transition:
-    """One governance action on a parameter set: the statuses it starts from, the permission it
-    needs, the service keyword naming the actor (refusals name it), and the refusal when the set's
-    proposer tries it (four eyes; empty: the proposer may)."""
+    """One governance action on a parameter set: the statuses it starts from and the one it leads
+    to (also the action recorded in the history), the permission it needs, the service keyword
+    naming the actor (refusals name it), and:
+
+    - ``reason_field``/``reason_missing``: the reason it requires, and the refusal without one;
+    - ``validates``: the engine validates the set first (a set heading for activation);
+    - ``system_may``: the system (actor None) may take it, as calibration proposes;
+    - ``not_by_proposer``: the refusal when the set's proposer tries it (four eyes)."""
 
     from_statuses: tuple[str, ...]
-    done: str  # the set is then "proposed", "approved", …
+    to_status: str
     permission: str
     actor_field: str
-    system_may: bool = False  # the system (actor None) may take it, as calibration proposes
+    reason_field: str = "note"
+    reason_missing: str = ""
+    validates: bool = False
+    system_may: bool = False
     not_by_proposer: str = ""
 
 
-# The one table of who may move a set where: the services enforce it and the admin's buttons
-# follow it (``parameter_set_refusal``).
+# The one table of who may move a set where: the services take every transition through it
+# (``_take``) and the admin's buttons follow it (``parameter_set_refusal``).
 TRANSITIONS: dict[str, Transition] = {
     "propose": Transition(
-        (ParameterStatus.DRAFT,), "proposed", EDIT_PERMISSION, "proposed_by", system_may=True
+        (ParameterStatus.DRAFT,),
+        ParameterStatus.PROPOSED,
+        EDIT_PERMISSION,
+        "proposed_by",
+        reason_field="reason",
+        reason_missing="Say why this change is proposed.",
+        validates=True,
+        system_may=True,
     ),
+    # Approval validates again: a set proposed before a rule existed (psr * max(1, |multiple|) < 1,
+    # say) must not be approved into effect; refused naming the field, nothing changed.
     "approve": Transition(
         (ParameterStatus.PROPOSED,),
-        "approved",
+        ParameterStatus.APPROVED,
         APPROVE_PERMISSION,
         "approved_by",
+        validates=True,
         not_by_proposer="The proposer of a parameter set cannot approve it.",
     ),
     "reject": Transition(
         (ParameterStatus.PROPOSED,),
-        "rejected",
+        ParameterStatus.REJECTED,
         APPROVE_PERMISSION,
         "rejected_by",
+        reason_missing="Say why the proposal is rejected.",
         not_by_proposer="The proposer cannot reject their own set; withdraw it instead.",
     ),
     "withdraw": Transition(
         (ParameterStatus.DRAFT, ParameterStatus.PROPOSED, ParameterStatus.APPROVED),
-        "withdrawn",
+        ParameterStatus.WITHDRAWN,
         EDIT_PERMISSION,
         "withdrawn_by",
+        reason_missing="Say why the set is withdrawn.",
     ),
 }
 
@@ -275,7 +287,10 @@ def parameter_set_refusal(
     if parameter_set.status not in transition.from_statuses:
         allowed = " or ".join(transition.from_statuses)
         return ValidationError(
-            {"status": f"Only a {allowed} set can be {transition.done}; this set is {parameter_set.status}."}
+            {
+                "status": f"Only a {allowed} set can be {transition.to_status}; "
+                f"this set is {parameter_set.status}."
+            }
         )
     if transition.not_by_proposer and user is not None and parameter_set.proposed_by_id == user.pk:
         return ValidationError({transition.actor_field: transition.not_by_proposer})
@@ -304,6 +319,36 @@ def _refuse(*, parameter_set: ParameterSet | None, action: str, user: User | Non
         raise refusal
 
 
+def _take(
+    *, action: str, parameter_set: ParameterSet, user: User | None, note: str, now: datetime | None = None
+) -> ParameterSet:
+    """Take ``action`` on ``parameter_set`` as ``TRANSITIONS`` says: the actor checked, the reason
+    required where it is, the set locked and checked as it stands, validated by the engine where
+    the action heads for activation, then moved and the move recorded. Returns the set, fresh."""
+    transition = TRANSITIONS[action]
+    _refuse(parameter_set=None, action=action, user=user)
+    if transition.reason_missing and not note.strip():
+        raise ValidationError({transition.reason_field: transition.reason_missing})
+    parameter_set = _lock(parameter_set=parameter_set)
+    _refuse(parameter_set=parameter_set, action=action, user=user)
+    if transition.validates:
+        parameter_set_validate(parameter_set=parameter_set)
+    now = now or timezone.now()
+    if transition.to_status == ParameterStatus.PROPOSED:
+        fields = {"proposed_by": user, "proposed_at": now, "reason": note}
+    else:
+        fields = {"decided_by": user, "decided_at": now, "decision_note": note}
+    _transition(
+        parameter_set=parameter_set,
+        to_status=transition.to_status,
+        actor=user,
+        note=note,
+        now=now,
+        fields=fields,
+    )
+    return parameter_set
+
+
 def _lock(*, parameter_set: ParameterSet) -> ParameterSet:
     """Lock ``parameter_set`` and the active set in primary-key order; return ``parameter_set`` fresh."""
     rows = list(
@@ -318,12 +363,15 @@ def _transition(
     *,
     parameter_set: ParameterSet,
     to_status: str,
-    action: str,
     actor: User | None,
     note: str,
     now: datetime,
-    fields: dict,
+    fields: dict | None = None,
 ) -> None:
+    """Move the set to ``to_status`` (setting ``fields`` too) and record it in the history as the
+    action of that name ("activated" for ``active``)."""
+    fields = fields or {}
+    action = EventAction.ACTIVATED if to_status == ParameterStatus.ACTIVE else EventAction(to_status)
     from_status = parameter_set.status
     parameter_set.status = to_status
     for name, value in fields.items():
@@ -343,19 +391,17 @@ def _transition(
 def _activate(*, parameter_set: ParameterSet, now: datetime, actor: User | None, note: str = "") -> None:
     """Make ``parameter_set`` the active set; the caller holds the locks (``_lock``)."""
     for previous in ParameterSet.objects.filter(status=ParameterStatus.ACTIVE).exclude(pk=parameter_set.pk):
+        note_superseded = f"Superseded by {parameter_set.version}"
         _transition(
             parameter_set=previous,
             to_status=ParameterStatus.SUPERSEDED,
-            action=EventAction.SUPERSEDED,
             actor=actor,
-            note=f"Superseded by {parameter_set.version}",
+            note=note_superseded,
             now=now,
-            fields={},
         )
     _transition(
         parameter_set=parameter_set,
         to_status=ParameterStatus.ACTIVE,
-        action=EventAction.ACTIVATED,
         actor=actor,
         note=note,
         now=now,
@@ -451,23 +497,7 @@ def parameter_set_propose(
 ) -> ParameterSet:
     """Freeze a validated draft as a proposal (``proposed_by=None``: proposed by the system, as
     calibration does). Invalid sets are refused with the engine's error, nothing changed."""
-    _refuse(parameter_set=None, action="propose", user=proposed_by)
-    if not reason.strip():
-        raise ValidationError({"reason": "Say why this change is proposed."})
-    parameter_set = _lock(parameter_set=parameter_set)
-    _refuse(parameter_set=parameter_set, action="propose", user=proposed_by)
-    parameter_set_validate(parameter_set=parameter_set)
-    now = timezone.now()
-    _transition(
-        parameter_set=parameter_set,
-        to_status=ParameterStatus.PROPOSED,
-        action=EventAction.PROPOSED,
-        actor=proposed_by,
-        note=reason,
-        now=now,
-        fields={"proposed_by": proposed_by, "proposed_at": now, "reason": reason},
-    )
-    return parameter_set
+    return _take(action="propose", parameter_set=parameter_set, user=proposed_by, note=reason)
 
 
 @transaction.atomic
@@ -476,22 +506,8 @@ def parameter_set_approve(
 ) -> ParameterSet:
     """Approve a proposal (a risk approver who did not propose it). It becomes active at once when its
     effective time has come (or is unset), else at that time through ``parameter_set_activate_due``."""
-    _refuse(parameter_set=None, action="approve", user=approved_by)
-    parameter_set = _lock(parameter_set=parameter_set)
-    _refuse(parameter_set=parameter_set, action="approve", user=approved_by)
-    # The engine's validation again: a set proposed before a rule existed (psr * max(1, |multiple|)
-    # < 1, say) must not be approved into effect; refused naming the field, nothing changed.
-    parameter_set_validate(parameter_set=parameter_set)
-    now = now or timezone.now()
-    _transition(
-        parameter_set=parameter_set,
-        to_status=ParameterStatus.APPROVED,
-        action=EventAction.APPROVED,
-        actor=approved_by,
-        note=note,
-        now=now,
-        fields={"decided_by": approved_by, "decided_at": now, "decision_note": note},
-    )
+    parameter_set = _take(action="approve", parameter_set=parameter_set, user=approved_by, note=note, now=now)
+    now = parameter_set.decided_at
     if parameter_set.effective_at is None or parameter_set.effective_at <= now:
         if parameter_set.effective_at is None:
             parameter_set.effective_at = now
@@ -503,43 +519,13 @@ def parameter_set_approve(
 @transaction.atomic
 def parameter_set_reject(*, parameter_set: ParameterSet, rejected_by: User, note: str) -> ParameterSet:
     """Refuse a proposal, with the reason (a risk approver who did not propose it)."""
-    _refuse(parameter_set=None, action="reject", user=rejected_by)
-    if not note.strip():
-        raise ValidationError({"note": "Say why the proposal is rejected."})
-    parameter_set = _lock(parameter_set=parameter_set)
-    _refuse(parameter_set=parameter_set, action="reject", user=rejected_by)
-    now = timezone.now()
-    _transition(
-        parameter_set=parameter_set,
-        to_status=ParameterStatus.REJECTED,
-        action=EventAction.REJECTED,
-        actor=rejected_by,
-        note=note,
-        now=now,
-        fields={"decided_by": rejected_by, "decided_at": now, "decision_note": note},
-    )
-    return parameter_set
+    return _take(action="reject", parameter_set=parameter_set, user=rejected_by, note=note)
 
 
 @transaction.atomic
 def parameter_set_withdraw(*, parameter_set: ParameterSet, withdrawn_by: User, note: str) -> ParameterSet:
     """Abandon a draft, a proposal or an approved set that is not yet active (ops staff)."""
-    _refuse(parameter_set=None, action="withdraw", user=withdrawn_by)
-    if not note.strip():
-        raise ValidationError({"note": "Say why the set is withdrawn."})
-    parameter_set = _lock(parameter_set=parameter_set)
-    _refuse(parameter_set=parameter_set, action="withdraw", user=withdrawn_by)
-    now = timezone.now()
-    _transition(
-        parameter_set=parameter_set,
-        to_status=ParameterStatus.WITHDRAWN,
-        action=EventAction.WITHDRAWN,
-        actor=withdrawn_by,
-        note=note,
-        now=now,
-        fields={"decided_by": withdrawn_by, "decided_at": now, "decision_note": note},
-    )
-    return parameter_set
+    return _take(action="withdraw", parameter_set=parameter_set, user=withdrawn_by, note=note)
 
 
 INVALID_SET_ALERT = "parameter_set_invalid"
@@ -596,14 +582,9 @@ def parameter_set_activate_due(*, now: datetime | None = None) -> list[Parameter
         return []
     *skipped, latest = due
     for parameter_set in skipped:
+        note = f"Superseded by {latest.version} before taking effect"
         _transition(
-            parameter_set=parameter_set,
-            to_status=ParameterStatus.SUPERSEDED,
-            action=EventAction.SUPERSEDED,
-            actor=None,
-            note=f"Superseded by {latest.version} before taking effect",
-            now=now,
-            fields={},
+            parameter_set=parameter_set, to_status=ParameterStatus.SUPERSEDED, actor=None, note=note, now=now
         )
     _activate(parameter_set=latest, now=now, actor=None, note="Effective time reached")
     return [latest]

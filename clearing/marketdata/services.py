@@ -74,14 +74,6 @@ ASSET_ORACLE_RULES = OracleRules(
     breaker_window=timedelta(seconds=300),
     event_move=Decimal("0.005"),
 )
-ORACLE_FIELDS = (
-    "max_age_seconds",
-    "max_deviation",
-    "min_sources",
-    "breaker_move",
-    "breaker_window_seconds",
-    "event_move",
-)
 ALERT_FOR_STATUS = {
     STALE: "price_stale",
     UNCONFIRMED: "price_unconfirmed",
@@ -200,7 +192,7 @@ def oracle_rules(*, symbols: Iterable[str]) -> dict[str, tuple[str, OracleRules]
         parameter_set__status=ParameterStatus.ACTIVE,
         underlying__symbol__in=wanted,
         underlying__is_active=True,
-    ).values_list("underlying__symbol", *ORACLE_FIELDS)
+    ).values_list("underlying__symbol", *UnderlyingParameters.ORACLE_FIELDS)
     for symbol, max_age, max_dev, min_sources, breaker, window, event in rows:
         found[symbol] = (
             SymbolKind.UNDERLYING,

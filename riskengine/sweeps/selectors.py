@@ -12,6 +12,7 @@ from accounts.models import Asset, CollateralBalance
 from clearing.models import Instrument, Position
 from riskengine.core import parse_parameters, scenario_grid
 from riskengine.core.margin import VOL_MOVES
+from riskengine.loading import market_form_quotes
 from riskengine.quotes import MarketQuotes
 from riskengine.selectors import parameter_sets_with_rows
 from riskengine.sweeps import codec
@@ -33,14 +34,11 @@ def parameters_form(*, parameter_set) -> dict:
 
 def sweep_quotes(*, sweep: Sweep) -> MarketQuotes:
     """The market a sweep used, as ``MarketQuotes`` (every shard of a sweep prices with these)."""
-    market = sweep.market
-    return MarketQuotes(
+    return market_form_quotes(
+        market=sweep.market,
         valuation_time=sweep.valuation_time,
-        underlying_prices={s: e["price"] for s, e in market["underlyings"].items()},
-        asset_prices={s: e["price"] for s, e in market["assets"].items()},
-        option_ivs={s: e["iv"] for s, e in market["instruments"].items() if "iv" in e},
-        statuses=dict(sweep.statuses),
-        index_price_ids=dict(sweep.index_price_ids),
+        statuses=sweep.statuses,
+        index_price_ids=sweep.index_price_ids,
     )
 
 

@@ -49,7 +49,14 @@ from clearing.validation import decimal_from_float
 from frontend.events import events_publish, events_publish_encoded
 from riskengine.core import MODES, OPTION, DocumentError, compute_margin, non_finite_figures, parse_parameters
 from riskengine.core.margin import STATUSES
-from riskengine.loading import BookRows, LoadedBook, book_rows_fetch, margin_book_build, market_form_build
+from riskengine.loading import (
+    BookRows,
+    LoadedBook,
+    book_rows_fetch,
+    margin_book_build,
+    market_form_build,
+    market_form_quotes,
+)
 from riskengine.quotes import MarketQuotes
 from riskengine.reference import quotes_current, reference_current
 from riskengine.selectors import parameter_set_active
@@ -1166,7 +1173,9 @@ def liquidation_plan(
         )
         trial = compute_margin(
             margin_book_build(
-                rows=what_if, parameters_form=book.parameters_form, quotes=_quotes_of(book)
+                rows=what_if,
+                parameters_form=book.parameters_form,
+                quotes=market_form_quotes(market=book.market_form, valuation_time=book.valuation_time),
             ).margin_input
         )
         released = im - trial.initial_margin
@@ -1188,16 +1197,6 @@ def liquidation_plan(
         )
         remaining.remove(c)
     return steps, *start
-
-
-def _quotes_of(book: LoadedBook) -> MarketQuotes:
-    market = book.market_form
-    return MarketQuotes(
-        valuation_time=book.valuation_time,
-        underlying_prices={s: e["price"] for s, e in market["underlyings"].items()},
-        asset_prices={s: e["price"] for s, e in market["assets"].items()},
-        option_ivs={s: e["iv"] for s, e in market["instruments"].items() if "iv" in e},
-    )
 
 
 def _balances(account_id: int, form: dict, quotes: MarketQuotes) -> tuple[np.ndarray, np.ndarray]:
