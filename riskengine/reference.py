@@ -129,7 +129,8 @@ def reference_current() -> Reference:
 # --- Current quotes -------------------------------------------------------------------------------
 #
 # The oracle's ``market_quotes_current()`` reads every index state and every mark volatility (two
-# queries, ~130 rows): for a what-if that is more work than the engine run. The market only moves
+# queries, ~130 rows): for a what-if that is more work than the engine run. ``quotes_current`` is
+# the one way every consumer reads the quotes, sweeps included: its answer is the uncached one. The market only moves
 # when the oracle writes, and every change of an index state that matters (a new price, a status
 # change, a confirmation) appends an ``IndexPrice`` row; every new mark volatility rewrites its
 # ``VolMark`` with ``received_at`` = now. So the quotes are kept per process and re-read when the
