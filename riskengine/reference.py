@@ -130,15 +130,15 @@ def reference_current() -> Reference:
 #
 # The oracle's ``market_quotes_current()`` reads every index state and every mark volatility (two
 # queries, ~130 rows): for a what-if that is more work than the engine run. ``quotes_current`` is
-# the one way every consumer reads the quotes, sweeps included: its answer is the uncached one. The market only moves
-# when the oracle writes, and every change of an index state that matters (a new price, a status
-# change, a confirmation) appends an ``IndexPrice`` row; every new mark volatility rewrites its
-# ``VolMark`` with ``received_at`` = now. So the quotes are kept per process and re-read when the
-# probe's answer (latest index price row id; mark count and latest ``received_at``; instrument
-# count and latest id, for the active-instrument filter) changes. Staleness depends on the clock:
-# the cached quotes also expire at the earliest ``fresh_until`` of a symbol reading ok/degraded
-# (after it that symbol reads stale) or ``quorum_until`` of one reading ok (after it, degraded),
-# and in any case after ``QUOTES_MAX_AGE_SECONDS``.
+# the one way every consumer reads the quotes, sweeps included: its answer is the uncached one. The
+# market only moves when the oracle writes, and every change of an index state that matters (a new
+# price, a status change, a confirmation) appends an ``IndexPrice`` row; every new mark volatility
+# rewrites its ``VolMark`` with ``received_at`` = now. So the quotes are kept per process and
+# re-read when the probe's answer (latest index price row id; mark count and latest ``received_at``;
+# instrument count and latest id, for the active-instrument filter) changes. Staleness depends on
+# the clock: the cached quotes also expire at the earliest ``fresh_until`` of a symbol reading
+# ok/degraded (after it that symbol reads stale) or ``quorum_until`` of one reading ok (after it,
+# degraded), and in any case after ``QUOTES_MAX_AGE_SECONDS``.
 
 QUOTES_MAX_AGE_SECONDS = 2.0
 

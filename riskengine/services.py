@@ -391,12 +391,11 @@ def _transition(
 def _activate(*, parameter_set: ParameterSet, now: datetime, actor: User | None, note: str = "") -> None:
     """Make ``parameter_set`` the active set; the caller holds the locks (``_lock``)."""
     for previous in ParameterSet.objects.filter(status=ParameterStatus.ACTIVE).exclude(pk=parameter_set.pk):
-        note_superseded = f"Superseded by {parameter_set.version}"
         _transition(
             parameter_set=previous,
             to_status=ParameterStatus.SUPERSEDED,
             actor=actor,
-            note=note_superseded,
+            note=f"Superseded by {parameter_set.version}",
             now=now,
         )
     _transition(
