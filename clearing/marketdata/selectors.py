@@ -63,12 +63,6 @@ def market_quotes_current(*, at: datetime | None = None) -> MarketQuotes:
     )
 
 
-def underlyings_unsafe_for_liquidation(*, at: datetime | None = None) -> set[str]:
-    """Symbols whose price is not ``ok`` (stale, unconfirmed, or without the quorum of fresh
-    sources): no liquidation of exposed accounts."""
-    return market_quotes_current(at=at).unsafe_for_liquidation()
-
-
 def index_closes(*, symbols: list[str], until: date | None = None) -> dict[str, list[tuple[date, float]]]:
     """Daily closes per symbol in date order (one query), up to ``until`` inclusive."""
     rows = IndexClose.objects.filter(symbol__in=symbols)

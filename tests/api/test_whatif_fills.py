@@ -12,6 +12,7 @@ from django.utils import timezone
 from clearing.models import Instrument
 from clearing.services import Fill, trade_book, trades_book
 from riskengine.whatif import margin_what_if
+from tests.api.conftest import quotes_fixed
 
 CASES = {
     "not open for clearing": ({"is_active": False}, Decimal(1), Decimal(60000)),
@@ -44,10 +45,11 @@ def test_a_what_if_shows_the_figures_that_booking_the_same_fills_leaves(world):
         (venue.btc_perp, Decimal(1), Decimal(60000)),
         (venue.btc_perp, Decimal("-0.5"), Decimal(61000)),  # P&L realised on the closed half
     ]
-    predicted = margin_what_if(account=world.account_a, trades=fills).after
+    quotes = quotes_fixed()  # one valuation time: the option's mark moves with the clock
+    predicted = margin_what_if(account=world.account_a, trades=fills, quotes=quotes).after
 
     trades_book(fills=[Fill(world.account_a, instrument, q, p) for instrument, q, p in fills])
-    booked = margin_what_if(account=world.account_a).before
+    booked = margin_what_if(account=world.account_a, quotes=quotes).before
 
     for figure in ("equity", "collateral_value", "initial_margin", "maintenance_margin"):
         assert predicted[figure] == pytest.approx(booked[figure], rel=1e-12), figure
