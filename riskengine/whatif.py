@@ -3,9 +3,9 @@
 Hypothetical fills are checked and applied to the account's rows exactly as
 ``clearing.services.trades_book`` books them (``fill_check``, ``position_after_fill``: netted into
 the position, average entry price; ``fill_cash``: realised linear P&L and option premiums moved in
-the settlement asset), so the "after" figures are what the
-account would show once those fills clear. Nothing is written. The result carries the margin
-document of the hypothetical book, which replays to the "after" figures with the engine alone.
+the settlement asset), so the "after" figures are what the account would show once those fills
+clear. Nothing is written. The result carries the margin document of the hypothetical book, which
+replays to the "after" figures with the engine alone.
 
 Used by the API (``POST /api/v1/accounts/{id}/what-if/``), the web app's what-if form and its
 hedge suggestion.
