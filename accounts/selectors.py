@@ -12,6 +12,7 @@ from django.conf import settings
 from django.db import connection
 from django.db.models import BooleanField, Q, QuerySet
 from django.db.models.expressions import RawSQL
+from django.shortcuts import get_object_or_404
 from django.utils import timezone
 from django.utils.crypto import constant_time_compare
 
@@ -52,6 +53,14 @@ def margin_accounts_visible(*, user: User) -> QuerySet[MarginAccount]:
     if user.is_member_user:
         return accounts.filter(member_id=user.member_id)
     return accounts.none()
+
+
+def margin_account_visible(*, user: User, pk: int | None = None, code: str | None = None) -> MarginAccount:
+    """The account with ``pk`` (or ``code``) if ``user`` may see it, its member joined; ``Http404``
+    otherwise, whether or not it exists: another member's account is indistinguishable from one
+    that does not exist. The one way the API and the web app resolve an account they are given."""
+    lookup = {"pk": pk} if pk is not None else {"code": code}
+    return get_object_or_404(margin_accounts_visible(user=user), **lookup)
 
 
 # --- Custody ---------------------------------------------------------------------------------------

@@ -32,9 +32,7 @@ from accounts.models import Asset, MarginAccount, MovementKind, User
 from accounts.services import BalanceChange, collateral_movements_apply, margin_accounts_lock
 from clearing.models import Instrument, InstrumentKind, Position, Trade
 from clearing.signals import accounts_changed_on_commit
-from clearing.validation import MAX_DECIMAL_PLACES, decimal_nonzero, decimal_positive, errors_prefixed
-
-_QUANTUM = Decimal(1).scaleb(-MAX_DECIMAL_PLACES)
+from clearing.validation import QUANTUM, decimal_nonzero, decimal_positive, errors_prefixed
 
 
 @dataclass(frozen=True)
@@ -64,7 +62,7 @@ def position_after_fill(
     new_quantity = quantity + fill_quantity
     if quantity == 0 or (quantity > 0) == (fill_quantity > 0):
         average = (abs(quantity) * entry_price + abs(fill_quantity) * fill_price) / abs(new_quantity)
-        return PositionChange(new_quantity, average.quantize(_QUANTUM), Decimal(0))
+        return PositionChange(new_quantity, average.quantize(QUANTUM), Decimal(0))
     closed = min(abs(fill_quantity), abs(quantity))
     direction = 1 if quantity > 0 else -1
     realised = closed * (fill_price - entry_price) * direction
@@ -77,6 +75,33 @@ def position_after_fill(
     return PositionChange(new_quantity, average, realised)
 
 
+def fill_check(
+    *, instrument: Instrument, quantity: object, price: object, at: datetime
+) -> tuple[Decimal, Decimal]:
+    """A fill's signed quantity and its price as Decimals, or a ``ValidationError`` naming
+    ``instrument``, ``quantity`` or ``price``: the instrument open for clearing and not expired at
+    ``at``, a non-zero quantity, a positive price. The one check of a fill, booked
+    (``trades_book``) or hypothetical (``riskengine.whatif``)."""
+    if not instrument.is_active:
+        raise ValidationError({"instrument": f"{instrument.symbol} is not open for clearing."})
+    if instrument.expiry is not None and at >= instrument.expiry:
+        raise ValidationError(
+            {"instrument": f"{instrument.symbol} expired at {instrument.expiry.isoformat()}."}
+        )
+    return decimal_nonzero(quantity, field="quantity"), decimal_positive(price, field="price")
+
+
+def fill_cash(
+    *, instrument: Instrument, quantity: Decimal, price: Decimal, change: PositionChange
+) -> tuple[str, Decimal]:
+    """The settlement-asset movement a fill causes (module docstring), as ``(MovementKind,
+    amount)``: an option's premium ``−q·m·price``, else the P&L ``change`` realised, times the
+    multiplier. The one cash rule of a fill, booked or hypothetical."""
+    if instrument.kind == InstrumentKind.OPTION:
+        return MovementKind.PREMIUM, -quantity * instrument.multiplier * price
+    return MovementKind.REALISED_PNL, change.realised * instrument.multiplier
+
+
 def _fill_validate(
     fill: Fill, instruments: dict[str, Instrument], now: datetime
 ) -> tuple[Instrument, Decimal, Decimal, datetime]:
@@ -84,15 +109,12 @@ def _fill_validate(
     instrument = instruments.get(symbol)
     if instrument is None:
         raise ValidationError({"instrument": f"Unknown instrument {symbol!r}."})
-    if not instrument.is_active:
-        raise ValidationError({"instrument": f"{symbol} is not open for clearing."})
-    quantity = decimal_nonzero(fill.quantity, field="quantity")
-    price = decimal_positive(fill.price, field="price")
     executed_at = fill.executed_at or now
     if timezone.is_naive(executed_at):
         raise ValidationError({"executed_at": "Must carry a time zone."})
-    if instrument.expiry is not None and executed_at >= instrument.expiry:
-        raise ValidationError({"instrument": f"{symbol} expired at {instrument.expiry.isoformat()}."})
+    quantity, price = fill_check(
+        instrument=instrument, quantity=fill.quantity, price=fill.price, at=executed_at
+    )
     return instrument, quantity, price, executed_at
 
 
@@ -160,10 +182,8 @@ def trades_book(*, fills: Sequence[Fill], booked_by: User | None = None) -> list
                 booked_by=booked_by,
             )
         )
-        if instrument.kind == InstrumentKind.OPTION:
-            cash.append((fill.account.pk, MovementKind.PREMIUM, -quantity * instrument.multiplier * price))
-        else:
-            cash.append((fill.account.pk, MovementKind.REALISED_PNL, change.realised * instrument.multiplier))
+        kind, amount = fill_cash(instrument=instrument, quantity=quantity, price=price, change=change)
+        cash.append((fill.account.pk, kind, amount))
 
     trades = Trade.objects.bulk_create(trades)
     for position in positions.values():
@@ -174,7 +194,7 @@ def trades_book(*, fills: Sequence[Fill], booked_by: User | None = None) -> list
     collateral_movements_apply(
         changes=[
             BalanceChange(
-                account_id, settlement, kind, amount.quantize(_QUANTUM), f"trade {trade.pk}", trade.pk
+                account_id, settlement, kind, amount.quantize(QUANTUM), f"trade {trade.pk}", trade.pk
             )
             for trade, (account_id, kind, amount) in zip(trades, cash, strict=True)
         ],

@@ -153,8 +153,3 @@ def fanout_events(payload: Mapping) -> list[dict]:
     names = list(columns)
     decoded = [_fanout_column(columns[name]) for name in names]
     return [{**fields, **dict(zip(names, values, strict=True))} for values in zip(*decoded, strict=True)]
-
-
-def event_publish(*, account_id: int, type: str, payload: dict) -> OutboxEvent:
-    (event,) = events_publish(events=[(account_id, type, payload)])
-    return event

@@ -12,10 +12,10 @@ import math
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import ObjectDoesNotExist, PermissionDenied, ValidationError
-from django.http import Http404
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_POST
 
+from accounts.selectors import margin_account_visible
 from clearing.api.permissions import ACCOUNT_WRITERS, WHAT_IF_USERS, user_role
 from clearing.api.throttling import compute_budget_wait
 from frontend import charts
@@ -24,7 +24,6 @@ from frontend.selectors import (
     account_now,
     account_summaries,
     account_summary,
-    account_visible,
     hedge_suggestions,
     margin_calls_recent,
     margin_history,
@@ -48,14 +47,6 @@ def _may(request, roles: frozenset) -> bool:
     """The web app grants what the API grants: the same role sets (``clearing.api.permissions``),
     so a viewer is read-only here too."""
     return user_role(request.user) in roles
-
-
-def _account_or_404(request, code: str):
-    # Another member's account is indistinguishable from one that does not exist.
-    account = account_visible(user=request.user, code=code)
-    if account is None:
-        raise Http404("No such account.")
-    return account
 
 
 @login_required
@@ -121,7 +112,7 @@ def _detail_context(account) -> dict:
 
 @login_required
 def account_detail(request, code: str):
-    account = _account_or_404(request, code)
+    account = margin_account_visible(user=request.user, code=code)
     context = _detail_context(account)
     if request.GET.get("fragment"):
         return render(request, "frontend/_account_live.html", context)
@@ -137,7 +128,7 @@ def account_detail(request, code: str):
 @login_required
 @require_POST
 def target_band(request, code: str):
-    account = _account_or_404(request, code)
+    account = margin_account_visible(user=request.user, code=code)
     if not _may(request, ACCOUNT_WRITERS):
         raise PermissionDenied("Your role is read-only: only traders change target bands.")
     if request.POST.get("clear"):
@@ -161,7 +152,7 @@ def target_band(request, code: str):
 
 @login_required
 def what_if(request, code: str):
-    account = _account_or_404(request, code)
+    account = margin_account_visible(user=request.user, code=code)
     may_what_if = _may(request, WHAT_IF_USERS)
     if request.method == "POST" and not may_what_if:
         raise PermissionDenied("Your role is read-only: what-if is for traders, as on the API.")

@@ -49,12 +49,13 @@ from riskengine.services import (
     ADD_PERMISSION,
     APPROVE_PERMISSION,
     EDIT_PERMISSION,
-    WITHDRAWABLE,
+    TRANSITIONS,
     parameter_set_approve,
     parameter_set_draft_from,
     parameter_set_edit_record,
     parameter_set_event_record,
     parameter_set_propose,
+    parameter_set_refusal,
     parameter_set_reject,
     parameter_set_validate,
     parameter_set_withdraw,
@@ -71,25 +72,21 @@ def status_badge(status: str):
 
 
 def may(user, parameter_set: ParameterSet | None, action: str) -> bool:
-    """Whether ``user`` may take ``action`` on ``parameter_set`` (the buttons shown; the services
-    check again)."""
+    """Whether ``user`` may take ``action`` on ``parameter_set``: the buttons shown. A transition's
+    button follows the services' own table (``parameter_set_refusal``), so it is shown exactly
+    when the service would accept it."""
     if action == "new_draft":
         return user.has_perm(ADD_PERMISSION)
     if parameter_set is None:
         return False
-    status = parameter_set.status
-    if action == "propose":
-        return status == ParameterStatus.DRAFT and user.has_perm(EDIT_PERMISSION)
-    if action in ("approve", "reject"):
-        return (
-            status == ParameterStatus.PROPOSED
-            and user.has_perm(APPROVE_PERMISSION)
-            and parameter_set.proposed_by_id != user.pk
-        )
-    if action == "withdraw":
-        return status in WITHDRAWABLE and user.has_perm(EDIT_PERMISSION)
+    if action in TRANSITIONS:
+        return parameter_set_refusal(parameter_set=parameter_set, action=action, user=user) is None
     if action == "impact":
-        return status in (ParameterStatus.DRAFT, ParameterStatus.PROPOSED, ParameterStatus.APPROVED)
+        return parameter_set.status in (
+            ParameterStatus.DRAFT,
+            ParameterStatus.PROPOSED,
+            ParameterStatus.APPROVED,
+        )
     return False
 
 
@@ -417,7 +414,7 @@ class ParameterSetAdmin(admin.ModelAdmin):
 
     def transition_view(self, request, object_id, action):
         obj = self._object_or_404(request, object_id)
-        spec = TRANSITIONS[action]
+        spec = TRANSITION_PAGES[action]
         if not may(request.user, obj, action):
             raise PermissionDenied
         errors: list[str] = []
@@ -480,7 +477,7 @@ def _withdraw(obj, user, note):
     parameter_set_withdraw(parameter_set=obj, withdrawn_by=user, note=note)
 
 
-TRANSITIONS = {
+TRANSITION_PAGES = {
     "propose": {
         "title": "Propose",
         "label": "Why is this change needed? (shown to the approver and kept in the history)",

@@ -37,9 +37,9 @@ from django.utils import timezone
 
 from clearing.marketdata.selectors import index_closes
 from riskengine.core import DocumentError, check_correlation, nearest_correlation
-from riskengine.core.params import psr_bound
+from riskengine.core.params import DEFAULT_EXTREME, psr_bound
 from riskengine.models import ParameterSet
-from riskengine.selectors import parameter_set_active
+from riskengine.selectors import parameter_set_active, parameter_set_with_rows
 from riskengine.services import parameter_set_create, parameter_set_propose
 
 LAMBDA = 0.94
@@ -131,7 +131,7 @@ def calibration_compute(
         series = np.array([returns[u][d] for d in sorted(returns[u])])
         vols[u] = ewma_volatility(series)
         psr[u] = round(psr_from_vol(vols[u]), 6)
-        extreme = form["underlyings"][u].get("extreme", [{"multiple": -2}, {"multiple": 2}])
+        extreme = form["underlyings"][u].get("extreme", DEFAULT_EXTREME)
         cap = math.floor(PSR_CAP_SHARE * psr_bound(e["multiple"] for e in extreme) * 1e6) / 1e6
         if psr[u] > cap:
             capped[u], psr[u] = psr[u], cap
@@ -186,7 +186,8 @@ def calibration_propose(*, as_of: date | datetime | None = None) -> ParameterSet
         as_of = as_of.date()
     as_of = as_of or timezone.now().date()
     active = parameter_set_active()
-    form = active.to_parameters_form()
+    # A fresh form, not the shared cached one: this function changes it into the proposal.
+    form = parameter_set_with_rows(pk=active.pk).to_parameters_form()
     closes = index_closes(symbols=list(form["underlyings"]), until=as_of)
     calibration = calibration_compute(form=form, closes=closes, as_of=as_of)
     if not calibration.vols:

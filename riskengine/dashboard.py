@@ -7,8 +7,9 @@ from decimal import Decimal
 
 from accounts.models import AccountKind, CollateralBalance, MarginAccount
 from clearing.dashboard import DashboardPanel, dashboard_panel_register
-from clearing.marketdata.selectors import market_quotes_current
+from clearing.validation import decimal_from_float
 from riskengine.models import ParameterSet, ParameterSetEvent, ParameterStatus
+from riskengine.reference import quotes_current
 from riskengine.selectors import parameter_sets_pending
 
 
@@ -27,8 +28,9 @@ def parameters_panel_context() -> dict:
 
 def insurance_fund_panel_context() -> dict:
     """The insurance fund account's balances, per asset, in asset units and valued in USD at the
-    oracle's last good prices (4 queries). An asset without a price is shown and left out of the
-    total, which is then marked incomplete; a price that is not ``ok`` is flagged."""
+    oracle's last good prices (at most 5 queries: 3 when the cached quotes are current). An asset
+    without a price is shown and left out of the total, which is then marked incomplete; a price
+    that is not ``ok`` is flagged."""
     fund = MarginAccount.objects.filter(kind=AccountKind.INSURANCE_FUND).first()
     balances = []
     total = Decimal(0)
@@ -39,7 +41,7 @@ def insurance_fund_panel_context() -> dict:
             .select_related("asset__underlying")
             .order_by("asset__symbol")
         )
-        quotes = market_quotes_current()
+        quotes = quotes_current()
         for balance in balances:
             asset = balance.asset
             symbol = asset.underlying.symbol if asset.underlying_id else asset.symbol
@@ -50,8 +52,7 @@ def insurance_fund_panel_context() -> dict:
                 balance.price = balance.usd = None
                 complete = complete and balance.amount == 0
                 continue
-            # Decimal(repr(float)) keeps the oracle's stored digits (the float came from NUMERIC).
-            balance.price = Decimal(repr(price))
+            balance.price = decimal_from_float(price)
             balance.usd = balance.amount * balance.price
             total += balance.usd
     return {"fund": fund, "balances": balances, "total_usd": total, "complete": complete}

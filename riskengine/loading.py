@@ -12,7 +12,7 @@ Units: quantities in instrument units, prices in USD, balances in asset units; f
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import datetime
 
 import numpy as np
@@ -61,6 +61,52 @@ class BookRows:
     balance_asset: np.ndarray
     balance_amount: np.ndarray
 
+    @classmethod
+    def build(
+        cls,
+        *,
+        account_ids: np.ndarray,
+        account_codes: tuple[str, ...],
+        account_modes: np.ndarray,
+        positions: np.ndarray,
+        balances: np.ndarray,
+    ) -> BookRows:
+        """The one way to assemble rows: the accounts' columns, then ``positions`` ``(n_pos, 5)``
+        float64 ``(position id, account id, instrument id, quantity, entry price)`` and
+        ``balances`` ``(n_bal, 3)`` float64 ``(account id, asset id, amount)`` (ids are exact in
+        float64 below 2**53)."""
+        positions = np.asarray(positions, dtype=np.float64).reshape(-1, 5)
+        balances = np.asarray(balances, dtype=np.float64).reshape(-1, 3)
+        return cls(
+            account_ids=np.asarray(account_ids, dtype=np.int64),
+            account_codes=tuple(account_codes),
+            account_modes=np.asarray(account_modes, dtype=np.int8),
+            position_ids=positions[:, 0].astype(np.int64),
+            position_account=positions[:, 1].astype(np.int64),
+            position_instrument=positions[:, 2].astype(np.int64),
+            position_quantity=positions[:, 3],
+            position_entry=positions[:, 4],
+            balance_account=balances[:, 0].astype(np.int64),
+            balance_asset=balances[:, 1].astype(np.int64),
+            balance_amount=balances[:, 2],
+        )
+
+    def tables(self) -> tuple[np.ndarray, np.ndarray]:
+        """``(positions, balances)`` as the tables ``build`` takes (fresh arrays)."""
+        positions = np.column_stack(
+            [
+                self.position_ids,
+                self.position_account,
+                self.position_instrument,
+                self.position_quantity,
+                self.position_entry,
+            ]
+        ).astype(np.float64)
+        balances = np.column_stack([self.balance_account, self.balance_asset, self.balance_amount]).astype(
+            np.float64
+        )
+        return positions.reshape(-1, 5), balances.reshape(-1, 3)
+
     def with_hypothetical(
         self,
         *,
@@ -73,17 +119,13 @@ class BookRows:
         if not positions and not balances:
             return self
         pos = np.array(positions, dtype=np.float64).reshape(-1, 4)
-        bal = np.array(balances, dtype=np.float64).reshape(-1, 3)
-        return replace(
-            self,
-            position_ids=np.concatenate([self.position_ids, np.zeros(len(pos), dtype=np.int64)]),
-            position_account=np.concatenate([self.position_account, pos[:, 0].astype(np.int64)]),
-            position_instrument=np.concatenate([self.position_instrument, pos[:, 1].astype(np.int64)]),
-            position_quantity=np.concatenate([self.position_quantity, pos[:, 2]]),
-            position_entry=np.concatenate([self.position_entry, pos[:, 3]]),
-            balance_account=np.concatenate([self.balance_account, bal[:, 0].astype(np.int64)]),
-            balance_asset=np.concatenate([self.balance_asset, bal[:, 1].astype(np.int64)]),
-            balance_amount=np.concatenate([self.balance_amount, bal[:, 2]]),
+        old_positions, old_balances = self.tables()
+        return BookRows.build(
+            account_ids=self.account_ids,
+            account_codes=self.account_codes,
+            account_modes=self.account_modes,
+            positions=np.vstack([old_positions, np.column_stack([np.zeros(len(pos)), pos])]),
+            balances=np.vstack([old_balances, np.array(balances, dtype=np.float64).reshape(-1, 3)]),
         )
 
 
@@ -116,18 +158,12 @@ def book_rows_fetch(
         pos, bal = _book_arrays_copy(account_ids=account_ids, account_range=account_range)
     else:
         pos, bal = _book_arrays_orm(account_ids=account_ids, account_range=account_range)
-    return BookRows(
-        account_ids=np.array([row[0] for row in account_rows], dtype=np.int64),
+    return BookRows.build(
+        account_ids=[row[0] for row in account_rows],
         account_codes=tuple(row[1] for row in account_rows),
-        account_modes=np.array([MODES.index(row[2]) for row in account_rows], dtype=np.int8),
-        position_ids=pos[:, 0].astype(np.int64),
-        position_account=pos[:, 1].astype(np.int64),
-        position_instrument=pos[:, 2].astype(np.int64),
-        position_quantity=pos[:, 3],
-        position_entry=pos[:, 4],
-        balance_account=bal[:, 0].astype(np.int64),
-        balance_asset=bal[:, 1].astype(np.int64),
-        balance_amount=bal[:, 2],
+        account_modes=[MODES.index(row[2]) for row in account_rows],
+        positions=pos,
+        balances=bal,
     )
 
 
@@ -149,20 +185,12 @@ def account_rows_fetch(*, account: MarginAccount) -> BookRows:
         (r[1], account.pk, r[2], r[3], np.nan if r[4] is None else r[4]) for r in records if r[0] == 0
     ]
     balances = [(account.pk, r[2], r[3]) for r in records if r[0] == 1]
-    pos = np.array(positions, dtype=np.float64).reshape(-1, 5)
-    bal = np.array(balances, dtype=np.float64).reshape(-1, 3)
-    return BookRows(
-        account_ids=np.array([account.pk], dtype=np.int64),
+    return BookRows.build(
+        account_ids=[account.pk],
         account_codes=(account.code,),
-        account_modes=np.array([MODES.index(account.mode)], dtype=np.int8),
-        position_ids=pos[:, 0].astype(np.int64),
-        position_account=pos[:, 1].astype(np.int64),
-        position_instrument=pos[:, 2].astype(np.int64),
-        position_quantity=pos[:, 3],
-        position_entry=pos[:, 4],
-        balance_account=bal[:, 0].astype(np.int64),
-        balance_asset=bal[:, 1].astype(np.int64),
-        balance_amount=bal[:, 2],
+        account_modes=[MODES.index(account.mode)],
+        positions=positions,
+        balances=balances,
     )
 
 
@@ -278,6 +306,25 @@ def market_form_build(*, quotes: MarketQuotes, instruments: Iterable[Instrument]
         "assets": {symbol: {"price": float(price)} for symbol, price in sorted(quotes.asset_prices.items())},
         "instruments": instrument_forms,
     }
+
+
+def market_form_quotes(
+    *,
+    market: dict,
+    valuation_time: datetime,
+    statuses: Mapping[str, str] | None = None,
+    index_price_ids: Mapping[str, int] | None = None,
+) -> MarketQuotes:
+    """The inverse of ``market_form_build``: the quotes a stored ``market`` section priced with
+    (a sweep's market, a loaded book's), with the statuses and index rows when known."""
+    return MarketQuotes(
+        valuation_time=valuation_time,
+        underlying_prices={s: e["price"] for s, e in market["underlyings"].items()},
+        asset_prices={s: e["price"] for s, e in market["assets"].items()},
+        option_ivs={s: e["iv"] for s, e in market["instruments"].items() if "iv" in e},
+        statuses=dict(statuses or {}),
+        index_price_ids=dict(index_price_ids or {}),
+    )
 
 
 @dataclass(frozen=True, eq=False)

@@ -21,6 +21,7 @@ from clearing.marketdata.services import (
     vol_observations_submit,
 )
 from clearing.models import Instrument, InstrumentKind
+from clearing.validation import decimal_from_float
 
 UNDERLYINGS = {
     # symbol: (name, strike step, demo implied vol)
@@ -95,7 +96,7 @@ def marketdata_demo_seed(*, log: Callable[[str], None] = print) -> None:
             VolIn(
                 source_user=sources[0],
                 instrument=option.symbol,
-                iv=Decimal(repr(UNDERLYINGS[option.underlying.symbol][2])),
+                iv=decimal_from_float(UNDERLYINGS[option.underlying.symbol][2]),
                 source_time=now,
             )
             for option in options

@@ -74,14 +74,6 @@ ASSET_ORACLE_RULES = OracleRules(
     breaker_window=timedelta(seconds=300),
     event_move=Decimal("0.005"),
 )
-ORACLE_FIELDS = (
-    "max_age_seconds",
-    "max_deviation",
-    "min_sources",
-    "breaker_move",
-    "breaker_window_seconds",
-    "event_move",
-)
 ALERT_FOR_STATUS = {
     STALE: "price_stale",
     UNCONFIRMED: "price_unconfirmed",
@@ -139,7 +131,8 @@ def _sources_resolve(users: Sequence[User], field: Callable[[int], str]) -> dict
 # The rules of underlyings are governed in the risk parameter set, which the risk engine owns: it
 # registers their reader here in its ``AppConfig.ready()`` (``riskengine.selectors.
 # underlying_oracle_rules``), so the oracle reads them without importing the engine. The reader
-# takes a set of symbols and returns ``(symbol, *ORACLE_FIELDS)`` rows of the active set's active
+# takes a set of symbols and returns ``(symbol, *UnderlyingParameters.ORACLE_FIELDS)`` rows (see
+# ``riskengine.models``) of the active set's active
 # underlyings among them.
 UnderlyingRulesReader = Callable[[set[str]], Iterable[tuple]]
 _underlying_rules_readers: list[UnderlyingRulesReader] = []

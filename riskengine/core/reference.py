@@ -79,6 +79,7 @@ class ReferenceContext:
         self.und = {}
         for name, u in params["underlyings"].items():
             entry = {key: _num(value) for key, value in u.items() if key != "extreme"}
+            # The spec's default, written again on purpose: this module shares nothing with the engine.
             default_extreme = [{"multiple": -2, "coverage": 0.35}, {"multiple": 2, "coverage": 0.35}]
             entry["extreme"] = [
                 (_num(e["multiple"]), _num(e["coverage"])) for e in u.get("extreme", default_extreme)

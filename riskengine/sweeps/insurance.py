@@ -37,11 +37,12 @@ from django.utils import timezone
 
 from accounts.models import AccountKind, CollateralBalance, MarginAccount
 from clearing.marketdata.quotes import MarketQuotes
-from clearing.marketdata.selectors import market_quotes_current
 from clearing.ops.alerts import ops_alerts_raise, ops_alerts_resolve
 from clearing.ops.metrics import INSURANCE_CHECK_FAILURES
 from clearing.ops.models import OpsAlert, UncoveredDeficit
+from clearing.validation import decimal_from_float
 from riskengine.models import ParameterSet, ParameterStatus
+from riskengine.reference import quotes_current
 from riskengine.sweeps.models import Liquidation, Sweep, SweepKind, SweepStatus
 from riskengine.sweeps.selectors import sweep_quotes
 
@@ -69,8 +70,7 @@ def insurance_fund_value(*, quotes: MarketQuotes | None = None) -> FundValue | N
     fund = MarginAccount.objects.filter(kind=AccountKind.INSURANCE_FUND).values_list("pk", flat=True).first()
     if fund is None:
         return None
-    if quotes is None:
-        quotes = market_quotes_current()
+    quotes = quotes or quotes_current()
     floor = (
         ParameterSet.objects.filter(status=ParameterStatus.ACTIVE)
         .values_list("insurance_fund_floor", flat=True)
@@ -85,8 +85,7 @@ def insurance_fund_value(*, quotes: MarketQuotes | None = None) -> FundValue | N
             if amount:
                 unpriced.append(symbol)
             continue
-        # Decimal(repr(float)) keeps the oracle's stored digits (the float came from NUMERIC).
-        value += amount * Decimal(repr(price))
+        value += amount * decimal_from_float(price)
     return FundValue(fund, value, floor if floor is not None else Decimal(0), tuple(sorted(unpriced)))
 
 

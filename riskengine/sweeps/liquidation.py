@@ -21,14 +21,15 @@ from accounts.trading import Fill, trades_book
 from clearing.events import events_publish
 from clearing.models import Instrument, Position
 from clearing.ops.alerts import ops_alerts_raise, ops_alerts_resolve
+from clearing.validation import decimal_from_float
 from riskengine.core import compute_margin
 from riskengine.core.liquidation import liquidation_plan
 from riskengine.loading import LoadedBook, book_rows_fetch, margin_book_build
+from riskengine.reference import quotes_current
+from riskengine.selectors import parameters_form
 from riskengine.sweeps.calls import NOT_FINITE_ALERT, SUSPENDED_ALERT, exposed_symbols
 from riskengine.sweeps.insurance import insurance_fund_after_liquidation
 from riskengine.sweeps.models import Liquidation, LiquidationStatus
-from riskengine.sweeps.selectors import parameters_form, quotes_current
-from riskengine.sweeps.storage import decimal_of
 
 
 @dataclass(frozen=True)
@@ -150,7 +151,7 @@ def liquidation_execute(*, liquidation_id: int, quotes=None) -> Liquidation:
     notional = Decimal(0)
     for step in steps:
         quantity = quantities[step.position_id]
-        price = max(decimal_of(step.price), Decimal("0.0000000001"))
+        price = max(decimal_from_float(step.price), Decimal("0.0000000001"))
         reference = f"liquidation-{liquidation.pk}-{step.position_id}"
         fills += [
             Fill(account, step.instrument, -quantity, price, f"{reference}-a"),
@@ -160,7 +161,7 @@ def liquidation_execute(*, liquidation_id: int, quotes=None) -> Liquidation:
     trades = trades_book(fills=fills) if fills else []
     after = book_now(account.pk)
     equity = float(compute_margin(after.margin_input).equity[0])
-    fee = min(decimal_of(fee_rate * float(notional)), max(decimal_of(equity), Decimal(0)))
+    fee = min(decimal_from_float(fee_rate * float(notional)), max(decimal_from_float(equity), Decimal(0)))
     changes = []
     if fee > 0:
         reference = f"liquidation {liquidation.pk} fee"
@@ -177,7 +178,7 @@ def liquidation_execute(*, liquidation_id: int, quotes=None) -> Liquidation:
     )
     net -= float(fee)
     flat = not Position.objects.filter(account=account).exclude(quantity=0).exists()
-    deficit = decimal_of(-net) if flat and net < 0 else Decimal(0)
+    deficit = decimal_from_float(-net) if flat and net < 0 else Decimal(0)
     if deficit > 0:
         reference = f"liquidation {liquidation.pk} deficit"
         changes += [

@@ -42,10 +42,18 @@ from clearing.marketdata.quotes import MarketQuotes
 from clearing.marketdata.services import index_sweep_reference_set
 from clearing.models import Instrument
 from clearing.ops.alerts import ops_alerts_raise
+from clearing.validation import decimal_from_float
 from riskengine.core import DocumentError, compute_margin, parse_parameters
 from riskengine.core.margin import STATUSES
-from riskengine.loading import BookRows, LoadedBook, book_rows_fetch, margin_book_build, market_form_build
-from riskengine.reference import reference_current
+from riskengine.loading import (
+    BookRows,
+    LoadedBook,
+    book_rows_fetch,
+    margin_book_build,
+    market_form_build,
+)
+from riskengine.reference import quotes_current, reference_current
+from riskengine.selectors import parameter_set_active, parameters_form
 from riskengine.services import INVALID_SET_ALERT
 from riskengine.sweeps import storage
 from riskengine.sweeps.calls import calls_follow
@@ -57,12 +65,7 @@ from riskengine.sweeps.models import (
     SweepShard,
     SweepStatus,
 )
-from riskengine.sweeps.selectors import (
-    parameter_set_active_row,
-    parameters_form,
-    quotes_current,
-    sweep_quotes,
-)
+from riskengine.sweeps.selectors import sweep_quotes
 
 log = logging.getLogger(__name__)
 
@@ -247,7 +250,7 @@ def sweep_full_create(
     redelivered or duplicated message is one sweep."""
     if request_key is not None and (done := Sweep.objects.filter(request_key=request_key).first()):
         return done
-    parameter_set = parameter_set_active_row()
+    parameter_set = parameter_set_active()
     quotes = quotes or quotes_current()
     instruments = Instrument.objects.select_related("underlying").all()
     try:
@@ -367,7 +370,7 @@ def _sweep_progress(*, sweep: Sweep, quotes: MarketQuotes) -> None:
     if sweep.kind == SweepKind.FULL and not sweep_superseded(sweep=sweep):
         # Quotes are floats (an oracle's median, a moved test price): NUMERIC(28, 10) takes 10 places.
         prices = {
-            s: storage.decimal_of(p)
+            s: decimal_from_float(p)
             for s, p in {**quotes.underlying_prices, **quotes.asset_prices}.items()
             if p > 0
         }
@@ -391,7 +394,7 @@ def sweep_full_due(*, now: datetime | None = None) -> Sweep | None:
     since the last one started (beat checks every few seconds)."""
     now = now or timezone.now()
     with transaction.atomic():
-        parameter_set = parameter_set_active_row()
+        parameter_set = parameter_set_active()
         # The active set's row is the mutex: two checks at once start at most one sweep.
         type(parameter_set).objects.select_for_update().filter(pk=parameter_set.pk).first()
         last = (
@@ -434,7 +437,7 @@ def sweep_accounts_run(
     if not locked:
         return None
     quotes = quotes or quotes_current()
-    parameter_set = parameter_set_active_row()
+    parameter_set = parameter_set_active()
     # Parsed parameters, instruments and assets from the per-process cache (one probe query
     # instead of two reads and a parse), when it holds the set this sweep uses.
     reference = reference_current()

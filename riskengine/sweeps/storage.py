@@ -34,11 +34,6 @@ from riskengine.sweeps.models import (
 )
 
 
-def decimal_of(value: float) -> Decimal:
-    """A float figure as the Decimal the database stores (NUMERIC with 10 places)."""
-    return Decimal(repr(value)).quantize(Decimal("0.0000000001"))
-
-
 def decimal_texts(values: np.ndarray) -> list[str]:
     """Float figures ``(n,)`` as the decimal text of NUMERIC with 10 places (``1234.5600000000``),
     for many at once: a bulk insert's parameter and the same figure in its event's message."""

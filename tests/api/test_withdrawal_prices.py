@@ -56,7 +56,7 @@ def oracle(world, monkeypatch):
     (not the fixed ones), and a clock the test moves."""
     clock = Clock(datetime.now(UTC).replace(microsecond=0))
     monkeypatch.setattr(timezone, "now", clock)
-    monkeypatch.setattr(whatif, "quotes_current", reference.quotes_current_cached)
+    monkeypatch.setattr(whatif, "quotes_current", reference.quotes_current)
     reference.reference_clear()
     sources = [world["feed"].user] + [
         user_create(username=f"feed-{n}", password=None, role=Role.PRICE_SOURCE) for n in (2, 3)

@@ -19,7 +19,7 @@ from clearing.marketdata.models import (
     VolMark,
     VolObservation,
 )
-from clearing.marketdata.selectors import market_quotes_current, underlyings_unsafe_for_liquidation
+from clearing.marketdata.selectors import market_quotes_current
 from clearing.marketdata.services import (
     PriceIn,
     index_price_confirm,
@@ -106,7 +106,7 @@ def test_a_silent_feed_goes_stale_suspends_liquidation_and_alerts_ops(oracle, cl
     assert quotes.statuses["BTC"] == "stale"  # read-time: before any aggregation records it
     assert quotes.statuses["ETH"] == "ok"
     assert quotes.underlying_prices["BTC"] == 60000.0  # the last good price
-    assert underlyings_unsafe_for_liquidation() == {"BTC"}
+    assert quotes.unsafe_for_liquidation() == {"BTC"}
 
     [row] = index_prices_refresh()
     assert (row.symbol, row.status, row.price, row.last_good_price) == ("BTC", "stale", None, 60000)

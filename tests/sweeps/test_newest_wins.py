@@ -8,8 +8,9 @@ from unittest import mock
 from clearing.marketdata.models import IndexState
 from clearing.models import Trade
 from clearing.ops.models import OpsAlert
+from clearing.validation import decimal_from_float
 from riskengine.sweeps import liquidation as liquidation_module
-from riskengine.sweeps import services, storage
+from riskengine.sweeps import services
 from riskengine.sweeps.models import (
     AccountMargin,
     CallStatus,
@@ -115,7 +116,7 @@ def test_a_liquidation_trades_at_the_current_quotes_not_at_its_sweeps(quotes):
     assert done.status == LiquidationStatus.DONE
     assert done.plan
     prices = set(done.trades.filter(account=account).values_list("price", flat=True))
-    assert prices == {storage.decimal_of(deeper.underlying_prices["BTC"])}
+    assert prices == {decimal_from_float(deeper.underlying_prices["BTC"])}
 
 
 def test_a_liquidation_waits_while_a_price_it_depends_on_is_not_trustworthy_now(quotes):
