@@ -271,7 +271,9 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=4, help="request threads per worker (WEB_THREADS)")
     parser.add_argument("--requests", type=int, default=300, help="inprocess mode")
     parser.add_argument(
-        "--baseline", help="a git ref: its web server runs beside this tree's and takes turns at each step"
+        "--baseline",
+        help="a git ref or a checkout's directory: its web server runs beside this tree's and takes turns "
+        "at each step",
     )
     parser.add_argument(
         "--baseline-env", action="append", default=[], metavar="NAME=VALUE", help="the baseline's environment"
@@ -302,7 +304,8 @@ def main() -> None:
         if args.baseline:
             tree = stack.enter_context(git_worktree(args.baseline))
             overrides = dict(item.split("=", 1) for item in args.baseline_env)
-            servers.append((args.baseline[:10], stack.enter_context(web_server(tree, args, overrides))))
+            name = Path(args.baseline).name if Path(args.baseline).is_dir() else args.baseline
+            servers.append((name[:10], stack.enter_context(web_server(tree, args, overrides))))
         payload = request_bytes(account_id, token)
         meeting_goal: dict[str, list[float]] = {name: [] for name, _ in servers}
         for rate in rates:
@@ -353,7 +356,11 @@ def web_server(root: Path, args, overrides: dict[str, str]):
 
 @contextlib.contextmanager
 def git_worktree(ref: str):
-    """A temporary checkout of ``ref`` beside this one (the benchmark's baseline)."""
+    """A temporary checkout of ``ref`` beside this one (the benchmark's baseline), or ``ref`` itself
+    when it is a directory (a checkout made by other means, e.g. ``git archive``)."""
+    if Path(ref).is_dir():
+        yield Path(ref).resolve()
+        return
     path = Path(tempfile.mkdtemp(prefix="bench-baseline-"))
     subprocess.run(["git", "worktree", "add", "--detach", str(path), ref], cwd=ROOT, check=True)
     try:
