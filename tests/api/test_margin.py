@@ -6,6 +6,8 @@ from __future__ import annotations
 import pytest
 
 from riskengine.core import compute_document
+from riskengine.sweeps.services import sweep_accounts_run
+from tests.factories import quotes_fixed
 
 V1 = "/api/v1"
 
@@ -33,9 +35,6 @@ def test_an_account_never_swept_has_no_current_margin(world, swept):
 
 
 def test_margin_history_is_paginated_newest_first(world, swept):
-    from riskengine.sweeps.services import sweep_accounts_run
-    from tests.api.conftest import quotes_fixed
-
     sweep_accounts_run(account_ids=[world.account_a.pk], cause="again", quotes=quotes_fixed())
     page = world["trader_a"].get(f"{V1}/accounts/{world.account_a.pk}/margin-history/?limit=1").json()
     assert page["count"] == 2

@@ -10,7 +10,7 @@ from accounts.models import CollateralBalance, CollateralMovement, Deposit, With
 from clearing.models import Position, Trade
 from clearing.services import trade_book
 from riskengine.core import compute_document
-from tests.api.conftest import recent
+from tests.factories import recent
 
 V1 = "/api/v1"
 

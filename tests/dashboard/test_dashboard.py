@@ -18,7 +18,7 @@ from clearing.marketdata.services import PriceIn, ops_alert_raise, price_observa
 from riskengine.dashboard import dashboard_panels, duration_text
 from riskengine.sweeps import services
 from riskengine.sweeps.models import AccountMargin, Liquidation, MarginCall, MarginStatus
-from tests.sweeps.conftest import account_with_btc_long, moved
+from tests.factories import account_with_btc_long, moved
 
 DASHBOARD = "ops_dashboard"
 

@@ -21,8 +21,8 @@ from riskengine.models import FrozenParameterSet, ParameterSet, ParameterStatus
 from riskengine.services import parameter_set_approve, parameter_set_draft_from, parameter_set_propose
 from riskengine.sweeps import services
 from riskengine.sweeps.models import Liquidation, LiquidationStatus
+from tests.factories import account_with_btc_long, moved
 from tests.governance.test_admin import change_url, draft_post_data
-from tests.sweeps.conftest import account_with_btc_long, moved
 
 
 def open_alerts() -> set[str]:
