@@ -8,6 +8,7 @@ Prices come from the last day of the real history shipped with the repository.
 from __future__ import annotations
 
 import calendar
+import math
 import random
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -22,9 +23,13 @@ from accounts.models import AccountKind, Asset, MarginAccount, MarginMode, Membe
 from accounts.services import collateral_deposit, user_create
 from accounts.trading import Fill, trades_book
 from clearing.marketdata.demo import UNDERLYINGS, marketdata_demo_seed, spot_prices
+from clearing.marketdata.selectors import market_quotes_current
 from clearing.models import Instrument, InstrumentKind, OptionRight, Trade, Underlying
+from riskengine.core import compute_margin
 from riskengine.core.black76 import black76_price
+from riskengine.loading import margin_book_load
 from riskengine.models import ParameterSet
+from riskengine.selectors import parameter_set_active
 from riskengine.services import parameter_set_bootstrap
 
 ASSETS = {
@@ -326,13 +331,22 @@ def _multi_asset(market: Market, rng: random.Random, size: float) -> Book:
 
 
 def _thin_margin(market: Market, rng: random.Random, size: float) -> Book:
-    # A leveraged directional book on barely enough collateral: the first accounts to get a call.
+    # A leveraged directional book on barely enough collateral: the first accounts to get a call
+    # (topped up to just above its initial margin: THIN_CUSHION).
     underlying = rng.choice(["ETH", "SOL"])
     return (
         [(market.perp(underlying), market.units(underlying, size))],
         [("USDC", Decimal(int(size * 0.11)))],
     )
 
+
+# Every book starts healthy at the seeded prices, so that the demo's calls and liquidations come
+# from the replayed price moves, not from the seed: equity at least CUSHION × its initial margin,
+# the thin books THIN_CUSHION (a move of a few percent against them is a call, a larger one a
+# liquidation). The profiles' own deposits are sized by notional; the engine sizes the top-up.
+CUSHION = 1.25
+THIN_CUSHION = 1.05
+CUSHION_REFERENCE = "demo seed: margin cushion"
 
 PROFILES: tuple[Callable[[Market, random.Random, float], Book], ...] = (
     _hedged_pair,
@@ -385,7 +399,7 @@ def demo_venue_seed(*, today: date | None = None, log: Callable[[str], None] = p
     venue_user = User.objects.get(username="venue")
     market = Market(instruments=instruments, spots=spot_prices())
     assets = {asset.symbol: asset for asset in Asset.objects.all()}
-    booked = 0
+    cushions: dict[int, float] = {}
     for member_index, (code, member) in enumerate(members.items()):
         for number in range(1, ACCOUNTS_PER_MEMBER + 1):
             account_code = f"{code}-{number:02d}"
@@ -422,14 +436,48 @@ def demo_venue_seed(*, today: date | None = None, log: Callable[[str], None] = p
                     ],
                     booked_by=venue_user,
                 )
-                booked += 1
+                cushions[account.pk] = THIN_CUSHION if profile is _thin_margin else CUSHION
     # The oracle: real history as index history, demo price sources, current prices and IV marks.
     marketdata_demo_seed(log=log)
+    topped_up = demo_cushions_ensure(cushions=cushions)
     log(
-        f"Demo venue ready: {MarginAccount.objects.count()} accounts ({booked} books booked this run), "
+        f"Demo venue ready: {MarginAccount.objects.count()} accounts ({len(cushions)} books booked this "
+        f"run, {topped_up} topped up to start healthy), "
         f"{Instrument.objects.count()} instruments, settlement asset {settings.SETTLEMENT_ASSET}."
     )
     log("Demo users (username / password / role):")
     for demo in DEMO_USERS:
         of_member = f" of {demo.member}" if demo.member else ""
         log(f"  {demo.username:<9} {demo.password:<23} {demo.role}{of_member}")
+
+
+def demo_cushions_ensure(*, cushions: dict[int, float]) -> int:
+    """Deposit USD into each account (id → cushion) whose equity is below cushion × its initial
+    margin at the oracle's current prices and the active parameter set, up to that level: one
+    engine run over the accounts, as the first sweep will see them. Returns the accounts topped up."""
+    if not cushions:
+        return 0
+    book = margin_book_load(
+        parameters_form=parameter_set_active().to_parameters_form(),
+        quotes=market_quotes_current(),
+        account_ids=sorted(cushions),
+    )
+    result = compute_margin(book.margin_input)
+    usd = Asset.objects.get(symbol=settings.SETTLEMENT_ASSET)
+    accounts = MarginAccount.objects.in_bulk(list(cushions))
+    topped_up = 0
+    for k, account_id in enumerate(book.rows.account_ids.tolist()):
+        # The settlement asset has no haircut and does not change the margin: a dollar deposited
+        # is a dollar of equity. Whole dollars, rounded up, so the cushion holds.
+        shortfall = cushions[account_id] * float(result.initial_margin[k]) - float(result.equity[k])
+        if shortfall > 0:
+            with transaction.atomic():
+                collateral_deposit(
+                    account=accounts[account_id],
+                    asset=usd,
+                    amount=Decimal(math.ceil(shortfall)),
+                    reference=CUSHION_REFERENCE,
+                )
+            topped_up += 1
+    return topped_up
+

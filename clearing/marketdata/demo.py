@@ -4,6 +4,7 @@ and IV marks, so a fresh ``make run`` has a complete market. Idempotent."""
 from __future__ import annotations
 
 from collections.abc import Callable
+from datetime import date
 from decimal import Decimal
 
 from django.db import transaction
@@ -32,6 +33,10 @@ UNDERLYINGS = {
 HISTORY_SYMBOLS = ("BTC", "ETH", "SOL", "USDC", "USDT", "DAI")
 STABLECOINS = ("USDC", "USDT", "DAI")
 DEMO_SOURCES = ("feed", "feed-2", "feed-3")
+# Where ``demo_feed`` starts replaying the history: the weeks of FTX's collapse, whose moves bring
+# the demo's first margin calls within a minute or two and its liquidations soon after (the seeded
+# books all start healthy: riskengine.demo, CUSHION).
+REPLAY_START = date(2022, 10, 25)
 
 
 def index_history_load(*, symbols: tuple[str, ...] = HISTORY_SYMBOLS) -> int:

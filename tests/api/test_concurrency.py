@@ -13,7 +13,7 @@ from accounts.models import CollateralBalance, CollateralMovement, Deposit, With
 from accounts.trading import trade_book
 from riskengine import withdrawals
 from riskengine.whatif import margin_what_if
-from tests.api.conftest import client_for
+from tests.factories import client_for
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

@@ -23,7 +23,7 @@ from clearing.models import OutboxEvent
 from riskengine.sweeps.models import MarginCall
 from riskengine.sweeps.services import sweep_accounts_run
 from riskengine.whatif import margin_what_if
-from tests.api.conftest import quotes_fixed
+from tests.factories import quotes_fixed
 
 V1 = "/api/v1"
 

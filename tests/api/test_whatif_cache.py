@@ -18,9 +18,7 @@ from riskengine.services import parameter_set_bootstrap
 from riskengine.signals import parameter_set_activated
 from riskengine.sweeps import services as sweep_services
 from riskengine.whatif import margin_what_if
-from tests.api.conftest import client_for, quotes_fixed
-from tests.governance.conftest import venue_parameters_form
-from tests.marketdata.conftest import clock, oracle  # noqa: F401 (fixtures)
+from tests.factories import client_for, quotes_fixed, venue_parameters_form
 
 V1 = "/api/v1"
 
@@ -83,14 +81,14 @@ def test_a_parameter_set_activated_elsewhere_is_used_by_the_next_what_if(world):
     assert after["initial_margin"] > before["initial_margin"]
 
 
-def submit(oracle, clock, symbol, *prices):  # noqa: F811
+def submit(oracle, clock, symbol, *prices):
     for user, price in zip(oracle.sources, prices, strict=False):
         price_observation_submit(source_user=user, symbol=symbol, price=price, source_time=clock.now)
 
 
 def test_cached_quotes_follow_every_new_index_price_and_go_stale_on_time(
-    oracle,  # noqa: F811
-    clock,  # noqa: F811
+    oracle,
+    clock,
     django_assert_num_queries,
 ):
     submit(oracle, clock, "BTC", "60000", "60010", "59990")
@@ -112,8 +110,8 @@ def test_cached_quotes_follow_every_new_index_price_and_go_stale_on_time(
 
 
 def test_sweeps_the_api_and_the_what_if_read_one_quotes_current_with_one_fail_closed_answer(
-    oracle,  # noqa: F811
-    clock,  # noqa: F811
+    oracle,
+    clock,
 ):
     assert sweep_services.quotes_current is whatif.quotes_current is reference.quotes_current
     submit(oracle, clock, "BTC", "60000", "60010", "59990")

@@ -1,15 +1,15 @@
 """A hypothetical fill is checked and booked by the very rules of ``trades_book``
-(``clearing.services.fill_check`` and ``fill_cash``): the what-if refuses what booking refuses, with
+(``accounts.trading.fill_check`` and ``fill_cash``): the what-if refuses what booking refuses, with
 the same message, and shows the figures that booking the same fills leaves."""
 
 from datetime import timedelta
 from decimal import Decimal
 
 import pytest
-from clearing.services import Fill, trade_book, trades_book
 from django.core.exceptions import ValidationError
 from django.utils import timezone
 
+from accounts.trading import Fill, trade_book, trades_book
 from clearing.models import Instrument
 from riskengine.whatif import margin_what_if
 from tests.api.conftest import quotes_fixed

@@ -34,7 +34,7 @@ from riskengine.withdrawals import (
     price_corners_document,
     withdrawal_request,
 )
-from tests.api.conftest import quotes_fixed
+from tests.factories import quotes_fixed
 
 V1 = "/api/v1"
 

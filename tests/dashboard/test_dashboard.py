@@ -21,7 +21,7 @@ from riskengine.reference import reference_clear
 from riskengine.sweeps import liquidation as liquidation_module
 from riskengine.sweeps import services
 from riskengine.sweeps.models import AccountMargin, Liquidation, MarginCall, MarginStatus
-from tests.sweeps.conftest import account_with_btc_long, moved
+from tests.factories import account_with_btc_long, moved
 
 DASHBOARD = "ops_dashboard"
 

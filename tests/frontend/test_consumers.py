@@ -6,7 +6,7 @@ import pytest
 from asgiref.sync import sync_to_async
 
 from clearing.events import events_publish
-from tests.frontend.conftest import communicator, session_cookie
+from tests.factories import communicator, session_cookie
 
 pytestmark = [pytest.mark.asyncio, pytest.mark.usefixtures("stop_relay")]
 

@@ -13,7 +13,7 @@ from django.test import Client
 from accounts.models import Member, User
 from clearing.events import events_publish
 from frontend import hub
-from tests.frontend.conftest import communicator, session_cookie
+from tests.factories import communicator, session_cookie
 
 pytestmark = [pytest.mark.asyncio, pytest.mark.usefixtures("stop_relay")]
 

@@ -21,8 +21,8 @@ from riskengine.sweeps.insurance import (
 )
 from riskengine.sweeps.models import Liquidation, LiquidationStatus
 from riskengine.sweeps.tasks import insurance_fund_check_task
+from tests.factories import account_with_btc_long, moved
 from tests.governance.test_admin import change_url, draft_post_data
-from tests.sweeps.conftest import account_with_btc_long, moved
 
 
 def open_alerts() -> set[str]:

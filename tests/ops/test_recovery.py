@@ -20,7 +20,7 @@ from riskengine.sweeps.models import (
     SweepStatus,
 )
 from riskengine.sweeps.tasks import liquidation_execute, liquidations_resume_task
-from tests.sweeps.conftest import account_with_btc_long, demo_quotes, moved
+from tests.factories import account_with_btc_long, demo_quotes, moved
 
 
 def test_a_liquidation_still_in_progress_after_two_minutes_is_sent_again_and_completes(quotes):

@@ -20,7 +20,7 @@ from riskengine.selectors import parameter_set_active
 from riskengine.sweeps import liquidation as liquidation_module
 from riskengine.sweeps import services
 from riskengine.sweeps.models import AccountMargin, CallStatus, Liquidation, MarginCall, MarginSnapshot
-from tests.sweeps.conftest import account_with_btc_long, moved
+from tests.factories import account_with_btc_long, moved
 
 ALERT = "margin_not_finite"
 

@@ -51,7 +51,7 @@ from riskengine.sweeps.models import (
 )
 from riskengine.sweeps.recovery import shard_resend_after, sweeps_recover
 from riskengine.sweeps.tasks import sweep_shard
-from tests.sweeps.conftest import demo_quotes, moved
+from tests.factories import demo_quotes, moved
 from tests.sweeps.test_two_workers import queue_purge
 
 ROOT = Path(__file__).resolve().parents[2]

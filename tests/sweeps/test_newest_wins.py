@@ -20,7 +20,7 @@ from riskengine.sweeps.models import (
     MarginSnapshot,
     SweepStatus,
 )
-from tests.sweeps.conftest import account_with_btc_long, demo_quotes, moved
+from tests.factories import account_with_btc_long, demo_quotes, moved
 
 
 def later(quotes, minutes: int = 1):

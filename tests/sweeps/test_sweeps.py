@@ -29,7 +29,7 @@ from riskengine.sweeps.models import (
     SweepRequest,
 )
 from riskengine.sweeps.selectors import margin_snapshot_document, margin_snapshot_figures
-from tests.sweeps.conftest import account_with_btc_long, demo_quotes, moved
+from tests.factories import account_with_btc_long, demo_quotes, moved
 
 FIGURES = ("equity", "collateral_value", "initial_margin", "maintenance_margin", "excess", "margin_ratio")
 

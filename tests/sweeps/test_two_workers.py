@@ -34,7 +34,7 @@ from accounts.models import MarginAccount
 from clearing.config.celery import app
 from riskengine.sweeps import services
 from riskengine.sweeps.models import MarginSnapshot, ShardStatus
-from tests.sweeps.conftest import demo_quotes
+from tests.factories import demo_quotes
 
 ROOT = Path(__file__).resolve().parents[2]
 START_SECONDS = 180

@@ -36,8 +36,7 @@ from riskengine import whatif
 from riskengine.services import parameter_set_bootstrap
 from riskengine.withdrawals import fund_withdrawal_approve, withdrawal_request
 from tests import factories
-from tests.api.conftest import quotes_fixed
-from tests.governance.conftest import venue_parameters_form
+from tests.factories import quotes_fixed, venue_parameters_form
 
 TABLES = [
     "accounts_deposit",

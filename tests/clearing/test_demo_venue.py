@@ -1,10 +1,20 @@
+"""The demo venue (``manage.py seed_demo``): what it holds, its users, and that it starts healthy so
+that its margin calls and liquidations come from the prices ``demo_feed`` replays."""
+
+import random
 from collections import Counter
+from dataclasses import replace
 
 import pytest
 from django.core.management import call_command
 
 from accounts.models import CollateralBalance, CollateralMovement, MarginAccount, Member, User
+from clearing.marketdata.demo import REPLAY_START, STABLECOINS, demo_symbols_prices
+from clearing.marketdata.feed import DemoFeed
+from clearing.marketdata.selectors import market_quotes_current
 from clearing.models import Instrument, Position, Trade, Underlying
+from riskengine.sweeps.models import AccountMargin, Liquidation, MarginCall
+from riskengine.sweeps.services import sweep_full_run
 
 
 @pytest.fixture
@@ -77,3 +87,39 @@ def test_seeding_twice_duplicates_nothing(seeded, capsys):
     before = {model: model.objects.count() for model in models}
     call_command("seed_demo")
     assert {model: model.objects.count() for model in models} == before
+
+
+def test_every_demo_account_starts_healthy_at_the_seeded_prices(seeded):
+    sweep_full_run(cause="the first sweep", quotes=market_quotes_current())
+
+    statuses = Counter(AccountMargin.objects.values_list("status", flat=True))
+    assert statuses == {"healthy": MarginAccount.objects.count()}
+    assert not MarginCall.objects.exists()
+    assert not Liquidation.objects.exists()
+
+
+def test_the_replayed_moves_bring_margin_calls_and_liquidations_within_the_first_days(seeded):
+    # demo_feed's replay without its noise, jumps and bad ticks: each day's close, scaled to start
+    # at the seeded prices. At the demo's 20 s per historical day, day 10 is 200 s into the demo.
+    start = market_quotes_current()
+    feed = DemoFeed(
+        anchors=demo_symbols_prices(),
+        start=REPLAY_START,
+        seconds_per_day=1.0,
+        n_sources=1,
+        rng=random.Random(0),
+    )
+    reached = set()
+    for day in range(1, 11):
+        prices = feed.prices(day)
+        quotes = replace(
+            start,
+            underlying_prices={symbol: prices[symbol] for symbol in start.underlying_prices},
+            asset_prices={**start.asset_prices, **{symbol: prices[symbol] for symbol in STABLECOINS}},
+        )
+        sweep_full_run(cause=f"replay day {day}", quotes=quotes)
+        reached |= set(AccountMargin.objects.values_list("status", flat=True))
+
+    assert {"margin_call", "liquidation"} <= reached
+    assert MarginCall.objects.exists()
+    assert Liquidation.objects.exists()

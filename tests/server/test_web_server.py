@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from django.conf import settings
 
-from tests.browser.conftest import _database_url, _free_port
+from tests import factories
 
 START_SECONDS = 60
 
@@ -84,10 +84,10 @@ def wait_for(condition, *, seconds: float, what: str, log: Path):
 @pytest.fixture
 def web_server(db, tmp_path):
     """Two workers on a free port, reading the test database; stopped (and checked) afterwards."""
-    port = _free_port()
+    port = factories.free_port()
     log = tmp_path / "web.log"
     env = {
-        **os.environ, "DATABASE_URL": _database_url(), "HOST": "127.0.0.1", "PORT": str(port),
+        **os.environ, "DATABASE_URL": factories.server_database_url(), "HOST": "127.0.0.1", "PORT": str(port),
         "WEB_CONCURRENCY": "2", "UVICORN_LOG_LEVEL": "warning", "PYTHON_BIN": sys.executable,
     }  # fmt: skip
     process = subprocess.Popen(
@@ -147,8 +147,8 @@ def test_a_port_taken_by_another_program_stops_the_server_instead_of_restarting_
         squatter.bind(("127.0.0.1", 0))
         squatter.listen()
         port = squatter.getsockname()[1]
-        env = {**os.environ, "DATABASE_URL": _database_url(), "HOST": "127.0.0.1", "PORT": str(port),
-               "WEB_CONCURRENCY": "2", "PYTHON_BIN": sys.executable}  # fmt: skip
+        env = {**os.environ, "DATABASE_URL": factories.server_database_url(), "HOST": "127.0.0.1",
+               "PORT": str(port), "WEB_CONCURRENCY": "2", "PYTHON_BIN": sys.executable}  # fmt: skip
         result = subprocess.run(
             [str(Path(settings.BASE_DIR) / "docker" / "bin" / "web")],
             cwd=settings.BASE_DIR, env=env, capture_output=True, text=True, timeout=120,
