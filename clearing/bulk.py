@@ -186,8 +186,9 @@ def rows_insert_returning(
         row_marks = "(" + ", ".join(["%s"] * len(fields)) + ")"
         for start in range(0, len(values), size):
             chunk = values[start : start + size]
+            marks = ", ".join([row_marks] * len(chunk))
             cursor.execute(
-                f"INSERT INTO {table} ({names}) VALUES {', '.join([row_marks] * len(chunk))} RETURNING {back}",
+                f"INSERT INTO {table} ({names}) VALUES {marks} RETURNING {back}",
                 [v for row in chunk for v in row],
             )
             result += [tuple(r) for r in cursor.fetchall()]

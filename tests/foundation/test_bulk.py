@@ -20,7 +20,9 @@ AT = datetime(2025, 3, 1, 12, 30, 15, 250_000, tzinfo=UTC)
 
 
 def outbox_rows(count: int, *, at: datetime = AT) -> list[tuple]:
-    return [(f"account-{i}", "margin.updated", json.dumps({"n": i, "equity": "1.5"}), at) for i in range(count)]
+    return [
+        (f"account-{i}", "margin.updated", json.dumps({"n": i, "equity": "1.5"}), at) for i in range(count)
+    ]
 
 
 @pytest.mark.parametrize("count", [1, bulk.COPY_MIN_ROWS + 5])
@@ -178,7 +180,10 @@ def test_columns_arrays_reads_matching_rows_as_int64_and_float64_arrays():
     where, params = bulk.any_sql("symbol", ["BTC", "SOL"])
 
     arrays = bulk.columns_arrays(
-        model=IndexClose, where=where, params=params, columns=[("id", "id", "int"), ("price", "price", "float")]
+        model=IndexClose,
+        where=where,
+        params=params,
+        columns=[("id", "id", "int"), ("price", "price", "float")],
     )
 
     order = np.argsort(arrays["id"])
