@@ -10,9 +10,9 @@ import json
 from collections.abc import Mapping, Sequence
 
 from django.core.serializers.json import DjangoJSONEncoder
-from django.db import connection
 from django.utils import timezone
 
+from clearing.bulk import rows_copy
 from frontend.models import OutboxEvent
 
 
@@ -62,28 +62,19 @@ def events_publish_encoded(
 ) -> int:
     """The bulk path for producers of many events (a sweep shard writes up to one per account):
     ``rows`` are ``(account_id, type, message)`` with ``message`` the delivered message already
-    encoded as JSON text (``{"type": type, "account": account_id, ...}``, no NaN/inf). On
-    PostgreSQL they are written by one ``COPY`` (no per-row decode/re-encode, no huge ``INSERT``);
-    the rows are the same ``OutboxEvent`` rows the relay reads. ``margin_ratios`` (account id →
-    equity / MM, None when MM = 0) are the swept ratios of the ``margin.updated`` events among
-    ``rows``: they are checked against target bands in the same transaction, as
-    ``events_publish`` does for its payloads. Returns the number of rows written."""
+    encoded as JSON text (``{"type": type, "account": account_id, ...}``, no NaN/inf). They are
+    written by ``clearing.bulk.rows_copy`` (on PostgreSQL one ``COPY``: no per-row decode/re-encode,
+    no huge ``INSERT``); the rows are the same ``OutboxEvent`` rows the relay reads.
+    ``margin_ratios`` (account id → equity / MM, None when MM = 0) are the swept ratios of the
+    ``margin.updated`` events among ``rows``: they are checked against target bands in the same
+    transaction, as ``events_publish`` does for its payloads. Returns the number of rows written."""
     if rows:
         now = timezone.now()
-        if connection.vendor == "postgresql":
-            table = OutboxEvent._meta.db_table
-            sql = f'COPY {table} ("group", type, payload, created_at) FROM STDIN'
-            with connection.cursor() as cursor, cursor.cursor.copy(sql) as copy:
-                for account_id, event_type, message in rows:
-                    copy.write_row((f"account-{account_id}", event_type, message, now))
-        else:
-            OutboxEvent.objects.bulk_create(
-                [
-                    OutboxEvent(group=account_group(account_id), type=event_type, payload=json.loads(message))
-                    for account_id, event_type, message in rows
-                ],
-                batch_size=500,
-            )
+        rows_copy(
+            model=OutboxEvent,
+            columns=("group", "type", "payload", "created_at"),
+            rows=[(account_group(account), kind, message, now) for account, kind, message in rows],
+        )
     if margin_ratios:
         from frontend.services import target_bands_check
 

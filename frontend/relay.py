@@ -54,6 +54,7 @@ from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
 from accounts.models import MarginAccount
+from clearing.bulk import skip_locked
 from clearing.ops.metrics import OUTBOX_PRUNED, RELAY_LAG, RELAY_RELEASED, RELAY_SEND_FAILURES, RELAY_SENT
 from frontend.models import OutboxEvent
 
@@ -84,10 +85,9 @@ def outbox_claim(*, limit: int = BATCH) -> list[tuple[int, str, dict]]:
     """Mark up to ``limit`` pending rows relayed and return them as ``(id, group, payload)`` in id
     order. Safe with concurrent relays: a row is returned to exactly one caller."""
     table = OutboxEvent._meta.db_table
-    lock = " FOR UPDATE SKIP LOCKED" if connection.vendor == "postgresql" else ""
     sql = (
         f"UPDATE {table} SET relayed_at = %s WHERE id IN ("
-        f"SELECT id FROM {table} WHERE relayed_at IS NULL ORDER BY id LIMIT %s{lock}"
+        f"SELECT id FROM {table} WHERE relayed_at IS NULL ORDER BY id LIMIT %s{skip_locked()}"
         ') RETURNING id, "group", payload, created_at'
     )
     now = timezone.now()
