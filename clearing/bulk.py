@@ -251,15 +251,18 @@ def ids_draw(*, models: Sequence[type[Model]], count: int) -> list[tuple[int, ..
             raise RuntimeError("ids_draw needs a transaction on SQLite (transaction.atomic())")
         starts = []
         for table in tables:
+            # The counter never falls below the table's highest id (rows inserted with explicit ids).
+            highest = f"coalesce((SELECT max(id) FROM {_quote(table)}), 0)"
             cursor.execute(
-                f"SELECT max(coalesce((SELECT seq FROM sqlite_sequence WHERE name = %s), 0),"
-                f" coalesce((SELECT max(id) FROM {_quote(table)}), 0))",
-                [table],
+                f"UPDATE sqlite_sequence SET seq = max(seq, {highest}) + %s WHERE name = %s RETURNING seq",
+                [count, table],
             )
-            start = cursor.fetchone()[0]
-            cursor.execute("DELETE FROM sqlite_sequence WHERE name = %s", [table])
-            cursor.execute("INSERT INTO sqlite_sequence (name, seq) VALUES (%s, %s)", [table, start + count])
-            starts.append(start)
+            row = cursor.fetchone()
+            if row is None:  # no row was ever inserted: the table has no counter yet
+                cursor.execute(f"SELECT coalesce(max(id), 0) FROM {_quote(table)}")
+                row = (cursor.fetchone()[0] + count,)
+                cursor.execute("INSERT INTO sqlite_sequence (name, seq) VALUES (%s, %s)", [table, row[0]])
+            starts.append(row[0] - count)
     return [tuple(start + i for start in starts) for i in range(1, count + 1)]
 
 

@@ -1,6 +1,17 @@
 import pytest
+from django.conf import settings
 
 from tests import factories
+
+
+def pytest_runtest_setup(item):
+    """Tests marked ``postgresql`` exercise what only PostgreSQL has (row-lock races between
+    connections, SKIP LOCKED, real workers on a shared server, pg_terminate_backend, pipeline mode):
+    on the embedded SQLite stack (``make test-sqlite``) they are skipped, saying why."""
+    marker = item.get_closest_marker("postgresql")
+    if marker and settings.DATABASES["default"]["ENGINE"] != "django.db.backends.postgresql":
+        reason = marker.kwargs.get("reason") or (marker.args[0] if marker.args else "needs PostgreSQL")
+        pytest.skip(f"PostgreSQL only: {reason}")
 
 
 @pytest.fixture
