@@ -48,8 +48,8 @@ database column names, e.g. ``"account_id"``; every operation runs on ``django.d
     ``transaction.atomic()`` whose reads are one snapshot (PostgreSQL: REPEATABLE READ, read
     only, when outermost); a SQLite transaction already reads one snapshot.
 ``tables_size(tables=) -> dict[str, tuple[float, float | None]]``
-    Rows (PostgreSQL: planner estimate; SQLite: exact count) and bytes (PostgreSQL: with indexes
-    and TOAST; SQLite: None) per existing table.
+    Rows (PostgreSQL: planner estimate; SQLite: exact count) and bytes, indexes included (SQLite:
+    from ``dbstat``, None where SQLite was built without it), per existing table.
 
 Values. Python values as the ORM takes them (``Decimal``, aware ``datetime``, ``bytes``, ``None``)
 are adapted per column the way the ORM adapts them, so rows written here read back through the
@@ -65,7 +65,7 @@ from contextlib import AbstractContextManager, contextmanager, nullcontext
 from datetime import datetime
 
 import numpy as np
-from django.db import connection, transaction
+from django.db import DatabaseError, connection, transaction
 from django.db.models import (
     AutoField,
     BigAutoField,
@@ -387,5 +387,21 @@ def tables_size(*, tables: Iterable[str]) -> dict[str, tuple[float, float | None
         for table in tables:
             if table in existing:
                 cursor.execute(f"SELECT count(*) FROM {_quote(table)}")
-                sizes[table] = (float(cursor.fetchone()[0]), None)
+                sizes[table] = (float(cursor.fetchone()[0]), _sqlite_bytes(cursor, table))
         return sizes
+
+
+def _sqlite_bytes(cursor, table: str) -> float | None:
+    """Pages of ``table`` and its indexes, from SQLite's ``dbstat`` table (None where SQLite was
+    built without it)."""
+    cursor.execute("SELECT name FROM sqlite_master WHERE tbl_name = %s", [table])
+    names = [name for (name,) in cursor.fetchall()]
+    total = 0
+    try:
+        with transaction.atomic():
+            for name in names:
+                cursor.execute("SELECT coalesce(sum(pgsize), 0) FROM dbstat WHERE name = %s", [name])
+                total += cursor.fetchone()[0]
+    except DatabaseError:
+        return None
+    return float(total)

@@ -1,7 +1,18 @@
 import pytest
 from django.conf import settings
 
+from riskengine.reference import reference_clear
+from riskengine.sweeps.selectors import _parameters_form
 from tests import factories
+
+
+@pytest.fixture(autouse=True)
+def _process_caches_cleared():
+    """Per-process caches keyed by database ids start empty in every test: SQLite hands the ids of
+    a rolled-back test out again (PostgreSQL's sequences never do), and a test that edits a frozen
+    parameter set in place must not meet the form a previous test cached under the same id."""
+    reference_clear()
+    _parameters_form.cache_clear()
 
 
 def pytest_runtest_setup(item):

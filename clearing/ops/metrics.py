@@ -33,12 +33,14 @@ from datetime import datetime, timedelta
 from wsgiref.simple_server import WSGIRequestHandler, make_server
 
 from django.conf import settings
-from django.db import DatabaseError, connection
+from django.db import DatabaseError
 from django.db.models import Count, Q
 from django.utils import timezone
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Histogram, make_wsgi_app, multiprocess
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.exposition import ThreadingWSGIServer
+
+from clearing.bulk import tables_size
 
 log = logging.getLogger(__name__)
 
@@ -306,23 +308,19 @@ class DatabaseCollector:
             alerts.add_metric([kind, SEVERITY.get(kind, "warning")], count)
         yield alerts
 
-        if connection.vendor == "postgresql":
-            rows = GaugeMetricFamily(
-                "clearing_table_rows_estimate", "Rows per table (planner estimate).", labels=["table"]
-            )
-            size = GaugeMetricFamily(
-                "clearing_table_bytes", "Size per table, indexes and TOAST included.", labels=["table"]
-            )
-            with connection.cursor() as cursor:
-                cursor.execute(
-                    "SELECT relname, greatest(reltuples, 0), pg_total_relation_size(oid) FROM pg_class"
-                    " WHERE relname = ANY(%s) AND relkind = 'r'",
-                    [list(SIZED_TABLES)],
-                )
-                for table, estimate, total in cursor.fetchall():
-                    rows.add_metric([table], float(estimate))
-                    size.add_metric([table], float(total))
-            yield from (rows, size)
+        rows = GaugeMetricFamily(
+            "clearing_table_rows_estimate",
+            "Rows per table (PostgreSQL: planner estimate; SQLite: exact count).",
+            labels=["table"],
+        )
+        size = GaugeMetricFamily(
+            "clearing_table_bytes", "Size per table, indexes (and TOAST) included.", labels=["table"]
+        )
+        for table, (estimate, total) in tables_size(tables=SIZED_TABLES).items():
+            rows.add_metric([table], estimate)
+            if total is not None:
+                size.add_metric([table], total)
+        yield from (rows, size)
 
 
 # --- Exposition ----------------------------------------------------------------------------------

@@ -223,3 +223,4 @@ def test_tables_size_reports_rows_of_existing_tables_only():
 
     assert set(sizes) == {table}
     assert sizes[table][0] == 1.0
+    assert sizes[table][1] > 0

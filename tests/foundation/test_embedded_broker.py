@@ -13,7 +13,6 @@ from pathlib import Path
 from queue import Empty
 
 import pytest
-from django.conf import settings
 from django.db import connection
 from kombu import Connection
 
@@ -103,11 +102,22 @@ def test_a_message_still_incomplete_after_the_grace_period_is_set_aside(tmp_path
         assert (tmp_path / "broker" / broker.REJECTED_FOLDER / stuck.name).read_bytes() == b'{"n": '
 
 
-def test_the_embedded_stack_uses_the_safe_transport_for_its_filesystem_broker():
-    if settings.CELERY_BROKER_URL != "filesystem://":
-        pytest.skip("this run's broker is not the embedded filesystem broker")
-    with app.connection_for_write() as conn:
-        assert isinstance(conn.default_channel, broker.Channel)
+def test_the_embedded_stack_uses_the_safe_transport_for_its_filesystem_broker(tmp_path):
+    # The settings as `make run` reads them (no REDIS_URL), in a process of their own.
+    env = {k: v for k, v in os.environ.items() if k not in {"REDIS_URL", "CELERY_BROKER_URL"}}
+    env.update(CLEARING_VAR_DIR=str(tmp_path), DJANGO_SETTINGS_MODULE="clearing.settings")
+    script = (
+        "import django; django.setup()\n"
+        "from clearing.celery import app, embedded_broker_folders_ensure\n"
+        "embedded_broker_folders_ensure()\n"
+        "with app.connection_for_write() as conn:\n"
+        "    channel = conn.default_channel\n"
+        "    print(type(channel).__module__, type(channel).__name__)\n"
+    )
+    shown = subprocess.run(
+        [sys.executable, "-c", script], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120
+    )
+    assert shown.stdout.split() == ["clearing.broker", "Channel"], shown.stderr[-2000:]
 
 
 def database_url() -> str:
