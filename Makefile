@@ -11,8 +11,9 @@ PORT ?= 8000
 TEST_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/clearing
 TEST_REDIS_URL ?= redis://127.0.0.1:6379/15
 
-# `make test-sqlite`: the same suite on the embedded stack's database (SQLite, a file under var/),
-# without the browser test; tests marked `postgresql` are skipped there, saying why.
+# `make test-sqlite`: the suite's database tests on the embedded stack's database (SQLite, a file
+# under var/): all but the browser test and tests/riskengine (the pure numpy engine, no database);
+# tests marked `postgresql` are skipped there, saying why.
 TEST_SQLITE_URL ?= sqlite:///$(CURDIR)/var/test-sqlite/clearing.sqlite3
 
 .PHONY: run test test-sqlite install install-dev browser lint migrations-check deploy-check clean
@@ -58,7 +59,8 @@ test: install-dev browser
 test-sqlite: install-dev
 	mkdir -p var/test-sqlite
 	CLEARING_VAR_DIR=$(CURDIR)/var/test-sqlite DATABASE_URL=$(TEST_SQLITE_URL) \
-	  REDIS_URL=$${REDIS_URL:-$(TEST_REDIS_URL)} $(VENV)/bin/pytest -m "not browser" $(PYTEST_ARGS)
+	  REDIS_URL=$${REDIS_URL:-$(TEST_REDIS_URL)} \
+	  $(VENV)/bin/pytest -m "not browser" --ignore=tests/riskengine $(PYTEST_ARGS)
 
 lint: install-dev
 	$(VENV)/bin/ruff check .

@@ -54,7 +54,8 @@ database column names, e.g. ``"account_id"``; every operation runs on ``django.d
 Values. Python values as the ORM takes them (``Decimal``, aware ``datetime``, ``bytes``, ``None``)
 are adapted per column the way the ORM adapts them, so rows written here read back through the
 ORM exactly like ORM-written ones (on SQLite, for instance, datetimes are stored as naive UTC
-text). Values for JSON columns are JSON **text** (already encoded), on both databases.
+text). Values for JSON columns are JSON **text** (already encoded), on both databases. Plain Python
+scalars, not numpy ones (``array.tolist()``): psycopg adapts only the former.
 """
 
 from __future__ import annotations

@@ -68,6 +68,24 @@ def test_rows_insert_returning_gives_every_new_rows_id_by_its_key():
     assert OutboxEvent.objects.get(pk=ids["account-3"]).payload == {"n": 3, "equity": "1.5"}
 
 
+def test_rows_insert_returning_casts_decimals_dates_and_nulls_to_their_columns():
+    returned = bulk.rows_insert_returning(
+        model=IndexClose,
+        columns=("symbol", "day", "price", "origin", "updated_at"),
+        rows=[("BTC", date(2025, 3, 1), Decimal("60000.1234567891"), "oracle", AT)],
+        returning=("id", "symbol"),
+    )
+
+    ((pk, symbol),) = returned
+    close = IndexClose.objects.get(pk=pk)
+    assert (symbol, close.day, close.price, close.updated_at) == (
+        "BTC",
+        date(2025, 3, 1),
+        Decimal("60000.1234567891"),
+        AT,
+    )
+
+
 def test_rows_insert_returning_writes_more_rows_than_one_statement_may_carry_parameters():
     rows = outbox_rows(400)  # 1,600 values: SQLite's statements take 999 parameters at most
 
