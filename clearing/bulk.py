@@ -55,7 +55,8 @@ Values. Python values as the ORM takes them (``Decimal``, aware ``datetime``, ``
 are adapted per column the way the ORM adapts them, so rows written here read back through the
 ORM exactly like ORM-written ones (on SQLite, for instance, datetimes are stored as naive UTC
 text). Values for JSON columns are JSON **text** (already encoded), on both databases. Plain Python
-scalars, not numpy ones (``array.tolist()``): psycopg adapts only the former.
+scalars, not numpy ones (``array.tolist()``): psycopg adapts only the former. Known limit: SQLite
+stores a float NaN as NULL (a NOT NULL float column refuses it there; PostgreSQL keeps it).
 """
 
 from __future__ import annotations
