@@ -17,9 +17,9 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 from django.core.serializers.json import DjangoJSONEncoder
-from django.db import connection
 from django.utils import timezone
 
+from clearing.bulk import rows_copy
 from clearing.models import OutboxEvent
 from clearing.signals import margin_ratios_published
 
@@ -74,28 +74,19 @@ def events_publish_encoded(
 ) -> int:
     """The bulk path for producers of many events (a sweep shard writes up to one per account):
     ``rows`` are ``(account_id, type, message)`` with ``message`` the delivered message already
-    encoded as JSON text (``{"type": type, "account": account_id, ...}``, no NaN/inf). On
-    PostgreSQL they are written by one ``COPY`` (no per-row decode/re-encode, no huge ``INSERT``);
-    the rows are the same ``OutboxEvent`` rows the relay reads. ``margin_ratios`` (account id →
-    equity / MM, None when MM = 0) are the swept ratios of the ``margin.updated`` events among
-    ``rows``: they are announced (``margin_ratios_published``) in the same transaction, as
+    encoded as JSON text (``{"type": type, "account": account_id, ...}``, no NaN/inf). They are
+    written by ``clearing.bulk.rows_copy`` (on PostgreSQL one ``COPY``: no per-row decode/re-encode,
+    no huge ``INSERT``); the rows are the same ``OutboxEvent`` rows the relay reads.
+    ``margin_ratios`` (account id → equity / MM, None when MM = 0) are the swept ratios of the
+    ``margin.updated`` events among ``rows``: they are announced (``margin_ratios_published``) in the same transaction, as
     ``events_publish`` does for its payloads. Returns the number of rows written."""
     if rows:
         now = timezone.now()
-        if connection.vendor == "postgresql":
-            table = OutboxEvent._meta.db_table
-            sql = f'COPY {table} ("group", type, payload, created_at) FROM STDIN'
-            with connection.cursor() as cursor, cursor.cursor.copy(sql) as copy:
-                for account_id, event_type, message in rows:
-                    copy.write_row((f"account-{account_id}", event_type, message, now))
-        else:
-            OutboxEvent.objects.bulk_create(
-                [
-                    OutboxEvent(group=account_group(account_id), type=event_type, payload=json.loads(message))
-                    for account_id, event_type, message in rows
-                ],
-                batch_size=500,
-            )
+        rows_copy(
+            model=OutboxEvent,
+            columns=("group", "type", "payload", "created_at"),
+            rows=[(account_group(account), kind, message, now) for account, kind, message in rows],
+        )
     if margin_ratios:
         margin_ratios_published.send(sender=__name__, ratios=dict(margin_ratios))
     return len(rows)
@@ -127,13 +118,11 @@ def events_fanout_publish(*, type: str, fields: Mapping[str, object], columns: M
                 "codes": base64.b64encode(codes.astype("<i8").tobytes()).decode(),
             }
     payload = json.dumps({"fields": {"type": type, **fields}, "columns": encoded}, cls=DjangoJSONEncoder)
-    if connection.vendor == "postgresql":
-        table = OutboxEvent._meta.db_table
-        sql = f'COPY {table} ("group", type, payload, created_at) FROM STDIN'
-        with connection.cursor() as cursor, cursor.cursor.copy(sql) as copy:
-            copy.write_row((FANOUT_GROUP, type, payload, timezone.now()))
-    else:
-        OutboxEvent.objects.create(group=FANOUT_GROUP, type=type, payload=json.loads(payload))
+    rows_copy(
+        model=OutboxEvent,
+        columns=("group", "type", "payload", "created_at"),
+        rows=[(FANOUT_GROUP, type, payload, timezone.now())],
+    )
     return n
 
 

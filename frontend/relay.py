@@ -54,6 +54,7 @@ from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
 from accounts.models import MarginAccount
+from clearing.bulk import skip_locked
 from clearing.events import FANOUT_GROUP, account_group, fanout_events
 from clearing.models import OutboxEvent
 from clearing.ops.metrics import OUTBOX_PRUNED, RELAY_LAG, RELAY_RELEASED, RELAY_SEND_FAILURES, RELAY_SENT
@@ -89,10 +90,9 @@ def outbox_claim(*, limit: int = BATCH) -> list[tuple[int, str, dict]]:
     (a failed group releases the whole row, so its other accounts get that event again — at
     least once, as for every event)."""
     table = OutboxEvent._meta.db_table
-    lock = " FOR UPDATE SKIP LOCKED" if connection.vendor == "postgresql" else ""
     sql = (
         f"UPDATE {table} SET relayed_at = %s WHERE id IN ("
-        f"SELECT id FROM {table} WHERE relayed_at IS NULL ORDER BY id LIMIT %s{lock}"
+        f"SELECT id FROM {table} WHERE relayed_at IS NULL ORDER BY id LIMIT %s{skip_locked()}"
         ') RETURNING id, "group", payload, created_at'
     )
     now = timezone.now()

@@ -17,10 +17,9 @@ from datetime import datetime
 
 import numpy as np
 from django.db import connection
-from django.db.models import FloatField
-from django.db.models.functions import Cast
 
 from accounts.models import Asset, CollateralBalance, MarginAccount
+from clearing.bulk import any_sql, columns_arrays
 from clearing.marketdata.quotes import MarketQuotes
 from clearing.models import Instrument, InstrumentKind, Position
 from riskengine.core import (
@@ -139,8 +138,8 @@ def book_rows_fetch(
     positions and non-zero balances in three queries, ordered by account then row id so results
     are deterministic.
 
-    On PostgreSQL positions and balances are read as one ``bytea`` per column straight into numpy
-    (a million positions in well under a second); elsewhere through the ORM.
+    Positions and balances are read by ``clearing.bulk.columns_arrays`` (on PostgreSQL one
+    ``bytea`` per column straight into numpy: a million positions in well under a second).
 
     ``accounts``: the rows of exactly ``account_ids`` when the caller already holds them (an event
     sweep has just locked them), which saves their query.
@@ -154,10 +153,7 @@ def book_rows_fetch(
         if account_range is not None:
             queryset = queryset.filter(pk__gte=account_range[0], pk__lte=account_range[1])
         account_rows = list(queryset.values_list("pk", "code", "mode"))
-    if connection.vendor == "postgresql":
-        pos, bal = _book_arrays_copy(account_ids=account_ids, account_range=account_range)
-    else:
-        pos, bal = _book_arrays_orm(account_ids=account_ids, account_range=account_range)
+    pos, bal = _book_arrays_fetch(account_ids=account_ids, account_range=account_range)
     return BookRows.build(
         account_ids=[row[0] for row in account_rows],
         account_codes=tuple(row[1] for row in account_rows),
@@ -194,77 +190,40 @@ def account_rows_fetch(*, account: MarginAccount) -> BookRows:
     )
 
 
-def _book_arrays_orm(
+def _book_arrays_fetch(
     *, account_ids: Sequence[int] | None, account_range: tuple[int, int] | None
 ) -> tuple[np.ndarray, np.ndarray]:
-    positions = Position.objects.exclude(quantity=0).order_by("account_id", "pk")
-    balances = CollateralBalance.objects.exclude(amount=0).order_by("account_id", "asset_id")
-    if account_ids is not None:
-        positions = positions.filter(account_id__in=list(account_ids))
-        balances = balances.filter(account_id__in=list(account_ids))
-    if account_range is not None:
-        positions = positions.filter(account_id__gte=account_range[0], account_id__lte=account_range[1])
-        balances = balances.filter(account_id__gte=account_range[0], account_id__lte=account_range[1])
-    position_rows = list(
-        positions.values_list(
-            "pk",
-            "account_id",
-            "instrument_id",
-            Cast("quantity", FloatField()),
-            Cast("entry_price", FloatField()),
-        )
-    )
-    balance_rows = list(balances.values_list("account_id", "asset_id", Cast("amount", FloatField())))
-    pos = np.array(position_rows, dtype=np.float64).reshape(-1, 5)
-    bal = np.array(balance_rows, dtype=np.float64).reshape(-1, 3)
-    return pos, bal
-
-
-def _columns_fetch(table: str, where: str, params: list, columns: list[tuple[str, str, str]]) -> dict:
-    """Read ``columns`` (``(name, SQL expression, '>i8' | '>f8')``, non-null) of the rows of
-    ``table`` matching ``where`` as one ``bytea`` per column (``string_agg`` of ``int8send`` /
-    ``float8send``: 8 big-endian bytes per row) parsed by one ``np.frombuffer`` each. One result row
-    for the whole shard: a binary ``COPY`` hands psycopg one block per row, 275,000 Python
-    iterations for a 25,000-account shard. All aggregates of one query see the rows in the same
-    order, so the columns line up."""
-    send = {">i8": "int8send", ">f8": "float8send"}
-    select = ", ".join(f"string_agg({send[kind]}({expr}), '')" for _, expr, kind in columns)
-    with connection.cursor() as cursor:
-        cursor.execute(f"SELECT {select} FROM {table} WHERE {where}", params)
-        row = cursor.fetchone()
-    return {
-        name: np.frombuffer(bytes(data or b""), dtype=kind)
-        for (name, _, kind), data in zip(columns, row, strict=True)
-    }
-
-
-def _book_arrays_copy(
-    *, account_ids: Sequence[int] | None, account_range: tuple[int, int] | None
-) -> tuple[np.ndarray, np.ndarray]:
+    """Positions ``(n_pos, 5)``: id, account, instrument, quantity, entry; balances ``(n_bal, 3)``:
+    account, asset, amount; float64, ordered by account then row id (asset for balances)."""
     where, params = "", []
     if account_ids is not None:
-        where += " AND account_id = ANY(%s)"
-        params.append(list(account_ids))
+        sql, more = any_sql("account_id", account_ids, kind="int")
+        where += f" AND {sql}"
+        params += more
     if account_range is not None:
         where += " AND account_id BETWEEN %s AND %s"
         params += [account_range[0], account_range[1]]
-    positions = _columns_fetch(
-        Position._meta.db_table,
-        f"quantity <> 0{where}",
-        params,
-        [
-            ("id", "id", ">i8"),
-            ("account", "account_id", ">i8"),
-            ("instrument", "instrument_id", ">i8"),
-            ("quantity", "quantity::float8", ">f8"),
-            ("entry", "entry_price::float8", ">f8"),
+    positions = columns_arrays(
+        model=Position,
+        where=f"quantity <> 0{where}",
+        params=params,
+        columns=[
+            ("id", "id", "int"),
+            ("account", "account_id", "int"),
+            ("instrument", "instrument_id", "int"),
+            ("quantity", "quantity", "float"),
+            ("entry", "entry_price", "float"),
         ],
     )
-    balances = _columns_fetch(
-        CollateralBalance._meta.db_table,
-        f"amount <> 0{where}",
-        params,
-        [("account", "account_id", ">i8"), ("asset", "asset_id", ">i8"), ("amount", "amount::float8", ">f8")],
+    balances = columns_arrays(
+        model=CollateralBalance,
+        where=f"amount <> 0{where}",
+        params=params,
+        columns=[
+            ("account", "account_id", "int"),
+            ("asset", "asset_id", "int"),
+            ("amount", "amount", "float"),
+        ],
     )
     # Sorting here is cheaper than ORDER BY in the database and gives the same order.
     order = np.lexsort((positions["id"], positions["account"]))

@@ -210,6 +210,9 @@ else:
             "store_processed": False,
             "polling_interval": 0.1,
         }
+        # kombu's filesystem transport with atomic writes and tolerant reads: a worker never reads
+        # a half-written message (clearing.broker).
+        CELERY_BROKER_TRANSPORT = "clearing.broker:Transport"
 CELERY_TASK_ALWAYS_EAGER = env_bool("CELERY_TASK_ALWAYS_EAGER", False)
 CELERY_TASK_SERIALIZER = "json"
 CELERY_ACCEPT_CONTENT = ["json"]

@@ -34,13 +34,14 @@ from wsgiref.simple_server import WSGIRequestHandler, make_server
 
 from celery.signals import task_failure, task_postrun, task_prerun, task_retry
 from django.conf import settings
-from django.db import DatabaseError, connection
+from django.db import DatabaseError
 from django.db.models import Count
 from django.utils import timezone
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Histogram, make_wsgi_app, multiprocess
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.exposition import ThreadingWSGIServer
 
+from clearing.bulk import tables_size
 from clearing.models import OutboxEvent
 from clearing.ops.alerts import ALERT_SEVERITIES
 from clearing.ops.models import OpsAlert
@@ -199,23 +200,19 @@ class DatabaseCollector:
             alerts.add_metric([kind, ALERT_SEVERITIES.get(kind, "warning")], count)
         yield alerts
 
-        if connection.vendor == "postgresql":
-            rows = GaugeMetricFamily(
-                "clearing_table_rows_estimate", "Rows per table (planner estimate).", labels=["table"]
-            )
-            size = GaugeMetricFamily(
-                "clearing_table_bytes", "Size per table, indexes and TOAST included.", labels=["table"]
-            )
-            with connection.cursor() as cursor:
-                cursor.execute(
-                    "SELECT relname, greatest(reltuples, 0), pg_total_relation_size(oid) FROM pg_class"
-                    " WHERE relname = ANY(%s) AND relkind = 'r'",
-                    [list(SIZED_TABLES)],
-                )
-                for table, estimate, total in cursor.fetchall():
-                    rows.add_metric([table], float(estimate))
-                    size.add_metric([table], float(total))
-            yield from (rows, size)
+        rows = GaugeMetricFamily(
+            "clearing_table_rows_estimate",
+            "Rows per table (PostgreSQL: planner estimate; SQLite: exact count).",
+            labels=["table"],
+        )
+        size = GaugeMetricFamily(
+            "clearing_table_bytes", "Size per table, indexes (and TOAST) included.", labels=["table"]
+        )
+        for table, (estimate, total) in tables_size(tables=SIZED_TABLES).items():
+            rows.add_metric([table], estimate)
+            if total is not None:
+                size.add_metric([table], total)
+        yield from (rows, size)
 
 
 # --- Exposition ----------------------------------------------------------------------------------

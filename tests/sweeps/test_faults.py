@@ -61,7 +61,10 @@ VISIBILITY_SECONDS = 5  # the test workers' visibility timeout
 # the bound the tests hold the recovery to (plus the second worker's start-up, measured apart).
 REDELIVERY_BOUND = VISIBILITY_SECONDS + 10 + 15
 SUCCEEDED = re.compile(r"Task sweeps\.shard\[[^]]+\] succeeded")
-pytestmark = pytest.mark.django_db(transaction=True)
+pytestmark = [
+    pytest.mark.django_db(transaction=True),
+    pytest.mark.postgresql("fault injection with real workers on a shared server (pg_terminate_backend)"),
+]
 
 
 def database_dsn() -> str:

@@ -69,6 +69,7 @@ def queue_purge(name: str, *, delete: bool = False) -> None:
             channel.client.delete(f"_kombu.binding.{name}", f"_kombu.binding_permanent.{name}")
 
 
+@pytest.mark.postgresql("two real workers racing for shards on a shared server")
 @pytest.mark.django_db(transaction=True)
 def test_two_workers_sweep_every_account_exactly_once():
     assert settings.REDIS_URL, "this test needs REDIS_URL (a Redis broker); it does not skip"
