@@ -78,8 +78,8 @@ def events_publish_encoded(
     written by ``clearing.bulk.rows_copy`` (on PostgreSQL one ``COPY``: no per-row decode/re-encode,
     no huge ``INSERT``); the rows are the same ``OutboxEvent`` rows the relay reads.
     ``margin_ratios`` (account id → equity / MM, None when MM = 0) are the swept ratios of the
-    ``margin.updated`` events among ``rows``: they are announced (``margin_ratios_published``) in the same transaction, as
-    ``events_publish`` does for its payloads. Returns the number of rows written."""
+    ``margin.updated`` events among ``rows``: they are announced (``margin_ratios_published``) in
+    the same transaction, as ``events_publish`` does for its payloads. Returns the number of rows written."""
     if rows:
         now = timezone.now()
         rows_copy(
