@@ -183,7 +183,7 @@ class CeleryWorkers:
                     "-m",
                     "celery",
                     "-A",
-                    "clearing",
+                    "clearing.config",
                     "worker",
                     "-c",
                     "1",

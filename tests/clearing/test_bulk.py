@@ -12,7 +12,7 @@ from django.utils import timezone
 
 from clearing import bulk
 from clearing.marketdata.models import IndexClose
-from frontend.models import OutboxEvent
+from clearing.models import OutboxEvent
 
 pytestmark = pytest.mark.django_db
 

@@ -105,7 +105,7 @@ def test_a_message_still_incomplete_after_the_grace_period_is_set_aside(tmp_path
 def test_the_embedded_stack_uses_the_safe_transport_for_its_filesystem_broker(tmp_path):
     # The settings as `make run` reads them (no REDIS_URL), in a process of their own.
     env = {k: v for k, v in os.environ.items() if k not in {"REDIS_URL", "CELERY_BROKER_URL"}}
-    env.update(CLEARING_VAR_DIR=str(tmp_path), DJANGO_SETTINGS_MODULE="clearing.settings")
+    env.update(CLEARING_VAR_DIR=str(tmp_path), DJANGO_SETTINGS_MODULE="clearing.config.settings")
     script = (
         "import django; django.setup()\n"
         "from clearing.celery import app, embedded_broker_folders_ensure\n"
@@ -160,7 +160,7 @@ def test_a_worker_meeting_a_half_written_message_survives_and_runs_it_once_whole
     env = {k: v for k, v in os.environ.items() if k not in {"REDIS_URL", "CELERY_BROKER_URL"}}
     env.update(CLEARING_VAR_DIR=str(tmp_path), DATABASE_URL=database_url())
     log = tmp_path / "worker.log"
-    command = [sys.executable, "-m", "celery", "-A", "clearing", "worker", "--pool", "solo", "-Q", queue,
+    command = [sys.executable, "-m", "celery", "-A", "clearing.config", "worker", "--pool", "solo", "-Q", queue,
                "--without-gossip", "--without-mingle", "--without-heartbeat", "-l", "info"]  # fmt: skip
     with log.open("w") as out:
         worker = subprocess.Popen(
