@@ -121,12 +121,19 @@ def test_task_durations_failures_and_retries_are_counted_from_celery_signals(quo
 
 
 def test_counters_written_by_several_processes_are_added_up(tmp_path):
+    # Each process is one of the platform's (web, worker): Django set up before the metrics load.
     script = (
+        "import django\n"
+        "django.setup()\n"
         "from clearing.ops.metrics import RELAY_SENT, TASK_RETRIES\n"
         "RELAY_SENT.inc(3)\n"
         "TASK_RETRIES.labels('x').inc()"
     )
-    env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(tmp_path)}
+    env = {
+        **os.environ,
+        "PROMETHEUS_MULTIPROC_DIR": str(tmp_path),
+        "DJANGO_SETTINGS_MODULE": "clearing.config.settings",
+    }
     for _ in range(2):
         subprocess.run([sys.executable, "-c", script], cwd=ROOT, env=env, check=True, timeout=120)
     assert len(list(tmp_path.glob("counter_*.db"))) == 2  # one file per process
