@@ -41,7 +41,8 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def worker(name: str, queue: str, log: Path) -> subprocess.Popen:
     command = [sys.executable, "-m", "celery", "-A", "clearing.config", "worker", "-c", "1", "-n", name,
-               "-Q", queue, "--without-gossip", "--without-mingle", "--without-heartbeat", "-l", "info"]  # fmt: skip
+               "-Q", queue, "--without-gossip", "--without-mingle", "--without-heartbeat",
+               "-l", "info"]  # fmt: skip
     return subprocess.Popen(
         command, cwd=ROOT, stdout=log.open("w"), stderr=subprocess.STDOUT, start_new_session=True
     )

@@ -161,7 +161,8 @@ def test_a_worker_meeting_a_half_written_message_survives_and_runs_it_once_whole
     env.update(CLEARING_VAR_DIR=str(tmp_path), DATABASE_URL=database_url())
     log = tmp_path / "worker.log"
     command = [sys.executable, "-m", "celery", "-A", "clearing.config", "worker", "--pool", "solo",
-               "-Q", queue, "--without-gossip", "--without-mingle", "--without-heartbeat", "-l", "info"]  # fmt: skip
+               "-Q", queue, "--without-gossip", "--without-mingle", "--without-heartbeat",
+               "-l", "info"]  # fmt: skip
     with log.open("w") as out:
         worker = subprocess.Popen(
             command, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
