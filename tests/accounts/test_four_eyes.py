@@ -22,16 +22,6 @@ NEW_PASSWORD = "An0ther-long-passphrase"
 
 
 @pytest.fixture
-def ops(db):
-    return factories.user_make(username="ops1", role=Role.OPS)
-
-
-@pytest.fixture
-def approver(db):
-    return factories.user_make(username="risk1", role=Role.RISK_APPROVER)
-
-
-@pytest.fixture
 def security(db):
     return factories.user_make(username="sec1", role=Role.SECURITY_ADMIN)
 
