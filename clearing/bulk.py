@@ -4,7 +4,7 @@ The platform runs on PostgreSQL in service and on SQLite in the embedded stack (
 paths (a sweep shard writes a row per account, the oracle a row per observation) need PostgreSQL's
 COPY, array parameters and row-lock options; everything else in the code base calls the
 operations below and never looks at ``connection.vendor`` itself. Each operation does the same
-thing on both databases, and ``tests/foundation/test_bulk.py`` runs on both.
+thing on both databases, and ``tests/clearing/test_bulk.py`` runs on both.
 
 Operations (all keyword-only after the first; ``model`` is a Django model class, ``columns`` are
 database column names, e.g. ``"account_id"``; every operation runs on ``django.db.connection``):
