@@ -13,7 +13,7 @@ from pathlib import Path
 from queue import Empty
 
 import pytest
-from clearing.celery import app
+from clearing.config.celery import app
 from django.db import connection
 from kombu import Connection
 
@@ -108,7 +108,7 @@ def test_the_embedded_stack_uses_the_safe_transport_for_its_filesystem_broker(tm
     env.update(CLEARING_VAR_DIR=str(tmp_path), DJANGO_SETTINGS_MODULE="clearing.config.settings")
     script = (
         "import django; django.setup()\n"
-        "from clearing.celery import app, embedded_broker_folders_ensure\n"
+        "from clearing.config.celery import app, embedded_broker_folders_ensure\n"
         "embedded_broker_folders_ensure()\n"
         "with app.connection_for_write() as conn:\n"
         "    channel = conn.default_channel\n"
