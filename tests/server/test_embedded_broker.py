@@ -13,11 +13,11 @@ from pathlib import Path
 from queue import Empty
 
 import pytest
-from clearing.config.celery import app
 from django.db import connection
 from kombu import Connection
 
 from clearing import broker
+from clearing.config.celery import app
 
 ROOT = Path(__file__).resolve().parents[2]
 START_SECONDS = 120  # a worker imports Django and numpy: slow on a loaded machine
