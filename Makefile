@@ -11,7 +11,12 @@ PORT ?= 8000
 TEST_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/clearing
 TEST_REDIS_URL ?= redis://127.0.0.1:6379/15
 
-.PHONY: run test install install-dev browser lint migrations-check deploy-check clean
+# `make test-sqlite`: the suite's database tests on the embedded stack's database (SQLite, a file
+# under var/): all but the browser test and tests/riskengine (the pure numpy engine, no database);
+# tests marked `postgresql` are skipped there, saying why.
+TEST_SQLITE_URL ?= sqlite:///$(CURDIR)/var/test-sqlite/clearing.sqlite3
+
+.PHONY: run test test-sqlite install install-dev browser lint migrations-check deploy-check clean
 
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
@@ -50,6 +55,12 @@ run: install
 test: install-dev browser
 	DATABASE_URL=$${DATABASE_URL:-$(TEST_DATABASE_URL)} REDIS_URL=$${REDIS_URL:-$(TEST_REDIS_URL)} \
 	  $(VENV)/bin/pytest $(PYTEST_ARGS)
+
+test-sqlite: install-dev
+	mkdir -p var/test-sqlite
+	CLEARING_VAR_DIR=$(CURDIR)/var/test-sqlite DATABASE_URL=$(TEST_SQLITE_URL) \
+	  REDIS_URL=$${REDIS_URL:-$(TEST_REDIS_URL)} \
+	  $(VENV)/bin/pytest -m "not browser" --ignore=tests/riskengine $(PYTEST_ARGS)
 
 lint: install-dev
 	$(VENV)/bin/ruff check .

@@ -3,7 +3,6 @@ security admins (through ``accounts.access``, which checks the rules again and l
 
 from __future__ import annotations
 
-from django import forms
 from django.contrib import admin, messages
 from django.contrib.admin.helpers import AdminForm
 from django.contrib.admin.utils import unquote
@@ -42,7 +41,6 @@ from accounts.access import (
     user_privileged_create,
     user_role_set,
 )
-from accounts.custody import CustodyConflict, fund_withdrawal_propose, fund_withdrawal_reject
 from accounts.forms import (
     ApiTokenIssueForm,
     NoteForm,
@@ -60,10 +58,7 @@ from accounts.models import (
     Deposit,
     DepositState,
     DepositStep,
-    FundWithdrawalDecision,
-    FundWithdrawalProposal,
     GrantStatus,
-    MarginAccount,
     Member,
     RoleGrant,
     SecurityEvent,
@@ -73,7 +68,6 @@ from accounts.models import (
     WithdrawalStep,
 )
 from clearing.admin_mixins import ReadOnlyAdminMixin
-from riskengine.allocations import margin_account_mode_change, margin_account_mode_plan
 
 FORM_PAGE = "admin/accounts/form_page.html"
 
@@ -580,55 +574,6 @@ class TOTPDeviceAdmin(admin.ModelAdmin):
         otp_device_remove(device=obj, removed_by=request.user)
 
 
-class MarginAccountAdminForm(forms.ModelForm):
-    """A change of an existing account's margin mode is judged by the engine before it is saved
-    (``riskengine.allocations.margin_account_mode_plan``): refused on the ``mode`` field when the
-    account's status would be worse, or while a price it depends on is not trusted."""
-
-    class Meta:
-        model = MarginAccount
-        fields = ["member", "code", "name", "mode", "kind"]
-
-    def clean(self):
-        data = super().clean()
-        if self.instance.pk and "mode" in self.changed_data and data.get("mode"):
-            stored = MarginAccount.objects.get(pk=self.instance.pk)
-            try:
-                margin_account_mode_plan(account=stored, mode=data["mode"])
-            except ValidationError as error:
-                self.add_error(None, error)
-            except CustodyConflict as error:  # PricesUntrusted
-                self.add_error("mode", str(error))
-        return data
-
-
-@admin.register(MarginAccount)
-class MarginAccountAdmin(admin.ModelAdmin):
-    form = MarginAccountAdminForm
-    list_display = ["code", "member", "mode", "created_at"]
-    list_filter = ["mode", "member"]
-    search_fields = ["code", "name", "member__code", "member__name"]
-    list_select_related = ["member"]
-
-    def save_model(self, request, obj, form, change):
-        if not (change and "mode" in form.changed_data):
-            return super().save_model(request, obj, form, change)
-        # The mode changes only through the service, which allocates or releases explicitly (and
-        # judges again under the account lock); the other fields are saved as usual.
-        mode, obj.mode = obj.mode, form.initial["mode"]
-        super().save_model(request, obj, form, change)
-        plan = margin_account_mode_change(account=obj, mode=mode, changed_by=request.user)
-        obj.mode = plan.mode
-        allocated = sum(plan.allocations)
-        self.message_user(
-            request,
-            f"{obj.code} is now in {plan.mode} mode ({plan.status_before.replace('_', ' ')} before, "
-            f"{plan.status_after.replace('_', ' ')} after); {allocated:,.2f} USD allocated to its positions.",
-            messages.INFO,
-        )
-        return None
-
-
 @admin.register(Asset)
 class AssetAdmin(admin.ModelAdmin):
     list_display = ["symbol", "name", "underlying", "decimals", "is_active"]
@@ -754,168 +699,3 @@ class WithdrawalAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
 
 
 # --- Insurance fund: ops propose, a different risk approver decides ---------------------------------
-
-FUND_APPROVE_PERMISSION = "accounts.approve_fundwithdrawalproposal"
-FUND_PROPOSE_PERMISSION = "accounts.add_fundwithdrawalproposal"
-
-
-class FundWithdrawalProposeForm(forms.Form):
-    asset = forms.ModelChoiceField(queryset=Asset.objects.filter(is_active=True).order_by("symbol"))
-    amount = forms.DecimalField(max_digits=28, decimal_places=10, min_value=0)
-    reason = forms.CharField(widget=forms.Textarea(attrs={"rows": 3, "cols": 60}), max_length=2000)
-    destination = forms.CharField(max_length=200, required=False, help_text="Where custody is to send it.")
-
-
-class FundWithdrawalDecideForm(forms.Form):
-    note = forms.CharField(
-        widget=forms.Textarea(attrs={"rows": 3, "cols": 60}),
-        max_length=2000,
-        required=False,
-        help_text="Required to reject: the reason is kept with the decision.",
-    )
-
-
-class FundWithdrawalDecisionInline(ReadOnlyAdminMixin, admin.StackedInline):
-    model = FundWithdrawalDecision
-    fk_name = "proposal"
-    fields = readonly_fields = ["decision", "decided_by", "note", "withdrawal", "created_at"]
-    verbose_name = verbose_name_plural = "Decision"
-
-
-def _form_errors(form: forms.Form, error: ValidationError) -> None:
-    fields = set(form.fields)
-    for field, messages_ in (
-        error.message_dict.items() if hasattr(error, "error_dict") else [(None, error.messages)]
-    ):
-        form.add_error(field if field in fields else None, messages_)
-
-
-@admin.register(FundWithdrawalProposal)
-class FundWithdrawalProposalAdmin(admin.ModelAdmin):
-    """Proposals and decisions are append-only: the add page proposes (ops), the decide page of a
-    proposal approves or rejects it (a risk approver who did not propose it). Both call the
-    services, which check the roles again."""
-
-    list_display = [
-        "id",
-        "created_at",
-        "asset",
-        "amount",
-        "state",
-        "proposed_by",
-        "decided_by",
-        "withdrawal_state",
-    ]
-    list_select_related = ["asset", "proposed_by", "decision__decided_by", "decision__withdrawal__step"]
-    readonly_fields = [
-        "account",
-        "asset",
-        "amount",
-        "reason",
-        "destination",
-        "proposed_by",
-        "created_at",
-        "decide",
-    ]
-    fields = readonly_fields
-    inlines = [FundWithdrawalDecisionInline]
-
-    def has_add_permission(self, request):
-        return request.user.has_perm(FUND_PROPOSE_PERMISSION)
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        return False
-
-    @admin.display(description="decided by")
-    def decided_by(self, obj):
-        decision = obj.decision_or_none
-        return decision.decided_by if decision else "—"
-
-    @admin.display(description="custody")
-    def withdrawal_state(self, obj):
-        decision = obj.decision_or_none
-        return decision.withdrawal.state if decision and decision.withdrawal else "—"
-
-    @admin.display(description="decision")
-    def decide(self, obj):
-        if obj.decision_or_none is not None:
-            return obj.state
-        url = reverse("admin:accounts_fundwithdrawalproposal_decide", args=[obj.pk])
-        return format_html('<a class="button" href="{}">Approve or reject…</a>', url)
-
-    def get_urls(self):
-        view = self.admin_site.admin_view
-        return [
-            path(
-                "<path:object_id>/decide/",
-                view(self.decide_view),
-                name="accounts_fundwithdrawalproposal_decide",
-            ),
-            *super().get_urls(),
-        ]
-
-    def _page(self, request, template: str, **context):
-        return TemplateResponse(
-            request,
-            f"admin/accounts/fundwithdrawalproposal/{template}",
-            {
-                **self.admin_site.each_context(request),
-                "opts": self.model._meta,
-                "media": self.media,
-                **context,
-            },
-        )
-
-    def add_view(self, request, form_url="", extra_context=None):
-        if not self.has_add_permission(request):
-            raise PermissionDenied
-        form = FundWithdrawalProposeForm(request.POST or None)
-        if request.method == "POST" and form.is_valid():
-            try:
-                proposal = fund_withdrawal_propose(proposed_by=request.user, **form.cleaned_data)
-            except ValidationError as error:
-                _form_errors(form, error)
-            else:
-                self.message_user(
-                    request,
-                    f"Proposed #{proposal.pk}: a risk approver other than you must approve it.",
-                    messages.SUCCESS,
-                )
-                return redirect("admin:accounts_fundwithdrawalproposal_change", proposal.pk)
-        return self._page(request, "propose.html", title="Propose an insurance-fund withdrawal", form=form)
-
-    def decide_view(self, request, object_id):
-        proposal = self.get_object(request, object_id)
-        if proposal is None:
-            raise Http404("No such proposal.")
-        user = request.user
-        if not user.has_perm(FUND_APPROVE_PERMISSION) or proposal.proposed_by_id == user.pk:
-            raise PermissionDenied
-        form = FundWithdrawalDecideForm(request.POST or None)
-        if request.method == "POST" and form.is_valid():
-            from riskengine.withdrawals import fund_withdrawal_approve
-
-            note = form.cleaned_data["note"]
-            try:
-                if "reject" in request.POST:
-                    fund_withdrawal_reject(proposal=proposal, rejected_by=user, note=note)
-                else:
-                    fund_withdrawal_approve(proposal=proposal, approved_by=user, note=note)
-            except ValidationError as error:
-                _form_errors(form, error)
-            except CustodyConflict as error:
-                form.add_error(None, str(error))
-            else:
-                proposal.refresh_from_db()
-                self.message_user(request, f"#{proposal.pk}: {proposal.state}.", messages.SUCCESS)
-                return redirect("admin:accounts_fundwithdrawalproposal_change", proposal.pk)
-        return self._page(
-            request,
-            "decide.html",
-            title=f"Decide insurance-fund withdrawal #{proposal.pk}",
-            original=proposal,
-            form=form,
-        )

@@ -107,6 +107,8 @@ class StaffAdminSite(admin.AdminSite):
     @method_decorator(csrf_protect)
     def otp_enrol(self, request):
         """Show a new TOTP secret once (GET) and confirm it with a first code (POST)."""
+        # accounts.access imports models: this module is loaded as the default admin site while the
+        # app registry is still being populated, before any model may be imported.
         from accounts.access import otp_device_confirm, otp_device_start
 
         user = request.user

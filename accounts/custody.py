@@ -55,12 +55,14 @@ from accounts.models import (
     WithdrawalStep,
     WithdrawalStepKind,
 )
+from accounts.selectors import deposits_in_state, withdrawals_in_state
 from accounts.services import (
     BalanceChange,
     collateral_amount_validate,
     collateral_movements_apply,
     margin_accounts_lock,
 )
+from clearing.events import events_publish
 
 REFERENCE_MAX_LENGTH = 200
 REASON_MAX_LENGTH = 500
@@ -125,8 +127,6 @@ def custody_events_publish(*, changes: list[tuple[int, str, int, str]]) -> None:
     commits or rolls back with the change); the account page then re-reads its pending section."""
     if not changes:
         return
-    from frontend.events import events_publish  # the web app's outbox (imported late: a leaf of accounts)
-
     events_publish(
         events=[
             (account_id, "custody.updated", {"request": request, "id": pk, "state": state})
@@ -472,3 +472,42 @@ def fund_withdrawal_reject(
         note=note,
         created_at=now or timezone.now(),
     )
+
+
+# --- The demo custody ------------------------------------------------------------------------------
+
+# The demo venue's custodian user (``seed_demo`` creates it).
+DEMO_CUSTODIAN = "custody"
+
+
+def custody_demo_process(
+    *, now: datetime | None = None, delay_seconds: float | None = None
+) -> tuple[int, int]:
+    """The demo venue's custody (``CUSTODY_DEMO_AUTOCONFIRM``, development only): deposits announced
+    and withdrawals requested at least ``delay_seconds`` ago are confirmed and sent, so the demo
+    flows without a real custodian. It acts as the ``custody`` user through the custodian's own
+    services, checks and ledger entries included; returns (deposits confirmed, withdrawals sent)."""
+    custodian = User.objects.filter(username=DEMO_CUSTODIAN, role=Role.CUSTODIAN, is_active=True).first()
+    if custodian is None:
+        return 0, 0
+    now = now or timezone.now()
+    delay = settings.CUSTODY_DEMO_DELAY_SECONDS if delay_seconds is None else delay_seconds
+    cutoff = now - timedelta(seconds=delay)
+    confirmed = sent = 0
+    for deposit in deposits_in_state().filter(created_at__lte=cutoff, expires_at__gt=now)[:100]:
+        try:
+            _, created = deposit_confirm(
+                deposit=deposit, custodian=custodian, reference=f"demo-in-{deposit.pk}"
+            )
+        except (CustodyConflict, ValidationError):
+            continue  # settled meanwhile, or an amount the balance cannot hold: leave it to expire
+        confirmed += created
+    for withdrawal in withdrawals_in_state().filter(created_at__lte=cutoff)[:100]:
+        try:
+            _, created = withdrawal_mark_sent(
+                withdrawal=withdrawal, custodian=custodian, reference=f"demo-out-{withdrawal.pk}"
+            )
+        except CustodyConflict:
+            continue
+        sent += created
+    return confirmed, sent

@@ -96,7 +96,7 @@ _PARAMETERS_EDIT = {
 _MONITORING_VIEW = {
     f"{app}.view_{model}"
     for app, models in {
-        "marketdata": ["pricesource", "priceobservation", "indexprice", "indexstate", "opsalert"],
+        "marketdata": ["pricesource", "priceobservation", "indexprice", "indexstate"],
         "sweeps": [
             "sweep",
             "sweepshard",
@@ -106,14 +106,15 @@ _MONITORING_VIEW = {
             "margincallevent",
             "liquidation",
         ],
-        # Deficits the insurance fund could not cover (clearing.ops.insurance), read-only.
-        "ops": ["uncovereddeficit"],
+        # Ops alerts (clearing.ops.alerts) and the deficits the insurance fund could not cover
+        # (riskengine.sweeps.insurance), read-only.
+        "ops": ["opsalert", "uncovereddeficit"],
     }.items()
     for model in models
 }
 _OPS_MONITORING = {
     "marketdata.change_pricesource",
-    "marketdata.resolve_opsalert",
+    "ops.resolve_opsalert",
     "marketdata.confirm_indexprice",
 }
 

@@ -9,9 +9,8 @@ from dataclasses import dataclass
 from importlib import import_module
 
 from django.conf import settings
-from django.db import connection
-from django.db.models import BooleanField, Q, QuerySet
-from django.db.models.expressions import RawSQL
+from django.db.models import Q, QuerySet
+from django.shortcuts import get_object_or_404
 from django.utils import timezone
 from django.utils.crypto import constant_time_compare
 
@@ -24,6 +23,7 @@ from accounts.models import (
     Withdrawal,
     WithdrawalState,
 )
+from clearing.bulk import filter_any
 
 # The admission rule as a filter on users, for callers that check many users in one query (the
 # websocket hub re-checks every open socket's user every few seconds): the same rule as
@@ -52,6 +52,14 @@ def margin_accounts_visible(*, user: User) -> QuerySet[MarginAccount]:
     if user.is_member_user:
         return accounts.filter(member_id=user.member_id)
     return accounts.none()
+
+
+def margin_account_visible(*, user: User, pk: int | None = None, code: str | None = None) -> MarginAccount:
+    """The account with ``pk`` (or ``code``) if ``user`` may see it, its member joined; ``Http404``
+    otherwise, whether or not it exists: another member's account is indistinguishable from one
+    that does not exist. The one way the API and the web app resolve an account they are given."""
+    lookup = {"pk": pk} if pk is not None else {"code": code}
+    return get_object_or_404(margin_accounts_visible(user=user), **lookup)
 
 
 # --- Custody ---------------------------------------------------------------------------------------
@@ -109,22 +117,6 @@ def custody_pending(*, account: MarginAccount) -> CustodyPending:
     )
 
 
-def _in(queryset: QuerySet, column: str, values: list, *, cast: str = "text") -> QuerySet:
-    """``column IN values``. On PostgreSQL as one comma-joined text parameter split server-side:
-    thousands of placeholders, or an array parameter of thousands of items, cost more to quote
-    client-side than the query itself. ``values`` must not contain commas (ids, session keys)."""
-    if connection.vendor == "postgresql":
-        table = queryset.model._meta.db_table
-        return queryset.filter(
-            RawSQL(
-                f'"{table}"."{column}" = ANY(string_to_array(%s, \',\')::{cast}[])',
-                (",".join(map(str, values)),),
-                output_field=BooleanField(),
-            )
-        )
-    return queryset.filter(**{f"{column}__in": values})
-
-
 def user_password_digest(*, user) -> str:
     """A digest of the user's stored password hash: it changes exactly when the password does
     (which is also when Django's session auth hash changes and ends the user's other sessions).
@@ -149,9 +141,10 @@ _DB_SESSION_ENGINES = {"django.contrib.sessions.backends.db", "django.contrib.se
 
 def _sessions_alive(keys: list[str], *, now) -> set[str]:
     if settings.SESSION_ENGINE in _DB_SESSION_ENGINES:
+        # Only with a database session engine: otherwise the sessions app need not be installed.
         from django.contrib.sessions.models import Session
 
-        alive = _in(Session.objects.filter(expire_date__gt=now), "session_key", keys)
+        alive = filter_any(Session.objects.filter(expire_date__gt=now), "session_key", keys)
         return set(alive.values_list("session_key", flat=True))
     store = import_module(settings.SESSION_ENGINE).SessionStore
     return {key for key in keys if store().exists(key)}
@@ -168,9 +161,8 @@ def session_grants_ended(*, grants: Iterable[SessionGrant]) -> set[SessionGrant]
     if not grants:
         return set()
     alive = _sessions_alive(list({grant.session_key for grant in grants}), now=timezone.now())
-    admitted = _in(
-        User.objects.filter(USERS_ADMITTED), "id", list({grant.user_id for grant in grants}), cast="bigint"
-    )
+    user_ids = list({grant.user_id for grant in grants})
+    admitted = filter_any(User.objects.filter(USERS_ADMITTED), "id", user_ids)
     digests = {
         pk: hashlib.sha256((password or "").encode()).hexdigest()
         for pk, password in admitted.values_list("pk", "password")

@@ -5,12 +5,13 @@ from __future__ import annotations
 from celery import shared_task
 from django.conf import settings
 
+from accounts.custody import custody_demo_process
+from accounts.custody import deposits_expire as expire
+
 
 @shared_task(name="custody.deposits_expire")
 def deposits_expire() -> int:
     """Every minute (beat): announced deposits past their TTL and unconfirmed expire."""
-    from accounts.custody import deposits_expire as expire
-
     return expire()
 
 
@@ -20,6 +21,4 @@ def demo_process() -> list[int]:
     custody confirms announced deposits and sends requested withdrawals. Never in production."""
     if not settings.CUSTODY_DEMO_AUTOCONFIRM or settings.DJANGO_ENV != "development":
         return [0, 0]
-    from clearing.demo import custody_demo_process
-
     return list(custody_demo_process())

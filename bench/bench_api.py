@@ -57,14 +57,14 @@ def prepare() -> tuple[int, str]:
     """Seed the venue and a 50-position account; return its id and a trader's token."""
     import django
 
-    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "clearing.settings")
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "clearing.config.settings")
     django.setup()
     from django.core.management import call_command
 
     from accounts.models import Asset, MarginAccount, Member, Role, User
     from accounts.services import api_token_issue, collateral_deposit, user_create
+    from accounts.trading import Fill, trades_book
     from clearing.models import Instrument, InstrumentKind
-    from clearing.services import Fill, trades_book
 
     call_command("migrate", verbosity=0)
     call_command("seed_demo", "--if-empty", verbosity=0)
@@ -271,7 +271,9 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=4, help="request threads per worker (WEB_THREADS)")
     parser.add_argument("--requests", type=int, default=300, help="inprocess mode")
     parser.add_argument(
-        "--baseline", help="a git ref: its web server runs beside this tree's and takes turns at each step"
+        "--baseline",
+        help="a git ref or a checkout's directory: its web server runs beside this tree's and takes turns "
+        "at each step",
     )
     parser.add_argument(
         "--baseline-env", action="append", default=[], metavar="NAME=VALUE", help="the baseline's environment"
@@ -280,7 +282,7 @@ def main() -> None:
     if not os.environ.get("DATABASE_URL", "").startswith("postgres"):
         sys.exit("Set DATABASE_URL to a PostgreSQL database for the benchmark.")
     os.environ.setdefault("DJANGO_DEBUG", "0")
-    # Each of a web process's request threads keeps its connection (clearing.asgi_handler).
+    # Each of a web process's request threads keeps its connection (clearing.server.asgi_handler).
     os.environ.setdefault("DATABASE_CONN_MAX_AGE", "60")
 
     account_id, token = prepare()
@@ -302,7 +304,8 @@ def main() -> None:
         if args.baseline:
             tree = stack.enter_context(git_worktree(args.baseline))
             overrides = dict(item.split("=", 1) for item in args.baseline_env)
-            servers.append((args.baseline[:10], stack.enter_context(web_server(tree, args, overrides))))
+            name = Path(args.baseline).name if Path(args.baseline).is_dir() else args.baseline
+            servers.append((name[:10], stack.enter_context(web_server(tree, args, overrides))))
         payload = request_bytes(account_id, token)
         meeting_goal: dict[str, list[float]] = {name: [] for name, _ in servers}
         for rate in rates:
@@ -331,7 +334,9 @@ def web_server(root: Path, args, overrides: dict[str, str]):
         WEB_THREADS=str(args.threads),
         UVICORN_LOG_LEVEL="warning",
         DJANGO_LOG_LEVEL="WARNING",
-        API_THROTTLE_RATE="1000000/min",  # the benchmark measures the work, not the throttle
+        # The benchmark measures the work, not the throttles (what-if is also a "compute" request).
+        API_THROTTLE_RATE="1000000/min",
+        API_COMPUTE_THROTTLE_RATE="1000000/min",
         PYTHON_BIN=sys.executable,
         PYTHONPATH=str(root),  # that tree's code, not the installed one
         **overrides,
@@ -353,7 +358,11 @@ def web_server(root: Path, args, overrides: dict[str, str]):
 
 @contextlib.contextmanager
 def git_worktree(ref: str):
-    """A temporary checkout of ``ref`` beside this one (the benchmark's baseline)."""
+    """A temporary checkout of ``ref`` beside this one (the benchmark's baseline), or ``ref`` itself
+    when it is a directory (a checkout made by other means, e.g. ``git archive``)."""
+    if Path(ref).is_dir():
+        yield Path(ref).resolve()
+        return
     path = Path(tempfile.mkdtemp(prefix="bench-baseline-"))
     subprocess.run(["git", "worktree", "add", "--detach", str(path), ref], cwd=ROOT, check=True)
     try:

@@ -33,7 +33,7 @@ import time
 from decimal import Decimal
 from pathlib import Path
 
-os.environ.setdefault("DJANGO_SETTINGS_MODULE", "clearing.settings")
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "clearing.config.settings")
 
 import django
 
@@ -179,7 +179,7 @@ async def _run(*, clients: int, rounds: int, port: int) -> list[float]:
 
 def _stages(account, wall_started: float) -> dict[str, int]:
     """Where the time went, from the rows' own timestamps (same host clock)."""
-    from frontend.models import OutboxEvent
+    from clearing.models import OutboxEvent
     from riskengine.sweeps.models import MarginCall
 
     call = MarginCall.objects.filter(account=account).order_by("-id").first()
@@ -226,7 +226,7 @@ def main() -> None:
         "CELERY_CONCURRENCY": "1",
     }
     web = subprocess.Popen(
-        [sys.executable, "-m", "uvicorn", "clearing.asgi:application", "--host", "127.0.0.1",
+        [sys.executable, "-m", "uvicorn", "clearing.config.asgi:application", "--host", "127.0.0.1",
          "--port", str(port), "--log-level", "warning"],
         cwd=ROOT, env=env, start_new_session=True,
     )  # fmt: skip

@@ -28,7 +28,7 @@ from decimal import Decimal
 
 import django
 
-os.environ.setdefault("DJANGO_SETTINGS_MODULE", "clearing.settings")
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "clearing.config.settings")
 django.setup()
 
 from django.db import connection  # noqa: E402
@@ -41,9 +41,9 @@ SYMBOLS = {"BTC": 60000.0, "ETH": 3000.0, "SOL": 150.0, "USDC": 1.0, "USDT": 1.0
 def venue_make(n_sources: int):
     from accounts.models import Asset, Role
     from accounts.services import user_create
-    from clearing.demo import DEMO_PARAMETERS
     from clearing.marketdata.services import price_source_register
     from clearing.models import Underlying
+    from riskengine.demo import DEMO_PARAMETERS
     from riskengine.services import parameter_set_bootstrap
 
     for symbol in ("BTC", "ETH", "SOL"):

@@ -1,5 +1,5 @@
 """How long each Celery task of the sweeps takes, run in this process the way a worker runs it:
-the figures the time limits and the broker's visibility timeout in ``clearing/settings.py`` are
+the figures the time limits and the broker's visibility timeout in ``clearing/config/settings.py`` are
 sized from (docs/operations.md, "Time limits").
 
     createdb -h 127.0.0.1 -U postgres clearing_tasks_bench
@@ -31,8 +31,9 @@ from unittest import mock
 import numpy as np
 
 import bench.bench_sweep as venue  # sets up Django
-from clearing.marketdata.calibration import calibration_propose
 from clearing.ops.retention import BATCH, margin_snapshots_prune
+from riskengine.calibration import calibration_propose
+from riskengine.sweeps import liquidation as liquidation_module
 from riskengine.sweeps import services
 from riskengine.sweeps.models import Liquidation, LiquidationStatus
 
@@ -76,7 +77,7 @@ def main() -> None:
         took = []
         for liquidation_id in sample:
             started = time.perf_counter()
-            services.liquidation_execute(liquidation_id=liquidation_id)
+            liquidation_module.liquidation_execute(liquidation_id=liquidation_id)
             took.append(time.perf_counter() - started)
         if took:
             timed(f"sweeps.liquidation_execute ({len(pending):,} started)", took)

@@ -19,7 +19,7 @@ import os
 import subprocess
 import time
 
-os.environ.setdefault("DJANGO_SETTINGS_MODULE", "clearing.settings")
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "clearing.config.settings")
 
 import django
 
@@ -28,7 +28,7 @@ django.setup()
 from asgiref.sync import sync_to_async  # noqa: E402
 from channels_redis.core import RedisChannelLayer  # noqa: E402
 
-from frontend.events import events_publish  # noqa: E402
+from clearing.events import events_publish  # noqa: E402
 from frontend.relay import OutboxRelay, outbox_claim  # noqa: E402
 
 

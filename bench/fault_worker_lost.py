@@ -23,7 +23,7 @@ import time
 import uuid
 from pathlib import Path
 
-os.environ.setdefault("DJANGO_SETTINGS_MODULE", "clearing.settings")
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "clearing.config.settings")
 
 import django
 
@@ -31,7 +31,7 @@ django.setup()
 
 from django.conf import settings  # noqa: E402
 
-from clearing.celery import app  # noqa: E402
+from clearing.config.celery import app  # noqa: E402
 from riskengine.sweeps import services  # noqa: E402
 from riskengine.sweeps.models import MarginSnapshot, ShardStatus, SweepShard  # noqa: E402
 from riskengine.sweeps.tasks import sweep_shard  # noqa: E402
@@ -40,8 +40,9 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def worker(name: str, queue: str, log: Path) -> subprocess.Popen:
-    command = [sys.executable, "-m", "celery", "-A", "clearing", "worker", "-c", "1", "-n", name, "-Q", queue,
-               "--without-gossip", "--without-mingle", "--without-heartbeat", "-l", "info"]  # fmt: skip
+    command = [sys.executable, "-m", "celery", "-A", "clearing.config", "worker", "-c", "1", "-n", name,
+               "-Q", queue, "--without-gossip", "--without-mingle", "--without-heartbeat",
+               "-l", "info"]  # fmt: skip
     return subprocess.Popen(
         command, cwd=ROOT, stdout=log.open("w"), stderr=subprocess.STDOUT, start_new_session=True
     )

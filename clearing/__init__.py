@@ -1,6 +1,4 @@
-"""The Django project (settings, URLs, ASGI, Celery) and the clearing domain:
-underlyings, instruments, trades and positions."""
-
-from clearing.celery import app as celery_app
-
-__all__ = ("celery_app",)
+"""The clearing domain (underlyings, instruments, trades and positions) and the kernel every app
+shares (``ledger``, ``validation``, ``signals``, ``events``, ``admin_mixins``, ``dashboard``,
+``ops``). The Django project's configuration is ``clearing.config``, its web server
+``clearing.server``."""

@@ -1,6 +1,6 @@
 """The clearing domain: underlyings, instruments, trades (immutable fills) and positions.
 
-A ``Position`` is derived from trades by ``clearing.services.trade_book`` in the same transaction
+A ``Position`` is derived from trades by ``accounts.trading.trade_book`` in the same transaction
 as the trade; nothing else writes it. The database enforces what the model validates: positive
 multipliers, strikes and prices; options with strike, right and expiry; one position row per
 account and instrument.
@@ -228,3 +228,31 @@ class MarginAllocation(AppendOnlyModel):
 
     def __str__(self) -> str:
         return f"{self.kind} {self.amount} USD to position {self.position_id}"
+
+
+class OutboxEvent(models.Model):
+    """The transactional outbox of live events (``clearing.events``).
+
+    A state change and the event announcing it are written in the same transaction
+    (``clearing.events.events_publish``); a relay inside the ASGI web process
+    (``frontend.relay``) hands new rows to the channel layer. So a margin call can never be pushed
+    without being stored, nor stored without being pushed, and the same code serves the embedded
+    stack (one web process, in-memory layer) and production (Redis layer, any number of web
+    processes: each row is claimed by exactly one relay)."""
+
+    group = models.CharField(max_length=100, help_text="Channel-layer group, e.g. account-42.")
+    type = models.CharField(max_length=50, help_text="Event type, e.g. margin_call.opened.")
+    payload = models.JSONField(default=dict)
+    created_at = models.DateTimeField(auto_now_add=True)
+    relayed_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        # The table keeps the name it had when the model lived in the web app (frontend).
+        db_table = "frontend_outboxevent"
+        ordering = ["id"]
+        indexes = [
+            models.Index(fields=["id"], condition=models.Q(relayed_at__isnull=True), name="outbox_pending"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.type} → {self.group}"

@@ -11,6 +11,16 @@ from riskengine.core.parsing import is_plain_number
 # What a NUMERIC(28, 10) column holds.
 MAX_DIGITS = 28
 MAX_DECIMAL_PLACES = 10
+QUANTUM = Decimal(1).scaleb(-MAX_DECIMAL_PLACES)
+
+
+def decimal_from_float(value: float) -> Decimal:
+    """The one float → Decimal conversion of a computed figure (an engine result, an oracle price)
+    on its way to money or a database column: through ``repr``, the shortest decimal that reads
+    back as the same float (no binary noise: 0.1 → 0.1, not 0.1000000000000000055…), rounded to
+    the places a NUMERIC(28, 10) column holds. Input is parsed by ``decimal_plain`` instead, which
+    refuses what does not fit rather than rounding it."""
+    return Decimal(repr(float(value))).quantize(QUANTUM)
 
 
 def decimal_plain(value: object, *, field: str) -> Decimal:

@@ -24,7 +24,7 @@ from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
 
 from accounts.selectors import SessionGrant, margin_accounts_visible, user_admitted, user_password_digest
-from frontend.events import account_group
+from clearing.events import account_group
 from frontend.hub import hub_get
 from frontend.relay import relay_ensure_started
 

@@ -2,7 +2,7 @@
 
 Design (see also README, "Live margin"):
 
-* Producers (sweeps, the oracle, target bands) call ``frontend.events.events_publish`` inside the
+* Producers (sweeps, the oracle, target bands) call ``clearing.events.events_publish`` inside the
   transaction of the state change, so an event exists iff its change committed.
 * One relay task runs inside each ASGI web process. It is started lazily by the first websocket
   connection (``relay_ensure_started``): a process that serves no websocket has nobody to push to,
@@ -54,8 +54,10 @@ from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
 from accounts.models import MarginAccount
+from clearing.bulk import skip_locked
+from clearing.events import FANOUT_GROUP, account_group, fanout_events
+from clearing.models import OutboxEvent
 from clearing.ops.metrics import OUTBOX_PRUNED, RELAY_LAG, RELAY_RELEASED, RELAY_SEND_FAILURES, RELAY_SENT
-from frontend.models import OutboxEvent
 
 logger = logging.getLogger(__name__)
 
@@ -81,13 +83,16 @@ class RelaySendFailed(Exception):
 
 
 def outbox_claim(*, limit: int = BATCH) -> list[tuple[int, str, dict]]:
-    """Mark up to ``limit`` pending rows relayed and return them as ``(id, group, payload)`` in id
-    order. Safe with concurrent relays: a row is returned to exactly one caller."""
+    """Mark up to ``limit`` pending rows relayed and return their events as ``(id, group,
+    payload)`` in id order. Safe with concurrent relays: a row is returned to exactly one caller.
+    A fan-out row (group ``FANOUT_GROUP``, many accounts' events) gives one entry per event, each
+    with the row's id and its account's group: sent, failed and released like any other event
+    (a failed group releases the whole row, so its other accounts get that event again — at
+    least once, as for every event)."""
     table = OutboxEvent._meta.db_table
-    lock = " FOR UPDATE SKIP LOCKED" if connection.vendor == "postgresql" else ""
     sql = (
         f"UPDATE {table} SET relayed_at = %s WHERE id IN ("
-        f"SELECT id FROM {table} WHERE relayed_at IS NULL ORDER BY id LIMIT %s{lock}"
+        f"SELECT id FROM {table} WHERE relayed_at IS NULL ORDER BY id LIMIT %s{skip_locked()}"
         ') RETURNING id, "group", payload, created_at'
     )
     now = timezone.now()
@@ -102,6 +107,12 @@ def outbox_claim(*, limit: int = BATCH) -> list[tuple[int, str, dict]]:
         RELAY_LAG.observe(max(0.0, (now - created_at).total_seconds()))
     # RETURNING gives no order guarantee; members must see events in the order they happened.
     decoded.sort(key=lambda row: row[0])
+    if any(group == FANOUT_GROUP for _, group, _ in decoded):
+        decoded = [
+            (pk, account_group(event["account"]), event)
+            for pk, group, payload in decoded
+            for event in (fanout_events(payload) if group == FANOUT_GROUP else [payload])
+        ]
     return decoded
 
 
@@ -234,7 +245,8 @@ class OutboxRelay:
             # Failed, timed out, or never sent because the relay is stopping: pending again.
             unsent = [pk for group, pks in ids.items() if group not in sent for pk in pks]
             if unsent:
-                await loop.run_in_executor(self._executor, self._release, unsent)
+                # A fan-out row's id stands for many groups: released once.
+                await loop.run_in_executor(self._executor, self._release, sorted(set(unsent)))
         delivered = len(rows) - len(unsent)
         self.relayed += delivered
         RELAY_SENT.inc(delivered)

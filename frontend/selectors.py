@@ -11,13 +11,14 @@ from django.db.models import Prefetch, QuerySet
 from accounts.models import MarginAccount, User
 from accounts.selectors import margin_accounts_visible
 from clearing.models import Instrument, InstrumentKind
+from clearing.validation import decimal_from_float
 from frontend.models import BandState, TargetBand
 from riskengine.core import OPTION, compute_margin
 from riskengine.core.errors import DocumentError
 from riskengine.loading import margin_book_load
-from riskengine.selectors import parameter_set_active
+from riskengine.reference import quotes_current, reference_current
 from riskengine.sweeps.models import AccountMargin, CallStatus, MarginCall, MarginSnapshot
-from riskengine.whatif import margin_what_if, quotes_current
+from riskengine.whatif import margin_what_if
 
 HISTORY_POINTS = 120
 HEDGE_STEP = Decimal("0.0001")
@@ -91,10 +92,6 @@ def account_summaries(*, user: User) -> list[AccountSummary]:
     return _summaries(margin_accounts_visible(user=user).order_by("code"))
 
 
-def account_visible(*, user: User, code: str) -> MarginAccount | None:
-    return margin_accounts_visible(user=user).filter(code=code).first()
-
-
 def account_summary(*, account: MarginAccount) -> AccountSummary:
     return _summaries(MarginAccount.objects.filter(pk=account.pk))[0]
 
@@ -129,9 +126,9 @@ class AccountNow:
 
 def account_now(*, account: MarginAccount) -> AccountNow:
     """Raises ``DocumentError`` when the account cannot be margined now (no price, no vol) and
-    ``ObjectDoesNotExist`` when no parameter set is active."""
+    ``NoActiveParameterSet`` when no parameter set is active."""
     quotes = quotes_current()
-    form = parameter_set_active().to_parameters_form()
+    form = reference_current().parameters_form
     book = margin_book_load(parameters_form=form, quotes=quotes, account_ids=[account.pk])
     result = compute_margin(book.margin_input)
     assets = book.margin_input.parameters.assets
@@ -224,7 +221,7 @@ def hedge_suggestions(*, account: MarginAccount, now: AccountNow) -> list[dict]:
             suggestion["error"] = f"No perpetual on {symbol} to hedge with."
             suggestions.append(suggestion)
             continue
-        quantity = (Decimal(repr(-delta)) / (Decimal(repr(price)) * perpetual.multiplier)).quantize(
+        quantity = (decimal_from_float(-delta) / (decimal_from_float(price) * perpetual.multiplier)).quantize(
             HEDGE_STEP, rounding=ROUND_HALF_EVEN
         )
         suggestion["quantity"] = quantity

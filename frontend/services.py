@@ -10,13 +10,12 @@ from collections.abc import Iterable, Mapping
 from decimal import Decimal
 
 from django.core.exceptions import PermissionDenied, ValidationError
-from django.db import connection, transaction
-from django.db.models import BooleanField
-from django.db.models.expressions import RawSQL
+from django.db import transaction
 
 from accounts.models import MarginAccount, User
+from clearing.bulk import filter_any
+from clearing.events import events_publish
 from clearing.validation import decimal_positive
-from frontend.events import events_publish
 from frontend.models import BandState, TargetBand
 from riskengine.sweeps.selectors import accounts_exposed
 
@@ -64,16 +63,9 @@ def target_bands_check(*, ratios: Mapping[int, float | None]) -> list[TargetBand
     changed = []
     if not ratios:
         return changed
-    bands = TargetBand.objects.all()
-    if connection.vendor == "postgresql":
-        # A shard passes up to 25,000 accounts, of which few have a band: one array parameter, not
-        # 25,000 placeholders (whose client-side formatting cost more than the query).
-        table = TargetBand._meta.db_table
-        bands = bands.filter(
-            RawSQL(f'"{table}"."account_id" = ANY(%s)', (list(ratios),), output_field=BooleanField())
-        )
-    else:
-        bands = bands.filter(account_id__in=list(ratios))
+    # A shard passes up to 25,000 accounts, of which few have a band: one parameter, not 25,000
+    # placeholders (whose client-side formatting cost more than the query).
+    bands = filter_any(TargetBand.objects.all(), "account_id", list(ratios))
     bands = bands.order_by("pk").select_for_update()
     events = []
     for band in bands:

@@ -12,10 +12,10 @@ import math
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import ObjectDoesNotExist, PermissionDenied, ValidationError
-from django.http import Http404
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_POST
 
+from accounts.selectors import margin_account_visible
 from clearing.api.permissions import ACCOUNT_WRITERS, WHAT_IF_USERS, user_role
 from clearing.api.throttling import compute_budget_wait
 from frontend import charts
@@ -24,7 +24,6 @@ from frontend.selectors import (
     account_now,
     account_summaries,
     account_summary,
-    account_visible,
     hedge_suggestions,
     margin_calls_recent,
     margin_history,
@@ -50,14 +49,6 @@ def _may(request, roles: frozenset) -> bool:
     """The web app grants what the API grants: the same role sets (``clearing.api.permissions``),
     so a viewer is read-only here too."""
     return user_role(request.user) in roles
-
-
-def _account_or_404(request, code: str):
-    # Another member's account is indistinguishable from one that does not exist.
-    account = account_visible(user=request.user, code=code)
-    if account is None:
-        raise Http404("No such account.")
-    return account
 
 
 @login_required
@@ -123,7 +114,7 @@ def _detail_context(account) -> dict:
 
 @login_required
 def account_detail(request, code: str):
-    account = _account_or_404(request, code)
+    account = margin_account_visible(user=request.user, code=code)
     context = _detail_context(account)
     # Only isolated positions hold margin; traders move it, as on the API.
     context["may_move_margin"] = account.mode == "isolated" and _may(request, ACCOUNT_WRITERS)
@@ -141,7 +132,7 @@ def account_detail(request, code: str):
 @login_required
 @require_POST
 def target_band(request, code: str):
-    account = _account_or_404(request, code)
+    account = margin_account_visible(user=request.user, code=code)
     if not _may(request, ACCOUNT_WRITERS):
         raise PermissionDenied("Your role is read-only: only traders change target bands.")
     if request.POST.get("clear"):
@@ -168,7 +159,7 @@ def target_band(request, code: str):
 def position_margin(request, code: str, position_id: int):
     """The account page's margin form: ``position_margin_move`` with the signed ``amount`` typed
     (the API's ``POST …/positions/{id}/margin/``); the outcome is a message on the account page."""
-    account = _account_or_404(request, code)
+    account = margin_account_visible(user=request.user, code=code)
     if not _may(request, ACCOUNT_WRITERS):
         raise PermissionDenied("Your role is read-only: only traders move margin.")
     form = PositionMarginForm(request.POST)
@@ -197,7 +188,7 @@ def position_margin(request, code: str, position_id: int):
 
 @login_required
 def what_if(request, code: str):
-    account = _account_or_404(request, code)
+    account = margin_account_visible(user=request.user, code=code)
     may_what_if = _may(request, WHAT_IF_USERS)
     if request.method == "POST" and not may_what_if:
         raise PermissionDenied("Your role is read-only: what-if is for traders, as on the API.")

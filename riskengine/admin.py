@@ -3,11 +3,13 @@ approved by a second person (a risk approver) and activated; every step is in th
 
 Edits are possible only while a set is a draft (the admin shows other sets read-only and the models
 refuse changes). The buttons on a set's page lead to confirmation pages that call the services in
-``riskengine.services``, which check the roles again.
+``riskengine.services``, which check the roles again. The insurance fund's withdrawal proposals
+are here too (their approval runs the engine's margin check).
 """
 
 from __future__ import annotations
 
+from django import forms
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.http import Http404, HttpResponseRedirect
@@ -16,6 +18,10 @@ from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils.html import format_html
 
+from accounts.custody import CustodyConflict, fund_withdrawal_propose, fund_withdrawal_reject
+from accounts.models import Asset, FundWithdrawalDecision, FundWithdrawalProposal, MarginAccount
+from clearing.admin_mixins import ReadOnlyAdminMixin
+from riskengine.allocations import margin_account_mode_change, margin_account_mode_plan
 from riskengine.forms import (
     ACCEPT_NEAREST,
     CorrelationGridWidget,
@@ -44,16 +50,18 @@ from riskengine.services import (
     ADD_PERMISSION,
     APPROVE_PERMISSION,
     EDIT_PERMISSION,
-    WITHDRAWABLE,
+    TRANSITIONS,
     parameter_set_approve,
     parameter_set_draft_from,
     parameter_set_edit_record,
     parameter_set_event_record,
     parameter_set_propose,
+    parameter_set_refusal,
     parameter_set_reject,
     parameter_set_validate,
     parameter_set_withdraw,
 )
+from riskengine.withdrawals import fund_withdrawal_approve
 
 # The admin index links the ops dashboard (riskengine.views.ops_dashboard).
 admin.site.index_template = "admin/riskengine/index.html"
@@ -65,25 +73,21 @@ def status_badge(status: str):
 
 
 def may(user, parameter_set: ParameterSet | None, action: str) -> bool:
-    """Whether ``user`` may take ``action`` on ``parameter_set`` (the buttons shown; the services
-    check again)."""
+    """Whether ``user`` may take ``action`` on ``parameter_set``: the buttons shown. A transition's
+    button follows the services' own table (``parameter_set_refusal``), so it is shown exactly
+    when the service would accept it."""
     if action == "new_draft":
         return user.has_perm(ADD_PERMISSION)
     if parameter_set is None:
         return False
-    status = parameter_set.status
-    if action == "propose":
-        return status == ParameterStatus.DRAFT and user.has_perm(EDIT_PERMISSION)
-    if action in ("approve", "reject"):
-        return (
-            status == ParameterStatus.PROPOSED
-            and user.has_perm(APPROVE_PERMISSION)
-            and parameter_set.proposed_by_id != user.pk
-        )
-    if action == "withdraw":
-        return status in WITHDRAWABLE and user.has_perm(EDIT_PERMISSION)
+    if action in TRANSITIONS:
+        return parameter_set_refusal(parameter_set=parameter_set, action=action, user=user) is None
     if action == "impact":
-        return status in (ParameterStatus.DRAFT, ParameterStatus.PROPOSED, ParameterStatus.APPROVED)
+        return parameter_set.status in (
+            ParameterStatus.DRAFT,
+            ParameterStatus.PROPOSED,
+            ParameterStatus.APPROVED,
+        )
     return False
 
 
@@ -411,7 +415,7 @@ class ParameterSetAdmin(admin.ModelAdmin):
 
     def transition_view(self, request, object_id, action):
         obj = self._object_or_404(request, object_id)
-        spec = TRANSITIONS[action]
+        spec = TRANSITION_PAGES[action]
         if not may(request.user, obj, action):
             raise PermissionDenied
         errors: list[str] = []
@@ -474,7 +478,7 @@ def _withdraw(obj, user, note):
     parameter_set_withdraw(parameter_set=obj, withdrawn_by=user, note=note)
 
 
-TRANSITIONS = {
+TRANSITION_PAGES = {
     "propose": {
         "title": "Propose",
         "label": "Why is this change needed? (shown to the approver and kept in the history)",
@@ -510,3 +514,223 @@ TRANSITIONS = {
         "explain": "The set is kept, marked withdrawn; it can never become active.",
     },
 }
+
+
+# --- Insurance fund withdrawals ------------------------------------------------------------------
+# The proposals are accounts' rows, but approving one runs the risk engine's margin check
+# (``riskengine.withdrawals.fund_withdrawal_approve``): their admin lives with that check.
+
+FUND_APPROVE_PERMISSION = "accounts.approve_fundwithdrawalproposal"
+FUND_PROPOSE_PERMISSION = "accounts.add_fundwithdrawalproposal"
+
+
+class FundWithdrawalProposeForm(forms.Form):
+    asset = forms.ModelChoiceField(queryset=Asset.objects.filter(is_active=True).order_by("symbol"))
+    amount = forms.DecimalField(max_digits=28, decimal_places=10, min_value=0)
+    reason = forms.CharField(widget=forms.Textarea(attrs={"rows": 3, "cols": 60}), max_length=2000)
+    destination = forms.CharField(max_length=200, required=False, help_text="Where custody is to send it.")
+
+
+class FundWithdrawalDecideForm(forms.Form):
+    note = forms.CharField(
+        widget=forms.Textarea(attrs={"rows": 3, "cols": 60}),
+        max_length=2000,
+        required=False,
+        help_text="Required to reject: the reason is kept with the decision.",
+    )
+
+
+class FundWithdrawalDecisionInline(ReadOnlyAdminMixin, admin.StackedInline):
+    model = FundWithdrawalDecision
+    fk_name = "proposal"
+    fields = readonly_fields = ["decision", "decided_by", "note", "withdrawal", "created_at"]
+    verbose_name = verbose_name_plural = "Decision"
+
+
+def _form_errors(form: forms.Form, error: ValidationError) -> None:
+    fields = set(form.fields)
+    for field, messages_ in (
+        error.message_dict.items() if hasattr(error, "error_dict") else [(None, error.messages)]
+    ):
+        form.add_error(field if field in fields else None, messages_)
+
+
+@admin.register(FundWithdrawalProposal)
+class FundWithdrawalProposalAdmin(admin.ModelAdmin):
+    """Proposals and decisions are append-only: the add page proposes (ops), the decide page of a
+    proposal approves or rejects it (a risk approver who did not propose it). Both call the
+    services, which check the roles again."""
+
+    list_display = [
+        "id",
+        "created_at",
+        "asset",
+        "amount",
+        "state",
+        "proposed_by",
+        "decided_by",
+        "withdrawal_state",
+    ]
+    list_select_related = ["asset", "proposed_by", "decision__decided_by", "decision__withdrawal__step"]
+    readonly_fields = [
+        "account",
+        "asset",
+        "amount",
+        "reason",
+        "destination",
+        "proposed_by",
+        "created_at",
+        "decide",
+    ]
+    fields = readonly_fields
+    inlines = [FundWithdrawalDecisionInline]
+
+    def has_add_permission(self, request):
+        return request.user.has_perm(FUND_PROPOSE_PERMISSION)
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+    @admin.display(description="decided by")
+    def decided_by(self, obj):
+        decision = obj.decision_or_none
+        return decision.decided_by if decision else "—"
+
+    @admin.display(description="custody")
+    def withdrawal_state(self, obj):
+        decision = obj.decision_or_none
+        return decision.withdrawal.state if decision and decision.withdrawal else "—"
+
+    @admin.display(description="decision")
+    def decide(self, obj):
+        if obj.decision_or_none is not None:
+            return obj.state
+        url = reverse("admin:accounts_fundwithdrawalproposal_decide", args=[obj.pk])
+        return format_html('<a class="button" href="{}">Approve or reject…</a>', url)
+
+    def get_urls(self):
+        view = self.admin_site.admin_view
+        return [
+            path(
+                "<path:object_id>/decide/",
+                view(self.decide_view),
+                name="accounts_fundwithdrawalproposal_decide",
+            ),
+            *super().get_urls(),
+        ]
+
+    def _page(self, request, template: str, **context):
+        return TemplateResponse(
+            request,
+            f"admin/accounts/fundwithdrawalproposal/{template}",
+            {
+                **self.admin_site.each_context(request),
+                "opts": self.model._meta,
+                "media": self.media,
+                **context,
+            },
+        )
+
+    def add_view(self, request, form_url="", extra_context=None):
+        if not self.has_add_permission(request):
+            raise PermissionDenied
+        form = FundWithdrawalProposeForm(request.POST or None)
+        if request.method == "POST" and form.is_valid():
+            try:
+                proposal = fund_withdrawal_propose(proposed_by=request.user, **form.cleaned_data)
+            except ValidationError as error:
+                _form_errors(form, error)
+            else:
+                self.message_user(
+                    request,
+                    f"Proposed #{proposal.pk}: a risk approver other than you must approve it.",
+                    messages.SUCCESS,
+                )
+                return redirect("admin:accounts_fundwithdrawalproposal_change", proposal.pk)
+        return self._page(request, "propose.html", title="Propose an insurance-fund withdrawal", form=form)
+
+    def decide_view(self, request, object_id):
+        proposal = self.get_object(request, object_id)
+        if proposal is None:
+            raise Http404("No such proposal.")
+        user = request.user
+        if not user.has_perm(FUND_APPROVE_PERMISSION) or proposal.proposed_by_id == user.pk:
+            raise PermissionDenied
+        form = FundWithdrawalDecideForm(request.POST or None)
+        if request.method == "POST" and form.is_valid():
+            note = form.cleaned_data["note"]
+            try:
+                if "reject" in request.POST:
+                    fund_withdrawal_reject(proposal=proposal, rejected_by=user, note=note)
+                else:
+                    fund_withdrawal_approve(proposal=proposal, approved_by=user, note=note)
+            except ValidationError as error:
+                _form_errors(form, error)
+            except CustodyConflict as error:
+                form.add_error(None, str(error))
+            else:
+                proposal.refresh_from_db()
+                self.message_user(request, f"#{proposal.pk}: {proposal.state}.", messages.SUCCESS)
+                return redirect("admin:accounts_fundwithdrawalproposal_change", proposal.pk)
+        return self._page(
+            request,
+            "decide.html",
+            title=f"Decide insurance-fund withdrawal #{proposal.pk}",
+            original=proposal,
+            form=form,
+        )
+
+
+class MarginAccountAdminForm(forms.ModelForm):
+    """Registered here, not in ``accounts``: a margin account's admin judges mode changes with the
+    risk engine, which depends on ``accounts``.
+
+    A change of an existing account's margin mode is judged by the engine before it is saved
+    (``riskengine.allocations.margin_account_mode_plan``): refused on the ``mode`` field when the
+    account's status would be worse, or while a price it depends on is not trusted."""
+
+    class Meta:
+        model = MarginAccount
+        fields = ["member", "code", "name", "mode", "kind"]
+
+    def clean(self):
+        data = super().clean()
+        if self.instance.pk and "mode" in self.changed_data and data.get("mode"):
+            stored = MarginAccount.objects.get(pk=self.instance.pk)
+            try:
+                margin_account_mode_plan(account=stored, mode=data["mode"])
+            except ValidationError as error:
+                self.add_error(None, error)
+            except CustodyConflict as error:  # PricesUntrusted
+                self.add_error("mode", str(error))
+        return data
+
+
+@admin.register(MarginAccount)
+class MarginAccountAdmin(admin.ModelAdmin):
+    form = MarginAccountAdminForm
+    list_display = ["code", "member", "mode", "created_at"]
+    list_filter = ["mode", "member"]
+    search_fields = ["code", "name", "member__code", "member__name"]
+    list_select_related = ["member"]
+
+    def save_model(self, request, obj, form, change):
+        if not (change and "mode" in form.changed_data):
+            return super().save_model(request, obj, form, change)
+        # The mode changes only through the service, which allocates or releases explicitly (and
+        # judges again under the account lock); the other fields are saved as usual.
+        mode, obj.mode = obj.mode, form.initial["mode"]
+        super().save_model(request, obj, form, change)
+        plan = margin_account_mode_change(account=obj, mode=mode, changed_by=request.user)
+        obj.mode = plan.mode
+        allocated = sum(plan.allocations)
+        self.message_user(
+            request,
+            f"{obj.code} is now in {plan.mode} mode ({plan.status_before.replace('_', ' ')} before, "
+            f"{plan.status_after.replace('_', ' ')} after); {allocated:,.2f} USD allocated to its positions.",
+            messages.INFO,
+        )
+        return None

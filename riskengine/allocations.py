@@ -9,7 +9,8 @@ collateral balance: it earmarks part of the account's collateral value for one p
 
 Four writers, one rule each:
 
-* booking (``fills_allocate``, called by ``clearing.services.trades_book``): a fill that opens or
+* booking (``fills_allocate``, run by ``accounts.trading.trades_book`` through the
+  ``isolated_fills_booked`` signal): a fill that opens or
   increases an isolated position allocates the opened lot's initial margin, computed by the
   engine at the trade's price (linear: the underlying at the fill price; options: at the index,
   the trade's price being a premium), from free collateral, as much as there is; a fill that
@@ -41,6 +42,8 @@ from django.db.models import Sum
 from accounts.custody import member_account_require, member_trader_require
 from accounts.models import MarginAccount, MarginMode, User
 from accounts.services import margin_accounts_lock
+from accounts.trading import BookedFill
+from clearing.marketdata.quotes import MarketQuotes
 from clearing.models import AllocationKind, Instrument, MarginAllocation, Position, Trade
 from clearing.signals import accounts_changed_on_commit
 from clearing.validation import MAX_DECIMAL_PLACES, decimal_nonzero
@@ -48,7 +51,6 @@ from riskengine import whatif
 from riskengine.core import ISOLATED, MODES, STATUSES, MarginResult, compute_margin
 from riskengine.core.errors import DocumentError
 from riskengine.loading import BookRows, LoadedBook, book_rows_fetch, margin_book_build
-from riskengine.quotes import MarketQuotes
 from riskengine.selectors import NoActiveParameterSet, parameter_set_active
 from riskengine.withdrawals import account_price_symbols, prices_trusted_require
 
@@ -201,16 +203,10 @@ def allocation_after_fill(
     return kept, opened
 
 
-@dataclass(frozen=True)
-class BookedFill:
-    """A fill just booked into an isolated account's position: the position's quantity before it."""
-
-    position: Position
-    quantity_before: Decimal
-    instrument: Instrument
-    quantity: Decimal
-    price: Decimal
-    trade: Trade
+def isolated_fills_receive(sender, *, fills: Sequence[BookedFill], booked_by: User | None, **kwargs) -> int:
+    """The ``clearing.signals.isolated_fills_booked`` receiver: ``fills_allocate``; returns the
+    number of allocation entries written (the booking checks that a receiver answered)."""
+    return len(fills_allocate(fills=fills, booked_by=booked_by))
 
 
 def fills_allocate(*, fills: Sequence[BookedFill], booked_by: User | None) -> list[MarginAllocation]:

@@ -1,67 +1,16 @@
-"""The ops dashboard (``/admin/dashboard/``): a page of panels, each a template fed by a selector.
-
-Other apps add their panels — margin calls, liquidations, oracle health, sweeps — by registering
-them in their ``AppConfig.ready()``::
-
-    from riskengine.dashboard import DashboardPanel, dashboard_panel_register
-
-    dashboard_panel_register(DashboardPanel(
-        key="oracle", title="Oracle health", order=30,
-        template="marketdata/dashboard_oracle.html", context=oracle_health_context,
-    ))
-
-``context`` is called with no argument on every page view and returns the template's context; it
-must read in a bounded number of queries (the page is refreshed often).
-"""
+"""The risk engine's panels on the ops dashboard (``clearing.dashboard``): the risk parameters and
+the insurance fund."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
-from datetime import timedelta
 from decimal import Decimal
 
 from accounts.models import AccountKind, CollateralBalance, MarginAccount
+from clearing.dashboard import DashboardPanel, dashboard_panel_register
+from clearing.validation import decimal_from_float
 from riskengine.models import ParameterSet, ParameterSetEvent, ParameterStatus
+from riskengine.reference import quotes_current
 from riskengine.selectors import parameter_sets_pending
-
-
-@dataclass(frozen=True)
-class DashboardPanel:
-    key: str
-    title: str
-    template: str
-    context: Callable[[], dict]
-    order: int = 100
-
-
-_PANELS: dict[str, DashboardPanel] = {}
-
-
-def dashboard_panel_register(panel: DashboardPanel) -> None:
-    """Add (or, with the same ``key``, replace) a panel."""
-    _PANELS[panel.key] = panel
-
-
-def dashboard_panels() -> list[DashboardPanel]:
-    return sorted(_PANELS.values(), key=lambda panel: (panel.order, panel.key))
-
-
-def duration_text(delta: timedelta | None) -> str:
-    """``1 h 05 min``, ``4 min 07 s``, ``2.31 s``; the sign is left to the caller."""
-    if delta is None:
-        return ""
-    seconds = abs(delta.total_seconds())
-    if seconds < 60:
-        return f"{seconds:.2f} s" if seconds < 10 else f"{seconds:.0f} s"
-    minutes, secs = divmod(int(seconds), 60)
-    if minutes < 60:
-        return f"{minutes} min {secs:02d} s"
-    hours, minutes = divmod(minutes, 60)
-    if hours < 48:
-        return f"{hours} h {minutes:02d} min"
-    days, hours = divmod(hours, 24)
-    return f"{days} d {hours} h"
 
 
 def parameters_panel_context() -> dict:
@@ -79,10 +28,9 @@ def parameters_panel_context() -> dict:
 
 def insurance_fund_panel_context() -> dict:
     """The insurance fund account's balances, per asset, in asset units and valued in USD at the
-    oracle's last good prices (4 queries). An asset without a price is shown and left out of the
-    total, which is then marked incomplete; a price that is not ``ok`` is flagged."""
-    from clearing.marketdata.selectors import market_quotes_current
-
+    oracle's last good prices (at most 5 queries: 3 when the cached quotes are current). An asset
+    without a price is shown and left out of the total, which is then marked incomplete; a price
+    that is not ``ok`` is flagged."""
     fund = MarginAccount.objects.filter(kind=AccountKind.INSURANCE_FUND).first()
     balances = []
     total = Decimal(0)
@@ -93,7 +41,7 @@ def insurance_fund_panel_context() -> dict:
             .select_related("asset__underlying")
             .order_by("asset__symbol")
         )
-        quotes = market_quotes_current()
+        quotes = quotes_current()
         for balance in balances:
             asset = balance.asset
             symbol = asset.underlying.symbol if asset.underlying_id else asset.symbol
@@ -104,28 +52,29 @@ def insurance_fund_panel_context() -> dict:
                 balance.price = balance.usd = None
                 complete = complete and balance.amount == 0
                 continue
-            # Decimal(repr(float)) keeps the oracle's stored digits (the float came from NUMERIC).
-            balance.price = Decimal(repr(price))
+            balance.price = decimal_from_float(price)
             balance.usd = balance.amount * balance.price
             total += balance.usd
     return {"fund": fund, "balances": balances, "total_usd": total, "complete": complete}
 
 
-dashboard_panel_register(
-    DashboardPanel(
-        key="parameters",
-        title="Risk parameters",
-        template="riskengine/dashboard/parameters.html",
-        context=parameters_panel_context,
-        order=10,
+def register() -> None:
+    """Add the risk engine's panels (called by ``RiskEngineConfig.ready``)."""
+    dashboard_panel_register(
+        DashboardPanel(
+            key="parameters",
+            title="Risk parameters",
+            template="riskengine/dashboard/parameters.html",
+            context=parameters_panel_context,
+            order=10,
+        )
     )
-)
-dashboard_panel_register(
-    DashboardPanel(
-        key="insurance_fund",
-        title="Insurance fund",
-        template="riskengine/dashboard/insurance_fund.html",
-        context=insurance_fund_panel_context,
-        order=90,
+    dashboard_panel_register(
+        DashboardPanel(
+            key="insurance_fund",
+            title="Insurance fund",
+            template="riskengine/dashboard/insurance_fund.html",
+            context=insurance_fund_panel_context,
+            order=90,
+        )
     )
-)

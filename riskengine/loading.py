@@ -12,15 +12,15 @@ Units: quantities in instrument units, prices in USD, balances in asset units; f
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import datetime
 
 import numpy as np
 from django.db import connection
-from django.db.models import FloatField
-from django.db.models.functions import Cast
 
 from accounts.models import Asset, CollateralBalance, MarginAccount
+from clearing.bulk import any_sql, columns_arrays
+from clearing.marketdata.quotes import MarketQuotes
 from clearing.models import Instrument, InstrumentKind, Position
 from riskengine.core import (
     MODES,
@@ -33,7 +33,6 @@ from riskengine.core import (
 )
 from riskengine.core.errors import DocumentError
 from riskengine.core.params import Parameters
-from riskengine.quotes import MarketQuotes
 
 
 @dataclass(frozen=True, eq=False)
@@ -46,7 +45,7 @@ class BookRows:
       ``(n_pos,)`` int64 account id, ``position_instrument`` ``(n_pos,)`` int64 instrument id,
       ``position_quantity`` ``(n_pos,)`` float64 units, ``position_entry`` ``(n_pos,)`` float64 USD,
       ``position_allocated`` ``(n_pos,)`` float64 USD (``Position.allocated_margin``, the isolated
-      allocation ``a_i`` of spec section 4a; zeros when not given)
+      allocation ``a_i`` of spec section 4a; 0 for hypothetical rows)
     - ``balance_account`` ``(n_bal,)`` int64 account id, ``balance_asset`` ``(n_bal,)`` int64 asset
       id, ``balance_amount`` ``(n_bal,)`` float64 units of the asset
     """
@@ -59,15 +58,59 @@ class BookRows:
     position_instrument: np.ndarray
     position_quantity: np.ndarray
     position_entry: np.ndarray
+    position_allocated: np.ndarray
     balance_account: np.ndarray
     balance_asset: np.ndarray
     balance_amount: np.ndarray
-    position_allocated: np.ndarray | None = None
 
-    def __post_init__(self) -> None:
-        if self.position_allocated is None:
-            # Rows built without allocations (a liquidation plan's trial books) carry none.
-            object.__setattr__(self, "position_allocated", np.zeros(self.position_quantity.shape))
+    @classmethod
+    def build(
+        cls,
+        *,
+        account_ids: np.ndarray,
+        account_codes: tuple[str, ...],
+        account_modes: np.ndarray,
+        positions: np.ndarray,
+        balances: np.ndarray,
+    ) -> BookRows:
+        """The one way to assemble rows: the accounts' columns, then ``positions`` ``(n_pos, 6)``
+        float64 ``(position id, account id, instrument id, quantity, entry price, allocated
+        margin)`` and
+        ``balances`` ``(n_bal, 3)`` float64 ``(account id, asset id, amount)`` (ids are exact in
+        float64 below 2**53)."""
+        positions = np.asarray(positions, dtype=np.float64).reshape(-1, 6)
+        balances = np.asarray(balances, dtype=np.float64).reshape(-1, 3)
+        return cls(
+            account_ids=np.asarray(account_ids, dtype=np.int64),
+            account_codes=tuple(account_codes),
+            account_modes=np.asarray(account_modes, dtype=np.int8),
+            position_ids=positions[:, 0].astype(np.int64),
+            position_account=positions[:, 1].astype(np.int64),
+            position_instrument=positions[:, 2].astype(np.int64),
+            position_quantity=positions[:, 3],
+            position_entry=positions[:, 4],
+            position_allocated=positions[:, 5],
+            balance_account=balances[:, 0].astype(np.int64),
+            balance_asset=balances[:, 1].astype(np.int64),
+            balance_amount=balances[:, 2],
+        )
+
+    def tables(self) -> tuple[np.ndarray, np.ndarray]:
+        """``(positions, balances)`` as the tables ``build`` takes (fresh arrays)."""
+        positions = np.column_stack(
+            [
+                self.position_ids,
+                self.position_account,
+                self.position_instrument,
+                self.position_quantity,
+                self.position_entry,
+                self.position_allocated,
+            ]
+        ).astype(np.float64)
+        balances = np.column_stack([self.balance_account, self.balance_asset, self.balance_amount]).astype(
+            np.float64
+        )
+        return positions.reshape(-1, 6), balances.reshape(-1, 3)
 
     def with_hypothetical(
         self,
@@ -82,18 +125,15 @@ class BookRows:
         if not positions and not balances:
             return self
         pos = np.array(positions, dtype=np.float64).reshape(-1, 4)
-        bal = np.array(balances, dtype=np.float64).reshape(-1, 3)
-        return replace(
-            self,
-            position_ids=np.concatenate([self.position_ids, np.zeros(len(pos), dtype=np.int64)]),
-            position_account=np.concatenate([self.position_account, pos[:, 0].astype(np.int64)]),
-            position_instrument=np.concatenate([self.position_instrument, pos[:, 1].astype(np.int64)]),
-            position_quantity=np.concatenate([self.position_quantity, pos[:, 2]]),
-            position_entry=np.concatenate([self.position_entry, pos[:, 3]]),
-            position_allocated=np.concatenate([self.position_allocated, np.zeros(len(pos))]),
-            balance_account=np.concatenate([self.balance_account, bal[:, 0].astype(np.int64)]),
-            balance_asset=np.concatenate([self.balance_asset, bal[:, 1].astype(np.int64)]),
-            balance_amount=np.concatenate([self.balance_amount, bal[:, 2]]),
+        old_positions, old_balances = self.tables()
+        # (position id, ...the given columns..., allocated margin): a hypothetical row has neither.
+        hypothetical = np.column_stack([np.zeros(len(pos)), pos, np.zeros(len(pos))])
+        return BookRows.build(
+            account_ids=self.account_ids,
+            account_codes=self.account_codes,
+            account_modes=self.account_modes,
+            positions=np.vstack([old_positions, hypothetical]),
+            balances=np.vstack([old_balances, np.array(balances, dtype=np.float64).reshape(-1, 3)]),
         )
 
 
@@ -107,8 +147,8 @@ def book_rows_fetch(
     positions and non-zero balances in three queries, ordered by account then row id so results
     are deterministic.
 
-    On PostgreSQL positions and balances are read as one ``bytea`` per column straight into numpy
-    (a million positions in well under a second); elsewhere through the ORM.
+    Positions and balances are read by ``clearing.bulk.columns_arrays`` (on PostgreSQL one
+    ``bytea`` per column straight into numpy: a million positions in well under a second).
 
     ``accounts``: the rows of exactly ``account_ids`` when the caller already holds them (an event
     sweep has just locked them), which saves their query.
@@ -122,23 +162,13 @@ def book_rows_fetch(
         if account_range is not None:
             queryset = queryset.filter(pk__gte=account_range[0], pk__lte=account_range[1])
         account_rows = list(queryset.values_list("pk", "code", "mode"))
-    if connection.vendor == "postgresql":
-        pos, bal = _book_arrays_copy(account_ids=account_ids, account_range=account_range)
-    else:
-        pos, bal = _book_arrays_orm(account_ids=account_ids, account_range=account_range)
-    return BookRows(
-        account_ids=np.array([row[0] for row in account_rows], dtype=np.int64),
+    pos, bal = _book_arrays_fetch(account_ids=account_ids, account_range=account_range)
+    return BookRows.build(
+        account_ids=[row[0] for row in account_rows],
         account_codes=tuple(row[1] for row in account_rows),
-        account_modes=np.array([MODES.index(row[2]) for row in account_rows], dtype=np.int8),
-        position_ids=pos[:, 0].astype(np.int64),
-        position_account=pos[:, 1].astype(np.int64),
-        position_instrument=pos[:, 2].astype(np.int64),
-        position_quantity=pos[:, 3],
-        position_entry=pos[:, 4],
-        position_allocated=pos[:, 5],
-        balance_account=bal[:, 0].astype(np.int64),
-        balance_asset=bal[:, 1].astype(np.int64),
-        balance_amount=bal[:, 2],
+        account_modes=[MODES.index(row[2]) for row in account_rows],
+        positions=pos,
+        balances=bal,
     )
 
 
@@ -160,97 +190,50 @@ def account_rows_fetch(*, account: MarginAccount) -> BookRows:
         (r[1], account.pk, r[2], r[3], np.nan if r[4] is None else r[4], r[5]) for r in records if r[0] == 0
     ]
     balances = [(account.pk, r[2], r[3]) for r in records if r[0] == 1]
-    pos = np.array(positions, dtype=np.float64).reshape(-1, 6)
-    bal = np.array(balances, dtype=np.float64).reshape(-1, 3)
-    return BookRows(
-        account_ids=np.array([account.pk], dtype=np.int64),
+    return BookRows.build(
+        account_ids=[account.pk],
         account_codes=(account.code,),
-        account_modes=np.array([MODES.index(account.mode)], dtype=np.int8),
-        position_ids=pos[:, 0].astype(np.int64),
-        position_account=pos[:, 1].astype(np.int64),
-        position_instrument=pos[:, 2].astype(np.int64),
-        position_quantity=pos[:, 3],
-        position_entry=pos[:, 4],
-        position_allocated=pos[:, 5],
-        balance_account=bal[:, 0].astype(np.int64),
-        balance_asset=bal[:, 1].astype(np.int64),
-        balance_amount=bal[:, 2],
+        account_modes=[MODES.index(account.mode)],
+        positions=positions,
+        balances=balances,
     )
 
 
-def _book_arrays_orm(
+def _book_arrays_fetch(
     *, account_ids: Sequence[int] | None, account_range: tuple[int, int] | None
 ) -> tuple[np.ndarray, np.ndarray]:
-    positions = Position.objects.exclude(quantity=0).order_by("account_id", "pk")
-    balances = CollateralBalance.objects.exclude(amount=0).order_by("account_id", "asset_id")
-    if account_ids is not None:
-        positions = positions.filter(account_id__in=list(account_ids))
-        balances = balances.filter(account_id__in=list(account_ids))
-    if account_range is not None:
-        positions = positions.filter(account_id__gte=account_range[0], account_id__lte=account_range[1])
-        balances = balances.filter(account_id__gte=account_range[0], account_id__lte=account_range[1])
-    position_rows = list(
-        positions.values_list(
-            "pk",
-            "account_id",
-            "instrument_id",
-            Cast("quantity", FloatField()),
-            Cast("entry_price", FloatField()),
-            Cast("allocated_margin", FloatField()),
-        )
-    )
-    balance_rows = list(balances.values_list("account_id", "asset_id", Cast("amount", FloatField())))
-    pos = np.array(position_rows, dtype=np.float64).reshape(-1, 6)
-    bal = np.array(balance_rows, dtype=np.float64).reshape(-1, 3)
-    return pos, bal
-
-
-def _columns_fetch(table: str, where: str, params: list, columns: list[tuple[str, str, str]]) -> dict:
-    """Read ``columns`` (``(name, SQL expression, '>i8' | '>f8')``, non-null) of the rows of
-    ``table`` matching ``where`` as one ``bytea`` per column (``string_agg`` of ``int8send`` /
-    ``float8send``: 8 big-endian bytes per row) parsed by one ``np.frombuffer`` each. One result row
-    for the whole shard: a binary ``COPY`` hands psycopg one block per row, 275,000 Python
-    iterations for a 25,000-account shard. All aggregates of one query see the rows in the same
-    order, so the columns line up."""
-    send = {">i8": "int8send", ">f8": "float8send"}
-    select = ", ".join(f"string_agg({send[kind]}({expr}), '')" for _, expr, kind in columns)
-    with connection.cursor() as cursor:
-        cursor.execute(f"SELECT {select} FROM {table} WHERE {where}", params)
-        row = cursor.fetchone()
-    return {
-        name: np.frombuffer(bytes(data or b""), dtype=kind)
-        for (name, _, kind), data in zip(columns, row, strict=True)
-    }
-
-
-def _book_arrays_copy(
-    *, account_ids: Sequence[int] | None, account_range: tuple[int, int] | None
-) -> tuple[np.ndarray, np.ndarray]:
+    """Positions ``(n_pos, 6)``: id, account, instrument, quantity, entry, allocated; balances
+    ``(n_bal, 3)``: account, asset, amount; float64, ordered by account then row id (asset for balances)."""
     where, params = "", []
     if account_ids is not None:
-        where += " AND account_id = ANY(%s)"
-        params.append(list(account_ids))
+        sql, more = any_sql("account_id", account_ids, kind="int")
+        where += f" AND {sql}"
+        params += more
     if account_range is not None:
         where += " AND account_id BETWEEN %s AND %s"
         params += [account_range[0], account_range[1]]
-    positions = _columns_fetch(
-        Position._meta.db_table,
-        f"quantity <> 0{where}",
-        params,
-        [
-            ("id", "id", ">i8"),
-            ("account", "account_id", ">i8"),
-            ("instrument", "instrument_id", ">i8"),
-            ("quantity", "quantity::float8", ">f8"),
-            ("entry", "entry_price::float8", ">f8"),
-            ("allocated", "allocated_margin::float8", ">f8"),
+    positions = columns_arrays(
+        model=Position,
+        where=f"quantity <> 0{where}",
+        params=params,
+        columns=[
+            ("id", "id", "int"),
+            ("account", "account_id", "int"),
+            ("instrument", "instrument_id", "int"),
+            ("quantity", "quantity", "float"),
+            ("entry", "entry_price", "float"),
+            ("allocated", "allocated_margin", "float"),
         ],
     )
-    balances = _columns_fetch(
-        CollateralBalance._meta.db_table,
-        f"amount <> 0{where}",
-        params,
-        [("account", "account_id", ">i8"), ("asset", "asset_id", ">i8"), ("amount", "amount::float8", ">f8")],
+    balances = columns_arrays(
+        model=CollateralBalance,
+        where=f"amount <> 0{where}",
+        params=params,
+        columns=[
+            ("account", "account_id", "int"),
+            ("asset", "asset_id", "int"),
+            ("amount", "amount", "float"),
+        ],
     )
     # Sorting here is cheaper than ORDER BY in the database and gives the same order.
     order = np.lexsort((positions["id"], positions["account"]))
@@ -292,6 +275,25 @@ def market_form_build(*, quotes: MarketQuotes, instruments: Iterable[Instrument]
         "assets": {symbol: {"price": float(price)} for symbol, price in sorted(quotes.asset_prices.items())},
         "instruments": instrument_forms,
     }
+
+
+def market_form_quotes(
+    *,
+    market: dict,
+    valuation_time: datetime,
+    statuses: Mapping[str, str] | None = None,
+    index_price_ids: Mapping[str, int] | None = None,
+) -> MarketQuotes:
+    """The inverse of ``market_form_build``: the quotes a stored ``market`` section priced with
+    (a sweep's market, a loaded book's), with the statuses and index rows when known."""
+    return MarketQuotes(
+        valuation_time=valuation_time,
+        underlying_prices={s: e["price"] for s, e in market["underlyings"].items()},
+        asset_prices={s: e["price"] for s, e in market["assets"].items()},
+        option_ivs={s: e["iv"] for s, e in market["instruments"].items() if "iv" in e},
+        statuses=dict(statuses or {}),
+        index_price_ids=dict(index_price_ids or {}),
+    )
 
 
 @dataclass(frozen=True, eq=False)

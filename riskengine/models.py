@@ -21,6 +21,7 @@ from django.db.models import Q
 from django.utils import timezone
 
 from clearing.ledger import AppendOnlyModel
+from riskengine.core.params import DEFAULT_EXTREME
 
 
 class FrozenParameterSet(Exception):
@@ -111,7 +112,7 @@ class ParameterSet(models.Model):
     cure_period_minutes = models.PositiveIntegerField(default=60)
     sweep_interval_seconds = models.PositiveIntegerField(default=60)
     # Below this value (USD at the oracle's prices) the insurance fund raises an ops alert
-    # (clearing.ops.insurance); a negative value is always a critical alert. 0: only that one.
+    # (riskengine.sweeps.insurance); a negative value is always a critical alert. 0: only that one.
     insurance_fund_floor = _decimal(
         28,
         10,
@@ -185,7 +186,7 @@ class ParameterSet(models.Model):
         """The methodology's ``parameters`` JSON form (margin document, section 5).
 
         Uses prefetched ``underlying_parameters``, ``asset_parameters`` and ``haircut_brackets``
-        when present (``parameter_set_active`` prefetches them).
+        when present (``riskengine.selectors.parameter_sets_with_rows`` prefetches them).
         """
         brackets: dict[int, list[HaircutBracket]] = {}
         for bracket in self.haircut_brackets.all():
@@ -230,8 +231,9 @@ class ParameterSet(models.Model):
 
 
 def default_extreme_moves() -> list[dict]:
-    """The methodology's default extreme scenarios: ±2 price scan ranges at 35 % coverage."""
-    return [{"multiple": -2, "coverage": 0.35}, {"multiple": 2, "coverage": 0.35}]
+    """The methodology's default extreme scenarios (``DEFAULT_EXTREME``: ±2 price scan ranges at
+    35 % coverage), a fresh list for each row."""
+    return [dict(move) for move in DEFAULT_EXTREME]
 
 
 class DraftRowMixin:
@@ -279,6 +281,15 @@ class UnderlyingParameters(DraftRowMixin, models.Model):
     breaker_move = _decimal(default=0.15)
     breaker_window_seconds = models.PositiveIntegerField(default=300)
     event_move = _decimal(default=0.02)
+    # The oracle's fields above, outside the methodology's parameters form.
+    ORACLE_FIELDS = (
+        "max_age_seconds",
+        "max_deviation",
+        "min_sources",
+        "breaker_move",
+        "breaker_window_seconds",
+        "event_move",
+    )
 
     class Meta:
         ordering = ["parameter_set", "underlying__symbol"]

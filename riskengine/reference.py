@@ -35,11 +35,15 @@ from django.db import connection
 from django.utils import timezone
 
 from accounts.models import Asset
+from clearing.marketdata.aggregation import DEGRADED, OK
+from clearing.marketdata.models import IndexPrice, IndexState, VolMark
+from clearing.marketdata.quotes import MarketQuotes
+from clearing.marketdata.selectors import market_quotes_current
 from clearing.models import Instrument
 from riskengine.core import parse_parameters
 from riskengine.core.params import Parameters
 from riskengine.models import ParameterSet, ParameterStatus
-from riskengine.quotes import MarketQuotes
+from riskengine.selectors import NoActiveParameterSet, parameters_form
 
 MAX_AGE_SECONDS = 60.0
 
@@ -87,8 +91,6 @@ def _probe() -> tuple:
 
 
 def _load(key: tuple) -> Reference:
-    from riskengine.sweeps.selectors import parameters_form
-
     parameter_set = ParameterSet.objects.only("pk", "version").get(pk=key[0])
     form = parameters_form(parameter_set=parameter_set)
     instruments = {i.pk: i for i in Instrument.objects.select_related("underlying")}
@@ -113,8 +115,6 @@ def reference_current() -> Reference:
 
     Raises ``NoActiveParameterSet`` when no set is active.
     """
-    from riskengine.selectors import NoActiveParameterSet
-
     global _current
     key = _probe()
     if key[0] is None:
@@ -129,15 +129,16 @@ def reference_current() -> Reference:
 # --- Current quotes -------------------------------------------------------------------------------
 #
 # The oracle's ``market_quotes_current()`` reads every index state and every mark volatility (two
-# queries, ~130 rows): for a what-if that is more work than the engine run. The market only moves
-# when the oracle writes, and every change of an index state that matters (a new price, a status
-# change, a confirmation) appends an ``IndexPrice`` row; every new mark volatility rewrites its
-# ``VolMark`` with ``received_at`` = now. So the quotes are kept per process and re-read when the
-# probe's answer (latest index price row id; mark count and latest ``received_at``; instrument
-# count and latest id, for the active-instrument filter) changes. Staleness depends on the clock:
-# the cached quotes also expire at the earliest ``fresh_until`` of a symbol reading ok/degraded
-# (after it that symbol reads stale) or ``quorum_until`` of one reading ok (after it, degraded),
-# and in any case after ``QUOTES_MAX_AGE_SECONDS``.
+# queries, ~130 rows): for a what-if that is more work than the engine run. ``quotes_current`` is
+# the one way every consumer reads the quotes, sweeps included: its answer is the uncached one. The
+# market only moves when the oracle writes, and every change of an index state that matters (a new
+# price, a status change, a confirmation) appends an ``IndexPrice`` row; every new mark volatility
+# rewrites its ``VolMark`` with ``received_at`` = now. So the quotes are kept per process and
+# re-read when the probe's answer (latest index price row id; mark count and latest ``received_at``;
+# instrument count and latest id, for the active-instrument filter) changes. Staleness depends on
+# the clock: the cached quotes also expire at the earliest ``fresh_until`` of a symbol reading
+# ok/degraded (after it that symbol reads stale) or ``quorum_until`` of one reading ok (after it,
+# degraded), and in any case after ``QUOTES_MAX_AGE_SECONDS``.
 
 QUOTES_MAX_AGE_SECONDS = 2.0
 
@@ -154,9 +155,6 @@ _quotes: _CachedQuotes | None = None
 
 
 def _quotes_probe(*, now: datetime) -> tuple:
-    from clearing.marketdata.aggregation import DEGRADED, OK
-    from clearing.marketdata.models import IndexPrice, IndexState, VolMark
-
     prices, states, marks = IndexPrice._meta.db_table, IndexState._meta.db_table, VolMark._meta.db_table
     instruments = Instrument._meta.db_table
     sql = (
@@ -181,11 +179,14 @@ def _aware(moment) -> datetime:
     return timezone.make_aware(moment, UTC) if timezone.is_naive(moment) else moment
 
 
-def quotes_current_cached() -> MarketQuotes:
-    """``clearing.marketdata.selectors.market_quotes_current()`` valued now, from the per-process
-    cache while the oracle has written nothing new (one probe query)."""
-    from clearing.marketdata.selectors import market_quotes_current
+def quotes_current() -> MarketQuotes:
+    """The oracle's current market: the one way every consumer (sweeps, liquidations, what-if,
+    withdrawals, the API, the web app, the impact preview, the dashboards) reads the quotes.
 
+    It is ``clearing.marketdata.selectors.market_quotes_current()`` valued now, from the
+    per-process cache while the oracle has written nothing new (one probe query), so it gives the
+    same statuses, hence the same fail-closed answer (``unsafe_for_liquidation``), as an uncached
+    read at the same moment."""
     global _quotes
     now = timezone.now()
     key, changes_at = _quotes_probe(now=now)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import date, datetime
+from functools import lru_cache
 
 import numpy as np
 from django.core.exceptions import ValidationError
@@ -11,17 +12,16 @@ from django.db.models import Prefetch
 from django.utils import timezone
 
 from accounts.models import AccountKind, MarginAccount
+from clearing.marketdata.quotes import MarketQuotes
 from riskengine.core import STATUSES, compute_margin
 from riskengine.core.errors import DocumentError
 from riskengine.loading import book_rows_fetch, margin_book_build
 from riskengine.models import (
     AssetParameters,
     ParameterSet,
-    ParameterSetEvent,
     ParameterStatus,
     UnderlyingParameters,
 )
-from riskengine.quotes import MarketQuotes
 
 
 class NoActiveParameterSet(LookupError):
@@ -37,8 +37,26 @@ def parameter_sets_with_rows():
     )
 
 
+@lru_cache(maxsize=16)
+def _parameters_form(parameter_set_id: int, version: str) -> dict:
+    # A set's parameters are frozen once proposed, so its form can be cached for the process;
+    # the version is part of the key so a reused id (a re-created test database) never hits.
+    return parameter_sets_with_rows().get(pk=parameter_set_id).to_parameters_form()
+
+
+def parameters_form(*, parameter_set) -> dict:
+    """The parameters form of ``parameter_set`` (cached per process: sets are frozen)."""
+    return _parameters_form(parameter_set.pk, parameter_set.version)
+
+
 def parameter_set_active() -> ParameterSet:
-    parameter_set = parameter_sets_with_rows().filter(status=ParameterStatus.ACTIVE).first()
+    """The active parameter set, its row only (one query); raises ``NoActiveParameterSet``.
+
+    The one way to get the active set. Its parameters (form and parsed) come from
+    ``riskengine.reference.reference_current()`` (cached per process, one probe query), or from
+    ``riskengine.sweeps.selectors.parameters_form`` for a given set; its rows, for the admin and
+    governance, from ``parameter_set_with_rows``."""
+    parameter_set = ParameterSet.objects.filter(status=ParameterStatus.ACTIVE).first()
     if parameter_set is None:
         raise NoActiveParameterSet("No active risk parameter set: approve one in the admin.")
     return parameter_set
@@ -46,11 +64,6 @@ def parameter_set_active() -> ParameterSet:
 
 def parameter_set_with_rows(*, pk: int) -> ParameterSet:
     return parameter_sets_with_rows().get(pk=pk)
-
-
-def parameter_set_events(*, parameter_set: ParameterSet):
-    """The audit trail of one set, oldest first, with the actors (one query)."""
-    return ParameterSetEvent.objects.filter(parameter_set=parameter_set).select_related("actor")
 
 
 def parameter_sets_pending():
@@ -143,13 +156,12 @@ def parameter_set_impact(
     same market (``quotes``, default the oracle's current view). Two engine runs over all
     accounts; raises ``ValidationError`` naming the field when a set cannot margin the book (an
     asset held as collateral that the proposed set does not cover, say)."""
-    if quotes is None:
-        # Imported here: the oracle's app imports this module's callers (no import cycle at load).
-        from clearing.marketdata.selectors import market_quotes_current
+    # circular: riskengine.reference reads parameter sets through this module
+    from riskengine.reference import quotes_current
 
-        quotes = market_quotes_current()
+    quotes = quotes or quotes_current()
     proposed = parameter_set_with_rows(pk=proposed.pk)
-    active = parameter_set_active() if active is None else parameter_set_with_rows(pk=active.pk)
+    active = parameter_set_with_rows(pk=(active or parameter_set_active()).pk)
     rows = book_rows_fetch()
     kinds = dict(MarginAccount.objects.values_list("pk", "kind"))
     results = []
@@ -194,4 +206,17 @@ def parameter_set_impact(
         largest_movers=movers,
         entering_margin_call=tuple(a for a in members if a.worsens and a.status_proposed == "margin_call"),
         entering_liquidation=tuple(a for a in members if a.worsens and a.status_proposed == "liquidation"),
+    )
+
+
+def underlying_oracle_rules(symbols: set[str]) -> list[tuple]:
+    """The oracle's rules of the active underlyings among ``symbols`` in the active parameter set:
+    ``(symbol, *UnderlyingParameters.ORACLE_FIELDS)`` rows (one query). Registered with
+    the oracle by ``RiskEngineConfig.ready``."""
+    return list(
+        UnderlyingParameters.objects.filter(
+            parameter_set__status=ParameterStatus.ACTIVE,
+            underlying__symbol__in=symbols,
+            underlying__is_active=True,
+        ).values_list("underlying__symbol", *UnderlyingParameters.ORACLE_FIELDS)
     )

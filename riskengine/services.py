@@ -10,6 +10,7 @@ every step is an append-only ``ParameterSetEvent`` with who, when and why. Activ
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
 
@@ -20,6 +21,8 @@ from django.utils import timezone
 
 from accounts.models import Asset, User
 from clearing.models import Underlying
+from clearing.ops.alerts import ops_alerts_raise
+from clearing.validation import decimal_plain
 from riskengine.core.errors import DocumentError
 from riskengine.core.params import parse_parameters
 from riskengine.models import (
@@ -31,6 +34,7 @@ from riskengine.models import (
     ParameterSetEvent,
     ParameterStatus,
     UnderlyingParameters,
+    default_extreme_moves,
 )
 from riskengine.selectors import parameter_sets_with_rows
 from riskengine.signals import parameter_set_activated
@@ -40,20 +44,8 @@ logger = logging.getLogger(__name__)
 ADD_PERMISSION = "riskengine.add_parameterset"
 EDIT_PERMISSION = "riskengine.change_parameterset"
 APPROVE_PERMISSION = "riskengine.approve_parameterset"
-ORACLE_FIELDS = (
-    "max_age_seconds",
-    "max_deviation",
-    "min_sources",
-    "breaker_move",
-    "breaker_window_seconds",
-    "event_move",
-)
 
 GLOBAL_FIELDS = ("mm_ratio", "offset_cap", "lookahead_days", "rate", "price_steps", "min_vol")
-
-
-def _dec(value) -> Decimal:
-    return Decimal(repr(value)) if isinstance(value, float) else Decimal(str(value))
 
 
 @transaction.atomic
@@ -101,15 +93,19 @@ def parameter_set_create(
         based_on=based_on,
         created_by=created_by,
         correlation=form["correlation"],
-        **{name: _dec(form[name]) for name in GLOBAL_FIELDS if name in form and name != "price_steps"},
+        **{
+            name: decimal_plain(form[name], field=name)
+            for name in GLOBAL_FIELDS
+            if name in form and name != "price_steps"
+        },
         **({"price_steps": int(form["price_steps"])} if "price_steps" in form else {}),
         **{
-            name: _dec(vol_term[name])
+            name: decimal_plain(vol_term[name], field=f"vol_term.{name}")
             for name in ("pivot_days", "short_power", "long_power")
             if name in vol_term
         },
         **{
-            name: _dec(standard[name])
+            name: decimal_plain(standard[name], field=f"standard.{name}")
             for name in ("option_imf", "option_min", "option_mmf")
             if name in standard
         },
@@ -120,7 +116,7 @@ def parameter_set_create(
         previous = {
             row.underlying.symbol: row for row in based_on.underlying_parameters.select_related("underlying")
         }
-    oracle_fields = ORACLE_FIELDS
+    oracle_fields = UnderlyingParameters.ORACLE_FIELDS
     rows = []
     for symbol, values in form["underlyings"].items():
         oracle = (
@@ -131,10 +127,12 @@ def parameter_set_create(
             UnderlyingParameters(
                 parameter_set=parameter_set,
                 underlying=underlyings[symbol],
-                extreme=values.get(
-                    "extreme", [{"multiple": -2, "coverage": 0.35}, {"multiple": 2, "coverage": 0.35}]
-                ),
-                **{name: _dec(value) for name, value in values.items() if name != "extreme"},
+                extreme=values.get("extreme", default_extreme_moves()),
+                **{
+                    name: decimal_plain(value, field=f"underlyings.{symbol}.{name}")
+                    for name, value in values.items()
+                    if name != "extreme"
+                },
                 **oracle,
             )
         )
@@ -143,7 +141,9 @@ def parameter_set_create(
         AssetParameters(
             parameter_set=parameter_set,
             asset=assets[symbol],
-            liability_addon=_dec(values.get("liability_addon", 0)),
+            liability_addon=decimal_plain(
+                values.get("liability_addon", 0), field=f"assets.{symbol}.liability_addon"
+            ),
         )
         for symbol, values in form.get("assets", {}).items()
     )
@@ -151,8 +151,10 @@ def parameter_set_create(
         HaircutBracket(
             parameter_set=parameter_set,
             asset=assets[symbol],
-            up_to=None if bracket["up_to"] is None else _dec(bracket["up_to"]),
-            haircut=_dec(bracket["haircut"]),
+            up_to=None
+            if bracket["up_to"] is None
+            else decimal_plain(bracket["up_to"], field=f"assets.{symbol}.haircuts.up_to"),
+            haircut=decimal_plain(bracket["haircut"], field=f"assets.{symbol}.haircuts.haircut"),
         )
         for symbol, values in form.get("assets", {}).items()
         for bracket in values.get("haircuts", [])
@@ -211,6 +213,143 @@ def _require(user: User | None, permission: str, field: str, what: str) -> None:
         raise ValidationError({field: f"{getattr(user, 'username', 'Nobody')} may not {what}."})
 
 
+@dataclass(frozen=True)
+class Transition:
+    """One governance action on a parameter set: the statuses it starts from and the one it leads
+    to (also the action recorded in the history), the permission it needs, the service keyword
+    naming the actor (refusals name it), and:
+
+    - ``reason_field``/``reason_missing``: the reason it requires, and the refusal without one;
+    - ``validates``: the engine validates the set first (a set heading for activation);
+    - ``system_may``: the system (actor None) may take it, as calibration proposes;
+    - ``not_by_proposer``: the refusal when the set's proposer tries it (four eyes)."""
+
+    from_statuses: tuple[str, ...]
+    to_status: str
+    permission: str
+    actor_field: str
+    reason_field: str = "note"
+    reason_missing: str = ""
+    validates: bool = False
+    system_may: bool = False
+    not_by_proposer: str = ""
+
+
+# The one table of who may move a set where: the services take every transition through it
+# (``_take``) and the admin's buttons follow it (``parameter_set_refusal``).
+TRANSITIONS: dict[str, Transition] = {
+    "propose": Transition(
+        (ParameterStatus.DRAFT,),
+        ParameterStatus.PROPOSED,
+        EDIT_PERMISSION,
+        "proposed_by",
+        reason_field="reason",
+        reason_missing="Say why this change is proposed.",
+        validates=True,
+        system_may=True,
+    ),
+    # Approval validates again: a set proposed before a rule existed (psr * max(1, |multiple|) < 1,
+    # say) must not be approved into effect; refused naming the field, nothing changed.
+    "approve": Transition(
+        (ParameterStatus.PROPOSED,),
+        ParameterStatus.APPROVED,
+        APPROVE_PERMISSION,
+        "approved_by",
+        validates=True,
+        not_by_proposer="The proposer of a parameter set cannot approve it.",
+    ),
+    "reject": Transition(
+        (ParameterStatus.PROPOSED,),
+        ParameterStatus.REJECTED,
+        APPROVE_PERMISSION,
+        "rejected_by",
+        reason_missing="Say why the proposal is rejected.",
+        not_by_proposer="The proposer cannot reject their own set; withdraw it instead.",
+    ),
+    "withdraw": Transition(
+        (ParameterStatus.DRAFT, ParameterStatus.PROPOSED, ParameterStatus.APPROVED),
+        ParameterStatus.WITHDRAWN,
+        EDIT_PERMISSION,
+        "withdrawn_by",
+        reason_missing="Say why the set is withdrawn.",
+    ),
+}
+
+
+def parameter_set_refusal(
+    *, parameter_set: ParameterSet, action: str, user: User | None
+) -> ValidationError | None:
+    """Why ``user`` (None: the system) may not take ``action`` on ``parameter_set`` as it stands,
+    as the error the service raises (naming the actor's field or ``status``), or None when it may."""
+    transition = TRANSITIONS[action]
+    refusal = _actor_refusal(action=action, user=user)
+    if refusal is not None:
+        return refusal
+    if parameter_set.status not in transition.from_statuses:
+        allowed = " or ".join(transition.from_statuses)
+        return ValidationError(
+            {
+                "status": f"Only a {allowed} set can be {transition.to_status}; "
+                f"this set is {parameter_set.status}."
+            }
+        )
+    if transition.not_by_proposer and user is not None and parameter_set.proposed_by_id == user.pk:
+        return ValidationError({transition.actor_field: transition.not_by_proposer})
+    return None
+
+
+def _actor_refusal(*, action: str, user: User | None) -> ValidationError | None:
+    transition = TRANSITIONS[action]
+    if user is None:
+        if transition.system_may:
+            return None
+        return ValidationError({transition.actor_field: f"Nobody may not {action} parameter sets."})
+    if not user.is_active or not user.has_perm(transition.permission):
+        return ValidationError({transition.actor_field: f"{user.username} may not {action} parameter sets."})
+    return None
+
+
+def _refuse(*, parameter_set: ParameterSet | None, action: str, user: User | None) -> None:
+    """Raise the refusal of ``action``: before the set is locked, of the actor alone (``None``);
+    once it is, of the actor on the set as it stands."""
+    if parameter_set is None:
+        refusal = _actor_refusal(action=action, user=user)
+    else:
+        refusal = parameter_set_refusal(parameter_set=parameter_set, action=action, user=user)
+    if refusal is not None:
+        raise refusal
+
+
+def _take(
+    *, action: str, parameter_set: ParameterSet, user: User | None, note: str, now: datetime | None = None
+) -> ParameterSet:
+    """Take ``action`` on ``parameter_set`` as ``TRANSITIONS`` says: the actor checked, the reason
+    required where it is, the set locked and checked as it stands, validated by the engine where
+    the action heads for activation, then moved and the move recorded. Returns the set, fresh."""
+    transition = TRANSITIONS[action]
+    _refuse(parameter_set=None, action=action, user=user)
+    if transition.reason_missing and not note.strip():
+        raise ValidationError({transition.reason_field: transition.reason_missing})
+    parameter_set = _lock(parameter_set=parameter_set)
+    _refuse(parameter_set=parameter_set, action=action, user=user)
+    if transition.validates:
+        parameter_set_validate(parameter_set=parameter_set)
+    now = now or timezone.now()
+    if transition.to_status == ParameterStatus.PROPOSED:
+        fields = {"proposed_by": user, "proposed_at": now, "reason": note}
+    else:
+        fields = {"decided_by": user, "decided_at": now, "decision_note": note}
+    _transition(
+        parameter_set=parameter_set,
+        to_status=transition.to_status,
+        actor=user,
+        note=note,
+        now=now,
+        fields=fields,
+    )
+    return parameter_set
+
+
 def _lock(*, parameter_set: ParameterSet) -> ParameterSet:
     """Lock ``parameter_set`` and the active set in primary-key order; return ``parameter_set`` fresh."""
     rows = list(
@@ -225,12 +364,15 @@ def _transition(
     *,
     parameter_set: ParameterSet,
     to_status: str,
-    action: str,
     actor: User | None,
     note: str,
     now: datetime,
-    fields: dict,
+    fields: dict | None = None,
 ) -> None:
+    """Move the set to ``to_status`` (setting ``fields`` too) and record it in the history as the
+    action of that name ("activated" for ``active``)."""
+    fields = fields or {}
+    action = EventAction.ACTIVATED if to_status == ParameterStatus.ACTIVE else EventAction(to_status)
     from_status = parameter_set.status
     parameter_set.status = to_status
     for name, value in fields.items():
@@ -253,16 +395,13 @@ def _activate(*, parameter_set: ParameterSet, now: datetime, actor: User | None,
         _transition(
             parameter_set=previous,
             to_status=ParameterStatus.SUPERSEDED,
-            action=EventAction.SUPERSEDED,
             actor=actor,
             note=f"Superseded by {parameter_set.version}",
             now=now,
-            fields={},
         )
     _transition(
         parameter_set=parameter_set,
         to_status=ParameterStatus.ACTIVE,
-        action=EventAction.ACTIVATED,
         actor=actor,
         note=note,
         now=now,
@@ -358,27 +497,7 @@ def parameter_set_propose(
 ) -> ParameterSet:
     """Freeze a validated draft as a proposal (``proposed_by=None``: proposed by the system, as
     calibration does). Invalid sets are refused with the engine's error, nothing changed."""
-    if proposed_by is not None:
-        _require(proposed_by, EDIT_PERMISSION, "proposed_by", "propose parameter sets")
-    if not reason.strip():
-        raise ValidationError({"reason": "Say why this change is proposed."})
-    parameter_set = _lock(parameter_set=parameter_set)
-    if parameter_set.status != ParameterStatus.DRAFT:
-        raise ValidationError(
-            {"status": f"Only a draft can be proposed; this set is {parameter_set.status}."}
-        )
-    parameter_set_validate(parameter_set=parameter_set)
-    now = timezone.now()
-    _transition(
-        parameter_set=parameter_set,
-        to_status=ParameterStatus.PROPOSED,
-        action=EventAction.PROPOSED,
-        actor=proposed_by,
-        note=reason,
-        now=now,
-        fields={"proposed_by": proposed_by, "proposed_at": now, "reason": reason},
-    )
-    return parameter_set
+    return _take(action="propose", parameter_set=parameter_set, user=proposed_by, note=reason)
 
 
 @transaction.atomic
@@ -387,27 +506,8 @@ def parameter_set_approve(
 ) -> ParameterSet:
     """Approve a proposal (a risk approver who did not propose it). It becomes active at once when its
     effective time has come (or is unset), else at that time through ``parameter_set_activate_due``."""
-    _require(approved_by, APPROVE_PERMISSION, "approved_by", "approve parameter sets")
-    parameter_set = _lock(parameter_set=parameter_set)
-    if parameter_set.status != ParameterStatus.PROPOSED:
-        raise ValidationError(
-            {"status": f"Only a proposed set can be approved; this set is {parameter_set.status}."}
-        )
-    if parameter_set.proposed_by_id is not None and parameter_set.proposed_by_id == approved_by.pk:
-        raise ValidationError({"approved_by": "The proposer of a parameter set cannot approve it."})
-    # The engine's validation again: a set proposed before a rule existed (psr * max(1, |multiple|)
-    # < 1, say) must not be approved into effect; refused naming the field, nothing changed.
-    parameter_set_validate(parameter_set=parameter_set)
-    now = now or timezone.now()
-    _transition(
-        parameter_set=parameter_set,
-        to_status=ParameterStatus.APPROVED,
-        action=EventAction.APPROVED,
-        actor=approved_by,
-        note=note,
-        now=now,
-        fields={"decided_by": approved_by, "decided_at": now, "decision_note": note},
-    )
+    parameter_set = _take(action="approve", parameter_set=parameter_set, user=approved_by, note=note, now=now)
+    now = parameter_set.decided_at
     if parameter_set.effective_at is None or parameter_set.effective_at <= now:
         if parameter_set.effective_at is None:
             parameter_set.effective_at = now
@@ -419,54 +519,13 @@ def parameter_set_approve(
 @transaction.atomic
 def parameter_set_reject(*, parameter_set: ParameterSet, rejected_by: User, note: str) -> ParameterSet:
     """Refuse a proposal, with the reason (a risk approver who did not propose it)."""
-    _require(rejected_by, APPROVE_PERMISSION, "rejected_by", "reject parameter sets")
-    if not note.strip():
-        raise ValidationError({"note": "Say why the proposal is rejected."})
-    parameter_set = _lock(parameter_set=parameter_set)
-    if parameter_set.status != ParameterStatus.PROPOSED:
-        raise ValidationError(
-            {"status": f"Only a proposed set can be rejected; this set is {parameter_set.status}."}
-        )
-    if parameter_set.proposed_by_id is not None and parameter_set.proposed_by_id == rejected_by.pk:
-        raise ValidationError(
-            {"rejected_by": "The proposer cannot reject their own set; withdraw it instead."}
-        )
-    now = timezone.now()
-    _transition(
-        parameter_set=parameter_set,
-        to_status=ParameterStatus.REJECTED,
-        action=EventAction.REJECTED,
-        actor=rejected_by,
-        note=note,
-        now=now,
-        fields={"decided_by": rejected_by, "decided_at": now, "decision_note": note},
-    )
-    return parameter_set
-
-
-WITHDRAWABLE = (ParameterStatus.DRAFT, ParameterStatus.PROPOSED, ParameterStatus.APPROVED)
+    return _take(action="reject", parameter_set=parameter_set, user=rejected_by, note=note)
 
 
 @transaction.atomic
 def parameter_set_withdraw(*, parameter_set: ParameterSet, withdrawn_by: User, note: str) -> ParameterSet:
     """Abandon a draft, a proposal or an approved set that is not yet active (ops staff)."""
-    _require(withdrawn_by, EDIT_PERMISSION, "withdrawn_by", "withdraw parameter sets")
-    if not note.strip():
-        raise ValidationError({"note": "Say why the set is withdrawn."})
-    parameter_set = _lock(parameter_set=parameter_set)
-    if parameter_set.status not in WITHDRAWABLE:
-        raise ValidationError({"status": f"A {parameter_set.status} set cannot be withdrawn."})
-    now = timezone.now()
-    _transition(
-        parameter_set=parameter_set,
-        to_status=ParameterStatus.WITHDRAWN,
-        action=EventAction.WITHDRAWN,
-        actor=withdrawn_by,
-        note=note,
-        now=now,
-        fields={"decided_by": withdrawn_by, "decided_at": now, "decision_note": note},
-    )
-    return parameter_set
+    return _take(action="withdraw", parameter_set=parameter_set, user=withdrawn_by, note=note)
 
 
 INVALID_SET_ALERT = "parameter_set_invalid"
@@ -476,8 +535,6 @@ def _valid_for_activation(*, parameter_set: ParameterSet, now: datetime) -> bool
     """Whether an approved set still passes the engine's validation at its effective time. One that
     does not (approved before a rule existed) is not activated: it stays approved, the active set
     stays in force, and a critical ops alert names the set and the field until ops withdraw it."""
-    from clearing.marketdata.services import ops_alerts_raise
-
     try:
         parameter_set_validate(parameter_set=parameter_set)
     except ValidationError as error:
@@ -523,14 +580,9 @@ def parameter_set_activate_due(*, now: datetime | None = None) -> list[Parameter
         return []
     *skipped, latest = due
     for parameter_set in skipped:
+        note = f"Superseded by {latest.version} before taking effect"
         _transition(
-            parameter_set=parameter_set,
-            to_status=ParameterStatus.SUPERSEDED,
-            action=EventAction.SUPERSEDED,
-            actor=None,
-            note=f"Superseded by {latest.version} before taking effect",
-            now=now,
-            fields={},
+            parameter_set=parameter_set, to_status=ParameterStatus.SUPERSEDED, actor=None, note=note, now=now
         )
     _activate(parameter_set=latest, now=now, actor=None, note="Effective time reached")
     return [latest]

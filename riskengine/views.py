@@ -1,4 +1,4 @@
-"""The ops dashboard page (staff only: wrapped in ``admin.site.admin_view`` in ``clearing.urls``)."""
+"""The ops dashboard page (staff only: wrapped in ``admin.site.admin_view`` in ``clearing.config.urls``)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from django.core.exceptions import PermissionDenied
 from django.template.loader import render_to_string
 from django.template.response import TemplateResponse
 
-from riskengine.dashboard import dashboard_panels
+from clearing.dashboard import dashboard_panels
 
 
 def ops_dashboard(request):

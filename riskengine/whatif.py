@@ -1,10 +1,11 @@
 """What-if: an account's margin before and after hypothetical trades and collateral changes.
 
-Hypothetical fills are applied to the account's rows exactly as ``clearing.services.trades_book``
-would book them (``position_after_fill``: netted into the position, average entry price, realised
-linear P&L and option premiums moved in the settlement asset), so the "after" figures are what the
-account would show once those fills clear. Nothing is written. The result carries the margin
-document of the hypothetical book, which replays to the "after" figures with the engine alone.
+Hypothetical fills are checked and applied to the account's rows exactly as
+``accounts.trading.trades_book`` books them (``fill_check``, ``position_after_fill``: netted into
+the position, average entry price; ``fill_cash``: realised linear P&L and option premiums moved in
+the settlement asset), so the "after" figures are what the account would show once those fills
+clear. Nothing is written. The result carries the margin document of the hypothetical book, which
+replays to the "after" figures with the engine alone.
 
 Used by the API (``POST /api/v1/accounts/{id}/what-if/``), the web app's what-if form and its
 hedge suggestion.
@@ -13,7 +14,7 @@ hedge suggestion.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
 
@@ -22,21 +23,20 @@ from django.conf import settings
 from django.core.exceptions import ValidationError
 
 from accounts.models import Asset, MarginAccount
+from accounts.trading import fill_cash, fill_check, position_after_fill
+from clearing.marketdata.quotes import MarketQuotes
 from clearing.models import Instrument, InstrumentKind
-from clearing.services import position_after_fill
-from clearing.validation import decimal_nonzero, decimal_positive
+from clearing.validation import (
+    QUANTUM,
+    decimal_from_float,
+    decimal_nonzero,
+    errors_prefixed,
+)
 from riskengine.core import NonFiniteFigures, black76_price, compute_margin, non_finite_figures
 from riskengine.loading import BookRows, account_rows_fetch, margin_book_build
-from riskengine.quotes import MarketQuotes
-from riskengine.reference import Reference, quotes_current_cached, reference_current
+from riskengine.reference import Reference, quotes_current, reference_current
 
 SECONDS_PER_YEAR = 365 * 24 * 3600
-
-
-def quotes_current() -> MarketQuotes:
-    """The oracle's current market (the one seam tests replace with fixed quotes), from the
-    per-process cache that follows the oracle's writes (``riskengine.reference``)."""
-    return quotes_current_cached()
 
 
 @dataclass(frozen=True)
@@ -58,14 +58,14 @@ def _mark_price(*, instrument: Instrument, quotes: MarketQuotes, rate: float, fi
     if spot is None:
         raise ValidationError({field: f"No index price for {instrument.underlying.symbol}; give a price."})
     if instrument.kind != InstrumentKind.OPTION:
-        return Decimal(repr(float(spot)))
+        return decimal_from_float(spot)
     iv = quotes.option_ivs.get(instrument.symbol)
     if iv is None:
         raise ValidationError({field: f"No mark implied volatility for {instrument.symbol}; give a price."})
     years = (instrument.expiry - quotes.valuation_time).total_seconds() / SECONDS_PER_YEAR
     price = float(black76_price(spot, float(instrument.strike), iv, years, instrument.right == "call", rate))
     # The mark may round to zero for a far out-of-the-money option; a fill needs a positive price.
-    return max(Decimal(repr(price)).quantize(Decimal("1e-10")), Decimal("1e-10"))
+    return max(decimal_from_float(price), QUANTUM)
 
 
 def _rows_after(
@@ -90,28 +90,24 @@ def _rows_after(
     settlement_id = settlement_asset_id
     for index, (instrument, quantity, price) in enumerate(trades):
         field = f"trades[{index}]"
-        quantity = decimal_nonzero(quantity, field=f"{field}.quantity")
         if price is None:
             price = _mark_price(instrument=instrument, quotes=quotes, rate=rate, field=f"{field}.price")
-        else:
-            price = decimal_positive(price, field=f"{field}.price")
-        if instrument.expiry is not None and instrument.expiry <= valuation_time:
-            raise ValidationError({f"{field}.instrument": f"{instrument.symbol} has expired."})
-        if not instrument.is_active:
-            raise ValidationError({f"{field}.instrument": f"{instrument.symbol} is not open for clearing."})
+        try:
+            quantity, price = fill_check(
+                instrument=instrument, quantity=quantity, price=price, at=valuation_time
+            )
+        except ValidationError as error:
+            raise errors_prefixed(error, field) from None
         row = next((p for p in positions if p[1] == account_id and p[2] == instrument.pk and p[3] != 0), None)
         if row is None:
             row = [0, account_id, instrument.pk, 0.0, 0.0, 0.0]
             positions.append(row)
-        entry = Decimal(0) if row[3] == 0 or np.isnan(row[4]) else Decimal(repr(row[4]))
+        entry = Decimal(0) if row[3] == 0 or np.isnan(row[4]) else decimal_from_float(row[4])
         change = position_after_fill(
-            quantity=Decimal(repr(row[3])), entry_price=entry, fill_quantity=quantity, fill_price=price
+            quantity=decimal_from_float(row[3]), entry_price=entry, fill_quantity=quantity, fill_price=price
         )
         row[3], row[4] = float(change.quantity), float(change.entry_price)
-        if instrument.kind == InstrumentKind.OPTION:
-            cash = -quantity * instrument.multiplier * price
-        else:
-            cash = change.realised * instrument.multiplier
+        _kind, cash = fill_cash(instrument=instrument, quantity=quantity, price=price, change=change)
         if cash:
             if settlement_id is None:
                 settlement_id = Asset.objects.values_list("pk", flat=True).get(
@@ -122,16 +118,13 @@ def _rows_after(
         amount = decimal_nonzero(amount, field=f"collateral[{index}].amount")
         balances.append((account_id, asset.pk, float(amount)))
 
-    kept = [p for p in positions if p[3] != 0]
-    table = np.array(kept, dtype=np.float64).reshape(-1, 6)
-    netted = replace(
-        rows,
-        position_ids=table[:, 0].astype(np.int64),
-        position_account=table[:, 1].astype(np.int64),
-        position_instrument=table[:, 2].astype(np.int64),
-        position_quantity=table[:, 3],
-        position_entry=table[:, 4],
-        position_allocated=table[:, 5],
+    _held_positions, held_balances = rows.tables()
+    netted = BookRows.build(
+        account_ids=rows.account_ids,
+        account_codes=rows.account_codes,
+        account_modes=rows.account_modes,
+        positions=[p for p in positions if p[3] != 0],
+        balances=held_balances,
     )
     return netted.with_hypothetical(balances=balances)
 
@@ -199,23 +192,16 @@ _PLACEHOLDER_ID = -1
 def _side_by_side(*, after: BookRows, before: BookRows) -> BookRows:
     """One ``BookRows`` holding the after book (account id ``_PLACEHOLDER_ID``) then the before
     book: both portfolios share one market and one engine run."""
-
-    def ids(array: np.ndarray) -> np.ndarray:
-        return np.full(array.shape, _PLACEHOLDER_ID, dtype=np.int64)
-
-    return BookRows(
-        account_ids=np.concatenate([ids(after.account_ids), before.account_ids]),
+    after_positions, after_balances = after.tables()
+    after_positions[:, 1] = _PLACEHOLDER_ID
+    after_balances[:, 0] = _PLACEHOLDER_ID
+    before_positions, before_balances = before.tables()
+    return BookRows.build(
+        account_ids=np.concatenate([np.full(after.account_ids.shape, _PLACEHOLDER_ID), before.account_ids]),
         account_codes=after.account_codes + before.account_codes,
         account_modes=np.concatenate([after.account_modes, before.account_modes]),
-        position_ids=np.concatenate([after.position_ids, before.position_ids]),
-        position_account=np.concatenate([ids(after.position_account), before.position_account]),
-        position_instrument=np.concatenate([after.position_instrument, before.position_instrument]),
-        position_quantity=np.concatenate([after.position_quantity, before.position_quantity]),
-        position_entry=np.concatenate([after.position_entry, before.position_entry]),
-        position_allocated=np.concatenate([after.position_allocated, before.position_allocated]),
-        balance_account=np.concatenate([ids(after.balance_account), before.balance_account]),
-        balance_asset=np.concatenate([after.balance_asset, before.balance_asset]),
-        balance_amount=np.concatenate([after.balance_amount, before.balance_amount]),
+        positions=np.vstack([after_positions, before_positions]),
+        balances=np.vstack([after_balances, before_balances]),
     )
 
 

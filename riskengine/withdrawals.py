@@ -68,13 +68,14 @@ from accounts.services import (
     collateral_movements_apply,
     margin_accounts_lock,
 )
+from clearing.marketdata.quotes import MarketQuotes
 from clearing.models import Position
 from riskengine import whatif
 from riskengine.core import ISOLATED, STATUSES, compute_margin, parse_document
 from riskengine.core.errors import DocumentError
 from riskengine.loading import LoadedBook, margin_book_load
-from riskengine.quotes import MarketQuotes
-from riskengine.selectors import NoActiveParameterSet, parameter_set_active
+from riskengine.reference import reference_current
+from riskengine.selectors import NoActiveParameterSet
 
 TRUSTED = "ok"
 UNTRUSTED_REASONS = {
@@ -305,11 +306,13 @@ def _withdrawal_reserve(
                 "sent are already reserved)."
             }
         )
+    # ``riskengine.reference.quotes_current`` read through the what-if's module: one seam fixes
+    # the quotes of both.
     quotes = quotes or whatif.quotes_current()
     symbols = account_price_symbols(account_id=account.pk, assets=[asset])
     prices_trusted_require(quotes=quotes, symbols=symbols)
     try:
-        form = parameter_set_active().to_parameters_form()
+        form = reference_current().parameters_form
     except NoActiveParameterSet as error:
         raise ValidationError(
             {"amount": f"The account's margin cannot be computed now ({error}); try again later."}

@@ -1,6 +1,39 @@
-import pytest
+"""Fixtures that several test packages share; builders (plain functions) are in ``factories``."""
 
+import io
+from datetime import UTC, datetime
+
+import pytest
+from django.conf import settings
+from django.core.management import call_command
+from django.utils import timezone
+
+from accounts.models import Role
+from accounts.services import user_create
+from clearing.marketdata.services import price_source_register
+from riskengine.reference import reference_clear
+from riskengine.selectors import _parameters_form
+from riskengine.services import parameter_set_bootstrap
 from tests import factories
+
+
+@pytest.fixture(autouse=True)
+def _process_caches_cleared():
+    """Per-process caches keyed by database ids start empty in every test: SQLite hands the ids of
+    a rolled-back test out again (PostgreSQL's sequences never do), and a test that edits a frozen
+    parameter set in place must not meet the form a previous test cached under the same id."""
+    reference_clear()
+    _parameters_form.cache_clear()
+
+
+def pytest_runtest_setup(item):
+    """Tests marked ``postgresql`` exercise what only PostgreSQL has (row-lock races between
+    connections, SKIP LOCKED, real workers on a shared server, pg_terminate_backend, pipeline mode):
+    on the embedded SQLite stack (``make test-sqlite``) they are skipped, saying why."""
+    marker = item.get_closest_marker("postgresql")
+    if marker and settings.DATABASES["default"]["ENGINE"] != "django.db.backends.postgresql":
+        reason = marker.kwargs.get("reason") or (marker.args[0] if marker.args else "needs PostgreSQL")
+        pytest.skip(f"PostgreSQL only: {reason}")
 
 
 @pytest.fixture
@@ -18,3 +51,51 @@ def member_a(db):
 @pytest.fixture
 def member_b(db):
     return factories.member_make(code="BBB")
+
+
+@pytest.fixture
+def active_set(venue):
+    """The small venue's active parameter set (``factories.venue_parameters_form``)."""
+    return parameter_set_bootstrap(form=factories.venue_parameters_form("v1"))
+
+
+@pytest.fixture
+def ops(db):
+    return factories.user_make(username="ops1", role=Role.OPS)
+
+
+@pytest.fixture
+def approver(db):
+    return factories.user_make(username="risk1", role=Role.RISK_APPROVER)
+
+
+@pytest.fixture
+def demo(db):
+    """The seeded demo venue (``manage.py seed_demo``)."""
+    call_command("seed_demo", stdout=io.StringIO())
+
+
+@pytest.fixture
+def quotes(demo):
+    """The demo venue's prices (``factories.demo_quotes``)."""
+    return factories.demo_quotes()
+
+
+@pytest.fixture
+def clock(monkeypatch):
+    clock = factories.Clock(datetime(2026, 11, 24, 12, 0, tzinfo=UTC))
+    monkeypatch.setattr(timezone, "now", clock)
+    return clock
+
+
+@pytest.fixture
+def oracle(db, venue, clock):
+    """The small venue with an active parameter set (default oracle thresholds: max_age 60 s,
+    max_deviation 2 %, min_sources 3, breaker 15 % within 300 s, event move 2 %) and four sources."""
+    parameter_set_bootstrap(form=factories.oracle_parameters_form(["USD", "USDC", "BTC"]))
+    # System users without a password: hashing one is slow and sources use API tokens anyway.
+    users = [user_create(username=f"src-{name}", password=None, role=Role.PRICE_SOURCE) for name in "abcd"]
+    for user in users:
+        price_source_register(user=user)
+    venue.sources = users
+    return venue

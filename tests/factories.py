@@ -1,16 +1,28 @@
-"""Test data builders, in one place. Each returns saved rows built through the real services
-where a service exists, so tests exercise the same paths as production."""
+"""Test data builders, in one place: rows (built through the real services where a service
+exists, so tests exercise the same paths as production), market quotes, parameter forms, API and
+websocket clients, and what a test needs to start a server process. Fixtures that several test
+packages share live in ``tests/conftest.py``; a package's own stay in its ``conftest.py``."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import socket
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
+from channels.testing import WebsocketCommunicator
+from django.conf import settings
+from django.db import connection
+from django.test import Client as DjangoClient
 from django.utils import timezone
+from rest_framework.test import APIClient
 
 from accounts.models import Asset, MarginAccount, Member, Role, User
-from accounts.services import user_create
+from accounts.services import api_token_issue, collateral_deposit, user_create
+from accounts.trading import Fill, trades_book
+from clearing.config.asgi import application
+from clearing.marketdata.demo import UNDERLYINGS, spot_prices
+from clearing.marketdata.quotes import MarketQuotes
 from clearing.models import Instrument, InstrumentKind, OptionRight, Underlying
 
 
@@ -70,3 +82,204 @@ def venue_make() -> Venue:
 
 def aware(year: int, month: int, day: int) -> datetime:
     return datetime(year, month, day, tzinfo=UTC)
+
+
+# --- Market quotes ---------------------------------------------------------------------------------
+
+VENUE_PRICES = {"BTC": 60_000.0, "ETH": 3_000.0}  # the small venue's index prices, USD
+
+
+def quotes_fixed() -> MarketQuotes:
+    """Quotes for ``venue_make``'s venue: BTC 60,000, ETH 3,000, stablecoins at 1, every status ok."""
+    return MarketQuotes(
+        valuation_time=timezone.now(),
+        underlying_prices=dict(VENUE_PRICES),
+        asset_prices={"USD": 1.0, "USDC": 1.0},
+        option_ivs={"BTC-70000-C": 0.55},
+        statuses={"BTC": "ok", "ETH": "ok", "USD": "ok", "USDC": "ok"},
+    )
+
+
+def demo_quotes(*, usdc: float = 1.0, **statuses: str) -> MarketQuotes:
+    """Quotes for the seeded demo venue: the history's last closes, each option at its
+    underlying's demo vol; ``statuses`` as ``BTC="stale"``."""
+    return MarketQuotes(
+        valuation_time=datetime(2026, 11, 24, 12, tzinfo=UTC),
+        underlying_prices={symbol: float(price) for symbol, price in spot_prices().items()},
+        asset_prices={"USD": 1.0, "USDC": usdc, "USDT": 1.0, "DAI": 1.0},
+        option_ivs={
+            i.symbol: UNDERLYINGS[i.underlying.symbol][2]
+            for i in Instrument.objects.filter(kind=InstrumentKind.OPTION).select_related("underlying")
+        },
+        statuses=statuses,
+    )
+
+
+def moved(quotes: MarketQuotes, **prices: float) -> MarketQuotes:
+    """``quotes`` with some underlyings at other prices (``BTC=50_000.0``)."""
+    return replace(quotes, underlying_prices={**quotes.underlying_prices, **prices})
+
+
+# --- Parameter sets --------------------------------------------------------------------------------
+
+
+def venue_parameters_form(version: str = "v1") -> dict:
+    """A parameters form for ``venue_make``'s venue (BTC, ETH; USD, USDC, BTC)."""
+    underlying = {
+        "psr": 0.15, "vol_up": 0.5, "vol_down": 0.25,
+        "extreme": [{"multiple": -2, "coverage": 0.35}, {"multiple": 2, "coverage": 0.35}],
+        "min_basis": 0.01, "basis_rate": 0.075, "som_rate": 0.01,
+        "conc_threshold": 20_000_000, "conc_rate": 0.05, "imf": 0.10, "mmf": 0.05,
+    }  # fmt: skip
+    return {
+        "version": version,
+        "mm_ratio": 0.8,
+        "offset_cap": 0.8,
+        "underlyings": {"BTC": underlying, "ETH": underlying | {"psr": 0.18}},
+        "correlation": {"underlyings": ["BTC", "ETH"], "matrix": [[1.0, 0.8], [0.8, 1.0]]},
+        "assets": {
+            "USD": {
+                "underlying": None,
+                "liability_addon": 0.05,
+                "haircuts": [{"up_to": None, "haircut": 0.0}],
+            },
+            "USDC": {
+                "underlying": None,
+                "liability_addon": 0.05,
+                "haircuts": [{"up_to": 10_000_000, "haircut": 0.0}, {"up_to": None, "haircut": 0.02}],
+            },
+            "BTC": {
+                "underlying": "BTC",
+                "liability_addon": 0.10,
+                "haircuts": [{"up_to": 1_000_000, "haircut": 0.05}, {"up_to": None, "haircut": 0.10}],
+            },
+        },
+    }
+
+
+def oracle_parameters_form(assets: list[str]) -> dict:
+    """A complete parameters form (every optional rule spelled out) for ``venue_make``'s
+    underlyings and the collateral ``assets`` named."""
+    underlying = {
+        "psr": 0.15, "vol_up": 0.5, "vol_down": 0.25,
+        "extreme": [{"multiple": -2, "coverage": 0.35}, {"multiple": 2, "coverage": 0.35}],
+        "min_basis": 0.01, "basis_rate": 0.075, "som_rate": 0.01,
+        "conc_threshold": 20_000_000, "conc_rate": 0.05, "imf": 0.10, "mmf": 0.05,
+    }  # fmt: skip
+    return {
+        "version": "test-1",
+        "mm_ratio": 0.8,
+        "offset_cap": 0.8,
+        "lookahead_days": 1,
+        "rate": 0.0,
+        "price_steps": 4,
+        "min_vol": 0.01,
+        "vol_term": {"pivot_days": 30, "short_power": 0.30, "long_power": 0.13},
+        "standard": {"option_imf": 0.15, "option_min": 0.10, "option_mmf": 0.075},
+        "underlyings": {"BTC": underlying, "ETH": dict(underlying, psr=0.18)},
+        "correlation": {"underlyings": ["BTC", "ETH"], "matrix": [[1.0, 0.8], [0.8, 1.0]]},
+        "assets": {
+            symbol: {
+                "underlying": "BTC" if symbol == "BTC" else None,
+                "liability_addon": 0.05,
+                "haircuts": [{"up_to": None, "haircut": 0.0 if symbol != "BTC" else 0.05}],
+            }
+            for symbol in assets
+        },
+    }
+
+
+# --- Books on the seeded demo venue ----------------------------------------------------------------
+
+
+def account_with_btc_long(*, code: str, usd: str, btc: str = "10") -> MarginAccount:
+    """A fresh cross account of ALPHA long ``btc`` BTC-PERP at the demo spot, with ``usd`` of cash."""
+    member = Member.objects.get(code="ALPHA")
+    account = MarginAccount.objects.create(member=member, code=code, mode="cross")
+    collateral_deposit(account=account, asset=Asset.objects.get(symbol="USD"), amount=Decimal(usd))
+    trades_book(fills=[Fill(account, "BTC-PERP", Decimal(btc), spot_prices()["BTC"])])
+    return account
+
+
+# --- Clocks ----------------------------------------------------------------------------------------
+
+
+class Clock:
+    """A controllable ``timezone.now`` for time rules (the oracle's freshness, the breaker window)."""
+
+    def __init__(self, start: datetime):
+        self.now = start
+
+    def __call__(self) -> datetime:
+        return self.now
+
+    def advance(self, **kwargs) -> datetime:
+        self.now += timedelta(**kwargs)
+        return self.now
+
+    def set(self, moment: datetime) -> datetime:
+        self.now = moment
+        return self.now
+
+
+# --- API and websocket clients ---------------------------------------------------------------------
+
+
+@dataclass
+class Client:
+    """An API client acting as ``user`` through a bearer token (anonymous when ``user`` is None)."""
+
+    user: User | None
+    http: APIClient
+
+    def get(self, path, **kwargs):
+        return self.http.get(path, **kwargs)
+
+    def post(self, path, data=None, *, key: str | None = None, **kwargs):
+        headers = {"Idempotency-Key": key} if key is not None else {}
+        return self.http.post(path, data, format="json", headers=headers, **kwargs)
+
+
+def client_for(user: User | None) -> Client:
+    http = APIClient()
+    if user is not None:
+        _, token = api_token_issue(user=user, name="tests")
+        http.credentials(HTTP_AUTHORIZATION=f"Bearer {token}")
+    return Client(user, http)
+
+
+def recent(seconds: int = 1) -> str:
+    """An ISO timestamp ``seconds`` ago (a price source's ``source_time``)."""
+    return (timezone.now() - timedelta(seconds=seconds)).isoformat()
+
+
+def session_cookie(user: User) -> str:
+    client = DjangoClient()
+    client.force_login(user)
+    return client.cookies[settings.SESSION_COOKIE_NAME].value
+
+
+def communicator(*, cookie: str | None = None, origin: str = "http://testserver") -> WebsocketCommunicator:
+    """A websocket client of ``/ws/margin/`` with the session ``cookie`` and ``origin``."""
+    headers = [(b"origin", origin.encode()), (b"host", b"testserver")]
+    if cookie:
+        headers.append((b"cookie", f"{settings.SESSION_COOKIE_NAME}={cookie}".encode()))
+    return WebsocketCommunicator(application, "/ws/margin/", headers=headers)
+
+
+# --- Server processes ------------------------------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def server_database_url() -> str:
+    """``DATABASE_URL`` of the test database, for a server process started by a test."""
+    db = settings.DATABASES["default"]
+    if connection.vendor == "sqlite":
+        return f"sqlite:///{db['NAME']}"
+    password = f":{db['PASSWORD']}" if db.get("PASSWORD") else ""
+    return f"postgres://{db['USER']}{password}@{db['HOST'] or '127.0.0.1'}:{db['PORT'] or 5432}/{db['NAME']}"

@@ -25,7 +25,7 @@ from clearing.api.idempotency import HEADER, MAX_KEY_LENGTH, RETENTION
 
 
 class BearerTokenScheme(OpenApiAuthenticationExtension):
-    target_class = "accounts.authentication.BearerTokenAuthentication"
+    target_class = "clearing.api.authentication.BearerTokenAuthentication"
     name = "bearerAuth"
 
     def get_security_definition(self, auto_schema):

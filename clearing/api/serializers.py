@@ -17,6 +17,7 @@ from accounts.models import Asset, CollateralMovement, MarginAccount
 from clearing.models import Instrument, MarginAllocation, Position, Trade, Underlying
 from clearing.validation import decimal_plain
 from riskengine.models import ParameterSet
+from riskengine.selectors import parameters_form
 from riskengine.sweeps.models import Liquidation, MarginCall, MarginCallEvent, MarginSnapshot
 
 # Upper bounds that keep one request's work bounded.
@@ -513,7 +514,7 @@ class ParameterSetActiveOut(ParameterSetOut):
 
     @extend_schema_field({"type": "object", "description": "The methodology's `parameters` form."})
     def get_parameters(self, parameter_set) -> dict:
-        return parameter_set.to_parameters_form()
+        return parameters_form(parameter_set=parameter_set)
 
 
 # --- Sweeps: current margin, history, margin calls, liquidations ------------------------------------

@@ -45,10 +45,12 @@ from accounts.models import (
 from accounts.selectors import (
     deposits_in_state,
     deposits_of_account,
+    margin_account_visible,
     margin_accounts_visible,
     withdrawals_in_state,
     withdrawals_of_account,
 )
+from accounts.trading import Fill, trades_book
 from clearing.api import serializers as s
 from clearing.api.errors import validation_error_from_django, validation_error_from_document
 from clearing.api.idempotency import idempotent
@@ -68,7 +70,6 @@ from clearing.api.permissions import (
 )
 from clearing.api.throttling import ComputeRateThrottle
 from clearing.marketdata.models import IndexState
-from clearing.marketdata.selectors import market_quotes_current
 from clearing.marketdata.services import (
     PriceIn,
     VolIn,
@@ -77,11 +78,10 @@ from clearing.marketdata.services import (
     vol_observations_submit,
 )
 from clearing.models import Instrument, Position, Trade, Underlying
-from clearing.services import Fill, trades_book
 from riskengine.allocations import MarginMoveRefused, position_margin_move
 from riskengine.core import DocumentError, DocumentLimits, NonFiniteFigures, compute_document
 from riskengine.models import ParameterStatus
-from riskengine.reference import reference_current
+from riskengine.reference import quotes_current, reference_current
 from riskengine.selectors import NoActiveParameterSet, parameter_set_active, parameter_sets_with_rows
 from riskengine.sweeps.models import AccountMargin, Liquidation, MarginCall, MarginCallEvent, MarginSnapshot
 from riskengine.sweeps.selectors import margin_snapshot_document, margin_snapshot_figures
@@ -118,12 +118,6 @@ def validated(serializer_class, request) -> dict:
     serializer = serializer_class(data=request.data)
     serializer.is_valid(raise_exception=True)
     return serializer.validated_data
-
-
-def account_visible(request, pk: int) -> MarginAccount:
-    """The account ``pk`` if the user may see it; 404 otherwise (whether or not it exists).
-    Without its member joined: the views acting on one account do not need it."""
-    return get_object_or_404(margin_accounts_visible(user=request.user).select_related(None), pk=pk)
 
 
 def reference_lookup(cached: Mapping, symbols: set[str], queryset) -> dict:
@@ -270,7 +264,7 @@ class IndexPriceList(RoleListView):
     queryset = IndexState.objects.order_by("symbol")
 
     def list(self, request, *args, **kwargs):
-        statuses = market_quotes_current().statuses
+        statuses = quotes_current().statuses
         page = self.paginate_queryset(self.get_queryset())
         for state in page:
             state.status = statuses.get(state.symbol, state.status)
@@ -336,7 +330,9 @@ class PositionList(RoleListView):
     def get_queryset(self):
         queryset = Position.objects.filter(account__in=margin_accounts_visible(user=self.request.user))
         if "pk" in self.kwargs:
-            queryset = queryset.filter(account=account_visible(self.request, self.kwargs["pk"]))
+            queryset = queryset.filter(
+                account=margin_account_visible(user=self.request.user, pk=self.kwargs["pk"])
+            )
         return queryset.select_related("account", "instrument").order_by("account_id", "instrument__symbol")
 
 
@@ -345,7 +341,7 @@ class MovementList(RoleListView):
     serializer_class = s.MovementOut
 
     def get_queryset(self):
-        account = account_visible(self.request, self.kwargs["pk"])
+        account = margin_account_visible(user=self.request.user, pk=self.kwargs["pk"])
         return (
             CollateralMovement.objects.filter(account=account)
             .select_related("account", "asset")
@@ -447,7 +443,7 @@ class PositionMarginMove(RoleView):
     )
     @idempotent
     def post(self, request, pk: int, position_id: int):
-        account = account_visible(request, pk)
+        account = margin_account_visible(user=request.user, pk=pk)
         data = validated(s.PositionMarginMoveIn, request)
         try:
             row = custody_call(
@@ -467,7 +463,7 @@ class AccountTradeList(RoleListView):
     serializer_class = s.TradeOut
 
     def get_queryset(self):
-        account = account_visible(self.request, self.kwargs["pk"])
+        account = margin_account_visible(user=self.request.user, pk=self.kwargs["pk"])
         return Trade.objects.filter(account=account).select_related("account", "instrument").order_by("-id")
 
 
@@ -495,7 +491,9 @@ class AccountDeposits(RoleListView):
     serializer_class = s.DepositOut
 
     def get_queryset(self):
-        return deposits_of_account(account=account_visible(self.request, self.kwargs["pk"]))
+        return deposits_of_account(
+            account=margin_account_visible(user=self.request.user, pk=self.kwargs["pk"])
+        )
 
     @extend_schema(
         request=s.DepositAnnounceIn,
@@ -506,7 +504,7 @@ class AccountDeposits(RoleListView):
     )
     @idempotent
     def post(self, request, pk: int):
-        account = account_visible(request, pk)
+        account = margin_account_visible(user=request.user, pk=pk)
         data = validated(s.DepositAnnounceIn, request)
         deposit = deposit_announce(
             account=account,
@@ -527,7 +525,9 @@ class AccountWithdrawals(RoleListView):
     serializer_class = s.WithdrawalOut
 
     def get_queryset(self):
-        return withdrawals_of_account(account=account_visible(self.request, self.kwargs["pk"]))
+        return withdrawals_of_account(
+            account=margin_account_visible(user=self.request.user, pk=self.kwargs["pk"])
+        )
 
     @extend_schema(
         request=s.WithdrawalRequestIn,
@@ -541,7 +541,7 @@ class AccountWithdrawals(RoleListView):
     )
     @idempotent
     def post(self, request, pk: int):
-        account = account_visible(request, pk)
+        account = margin_account_visible(user=request.user, pk=pk)
         data = validated(s.WithdrawalRequestIn, request)
         withdrawal = custody_call(
             withdrawal_request,
@@ -715,7 +715,7 @@ class AccountWhatIf(RoleView):
         "figures would not be finite, and the figures.",
     )
     def post(self, request, pk: int):
-        account = account_visible(request, pk)
+        account = margin_account_visible(user=request.user, pk=pk)
         data = validated(s.WhatIfIn, request)
         trades_in, collateral_in = data.get("trades", []), data.get("collateral", [])
         try:
@@ -801,7 +801,7 @@ class AccountMarginCurrent(RoleView):
         summary="The account's latest margin snapshot, its figures and the document it replays from.",
     )
     def get(self, request, pk: int):
-        account = account_visible(request, pk)
+        account = margin_account_visible(user=request.user, pk=pk)
         current = (
             AccountMargin.objects.filter(account=account)
             .select_related("snapshot__sweep", "snapshot__parameter_set", "snapshot__account")
@@ -826,7 +826,7 @@ class AccountMarginHistory(RoleListView):
     serializer_class = s.SnapshotOut
 
     def get_queryset(self):
-        account = account_visible(self.request, self.kwargs["pk"])
+        account = margin_account_visible(user=self.request.user, pk=self.kwargs["pk"])
         return (
             MarginSnapshot.objects.filter(account=account)
             .select_related("sweep", "parameter_set")

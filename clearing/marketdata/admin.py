@@ -12,13 +12,12 @@ from django.urls import path, reverse
 from django.utils.http import url_has_allowed_host_and_scheme
 
 from clearing.admin_mixins import ReadOnlyAdminMixin
-from clearing.marketdata.models import IndexPrice, IndexState, OpsAlert, PriceObservation, PriceSource
-from clearing.marketdata.services import index_price_confirm, ops_alert_resolve
+from clearing.marketdata.models import IndexPrice, IndexState, PriceObservation, PriceSource
+from clearing.marketdata.services import index_price_confirm
 
 # Not model permissions (no rows in auth_permission): roles are code (accounts/roles.py) and the
 # role backend grants these strings to ops.
 CONFIRM_PERMISSION = "marketdata.confirm_indexprice"
-RESOLVE_PERMISSION = "marketdata.resolve_opsalert"
 
 
 @admin.register(PriceSource)
@@ -110,24 +109,3 @@ class IndexStateAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
         ):
             target = reverse("admin:marketdata_indexstate_changelist")
         return HttpResponseRedirect(target)
-
-
-@admin.register(OpsAlert)
-class OpsAlertAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
-    list_display = ["kind", "key", "message", "raise_count", "created_at", "last_raised_at", "resolved_at"]
-    list_filter = [("resolved_at", admin.EmptyFieldListFilter), "kind"]
-    search_fields = ["kind", "key", "message"]
-    date_hierarchy = "last_raised_at"
-    actions = ["resolve"]
-
-    def has_resolve_permission(self, request) -> bool:
-        return request.user.has_perm(RESOLVE_PERMISSION)
-
-    @admin.action(description="Resolve the selected alerts", permissions=["resolve"])
-    def resolve(self, request, queryset):
-        # One service call per alert: the service is the one writer of resolutions.
-        resolved = sum(
-            ops_alert_resolve(kind=kind, key=key)
-            for kind, key in queryset.filter(resolved_at=None).values_list("kind", "key")
-        )
-        self.message_user(request, f"{resolved} alert(s) resolved.", messages.SUCCESS)

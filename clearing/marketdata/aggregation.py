@@ -20,7 +20,7 @@ symbol into an index price with a status:
 
 ``quorum_until`` is when fewer than ``min_sources`` of the contributing quotes will still be fresh:
 an ``ok`` index reads ``degraded`` after it even if no aggregation runs meanwhile
-(``clearing.marketdata.selectors``), and liquidation needs ``ok`` (``riskengine.quotes``).
+(``clearing.marketdata.selectors``), and liquidation needs ``ok`` (``clearing.marketdata.quotes``).
 
 Every result names the contributing sources and each exclusion with its reason.
 """

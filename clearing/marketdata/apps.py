@@ -7,7 +7,10 @@ class MarketDataConfig(AppConfig):
     verbose_name = "Market data"
 
     def ready(self) -> None:
-        # Registers the Celery tasks with the app when the worker imports the project.
-        from clearing.marketdata import dashboard, tasks  # noqa: F401
+        # Imported here, not at module level: these modules import models, which exist only once
+        # the app registry is ready. Importing ``tasks`` registers the Celery tasks with the app.
+        from clearing.marketdata import dashboard, metrics, tasks  # noqa: F401
+        from clearing.ops.metrics import metrics_state_register
 
         dashboard.register()
+        metrics_state_register(key="oracle", read=metrics.oracle_state_metrics)

@@ -14,12 +14,14 @@ from django.conf import settings
 from django.utils import timezone
 
 from accounts.models import Asset
+from clearing.dashboard import DashboardPanel, dashboard_panel_register, duration_text
 from clearing.marketdata.aggregation import UNCONFIRMED
-from clearing.marketdata.models import IndexState, OpsAlert, SymbolKind
-from clearing.marketdata.selectors import market_quotes_current, ops_alerts_open
+from clearing.marketdata.models import IndexState, SymbolKind
+from clearing.marketdata.selectors import market_quotes_current
 from clearing.marketdata.services import oracle_rules
 from clearing.models import Underlying
-from riskengine.dashboard import DashboardPanel, dashboard_panel_register, duration_text
+from clearing.ops.alerts import ops_alerts_open
+from clearing.ops.models import OpsAlert
 
 
 def price_text(price: Decimal | float | None) -> str:

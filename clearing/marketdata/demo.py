@@ -4,6 +4,7 @@ and IV marks, so a fresh ``make run`` has a complete market. Idempotent."""
 from __future__ import annotations
 
 from collections.abc import Callable
+from datetime import date
 from decimal import Decimal
 
 from django.db import transaction
@@ -11,7 +12,7 @@ from django.utils import timezone
 
 from accounts.models import Role, User
 from accounts.services import user_create
-from clearing.history import daily_history
+from clearing.history import daily_history, last_close
 from clearing.marketdata.models import IndexClose, IndexState, PriceSource, VolMark
 from clearing.marketdata.services import (
     PriceIn,
@@ -21,10 +22,21 @@ from clearing.marketdata.services import (
     vol_observations_submit,
 )
 from clearing.models import Instrument, InstrumentKind
+from clearing.validation import decimal_from_float
 
+UNDERLYINGS = {
+    # symbol: (name, strike step, demo implied vol)
+    "BTC": ("Bitcoin", Decimal(1000), 0.55),
+    "ETH": ("Ether", Decimal(50), 0.65),
+    "SOL": ("Solana", Decimal(1), 0.85),
+}
 HISTORY_SYMBOLS = ("BTC", "ETH", "SOL", "USDC", "USDT", "DAI")
 STABLECOINS = ("USDC", "USDT", "DAI")
 DEMO_SOURCES = ("feed", "feed-2", "feed-3")
+# Where ``demo_feed`` starts replaying the history: the weeks of FTX's collapse, whose moves bring
+# the demo's first margin calls within a minute or two and its liquidations soon after (the seeded
+# books all start healthy: riskengine.demo, CUSHION).
+REPLAY_START = date(2022, 10, 25)
 
 
 def index_history_load(*, symbols: tuple[str, ...] = HISTORY_SYMBOLS) -> int:
@@ -55,10 +67,12 @@ def demo_sources_ensure(*, names: tuple[str, ...] = DEMO_SOURCES) -> list[User]:
     return users
 
 
+def spot_prices() -> dict[str, Decimal]:
+    return {symbol: last_close(symbol).quantize(Decimal("0.01")) for symbol in UNDERLYINGS}
+
+
 def demo_symbols_prices() -> dict[str, Decimal]:
     """Last closes of the history: the demo's spot prices (cents for crypto, as the books use)."""
-    from clearing.demo import spot_prices
-
     prices = dict(spot_prices())
     for symbol in STABLECOINS:
         prices[symbol] = daily_history(symbol)[-1].close
@@ -67,8 +81,6 @@ def demo_symbols_prices() -> dict[str, Decimal]:
 
 @transaction.atomic
 def marketdata_demo_seed(*, log: Callable[[str], None] = print) -> None:
-    from clearing.demo import UNDERLYINGS
-
     loaded = index_history_load()
     sources = demo_sources_ensure()
     now = timezone.now()
@@ -89,7 +101,7 @@ def marketdata_demo_seed(*, log: Callable[[str], None] = print) -> None:
             VolIn(
                 source_user=sources[0],
                 instrument=option.symbol,
-                iv=Decimal(repr(UNDERLYINGS[option.underlying.symbol][2])),
+                iv=decimal_from_float(UNDERLYINGS[option.underlying.symbol][2]),
                 source_time=now,
             )
             for option in options

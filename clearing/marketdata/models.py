@@ -225,31 +225,3 @@ class IndexClose(models.Model):
 
     def __str__(self) -> str:
         return f"{self.symbol} {self.day}: {self.price}"
-
-
-class OpsAlert(models.Model):
-    """Something ops must look at. At most one open alert per ``(kind, key)``: raising it again
-    bumps its count and message instead of piling up duplicates."""
-
-    kind = models.CharField(max_length=40)
-    key = models.CharField(max_length=100)
-    message = models.TextField()
-    raise_count = models.PositiveIntegerField(default=1)
-    created_at = models.DateTimeField(auto_now_add=True)
-    last_raised_at = models.DateTimeField()
-    resolved_at = models.DateTimeField(null=True, blank=True)
-
-    class Meta:
-        ordering = ["-created_at"]
-        constraints = [
-            models.UniqueConstraint(
-                fields=["kind", "key"], condition=Q(resolved_at__isnull=True), name="opsalert_one_open"
-            )
-        ]
-
-    def __str__(self) -> str:
-        return f"{self.kind}:{self.key}"
-
-    @property
-    def is_open(self) -> bool:
-        return self.resolved_at is None

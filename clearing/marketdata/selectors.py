@@ -1,4 +1,5 @@
-"""Reads of the oracle. ``market_quotes_current`` is what every sweep and the API read."""
+"""Reads of the oracle. ``market_quotes_current`` is the oracle's read of its market; every consumer
+reads it through ``riskengine.reference.quotes_current`` (cached while the oracle writes nothing)."""
 
 from __future__ import annotations
 
@@ -8,8 +9,8 @@ from django.conf import settings
 from django.utils import timezone
 
 from clearing.marketdata.aggregation import DEGRADED, OK, STALE
-from clearing.marketdata.models import IndexClose, IndexPrice, IndexState, OpsAlert, SymbolKind, VolMark
-from riskengine.quotes import MarketQuotes
+from clearing.marketdata.models import IndexClose, IndexState, SymbolKind, VolMark
+from clearing.marketdata.quotes import MarketQuotes
 
 
 def market_quotes_current(*, at: datetime | None = None) -> MarketQuotes:
@@ -62,16 +63,6 @@ def market_quotes_current(*, at: datetime | None = None) -> MarketQuotes:
     )
 
 
-def underlyings_unsafe_for_liquidation(*, at: datetime | None = None) -> set[str]:
-    """Symbols whose price is not ``ok`` (stale, unconfirmed, or without the quorum of fresh
-    sources): no liquidation of exposed accounts."""
-    return market_quotes_current(at=at).unsafe_for_liquidation()
-
-
-def index_prices_recent(*, symbol: str, limit: int = 50) -> list[IndexPrice]:
-    return list(IndexPrice.objects.filter(symbol=symbol).order_by("-id")[:limit])
-
-
 def index_closes(*, symbols: list[str], until: date | None = None) -> dict[str, list[tuple[date, float]]]:
     """Daily closes per symbol in date order (one query), up to ``until`` inclusive."""
     rows = IndexClose.objects.filter(symbol__in=symbols)
@@ -81,7 +72,3 @@ def index_closes(*, symbols: list[str], until: date | None = None) -> dict[str, 
     for symbol, day, price in rows.order_by("symbol", "day").values_list("symbol", "day", "price"):
         closes[symbol].append((day, float(price)))
     return closes
-
-
-def ops_alerts_open() -> list[OpsAlert]:
-    return list(OpsAlert.objects.filter(resolved_at=None).order_by("-last_raised_at"))

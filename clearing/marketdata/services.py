@@ -14,8 +14,7 @@ assets have no parameter rows of their own for these, and a stablecoin's toleran
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterable, Mapping, Sequence
-from contextlib import nullcontext
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
@@ -29,6 +28,7 @@ from django.db.models.base import ModelState
 from django.utils import timezone
 
 from accounts.models import Asset, Role, User
+from clearing.bulk import COPY_MIN_ROWS, ids_draw, pipeline, rows_copy, rows_update, rows_upsert
 from clearing.marketdata.aggregation import (
     DEGRADED,
     OK,
@@ -46,7 +46,6 @@ from clearing.marketdata.models import (
     IndexPrice,
     IndexState,
     IndexStatus,
-    OpsAlert,
     PriceObservation,
     PriceSource,
     SourceQuote,
@@ -54,10 +53,10 @@ from clearing.marketdata.models import (
     VolMark,
     VolObservation,
 )
-from clearing.marketdata.signals import index_moved
+from clearing.marketdata.signals import index_moved, price_status_changed
 from clearing.models import Instrument, InstrumentKind
+from clearing.ops.alerts import ops_alert_raise, ops_alert_resolve
 from clearing.validation import decimal_finite, decimal_positive, errors_prefixed
-from riskengine.models import ParameterStatus, UnderlyingParameters
 
 # How far in the future a source's clock may be before its observation is refused.
 MAX_CLOCK_SKEW = timedelta(seconds=5)
@@ -73,14 +72,6 @@ ASSET_ORACLE_RULES = OracleRules(
     breaker_move=Decimal("0.05"),
     breaker_window=timedelta(seconds=300),
     event_move=Decimal("0.005"),
-)
-ORACLE_FIELDS = (
-    "max_age_seconds",
-    "max_deviation",
-    "min_sources",
-    "breaker_move",
-    "breaker_window_seconds",
-    "event_move",
 )
 ALERT_FOR_STATUS = {
     STALE: "price_stale",
@@ -105,57 +96,6 @@ class VolIn:
     instrument: str
     iv: object
     source_time: datetime
-
-
-# --- Ops alerts ----------------------------------------------------------------------------------
-
-
-def ops_alerts_raise(
-    *, kind: str, messages: Mapping[str, str], now: datetime | None = None
-) -> list[OpsAlert]:
-    """Open the alerts ``(kind, key)`` of ``messages`` (key → message), or bump the open ones
-    (count, message, time): one locked read, one update, one insert, however many keys (a sweep
-    suspends thousands of liquidations at once).
-
-    One open alert per ``(kind, key)`` is a unique index; an alert another process opens between
-    our read and our insert is kept as it is (``ignore_conflicts``), so a race never fails the
-    caller's transaction. Alerts opened here are returned without their primary key."""
-    if not messages:
-        return []
-    now = now or timezone.now()
-    pending = dict(messages)
-    alerts = list(
-        OpsAlert.objects.select_for_update()
-        .filter(kind=kind, key__in=list(pending), resolved_at=None)
-        .order_by("pk")
-    )
-    for alert in alerts:
-        alert.raise_count += 1
-        alert.message = pending.pop(alert.key)
-        alert.last_raised_at = now
-    OpsAlert.objects.bulk_update(alerts, ["raise_count", "message", "last_raised_at"])
-    opened = [OpsAlert(kind=kind, key=key, message=text, last_raised_at=now) for key, text in pending.items()]
-    OpsAlert.objects.bulk_create(opened, ignore_conflicts=True)
-    return alerts + opened
-
-
-@transaction.atomic
-def ops_alert_raise(*, kind: str, key: str, message: str) -> OpsAlert:
-    """Open an alert, or bump the open one with the same ``(kind, key)`` (count, message, time)."""
-    (alert,) = ops_alerts_raise(kind=kind, messages={key: message})
-    return alert if alert.pk else OpsAlert.objects.get(kind=kind, key=key, resolved_at=None)
-
-
-def ops_alerts_resolve(*, kind: str, keys: Iterable[str], now: datetime | None = None) -> int:
-    """Close the open alerts ``(kind, key)`` for ``keys``; returns how many were closed."""
-    return OpsAlert.objects.filter(kind=kind, key__in=list(keys), resolved_at=None).update(
-        resolved_at=now or timezone.now()
-    )
-
-
-def ops_alert_resolve(*, kind: str, key: str) -> int:
-    """Close the open alert ``(kind, key)``, if any; returns how many were closed (0 or 1)."""
-    return ops_alerts_resolve(kind=kind, keys=[key])
 
 
 # --- Sources -------------------------------------------------------------------------------------
@@ -187,6 +127,27 @@ def _sources_resolve(users: Sequence[User], field: Callable[[int], str]) -> dict
 # --- Rules ---------------------------------------------------------------------------------------
 
 
+# The rules of underlyings are governed in the risk parameter set, which the risk engine owns: it
+# registers their reader here in its ``AppConfig.ready()`` (``riskengine.selectors.
+# underlying_oracle_rules``), so the oracle reads them without importing the engine. The reader
+# takes a set of symbols and returns ``(symbol, *UnderlyingParameters.ORACLE_FIELDS)`` rows (see
+# ``riskengine.models``) of the active set's active
+# underlyings among them.
+UnderlyingRulesReader = Callable[[set[str]], Iterable[tuple]]
+_underlying_rules_readers: list[UnderlyingRulesReader] = []
+
+
+def oracle_underlying_rules_register(read: UnderlyingRulesReader) -> None:
+    """Make ``read`` the source of the underlyings' oracle rules (replacing any earlier one)."""
+    _underlying_rules_readers[:] = [read]
+
+
+def _underlying_rules_read(symbols: set[str]) -> Iterable[tuple]:
+    if not _underlying_rules_readers:
+        raise RuntimeError("no reader of the underlyings' oracle rules is registered (riskengine app)")
+    return _underlying_rules_readers[0](symbols)
+
+
 def oracle_rules(*, symbols: Iterable[str]) -> dict[str, tuple[str, OracleRules]]:
     """``symbol → (kind, rules)`` for the known symbols among ``symbols`` (two queries).
 
@@ -196,11 +157,7 @@ def oracle_rules(*, symbols: Iterable[str]) -> dict[str, tuple[str, OracleRules]
     """
     wanted = set(symbols)
     found: dict[str, tuple[str, OracleRules]] = {}
-    rows = UnderlyingParameters.objects.filter(
-        parameter_set__status=ParameterStatus.ACTIVE,
-        underlying__symbol__in=wanted,
-        underlying__is_active=True,
-    ).values_list("underlying__symbol", *ORACLE_FIELDS)
+    rows = _underlying_rules_read(wanted)
     for symbol, max_age, max_dev, min_sources, breaker, window, event in rows:
         found[symbol] = (
             SymbolKind.UNDERLYING,
@@ -242,9 +199,6 @@ def _source_time_check(value: object, *, now: datetime, field: str) -> datetime:
 
 
 # --- Prices --------------------------------------------------------------------------------------
-
-# Below this many rows a pipelined INSERT beats opening a COPY.
-COPY_THRESHOLD = 20
 
 # Column order of the oracle's in-memory rows: the models' concrete field order (a test checks
 # it), so the hot path builds plain tuples and model instances only for what it returns.
@@ -405,43 +359,6 @@ def _run_start(rules: dict[str, tuple[str, OracleRules]], now: datetime) -> _Run
     return _Run(rules=rules, now=now, states=_states_lock(rules), quotes=_quotes_load(rules))
 
 
-def _ids_draw(models_: Sequence[type], count: int) -> list[tuple[int, ...]]:
-    """``count`` fresh primary keys from each model's sequence, in one query (PostgreSQL)."""
-    draws = ", ".join("nextval(pg_get_serial_sequence(%s, 'id'))" for _ in models_)
-    with connection.cursor() as cursor:
-        cursor.execute(
-            f"SELECT {draws} FROM generate_series(1, %s)",
-            [*(m._meta.db_table for m in models_), count],
-        )
-        return cursor.fetchall()
-
-
-def _pipeline():
-    """psycopg's pipeline mode on PostgreSQL: the statements inside go out without waiting for
-    each other's results, so the writes of a run cost one round trip instead of one each."""
-    if connection.vendor == "postgresql":
-        import psycopg
-
-        if psycopg.Pipeline.is_supported():
-            connection.ensure_connection()
-            return connection.connection.pipeline()
-    return nullcontext()
-
-
-def _append(cursor, model: type, columns: Sequence[str], rows: Sequence[Sequence]) -> None:
-    """Append ``rows`` (values in ``columns`` order, ids set) on PostgreSQL: one COPY for a large
-    batch, else one (pipelined) INSERT per row."""
-    table = connection.ops.quote_name(model._meta.db_table)
-    names = ", ".join(connection.ops.quote_name(c) for c in columns)
-    if len(rows) >= COPY_THRESHOLD:
-        with cursor.cursor.copy(f"COPY {table} ({names}) FROM STDIN") as copy:
-            for row in rows:
-                copy.write_row(row)
-    elif rows:
-        marks = ", ".join(["%s"] * len(columns))
-        cursor.executemany(f"INSERT INTO {table} ({names}) VALUES ({marks})", rows)
-
-
 def _json_cached(cache: dict, value: tuple) -> str:
     """JSON of a row's ``sources`` or ``exclusions``: the same few values repeat across a batch."""
     text = cache.get(value)
@@ -450,11 +367,9 @@ def _json_cached(cache: dict, value: tuple) -> str:
     return text
 
 
-def _index_price(pk: int | None, row: tuple) -> IndexPrice:
+def _index_price(pk: int, row: tuple) -> IndexPrice:
     symbol, status, price, last_good, sources, exclusions, *rest = row
     values = (pk, symbol, status, price, last_good, list(sources), [e.as_json() for e in exclusions], *rest)
-    if pk is None:
-        return IndexPrice(*values)
     # A stored row, materialised as unpickling does (state and field values, no ``__init__``):
     # a batch returns hundreds of them and ``Model.__init__`` was a tenth of its time.
     row = IndexPrice.__new__(IndexPrice)
@@ -476,19 +391,13 @@ def _run_save(
     source_id, price, source_time, received_at, observation_id)``), the states, the day's
     closes, alerts and signals. Returns the stored index prices, in order."""
     now, rows = run.now, run.rows
-    postgres = connection.vendor == "postgresql"
-    if postgres:
-        if index_ids is None:
-            index_ids = [pk for (pk,) in _ids_draw([IndexPrice], len(rows))] if rows else []
-        cache: dict = {}
-        index_rows = [
-            (pk, symbol, status, price, good, _json_cached(cache, sources), _json_cached(cache, excl), *rest)
-            for pk, (symbol, status, price, good, sources, excl, *rest) in zip(index_ids, rows, strict=True)
-        ]
-    else:
-        # The embedded SQLite stack has no sequences to draw ids from: the ORM returns them.
-        created = IndexPrice.objects.bulk_create([_index_price(None, row) for row in rows])
-        index_ids = [row.pk for row in created]
+    if index_ids is None:
+        index_ids = [pk for (pk,) in ids_draw(models=[IndexPrice], count=len(rows))]
+    cache: dict = {}
+    index_rows = [
+        (pk, symbol, status, price, good, _json_cached(cache, sources), _json_cached(cache, excl), *rest)
+        for pk, (symbol, status, price, good, sources, excl, *rest) in zip(index_ids, rows, strict=True)
+    ]
     touched = [run.states[symbol] for symbol in sorted(run.last_row)]
     closes = []
     for state in touched:
@@ -499,101 +408,61 @@ def _run_save(
         state.updated_at = now
     for move in run.moves:
         move.index_price_id = index_ids[move.position]
-    if postgres:
-        _run_write_postgres(
-            observations=observations, index_rows=index_rows, quotes=quotes, states=touched, closes=closes
-        )
-    else:
-        _run_write_orm(quotes=quotes, states=touched, closes=closes)
+    _run_write(observations=observations, index_rows=index_rows, quotes=quotes, states=touched, closes=closes)
     for state in touched:
         if state.status != run.previous_status.get(state.symbol):
             _status_alerts(state)
     # Members exposed to a symbol hear of its status change live, through the outbox (same transaction).
-    from frontend.services import price_status_events_publish
-
-    price_status_events_publish(
-        changes=[(s.symbol, run.previous_status.get(s.symbol, ""), s.status) for s in touched]
+    price_status_changed.send(
+        sender=__name__,
+        changes=[(s.symbol, run.previous_status.get(s.symbol, ""), s.status) for s in touched],
     )
     if run.moves:
         transaction.on_commit(partial(_moves_send, list(run.moves)))
     return [_index_price(pk, row) for pk, row in zip(index_ids, rows, strict=True)]
 
 
-QUOTE_UPSERT = """
-    INSERT INTO marketdata_sourcequote (symbol, source_id, price, source_time, received_at, observation_id)
-    VALUES (%s, %s, %s, %s, %s, %s)
-    ON CONFLICT (symbol, source_id) DO UPDATE SET price = EXCLUDED.price,
-        source_time = EXCLUDED.source_time, received_at = EXCLUDED.received_at,
-        observation_id = EXCLUDED.observation_id
-"""
+QUOTE_COLUMNS = ("symbol", "source_id", "price", "source_time", "received_at", "observation_id")
 # The day's close is the last good price of the day (calibration reads it).
-CLOSE_UPSERT = """
-    INSERT INTO marketdata_indexclose (symbol, day, price, origin, updated_at) VALUES (%s, %s, %s, %s, %s)
-    ON CONFLICT (symbol, day) DO UPDATE SET price = EXCLUDED.price, origin = EXCLUDED.origin,
-        updated_at = EXCLUDED.updated_at
-"""
+CLOSE_COLUMNS = ("symbol", "day", "price", "origin", "updated_at")
 STATE_JSON_FIELDS = {"pending_sources"}
-STATE_UPDATE = (
-    "UPDATE marketdata_indexstate SET "
-    + ", ".join(f"{name} = %s{'::jsonb' if name in STATE_JSON_FIELDS else ''}" for name in STATE_FIELDS)
-    + " WHERE id = %s"
-)
 
 
-def _run_write_postgres(*, observations, index_rows, quotes, states, closes) -> None:
-    with connection.cursor() as cursor:
-        # COPY cannot run inside a pipeline: large appends go first, the rest in one round trip.
-        large = len(index_rows) >= COPY_THRESHOLD
-        if large:
-            _append(cursor, PriceObservation, OBSERVATION_COLUMNS, observations)
-            _append(cursor, IndexPrice, INDEX_PRICE_COLUMNS, index_rows)
-        with _pipeline():
-            if not large:
-                _append(cursor, PriceObservation, OBSERVATION_COLUMNS, observations)
-                _append(cursor, IndexPrice, INDEX_PRICE_COLUMNS, index_rows)
-            if quotes:
-                cursor.executemany(QUOTE_UPSERT, quotes)
-            if states:
-                cursor.executemany(
-                    STATE_UPDATE,
-                    [
-                        [
-                            json.dumps(getattr(s, name)) if name in STATE_JSON_FIELDS else getattr(s, name)
-                            for name in STATE_FIELDS
-                        ]
-                        + [s.pk]
-                        for s in states
-                    ],
-                )
-            if closes:
-                cursor.executemany(CLOSE_UPSERT, closes)
-
-
-def _run_write_orm(*, quotes, states, closes) -> None:
-    if quotes:
-        SourceQuote.objects.bulk_create(
-            [
-                SourceQuote(
-                    symbol=symbol,
-                    source_id=source_id,
-                    price=price,
-                    source_time=source_time,
-                    received_at=received_at,
-                    observation_id=observation_id,
-                )
-                for symbol, source_id, price, source_time, received_at, observation_id in quotes
-            ],
-            update_conflicts=True,
-            unique_fields=["symbol", "source"],
-            update_fields=["price", "source_time", "received_at", "observation"],
+def _run_write(*, observations, index_rows, quotes, states, closes) -> None:
+    # COPY cannot run inside a pipeline: large appends go first, the rest in one round trip.
+    large = len(index_rows) >= COPY_MIN_ROWS
+    if large:
+        rows_copy(model=PriceObservation, columns=OBSERVATION_COLUMNS, rows=observations)
+        rows_copy(model=IndexPrice, columns=INDEX_PRICE_COLUMNS, rows=index_rows)
+    with pipeline():
+        if not large:
+            rows_copy(model=PriceObservation, columns=OBSERVATION_COLUMNS, rows=observations)
+            rows_copy(model=IndexPrice, columns=INDEX_PRICE_COLUMNS, rows=index_rows)
+        rows_upsert(
+            model=SourceQuote,
+            columns=QUOTE_COLUMNS,
+            rows=quotes,
+            conflict=("symbol", "source_id"),
+            update=QUOTE_COLUMNS[2:],
         )
-    IndexState.objects.bulk_update(states, [name.removesuffix("_id") for name in STATE_FIELDS])
-    if closes:
-        IndexClose.objects.bulk_create(
-            [IndexClose(symbol=s, day=d, price=p, origin=o, updated_at=u) for s, d, p, o, u in closes],
-            update_conflicts=True,
-            unique_fields=["symbol", "day"],
-            update_fields=["price", "origin", "updated_at"],
+        rows_update(
+            model=IndexState,
+            columns=STATE_FIELDS,
+            rows=[
+                [
+                    json.dumps(getattr(s, name)) if name in STATE_JSON_FIELDS else getattr(s, name)
+                    for name in STATE_FIELDS
+                ]
+                + [s.pk]
+                for s in states
+            ],
+        )
+        rows_upsert(
+            model=IndexClose,
+            columns=CLOSE_COLUMNS,
+            rows=closes,
+            conflict=("symbol", "day"),
+            update=CLOSE_COLUMNS[2:],
         )
 
 
@@ -665,28 +534,13 @@ def price_observations_submit(*, observations: Sequence[PriceIn]) -> list[IndexP
             raise ValidationError({field(index, "symbol"): _symbol_error(symbol)})
 
     run = _run_start(rules, now)
-    if connection.vendor == "postgresql":
-        ids = _ids_draw([PriceObservation, IndexPrice], len(checked))
-        observation_ids = [pk for pk, _ in ids]
-        index_ids = [pk for _, pk in ids]
-        stored = [
-            (pk, sources[user.pk].pk, symbol, price, source_time, now)
-            for pk, (user, symbol, price, source_time) in zip(observation_ids, checked, strict=True)
-        ]
-    else:
-        created = PriceObservation.objects.bulk_create(
-            [
-                PriceObservation(
-                    source=sources[user.pk],
-                    symbol=symbol,
-                    price=price,
-                    source_time=source_time,
-                    received_at=now,
-                )
-                for user, symbol, price, source_time in checked
-            ]
-        )
-        observation_ids, index_ids, stored = [o.pk for o in created], None, ()
+    ids = ids_draw(models=[PriceObservation, IndexPrice], count=len(checked))
+    observation_ids = [pk for pk, _ in ids]
+    index_ids = [pk for _, pk in ids]
+    stored = [
+        (pk, sources[user.pk].pk, symbol, price, source_time, now)
+        for pk, (user, symbol, price, source_time) in zip(observation_ids, checked, strict=True)
+    ]
     changed: dict[tuple[str, int], tuple] = {}
     all_quotes = run.quotes
     for observation_id, (user, symbol, price, source_time) in zip(observation_ids, checked, strict=True):
@@ -906,10 +760,6 @@ __all__ = [
     "index_price_confirm",
     "index_prices_refresh",
     "index_sweep_reference_set",
-    "ops_alert_raise",
-    "ops_alert_resolve",
-    "ops_alerts_raise",
-    "ops_alerts_resolve",
     "oracle_rules",
     "price_observation_submit",
     "price_observations_submit",

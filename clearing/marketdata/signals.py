@@ -14,8 +14,13 @@ price commits, once per move, with keyword arguments:
 A move fires when the new good price is more than ``event_move`` (a fraction, per underlying in
 the active parameter set; ``ASSET_ORACLE_RULES`` for assets) away from the reference; firing moves
 the reference to the new price, so one move triggers one event sweep.
+
+``price_status_changed`` is sent inside the transaction that stores new index statuses, with kwarg
+``changes``: ``(symbol, previous status, new status)`` tuples. Receivers run in that transaction
+(the web app tells the exposed members through the outbox: ``frontend.receivers``).
 """
 
 from django.dispatch import Signal
 
 index_moved = Signal()
+price_status_changed = Signal()

@@ -8,7 +8,7 @@ connection, and they hold for every statement of the session, the pool's connect
 
 Web processes and management commands use ``DATABASE_STATEMENT_TIMEOUT`` /
 ``DATABASE_LOCK_TIMEOUT`` (settings); a Celery worker switches to the longer
-``DATABASE_WORKER_*`` values when it starts (``clearing.celery``), whatever command line started
+``DATABASE_WORKER_*`` values when it starts (``clearing.config.celery``), whatever command line started
 it. Pure functions of the settings dict: settings import this module before Django is set up.
 """
 

@@ -28,17 +28,23 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Iterator
-from datetime import datetime, timedelta
+from collections.abc import Callable, Iterable, Iterator
+from datetime import datetime
 from wsgiref.simple_server import WSGIRequestHandler, make_server
 
+from celery.signals import task_failure, task_postrun, task_prerun, task_retry
 from django.conf import settings
-from django.db import DatabaseError, connection
-from django.db.models import Count, Q
+from django.db import DatabaseError
+from django.db.models import Count
 from django.utils import timezone
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Histogram, make_wsgi_app, multiprocess
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.exposition import ThreadingWSGIServer
+
+from clearing.bulk import tables_size
+from clearing.models import OutboxEvent
+from clearing.ops.alerts import ALERT_SEVERITIES
+from clearing.ops.models import OpsAlert
 
 log = logging.getLogger(__name__)
 
@@ -110,8 +116,6 @@ def _task_retry(sender=None, **kwargs) -> None:
 
 
 def celery_signals_connect() -> None:
-    from celery.signals import task_failure, task_postrun, task_prerun, task_retry
-
     task_prerun.connect(_task_prerun, weak=False, dispatch_uid="ops.metrics.prerun")
     task_postrun.connect(_task_postrun, weak=False, dispatch_uid="ops.metrics.postrun")
     task_failure.connect(_task_failure, weak=False, dispatch_uid="ops.metrics.failure")
@@ -120,7 +124,6 @@ def celery_signals_connect() -> None:
 
 # --- Read from the database at scrape time -------------------------------------------------------
 
-ORACLE_STATUSES = ("ok", "degraded", "stale", "unconfirmed")
 SIZED_TABLES = (
     "sweeps_marginsnapshot",
     "frontend_outboxevent",
@@ -132,18 +135,31 @@ SIZED_TABLES = (
 )
 
 
-def _age(now: datetime, moment: datetime | None) -> float:
+# What each app adds to a scrape: ``read(now)`` yields its families, in a bounded number of queries.
+# Apps register in their ``AppConfig.ready()`` (the oracle's status, the sweeps and the insurance
+# fund), so this module reads only the kernel's own rows (the outbox, ops alerts, table sizes).
+StateReader = Callable[[datetime], Iterable[Metric]]
+_STATE_READERS: dict[str, StateReader] = {}
+
+
+def metrics_state_register(*, key: str, read: StateReader) -> None:
+    """Add (or, with the same ``key``, replace) what ``read(now)`` yields to every scrape's state."""
+    _STATE_READERS[key] = read
+
+
+def metric_age(now: datetime, moment: datetime | None) -> float:
     return max(0.0, (now - moment).total_seconds()) if moment else 0.0
 
 
-def _gauge(name: str, documentation: str, value: float, **labels: str) -> GaugeMetricFamily:
+def metric_gauge(name: str, documentation: str, value: float, **labels: str) -> GaugeMetricFamily:
     family = GaugeMetricFamily(name, documentation, labels=list(labels))
     family.add_metric(list(labels.values()), value)
     return family
 
 
 class DatabaseCollector:
-    """Venue state, read at each scrape in a fixed number of queries (≈ 15)."""
+    """Venue state, read at each scrape in a fixed number of queries (≈ 15): the kernel's rows here,
+    the apps' through ``metrics_state_register``."""
 
     def describe(self) -> list[Metric]:
         return []  # read the database at scrape time only, never at registration
@@ -153,146 +169,24 @@ class DatabaseCollector:
             families = list(self._families())
         except DatabaseError:
             log.exception("metrics: the database could not be read")
-            yield _gauge("clearing_metrics_database_up", "Whether the state below could be read.", 0)
+            yield metric_gauge("clearing_metrics_database_up", "Whether the state below could be read.", 0)
             return
-        yield _gauge("clearing_metrics_database_up", "Whether the state below could be read.", 1)
+        yield metric_gauge("clearing_metrics_database_up", "Whether the state below could be read.", 1)
         yield from families
 
     def _families(self) -> Iterator[Metric]:
-        from clearing.marketdata.models import IndexState, OpsAlert
-        from clearing.ops.insurance import SEVERITY, insurance_fund_value
-        from frontend.models import OutboxEvent
-        from riskengine.sweeps.models import (
-            Liquidation,
-            LiquidationStatus,
-            ShardStatus,
-            Sweep,
-            SweepKind,
-            SweepRequest,
-            SweepShard,
-            SweepStatus,
-        )
-
         now = timezone.now()
-        stuck_after = now - timedelta(seconds=settings.BROKER_VISIBILITY_TIMEOUT)
-        recent = now - timedelta(hours=1)
-        day = now - timedelta(days=1)
 
         pending = OutboxEvent.objects.filter(relayed_at__isnull=True)
         oldest = pending.order_by("id").values_list("created_at", flat=True).first()
-        yield _gauge("clearing_outbox_pending", "Outbox events not yet relayed.", pending.count())
-        yield _gauge(
+        yield metric_gauge("clearing_outbox_pending", "Outbox events not yet relayed.", pending.count())
+        yield metric_gauge(
             "clearing_outbox_oldest_pending_age_seconds",
             "Age of the oldest outbox event not yet relayed (relay lag; 0 when none).",
-            _age(now, oldest),
+            metric_age(now, oldest),
         )
-        requests = SweepRequest.objects.order_by("requested_at").values_list("requested_at", flat=True)
-        yield _gauge(
-            "clearing_sweep_requests_pending", "Accounts waiting for an event sweep.", requests.count()
-        )
-        yield _gauge(
-            "clearing_sweep_requests_oldest_age_seconds",
-            "Age of the oldest pending event-sweep request (0 when none).",
-            _age(now, requests.first()),
-        )
-
-        last = (
-            Sweep.objects.filter(kind=SweepKind.FULL, status=SweepStatus.DONE, started_at__gte=day)
-            .order_by("-finished_at")
-            .values_list("pk", "started_at", "finished_at")
-            .first()
-        )
-        duration = GaugeMetricFamily(
-            "clearing_sweep_last_duration_seconds",
-            "The last completed full sweep, from creation to its last shard stored.",
-        )
-        age = GaugeMetricFamily(
-            "clearing_sweep_last_finished_age_seconds",
-            "Time since the last full sweep completed (absent: none in the last day).",
-        )
-        phases = GaugeMetricFamily(
-            "clearing_sweep_last_phase_seconds",
-            "The last completed full sweep's time in each phase, summed over its shards.",
-            labels=["phase"],
-        )
-        if last is not None:
-            pk, started, finished = last
-            duration.add_metric([], (finished - started).total_seconds())
-            age.add_metric([], _age(now, finished))
-            totals: dict[str, float] = {}
-            for timings in SweepShard.objects.filter(sweep_id=pk).values_list("timings", flat=True):
-                for phase, seconds in (timings or {}).items():
-                    totals[phase] = totals.get(phase, 0.0) + float(seconds)
-            for phase, seconds in sorted(totals.items()):
-                phases.add_metric([phase], seconds)
-        yield from (duration, age, phases)
-
-        shards = dict(
-            SweepShard.objects.filter(sweep__started_at__gte=day)
-            .filter(
-                Q(status=ShardStatus.PENDING, sweep__started_at__lt=stuck_after)
-                | Q(status=ShardStatus.FAILED, sweep__started_at__gte=recent)
-            )
-            .values_list("status")
-            .annotate(n=Count("pk"))
-            .values_list("status", "n")
-        )
-        yield _gauge(
-            "clearing_sweep_shards_stuck",
-            "Shards still pending longer than the broker's visibility timeout after their sweep began.",
-            shards.get(ShardStatus.PENDING, 0),
-        )
-        yield _gauge(
-            "clearing_sweep_shards_failed",
-            "Shards of the last hour's sweeps that failed (and were not retried successfully).",
-            shards.get(ShardStatus.FAILED, 0),
-        )
-        yield _gauge(
-            "clearing_sweeps_running",
-            "Sweeps of the last day still running.",
-            Sweep.objects.filter(status=SweepStatus.RUNNING, started_at__gte=day).count(),
-        )
-        liquidations = Liquidation.objects.filter(status=LiquidationStatus.IN_PROGRESS)
-        yield _gauge("clearing_liquidations_in_progress", "Liquidations in progress.", liquidations.count())
-        yield _gauge(
-            "clearing_liquidations_stuck",
-            "Liquidations in progress for longer than the broker's visibility timeout.",
-            liquidations.filter(started_at__lt=stuck_after).count(),
-        )
-
-        status = GaugeMetricFamily(
-            "clearing_oracle_status",
-            "1 for each symbol's current oracle status (a fresh price past fresh_until reads stale).",
-            labels=["symbol", "status"],
-        )
-        good_age = GaugeMetricFamily(
-            "clearing_oracle_last_good_age_seconds",
-            "Age of each symbol's last good price.",
-            labels=["symbol"],
-        )
-        for symbol, current, last_good_at, fresh_until in IndexState.objects.values_list(
-            "symbol", "status", "last_good_at", "fresh_until"
-        ):
-            if current in ("ok", "degraded") and fresh_until is not None and fresh_until < now:
-                current = "stale"
-            for name in ORACLE_STATUSES:
-                status.add_metric([symbol, name], 1.0 if name == current else 0.0)
-            if last_good_at is not None:
-                good_age.add_metric([symbol], _age(now, last_good_at))
-        yield from (status, good_age)
-
-        fund = insurance_fund_value()
-        if fund is not None:
-            yield _gauge(
-                "clearing_insurance_fund_value_usd",
-                "The insurance fund's balances at the oracle's last good prices (unpriced assets left out).",
-                float(fund.value),
-            )
-            yield _gauge(
-                "clearing_insurance_fund_floor_usd",
-                "The active parameter set's insurance fund floor.",
-                float(fund.floor),
-            )
+        for read in _STATE_READERS.values():
+            yield from read(now)
 
         alerts = GaugeMetricFamily(
             "clearing_ops_alerts_open", "Open ops alerts, by kind and severity.", labels=["kind", "severity"]
@@ -303,26 +197,22 @@ class DatabaseCollector:
             .annotate(n=Count("pk"))
             .values_list("kind", "n")
         ):
-            alerts.add_metric([kind, SEVERITY.get(kind, "warning")], count)
+            alerts.add_metric([kind, ALERT_SEVERITIES.get(kind, "warning")], count)
         yield alerts
 
-        if connection.vendor == "postgresql":
-            rows = GaugeMetricFamily(
-                "clearing_table_rows_estimate", "Rows per table (planner estimate).", labels=["table"]
-            )
-            size = GaugeMetricFamily(
-                "clearing_table_bytes", "Size per table, indexes and TOAST included.", labels=["table"]
-            )
-            with connection.cursor() as cursor:
-                cursor.execute(
-                    "SELECT relname, greatest(reltuples, 0), pg_total_relation_size(oid) FROM pg_class"
-                    " WHERE relname = ANY(%s) AND relkind = 'r'",
-                    [list(SIZED_TABLES)],
-                )
-                for table, estimate, total in cursor.fetchall():
-                    rows.add_metric([table], float(estimate))
-                    size.add_metric([table], float(total))
-            yield from (rows, size)
+        rows = GaugeMetricFamily(
+            "clearing_table_rows_estimate",
+            "Rows per table (PostgreSQL: planner estimate; SQLite: exact count).",
+            labels=["table"],
+        )
+        size = GaugeMetricFamily(
+            "clearing_table_bytes", "Size per table, indexes (and TOAST) included.", labels=["table"]
+        )
+        for table, (estimate, total) in tables_size(tables=SIZED_TABLES).items():
+            rows.add_metric([table], estimate)
+            if total is not None:
+                size.add_metric([table], total)
+        yield from (rows, size)
 
 
 # --- Exposition ----------------------------------------------------------------------------------

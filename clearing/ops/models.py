@@ -26,7 +26,7 @@ class SnapshotRetention(models.Model):
 
 
 class UncoveredDeficit(AppendOnlyModel):
-    """A deficit the insurance fund could not cover (append-only; ``clearing.ops.insurance``).
+    """A deficit the insurance fund could not cover (append-only; ``riskengine.sweeps.insurance``).
 
     After a liquidation whose deficit the fund paid while its value went below zero,
     ``uncovered`` is the part of that deficit the fund did not have (at most the deficit). Without
@@ -49,3 +49,34 @@ class UncoveredDeficit(AppendOnlyModel):
 
     def __str__(self) -> str:
         return f"{self.uncovered} USD uncovered ({self.cause})"
+
+
+class OpsAlert(models.Model):
+    """Something ops must look at, raised by any app (the oracle, the sweeps, the insurance fund,
+    governance) through ``clearing.ops.alerts``. At most one open alert per ``(kind, key)``: raising
+    it again bumps its count and message instead of piling up duplicates."""
+
+    kind = models.CharField(max_length=40)
+    key = models.CharField(max_length=100)
+    message = models.TextField()
+    raise_count = models.PositiveIntegerField(default=1)
+    created_at = models.DateTimeField(auto_now_add=True)
+    last_raised_at = models.DateTimeField()
+    resolved_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        # The table keeps the name it had when the model lived in the oracle's app (marketdata).
+        db_table = "marketdata_opsalert"
+        ordering = ["-created_at"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["kind", "key"], condition=models.Q(resolved_at__isnull=True), name="opsalert_one_open"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.kind}:{self.key}"
+
+    @property
+    def is_open(self) -> bool:
+        return self.resolved_at is None

@@ -139,7 +139,7 @@ class MarginResult:
 
     def to_dicts(self, indices=None) -> list[dict]:
         """Spec section 5 result dicts for portfolios ``indices`` (default: all, in order)."""
-        from .results import result_dicts
+        from .results import result_dicts  # circular: results imports MarginResult from here
 
         return result_dicts(self, indices)
 
@@ -213,16 +213,14 @@ def compute_margin(margin_input: MarginInput) -> MarginResult:
         return _compute_margin(margin_input)
 
 
-def _compute_margin(margin_input: MarginInput) -> MarginResult:
-    p, m, f = margin_input.parameters, margin_input.market, margin_input.portfolios
-    n_und, n_port, n_instr = len(p.underlyings), f.n_portfolios, m.n_instruments
-    spot = m.underlying_price
-    inst_und = m.underlying
-    inst_spot = spot[inst_und]
-    is_option = m.kind == OPTION
-    option = np.flatnonzero(is_option)
-
-    # --- 1. value every instrument once: price and Greeks per unit --------------------------------
+def instrument_table(margin_input: MarginInput) -> tuple[ScenarioGrid, np.ndarray, np.ndarray]:
+    """Every instrument valued once: ``(grid, price, table)`` with ``price`` ``(n_instr,)`` USD per
+    unit and ``table`` ``(n_instr, n_s + 4)`` per unit: scenario P&L (before the coverage
+    factor), then dollar delta, gamma P&L of a 1 % move, vega per vol point, theta per day."""
+    p, m = margin_input.parameters, margin_input.market
+    n_instr = m.n_instruments
+    inst_spot = m.underlying_price[m.underlying]
+    option = np.flatnonzero(m.kind == OPTION)
     price = inst_spot.copy()
     delta = np.ones(n_instr)
     gamma, vega, theta = np.zeros(n_instr), np.zeros(n_instr), np.zeros(n_instr)
@@ -232,8 +230,6 @@ def _compute_margin(margin_input: MarginInput) -> MarginResult:
         )
         price[option], delta[option] = greeks.price, greeks.delta
         gamma[option], vega[option], theta[option] = greeks.gamma, greeks.vega, greeks.theta
-
-    # --- 2. scenario P&L per unit, then the per-instrument table W multiplies -------------------
     grid = scenario_grid(p)
     n_s = grid.price_move.shape[1]
     table = np.empty((n_instr, n_s + 4))
@@ -242,6 +238,103 @@ def _compute_margin(margin_input: MarginInput) -> MarginResult:
     table[:, n_s + 1] = gamma * inst_spot**2 / 100.0  # P&L of a 1 % move from gamma
     table[:, n_s + 2] = vega / 100.0  # per vol point
     table[:, n_s + 3] = theta  # per day
+    return grid, price, table
+
+
+def pair_scan(
+    grid: ScenarioGrid, pair_underlying: np.ndarray, scenario: np.ndarray, linked_delta: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Worst scenario and scan risk per pair: ``scenario`` ``(n_pairs, n_s)`` USD is the pairs'
+    position P&L (changed in place: linked collateral's P&L added, extreme coverage applied,
+    padding scenarios made +inf); ``linked_delta`` ``(n_pairs,)`` USD dollar delta of linked
+    collateral. Returns ``(worst (n_pairs,) int, scan_risk (n_pairs,) USD)``."""
+    with_linked = np.flatnonzero(linked_delta)
+    scenario[with_linked] += linked_delta[with_linked, None] * grid.price_move[pair_underlying[with_linked]]
+    if grid.is_extreme.any():
+        extreme = grid.is_extreme
+        scenario[:, extreme] *= grid.coverage[pair_underlying][:, extreme]
+        if not grid.valid.all():
+            scenario[~grid.valid[pair_underlying]] = np.inf
+    worst = np.argmin(scenario, axis=1)
+    scan_risk = np.maximum(0.0, -scenario[np.arange(scenario.shape[0]), worst])
+    return worst, scan_risk
+
+
+def pair_charges(
+    parameters,
+    pair_underlying: np.ndarray,
+    scan_risk: np.ndarray,
+    delta_usd: np.ndarray,
+    short_units: np.ndarray,
+    spot: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Per pair ``(n_pairs,)`` USD: ``(directional, non_directional, short option minimum
+    shortfall, concentration)`` from its scan risk, dollar delta and net short option units
+    (``short_units``, q*m); ``spot`` ``(n_und,)`` USD."""
+    p = parameters
+    psr = p.psr[pair_underlying]
+    directional = np.sign(delta_usd) * np.minimum(scan_risk, np.abs(delta_usd) * psr)
+    non_directional = scan_risk - np.abs(directional)
+    som = p.som_rate[pair_underlying] * spot[pair_underlying] * short_units
+    pair_som = np.maximum(0.0, som - scan_risk)
+    pair_conc = p.conc_rate[pair_underlying] * np.maximum(
+        0.0, np.abs(delta_usd) - p.conc_threshold[pair_underlying]
+    )
+    return directional, non_directional, pair_som, pair_conc
+
+
+def portfolio_risk(
+    parameters,
+    pair_portfolio: np.ndarray,
+    pair_underlying: np.ndarray,
+    n_port: int,
+    *,
+    directional: np.ndarray,
+    non_directional: np.ndarray,
+    basis: np.ndarray,
+    som: np.ndarray,
+    concentration: np.ndarray,
+) -> dict[str, np.ndarray]:
+    """Portfolio-mode figures ``(n_port,)`` USD from per-pair charges ``(n_pairs,)`` (pairs sorted
+    by portfolio, at most one per (portfolio, underlying)): ``abs_directional``, ``scan_dir``
+    (after the correlation offset), ``scan_non_dir``, ``basis``, ``som``, ``concentration`` and
+    ``im`` (their sum)."""
+    p = parameters
+
+    def per_portfolio(values: np.ndarray) -> np.ndarray:
+        return np.bincount(pair_portfolio, weights=values, minlength=n_port)
+
+    abs_directional = per_portfolio(np.abs(directional))
+    directional_matrix = np.zeros((n_port, len(p.underlyings)))
+    directional_matrix[pair_portfolio, pair_underlying] = directional
+    quadratic = np.einsum("pi,ij,pj->p", directional_matrix, p.correlation, directional_matrix)
+    del directional_matrix
+    aggregated_directional = np.minimum(np.sqrt(np.maximum(0.0, quadratic)), abs_directional)
+    scan_dir = abs_directional - p.offset_cap * (abs_directional - aggregated_directional)
+    figures = {
+        "abs_directional": abs_directional, "scan_dir": scan_dir,
+        "scan_non_dir": per_portfolio(non_directional), "basis": per_portfolio(basis),
+        "som": per_portfolio(som), "concentration": per_portfolio(concentration),
+    }  # fmt: skip
+    figures["im"] = (
+        figures["scan_dir"] + figures["scan_non_dir"] + figures["basis"] + figures["som"]
+        + figures["concentration"]
+    )  # fmt: skip
+    return figures
+
+
+def _compute_margin(margin_input: MarginInput) -> MarginResult:
+    p, m, f = margin_input.parameters, margin_input.market, margin_input.portfolios
+    n_und, n_port, n_instr = len(p.underlyings), f.n_portfolios, m.n_instruments
+    spot = m.underlying_price
+    inst_und = m.underlying
+    inst_spot = spot[inst_und]
+    is_option = m.kind == OPTION
+
+    # --- 1. value every instrument once: price and Greeks per unit --------------------------------
+    # --- 2. scenario P&L per unit, then the per-instrument table W multiplies -------------------
+    grid, price, table = instrument_table(margin_input)
+    n_s = grid.price_move.shape[1]
 
     # --- 3. (portfolio, underlying) pairs present: positions or non-zero linked collateral -------
     pos_port, pos_inst, qty = f.position_portfolio, f.position_instrument, f.position_quantity
@@ -272,19 +365,8 @@ def _compute_margin(margin_input: MarginInput) -> MarginResult:
     gamma_usd, vega_usd, theta_usd = (np.ascontiguousarray(aggregated[:, n_s + k]) for k in (1, 2, 3))
 
     # --- 4. scan risk, directional / non-directional split ----------------------------------------
-    with_linked = np.flatnonzero(linked_delta)
-    scenario[with_linked] += linked_delta[with_linked, None] * grid.price_move[pair_underlying[with_linked]]
-    if grid.is_extreme.any():
-        extreme = grid.is_extreme
-        scenario[:, extreme] *= grid.coverage[pair_underlying][:, extreme]
-        if not grid.valid.all():
-            scenario[~grid.valid[pair_underlying]] = np.inf
-    worst = np.argmin(scenario, axis=1)
-    scan_risk = np.maximum(0.0, -scenario[np.arange(n_pairs), worst])
+    worst, scan_risk = pair_scan(grid, pair_underlying, scenario, linked_delta)
     del aggregated, scenario
-    psr = p.psr[pair_underlying]
-    directional = np.sign(delta_usd) * np.minimum(scan_risk, np.abs(delta_usd) * psr)
-    non_directional = scan_risk - np.abs(directional)
 
     # --- 5. basis, short option minimum, concentration per pair -----------------------------------
     pair_basis = _pair_basis(margin_input, weights, inst_spot)
@@ -294,28 +376,18 @@ def _compute_margin(margin_input: MarginInput) -> MarginResult:
         weights=np.where(option_mask, np.maximum(-weights.data, 0.0), 0.0),
         minlength=n_pairs,
     )  # net short option units q*m per instrument (identical instruments net within a portfolio)
-    som = p.som_rate[pair_underlying] * spot[pair_underlying] * short_units
-    pair_som = np.maximum(0.0, som - scan_risk)
-    pair_conc = p.conc_rate[pair_underlying] * np.maximum(
-        0.0, np.abs(delta_usd) - p.conc_threshold[pair_underlying]
+    directional, non_directional, pair_som, pair_conc = pair_charges(
+        p, pair_underlying, scan_risk, delta_usd, short_units, spot
     )
 
     # --- 6. portfolio rules per portfolio -----------------------------------------------------------
-    def per_portfolio(values: np.ndarray) -> np.ndarray:
-        return np.bincount(pair_portfolio, weights=values, minlength=n_port)
-
-    abs_directional = per_portfolio(np.abs(directional))
-    directional_matrix = np.zeros((n_port, n_und))
-    directional_matrix[pair_portfolio, pair_underlying] = directional
-    quadratic = np.einsum("pi,ij,pj->p", directional_matrix, p.correlation, directional_matrix)
-    del directional_matrix
-    aggregated_directional = np.minimum(np.sqrt(np.maximum(0.0, quadratic)), abs_directional)
-    scan_dir = abs_directional - p.offset_cap * (abs_directional - aggregated_directional)
-    scan_non_dir = per_portfolio(non_directional)
-    basis = per_portfolio(pair_basis)
-    som_total = per_portfolio(pair_som)
-    concentration = per_portfolio(pair_conc)
-    im_portfolio = scan_dir + scan_non_dir + basis + som_total + concentration
+    risk = portfolio_risk(
+        p, pair_portfolio, pair_underlying, n_port, directional=directional,
+        non_directional=non_directional, basis=pair_basis, som=pair_som, concentration=pair_conc,
+    )  # fmt: skip
+    abs_directional, scan_dir, scan_non_dir = risk["abs_directional"], risk["scan_dir"], risk["scan_non_dir"]
+    basis, som_total, concentration = risk["basis"], risk["som"], risk["concentration"]
+    im_portfolio = risk["im"]
     mm_portfolio = p.mm_ratio * im_portfolio
 
     # --- 7. standard rules and value per position ---------------------------------------------------
@@ -533,26 +605,35 @@ def pair_of_key_lookup(pair_key: np.ndarray, keys: np.ndarray) -> np.ndarray:
     return np.searchsorted(pair_key, keys)
 
 
-def _pair_basis(margin_input: MarginInput, weights: sp.csr_matrix, inst_spot: np.ndarray) -> np.ndarray:
-    """Basis charge per pair ``(n_pairs,)`` USD: ``sum_e |net dollar delta of linear in bucket e| * rate_e``.
-
-    Buckets are (underlying, expiry); all perpetuals of an underlying share one bucket with T = 0.
-    """
+def basis_buckets(margin_input: MarginInput) -> tuple[np.ndarray, np.ndarray]:
+    """The basis buckets: ``(bucket (n_instr,) int64, rate (n_buckets,))``, each linear
+    instrument's bucket (-1 for options) and each bucket's basis rate. Buckets are (underlying,
+    expiry); all perpetuals of an underlying share one bucket with T = 0."""
     p, m = margin_input.parameters, margin_input.market
     linear = np.flatnonzero(m.kind != OPTION)
-    n_pairs = weights.shape[0]
+    bucket = np.full(m.n_instruments, -1, dtype=np.int64)
     if linear.size == 0:
-        return np.zeros(n_pairs)
+        return bucket, np.zeros(0)
     is_perp = m.kind[linear] == PERPETUAL
     bucket_years = np.where(is_perp, -np.inf, m.years[linear])  # -inf keeps perps apart from T = 0 futures
     keys = np.stack([m.underlying[linear].astype(np.float64), bucket_years], axis=1)
     buckets, bucket_of_linear = np.unique(keys, axis=0, return_inverse=True)
-    bucket_of_linear = bucket_of_linear.reshape(-1)
+    bucket[linear] = bucket_of_linear.reshape(-1)
     bucket_und = buckets[:, 0].astype(np.int64)
     bucket_t = np.where(np.isneginf(buckets[:, 1]), 0.0, buckets[:, 1])
-    bucket_rate = np.maximum(p.min_basis[bucket_und], p.basis_rate[bucket_und] * bucket_t)
+    return bucket, np.maximum(p.min_basis[bucket_und], p.basis_rate[bucket_und] * bucket_t)
+
+
+def _pair_basis(margin_input: MarginInput, weights: sp.csr_matrix, inst_spot: np.ndarray) -> np.ndarray:
+    """Basis charge per pair ``(n_pairs,)`` USD: ``sum_e |net dollar delta of linear in bucket e|
+    * rate_e``."""
+    bucket, bucket_rate = basis_buckets(margin_input)
+    n_pairs = weights.shape[0]
+    linear = np.flatnonzero(bucket >= 0)
+    if linear.size == 0:
+        return np.zeros(n_pairs)
     to_bucket = sp.csr_matrix(
-        (inst_spot[linear], (linear, bucket_of_linear)), shape=(m.n_instruments, len(buckets))
+        (inst_spot[linear], (linear, bucket[linear])), shape=(bucket.size, bucket_rate.size)
     )
     net = (weights @ to_bucket).tocsr()  # net dollar delta (n_pairs, n_buckets)
     charge = np.abs(net.data) * bucket_rate[net.indices]
@@ -573,7 +654,14 @@ def collateral_values(margin_input: MarginInput) -> np.ndarray:
         weights=f.balance_amount,
         minlength=n_port * n_assets,
     ).reshape(n_port, n_assets)
-    value = amounts * m.asset_price[None, :]
+    return haircut_values(p, m.asset_price, amounts)
+
+
+def haircut_values(parameters, asset_price: np.ndarray, amounts: np.ndarray) -> np.ndarray:
+    """Haircut value ``(n, n_assets)`` USD of ``amounts`` ``(n, n_assets)`` units of each asset at
+    ``asset_price`` ``(n_assets,)`` USD (the brackets of ``collateral_values``)."""
+    p = parameters
+    value = amounts * asset_price[None, :]
     with np.errstate(invalid="ignore"):  # padding brackets are inf - inf
         width = p.haircut_upper - p.haircut_lower  # (n_assets, n_brackets); inf for the open bracket
     width = np.where(np.isnan(width), 0.0, width)  # padding brackets (inf - inf) have no width

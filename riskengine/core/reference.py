@@ -9,7 +9,9 @@ against. It assumes a valid document (validation is the engine's job).
 
 from __future__ import annotations
 
+import json
 import math
+import sys
 from datetime import datetime
 
 _SQRT2 = math.sqrt(2.0)
@@ -77,6 +79,7 @@ class ReferenceContext:
         self.und = {}
         for name, u in params["underlyings"].items():
             entry = {key: _num(value) for key, value in u.items() if key != "extreme"}
+            # The spec's default, written again on purpose: this module shares nothing with the engine.
             default_extreme = [{"multiple": -2, "coverage": 0.35}, {"multiple": 2, "coverage": 0.35}]
             entry["extreme"] = [
                 (_num(e["multiple"]), _num(e["coverage"])) for e in u.get("extreme", default_extreme)
@@ -375,9 +378,6 @@ def main(argv: list[str] | None = None) -> int:
     only (``-m riskengine.core.reference`` would import the numpy engine package first). The CLI
     benchmark (``bench/bench_cli.py``) times it as the yardstick.
     """
-    import json
-    import sys
-
     args = sys.argv[1:] if argv is None else argv
     if len(args) != 1:
         print("usage: python riskengine/core/reference.py DOC.json|-", file=sys.stderr)

@@ -12,7 +12,7 @@ from django.db.models.functions import Cast
 from django.utils import timezone
 
 from accounts.models import AccountKind, MarginAccount
-from riskengine.dashboard import DashboardPanel, dashboard_panel_register, duration_text
+from clearing.dashboard import DashboardPanel, dashboard_panel_register, duration_text
 from riskengine.sweeps.models import (
     AccountMargin,
     CallStatus,

@@ -47,7 +47,7 @@ class SweepStatus(models.TextChoices):
     DONE = "done", "Done"
     FAILED = "failed", "Failed"
     # Some shard can no longer complete (re-sent and still not done past the recovery bound):
-    # given up, with the reason in ``error`` and an ops alert (``clearing.ops.recovery``).
+    # given up, with the reason in ``error`` and an ops alert (``riskengine.sweeps.recovery``).
     EXPIRED = "expired", "Expired"
 
 
@@ -190,7 +190,7 @@ class MarginSnapshot(models.Model):
 class AccountMargin(models.Model):
     """The current margin of one account: its snapshot with the newest valuation, by
     ``(valued_at, sweep_id)`` — not the one that arrived last, so a late or redelivered shard of
-    an older sweep never replaces a newer sweep's figures (``services._current_upsert``)."""
+    an older sweep never replaces a newer sweep's figures (``storage.current_upsert``)."""
 
     account = models.OneToOneField(
         "accounts.MarginAccount", on_delete=models.CASCADE, primary_key=True, related_name="margin"

@@ -3,54 +3,28 @@
 from __future__ import annotations
 
 import math
-from functools import lru_cache
 
 import numpy as np
 from django.db.models import Q
 
-from accounts.models import Asset, CollateralBalance, MarginAccount
+from accounts.models import Asset, CollateralBalance
+from clearing.marketdata.quotes import MarketQuotes
 from clearing.models import Instrument, Position
 from riskengine.core import parse_parameters, scenario_grid
 from riskengine.core.margin import VOL_MOVES
-from riskengine.models import ParameterSet, ParameterStatus
-from riskengine.quotes import MarketQuotes
-from riskengine.selectors import NoActiveParameterSet, parameter_sets_with_rows
+from riskengine.loading import market_form_quotes
+from riskengine.selectors import parameters_form
 from riskengine.sweeps import codec
-from riskengine.sweeps.models import AccountMargin, MarginSnapshot, Sweep
-
-
-@lru_cache(maxsize=16)
-def _parameters_form(parameter_set_id: int, version: str) -> dict:
-    # A set's parameters are frozen once proposed, so its form can be cached for the process;
-    # the version is part of the key so a reused id (a re-created test database) never hits.
-    return parameter_sets_with_rows().get(pk=parameter_set_id).to_parameters_form()
-
-
-def parameters_form(*, parameter_set) -> dict:
-    """The parameters form of ``parameter_set`` (cached per process: sets are frozen)."""
-    return _parameters_form(parameter_set.pk, parameter_set.version)
-
-
-def parameter_set_active_row() -> ParameterSet:
-    """The active parameter set, row only (one query): its parameters come from
-    ``parameters_form``, cached per process by id and version, so activating another set is seen by
-    the very next sweep while a sweep never reloads the rows of an unchanged one."""
-    parameter_set = ParameterSet.objects.filter(status=ParameterStatus.ACTIVE).first()
-    if parameter_set is None:
-        raise NoActiveParameterSet("No active risk parameter set: approve one in the admin.")
-    return parameter_set
+from riskengine.sweeps.models import MarginSnapshot, Sweep
 
 
 def sweep_quotes(*, sweep: Sweep) -> MarketQuotes:
     """The market a sweep used, as ``MarketQuotes`` (every shard of a sweep prices with these)."""
-    market = sweep.market
-    return MarketQuotes(
+    return market_form_quotes(
+        market=sweep.market,
         valuation_time=sweep.valuation_time,
-        underlying_prices={s: e["price"] for s, e in market["underlyings"].items()},
-        asset_prices={s: e["price"] for s, e in market["assets"].items()},
-        option_ivs={s: e["iv"] for s, e in market["instruments"].items() if "iv" in e},
-        statuses=dict(sweep.statuses),
-        index_price_ids=dict(sweep.index_price_ids),
+        statuses=sweep.statuses,
+        index_price_ids=sweep.index_price_ids,
     )
 
 
@@ -65,11 +39,6 @@ def accounts_exposed(*, symbol: str) -> list[int]:
         balances.values_list("account_id", flat=True)
     )
     return sorted(ids)
-
-
-def account_margins_current(*, account_ids: list[int]) -> dict[int, AccountMargin]:
-    """The latest margin of each account (those ever swept), in one query."""
-    return AccountMargin.objects.in_bulk(account_ids)
 
 
 def margin_snapshot_positions(
@@ -185,8 +154,3 @@ def margin_snapshot_document(*, snapshot: MarginSnapshot) -> dict:
             }
         ],
     }
-
-
-def venue_account_ids() -> dict[str, int]:
-    """The house and insurance fund accounts, by kind."""
-    return dict(MarginAccount.objects.exclude(kind="member").values_list("kind", "pk"))

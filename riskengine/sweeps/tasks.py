@@ -7,9 +7,10 @@ from __future__ import annotations
 
 from celery import shared_task
 
-from clearing.ops.insurance import insurance_fund_after_shard
 from clearing.ops.retry import RETRY
-from riskengine.sweeps import services
+from riskengine.sweeps import liquidation, services
+from riskengine.sweeps.insurance import insurance_fund_after_shard, insurance_fund_check
+from riskengine.sweeps.recovery import liquidations_resume, sweeps_recover
 
 # A drain task takes at most this many engine runs (of up to 5,000 accounts each, ≈ 0.6 s idle):
 # an index move that touches every account of a big venue is drained by a chain of bounded
@@ -63,6 +64,39 @@ def sweep_requests_drain() -> int:
     return _drain()
 
 
+@shared_task(name="sweeps.liquidations_send", **RETRY)
+def liquidations_send(liquidation_ids: list[int]) -> int:
+    """Send the liquidations a shard escalated, one ``sweeps.liquidation_execute`` task each (the
+    shard sends this one message instead of thousands). Running it twice sends them twice; the
+    liquidations are idempotent."""
+    return services.liquidations_send(liquidation_ids=liquidation_ids)
+
+
 @shared_task(name="sweeps.liquidation_execute", **RETRY)
 def liquidation_execute(liquidation_id: int) -> str:
-    return services.liquidation_execute(liquidation_id=liquidation_id).status
+    return liquidation.liquidation_execute(liquidation_id=liquidation_id).status
+
+
+# --- Periodic upkeep (beat, settings "Periodic upkeep"; named ops.* as ops run them) -------------
+
+
+@shared_task(name="ops.insurance_fund_check", **RETRY)
+def insurance_fund_check_task() -> str | None:
+    """Every minute: the insurance fund against its floor at the oracle's current prices."""
+    fund = insurance_fund_check(cause="the periodic check")
+    return None if fund is None else str(fund.value)
+
+
+@shared_task(name="ops.liquidations_resume", **RETRY)
+def liquidations_resume_task() -> list[int]:
+    """Every minute: liquidations still in progress two minutes after they started are sent
+    again (their task was lost; executing twice is harmless)."""
+    return liquidations_resume()
+
+
+@shared_task(name="ops.sweeps_recover", **RETRY)
+def sweeps_recover_task() -> dict:
+    """Every minute: shards of running full sweeps not done past their bound are sent again;
+    sweeps that cannot complete are expired with an ops alert (riskengine.sweeps.recovery)."""
+    outcome = sweeps_recover()
+    return {"resent": outcome.resent, "expired": outcome.expired}

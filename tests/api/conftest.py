@@ -4,35 +4,20 @@ fixed market quotes (the what-if/withdrawal seam ``riskengine.whatif.quotes_curr
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import timedelta
 from decimal import Decimal
 
 import pytest
 from django.core.cache.backends.locmem import LocMemCache
 from django.utils import timezone
-from rest_framework.test import APIClient
 
-from accounts.models import AccountKind, MarginAccount, Member, Role, User
-from accounts.services import api_token_issue, collateral_deposit, user_create
+from accounts.models import AccountKind, MarginAccount, Member, Role
+from accounts.services import collateral_deposit, user_create
 from clearing.api.throttling import WindowRateThrottle
 from clearing.marketdata.services import price_source_register
 from riskengine import whatif
-from riskengine.quotes import MarketQuotes
 from riskengine.services import parameter_set_bootstrap
 from tests import factories
-from tests.governance.conftest import venue_parameters_form
-
-BTC, ETH = 60_000.0, 3_000.0
-
-
-def quotes_fixed() -> MarketQuotes:
-    return MarketQuotes(
-        valuation_time=timezone.now(),
-        underlying_prices={"BTC": BTC, "ETH": ETH},
-        asset_prices={"USD": 1.0, "USDC": 1.0},
-        option_ivs={"BTC-70000-C": 0.55},
-        statuses={"BTC": "ok", "ETH": "ok", "USD": "ok", "USDC": "ok"},
-    )
+from tests.factories import client_for, quotes_fixed, venue_parameters_form
 
 
 @pytest.fixture(autouse=True)
@@ -50,35 +35,14 @@ def fixed_quotes(monkeypatch):
 
 
 @dataclass
-class Client:
-    user: User
-    http: APIClient
-
-    def get(self, path, **kwargs):
-        return self.http.get(path, **kwargs)
-
-    def post(self, path, data=None, *, key: str | None = None, **kwargs):
-        headers = {"Idempotency-Key": key} if key is not None else {}
-        return self.http.post(path, data, format="json", headers=headers, **kwargs)
-
-
-def client_for(user: User | None) -> Client:
-    http = APIClient()
-    if user is not None:
-        _, token = api_token_issue(user=user, name="tests")
-        http.credentials(HTTP_AUTHORIZATION=f"Bearer {token}")
-    return Client(user, http)
-
-
-@dataclass
 class World:
     venue: factories.Venue
     account_a: MarginAccount
     account_a2: MarginAccount
     account_b: MarginAccount
-    clients: dict[str, Client]
+    clients: dict[str, factories.Client]
 
-    def __getitem__(self, name: str) -> Client:
+    def __getitem__(self, name: str) -> factories.Client:
         return self.clients[name]
 
 
@@ -106,10 +70,6 @@ def world(db, venue, member_a, member_b, fixed_quotes) -> World:
     return World(venue, account_a, account_a2, account_b, clients)
 
 
-def recent(seconds: int = 1) -> str:
-    return (timezone.now() - timedelta(seconds=seconds)).isoformat()
-
-
 @dataclass
 class Swept:
     call: object
@@ -120,7 +80,7 @@ class Swept:
 def swept(world) -> Swept:
     """Account A is swept into a margin call (12 BTC long on 100k USDC: IM ≈ 108k, MM ≈ 86k);
     account B is swept healthy; a liquidation record exists for A's call."""
-    from clearing.services import trade_book
+    from accounts.trading import trade_book
     from riskengine.sweeps.models import Liquidation, MarginCall
     from riskengine.sweeps.services import sweep_accounts_run
 

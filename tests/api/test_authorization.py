@@ -12,10 +12,11 @@ from decimal import Decimal
 
 import pytest
 
+from accounts.trading import trade_book
 from clearing.api import urls
-from clearing.services import trade_book
 from riskengine.whatif import margin_what_if
-from tests.api.conftest import World, recent
+from tests.api.conftest import World
+from tests.factories import recent
 
 V1 = "/api/v1"
 ROLES = ("trader_a", "viewer_a", "trader_b", "ops", "risk", "feed", "venue", "custodian")

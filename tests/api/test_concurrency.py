@@ -10,12 +10,15 @@ import pytest
 from django.db import connection
 
 from accounts.models import CollateralBalance, CollateralMovement, Deposit, Withdrawal
-from clearing.services import trade_book
+from accounts.trading import trade_book
 from riskengine import withdrawals
 from riskengine.whatif import margin_what_if
-from tests.api.conftest import client_for
+from tests.factories import client_for
 
-pytestmark = pytest.mark.django_db(transaction=True)
+pytestmark = [
+    pytest.mark.django_db(transaction=True),
+    pytest.mark.postgresql("row-lock races between connections: SQLite serialises every writer"),
+]
 
 V1 = "/api/v1"
 
@@ -41,7 +44,6 @@ def run_together(*calls):
 
 
 def test_two_concurrent_withdrawals_can_never_together_breach_initial_margin(world, monkeypatch):
-    assert connection.vendor == "postgresql"
     trade_book(account=world.account_a, instrument="BTC-PERP", quantity=Decimal(10), price=Decimal(60_000))
     now = margin_what_if(account=world.account_a).before
     excess = now["equity"] - now["initial_margin"]

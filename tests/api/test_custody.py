@@ -19,11 +19,11 @@ from accounts.models import (
     MarginAccount,
     Withdrawal,
 )
-from frontend.models import OutboxEvent
+from clearing.models import OutboxEvent
 from riskengine.sweeps.models import MarginCall
 from riskengine.sweeps.services import sweep_accounts_run
 from riskengine.whatif import margin_what_if
-from tests.api.conftest import quotes_fixed
+from tests.factories import quotes_fixed
 
 V1 = "/api/v1"
 
@@ -61,15 +61,16 @@ def balance(account, symbol: str = "USDC") -> Decimal:
 
 
 def test_a_member_cannot_credit_itself_collateral(world, swept):
-    """The issue's attack: a trader 'deposits' 999999999999999999 USD to cure its margin call and
+    """The issue's attack: a trader 'deposits' 999999999999999 USD to cure its margin call and
     then withdraws. The announcement is accepted as pending and counts for nothing: the call stays
-    open, the withdrawal is refused, and the trader cannot confirm its own announcement."""
+    open, the withdrawal is refused, and the trader cannot confirm its own announcement. (Fifteen
+    nines: as many significant digits as the embedded SQLite stack stores exactly.)"""
     trader, account = world["trader_a"], world.account_a
     assert MarginCall.objects.get(account=account).status == "open"
     before = Books.read(account)
 
     response = trader.post(
-        f"{V1}/accounts/{account.pk}/deposits/", {"asset": "USD", "amount": "999999999999999999"}
+        f"{V1}/accounts/{account.pk}/deposits/", {"asset": "USD", "amount": "999999999999999"}
     )
     assert response.status_code == 201, response.json()
     assert (response.json()["state"], response.json()["movement_id"]) == ("pending", None)

@@ -19,7 +19,7 @@ from accounts.models import CollateralMovement
 from clearing.models import Trade
 from riskengine import whatif
 from riskengine.core import DocumentError, compute_document
-from tests.api.conftest import quotes_fixed
+from tests.factories import quotes_fixed
 from tests.riskengine.documents import hand_example_document, make_document
 from tests.riskengine.pathological import JUNK_NUMBERS, json_value, pathological_documents
 

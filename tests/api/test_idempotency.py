@@ -7,7 +7,7 @@ from decimal import Decimal
 
 from django.utils import timezone
 
-from accounts.models import Deposit
+from accounts.models import CollateralBalance, Deposit, Withdrawal
 from clearing.api.idempotency import LEASE, idempotency_records_purge
 from clearing.api.models import IdempotencyRecord, IdempotencyState
 from clearing.models import Trade
@@ -42,10 +42,14 @@ def test_the_same_key_with_a_different_body_is_refused_with_422(world):
 def test_the_same_key_on_another_endpoint_is_refused_with_422(world):
     trader = world["trader_a"]
     trader.post(deposit_url(world), {"asset": "USDC", "amount": "10"}, key="k")
+    balance_before = CollateralBalance.objects.get(account=world.account_a, asset__symbol="USDC").amount
     response = trader.post(
         f"{V1}/accounts/{world.account_a.pk}/withdrawals/", {"asset": "USDC", "amount": "10"}, key="k"
     )
     assert response.status_code == 422
+    assert not Withdrawal.objects.exists()
+    after = CollateralBalance.objects.get(account=world.account_a, asset__symbol="USDC").amount
+    assert after == balance_before
 
 
 def test_a_duplicate_while_the_first_request_runs_gets_409(world):
@@ -143,7 +147,7 @@ def test_beat_purges_records_past_the_retention_every_hour_and_keeps_recent_ones
     from django.conf import settings
 
     from clearing.api.tasks import idempotency_records_purge_task
-    from clearing.celery import app
+    from clearing.config.celery import app
 
     trader = world["trader_a"]
     trader.post(deposit_url(world), {"asset": "USDC", "amount": "1"}, key="yesterday")

@@ -7,11 +7,11 @@ from decimal import Decimal
 import pytest
 from django.core.exceptions import ValidationError
 
+from accounts.trading import trade_book
 from clearing.models import AllocationKind, MarginAllocation, Position
-from clearing.services import trade_book
 from riskengine import whatif
 from riskengine.withdrawals import withdrawal_request
-from tests.api.conftest import quotes_fixed
+from tests.factories import quotes_fixed
 
 V1 = "/api/v1"
 

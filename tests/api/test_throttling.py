@@ -9,6 +9,7 @@ import threading
 
 import pytest
 from django.core.cache import caches
+from django.test import Client as Browser
 
 from clearing.api.throttling import (
     AnonymousThrottle,
@@ -16,6 +17,8 @@ from clearing.api.throttling import (
     UserRateThrottle,
     WindowRateThrottle,
 )
+from tests.api.test_authorization import _document
+from tests.factories import client_for
 
 V1 = "/api/v1"
 MID_MINUTE = 1_800_000_000 + 20.25  # a timestamp 20.25 s into a UTC minute
@@ -38,10 +41,6 @@ def test_each_user_is_throttled_on_its_own_with_429(world, monkeypatch, clock):
 
 
 def test_a_users_session_and_its_tokens_share_one_budget(world, monkeypatch, clock):
-    from django.test import Client as Browser
-
-    from tests.api.conftest import client_for
-
     monkeypatch.setattr(UserRateThrottle, "rate", "4/min", raising=False)
     browser = Browser()
     browser.force_login(world["viewer_a"].user)
@@ -141,8 +140,6 @@ def test_the_compute_budget_is_lower_than_the_general_budget(settings):
 
 
 def test_simulate_and_what_if_share_a_compute_budget_that_the_reads_do_not_touch(world, monkeypatch, clock):
-    from tests.api.test_authorization import _document
-
     monkeypatch.setattr(ComputeRateThrottle, "rate", "3/min", raising=False)
     trader = world["trader_a"]
     document = _document(world)

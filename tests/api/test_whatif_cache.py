@@ -7,16 +7,18 @@ from decimal import Decimal
 
 import pytest
 
+from accounts.models import Role
+from accounts.services import user_create
+from accounts.trading import trade_book
+from clearing.marketdata.selectors import market_quotes_current
 from clearing.marketdata.services import price_observation_submit
-from clearing.services import trade_book
-from riskengine import reference
+from riskengine import reference, whatif
 from riskengine.models import ParameterSet, ParameterStatus
 from riskengine.services import parameter_set_bootstrap
 from riskengine.signals import parameter_set_activated
+from riskengine.sweeps import services as sweep_services
 from riskengine.whatif import margin_what_if
-from tests.api.conftest import quotes_fixed
-from tests.governance.conftest import venue_parameters_form
-from tests.marketdata.conftest import clock, oracle  # noqa: F401 (fixtures)
+from tests.factories import client_for, quotes_fixed, venue_parameters_form
 
 V1 = "/api/v1"
 
@@ -79,29 +81,50 @@ def test_a_parameter_set_activated_elsewhere_is_used_by_the_next_what_if(world):
     assert after["initial_margin"] > before["initial_margin"]
 
 
-def submit(oracle, clock, symbol, *prices):  # noqa: F811
+def submit(oracle, clock, symbol, *prices):
     for user, price in zip(oracle.sources, prices, strict=False):
         price_observation_submit(source_user=user, symbol=symbol, price=price, source_time=clock.now)
 
 
 def test_cached_quotes_follow_every_new_index_price_and_go_stale_on_time(
-    oracle,  # noqa: F811
-    clock,  # noqa: F811
+    oracle,
+    clock,
     django_assert_num_queries,
 ):
     submit(oracle, clock, "BTC", "60000", "60010", "59990")
-    first = reference.quotes_current_cached()
+    first = reference.quotes_current()
     assert (first.underlying_prices["BTC"], first.statuses["BTC"]) == (60000.0, "ok")
     clock.advance(seconds=5)
     with django_assert_num_queries(1):  # only the probe: nothing new from the oracle
-        hit = reference.quotes_current_cached()
+        hit = reference.quotes_current()
     assert hit.valuation_time == clock.now
     assert hit.underlying_prices == first.underlying_prices
 
     submit(oracle, clock, "BTC", "61000", "61010", "60990")
-    assert reference.quotes_current_cached().underlying_prices["BTC"] == 61000.0
+    assert reference.quotes_current().underlying_prices["BTC"] == 61000.0
 
     clock.advance(seconds=75)  # the sources are now older than max_age (60 s): no write needed
-    stale = reference.quotes_current_cached()
+    stale = reference.quotes_current()
     assert stale.statuses["BTC"] == "stale"
     assert stale.underlying_prices["BTC"] == 61000.0  # the last good price
+
+
+def test_sweeps_the_api_and_the_what_if_read_one_quotes_current_with_one_fail_closed_answer(
+    oracle,
+    clock,
+):
+    assert sweep_services.quotes_current is whatif.quotes_current is reference.quotes_current
+    submit(oracle, clock, "BTC", "60000", "60010", "59990")
+    assert reference.quotes_current().statuses["BTC"] == "ok"  # cached from here on
+
+    clock.advance(seconds=75)  # the sources fell silent past max_age (60 s); the oracle wrote nothing
+    cached = reference.quotes_current()
+    assert cached.statuses == market_quotes_current(at=clock.now).statuses  # an uncached read's
+    assert cached.statuses["BTC"] == "stale"
+    assert "BTC" in cached.unsafe_for_liquidation()
+
+    sweep, _outcome = sweep_services.sweep_full_run(cause="test")
+    assert sweep.statuses["BTC"] == "stale"
+    reader = client_for(user_create(username="ops-reader", password=None, role=Role.OPS))
+    listed = {row["symbol"]: row["status"] for row in reader.get(f"{V1}/index-prices/").json()["results"]}
+    assert listed["BTC"] == "stale"

@@ -15,6 +15,7 @@ from django.utils import timezone
 
 from accounts.models import CollateralBalance, CollateralMovement, Role, Withdrawal
 from accounts.services import collateral_deposit, user_create
+from accounts.trading import trade_book
 from clearing.marketdata.models import IndexState
 from clearing.marketdata.services import (
     PriceIn,
@@ -23,7 +24,6 @@ from clearing.marketdata.services import (
     price_observations_submit,
     price_source_register,
 )
-from clearing.services import trade_book
 from riskengine import reference, whatif, withdrawals
 from riskengine.core import compute_document
 from riskengine.loading import margin_book_load
@@ -34,7 +34,7 @@ from riskengine.withdrawals import (
     price_corners_document,
     withdrawal_request,
 )
-from tests.api.conftest import quotes_fixed
+from tests.factories import quotes_fixed
 
 V1 = "/api/v1"
 
@@ -56,7 +56,7 @@ def oracle(world, monkeypatch):
     (not the fixed ones), and a clock the test moves."""
     clock = Clock(datetime.now(UTC).replace(microsecond=0))
     monkeypatch.setattr(timezone, "now", clock)
-    monkeypatch.setattr(whatif, "quotes_current", reference.quotes_current_cached)
+    monkeypatch.setattr(whatif, "quotes_current", reference.quotes_current)
     reference.reference_clear()
     sources = [world["feed"].user] + [
         user_create(username=f"feed-{n}", password=None, role=Role.PRICE_SOURCE) for n in (2, 3)

@@ -15,7 +15,9 @@ from pathlib import Path
 import pytest
 from django.conf import settings
 from django.core.management import call_command
-from django.db import connection, connections
+from django.db import connections
+
+from tests import factories
 
 CHROMIUM = os.environ.get("CHROMIUM_PATH", "/usr/bin/chromium")
 CHROMIUM_ARGS = [
@@ -31,20 +33,6 @@ CHROMIUM_ARGS = [
 SCREENSHOTS = Path(settings.BASE_DIR) / "artifacts" / "screenshots"
 
 
-def _database_url() -> str:
-    db = settings.DATABASES["default"]
-    if connection.vendor == "sqlite":
-        return f"sqlite:///{db['NAME']}"
-    password = f":{db['PASSWORD']}" if db.get("PASSWORD") else ""
-    return f"postgres://{db['USER']}{password}@{db['HOST'] or '127.0.0.1'}:{db['PORT'] or 5432}/{db['NAME']}"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture
 def demo_venue(transactional_db, monkeypatch):
     # Playwright's sync API runs an event loop in this thread; the test's own ORM calls are plain
@@ -55,13 +43,13 @@ def demo_venue(transactional_db, monkeypatch):
 
 @pytest.fixture
 def asgi_server(demo_venue, tmp_path):
-    """uvicorn serving clearing.asgi on a free loopback port, reading the test database."""
-    port = _free_port()
+    """uvicorn serving clearing.config.asgi on a free loopback port, reading the test database."""
+    port = factories.free_port()
     # DEBUG on: whitenoise serves static files straight from the apps (no collectstatic in tests).
-    env = {**os.environ, "DATABASE_URL": _database_url(), "DJANGO_DEBUG": "1"}
+    env = {**os.environ, "DATABASE_URL": factories.server_database_url(), "DJANGO_DEBUG": "1"}
     log = (tmp_path / "uvicorn.log").open("w")
     process = subprocess.Popen(
-        [sys.executable, "-m", "uvicorn", "clearing.asgi:application", "--host", "127.0.0.1",
+        [sys.executable, "-m", "uvicorn", "clearing.config.asgi:application", "--host", "127.0.0.1",
          "--port", str(port), "--log-level", "warning"],
         cwd=settings.BASE_DIR, env=env, stdout=log, stderr=subprocess.STDOUT,
     )  # fmt: skip

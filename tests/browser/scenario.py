@@ -9,9 +9,9 @@ from django.utils import timezone
 
 from accounts.models import Asset, MarginAccount, Member, User
 from accounts.services import collateral_deposit
+from accounts.trading import Fill, trades_book
 from clearing.marketdata.models import IndexState, PriceSource
 from clearing.marketdata.services import PriceIn, price_observations_submit
-from clearing.services import Fill, trades_book
 from riskengine.sweeps.models import AccountMargin
 from riskengine.sweeps.services import sweep_accounts_run
 

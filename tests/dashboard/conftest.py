@@ -1,19 +1,19 @@
 import pytest
 
 from accounts.models import User
-from tests.sweeps.conftest import demo, quotes  # noqa: F401 (fixtures: the seeded demo venue)
 
 
+# The dashboard is read on the seeded demo venue (``demo``, tests/conftest.py) by its own users.
 @pytest.fixture
-def ops(demo):  # noqa: F811
+def ops(demo):
     return User.objects.get(username="ops")
 
 
 @pytest.fixture
-def approver(demo):  # noqa: F811
+def approver(demo):
     return User.objects.get(username="risk")
 
 
 @pytest.fixture
-def trader(demo):  # noqa: F811
+def trader(demo):
     return User.objects.get(username="alice")

@@ -5,8 +5,9 @@ import pytest
 from django.urls import reverse
 from django.utils.html import escape
 
-from clearing.marketdata.models import IndexPrice, OpsAlert, PriceObservation, PriceSource
-from clearing.marketdata.services import ops_alert_raise
+from clearing.marketdata.models import IndexPrice, PriceObservation, PriceSource
+from clearing.ops.alerts import ops_alert_raise
+from clearing.ops.models import OpsAlert
 from riskengine.sweeps import services
 from riskengine.sweeps.models import Liquidation, MarginCall, MarginSnapshot, Sweep
 from tests.dashboard.test_dashboard import activity
@@ -16,7 +17,7 @@ MODELS = [
     ("marketdata", "priceobservation"),
     ("marketdata", "indexprice"),
     ("marketdata", "indexstate"),
-    ("marketdata", "opsalert"),
+    ("ops", "opsalert"),
     ("sweeps", "sweep"),
     ("sweeps", "marginsnapshot"),
     ("sweeps", "accountmargin"),
@@ -40,7 +41,7 @@ def rows(swept):
         ("marketdata", "pricesource"): PriceSource.objects.first(),
         ("marketdata", "priceobservation"): PriceObservation.objects.first(),
         ("marketdata", "indexprice"): IndexPrice.objects.first(),
-        ("marketdata", "opsalert"): OpsAlert.objects.first(),
+        ("ops", "opsalert"): OpsAlert.objects.first(),
         ("sweeps", "sweep"): Sweep.objects.first(),
         ("sweeps", "marginsnapshot"): MarginSnapshot.objects.first(),
         ("sweeps", "margincall"): MarginCall.objects.first(),
@@ -61,7 +62,7 @@ def test_staff_see_every_market_data_and_sweeps_page(client, swept, username):
         assert client.get(reverse(f"admin:{app}_{model}_change", args=[obj.pk])).status_code == 200, model
     index = client.get(reverse("admin:index")).content.decode()
     assert reverse("admin:sweeps_margincall_changelist") in index
-    assert reverse("admin:marketdata_opsalert_changelist") in index
+    assert reverse("admin:ops_opsalert_changelist") in index
 
 
 def test_members_reach_none_of_them(client, swept, trader):
@@ -100,7 +101,7 @@ def test_ops_switch_a_price_source_off_but_cannot_rename_or_add_one(client, demo
 
 def test_ops_resolve_alerts_and_risk_approvers_cannot(client, demo, ops, approver):
     alert = ops_alert_raise(kind="feed_gap", key="feed-2", message="feed-2 silent")
-    url = reverse("admin:marketdata_opsalert_changelist")
+    url = reverse("admin:ops_opsalert_changelist")
     data = {"action": "resolve", "_selected_action": [alert.pk]}
 
     client.force_login(approver)

@@ -1,13 +1,9 @@
 import pytest
 import pytest_asyncio
 from asgiref.sync import sync_to_async
-from channels.testing import WebsocketCommunicator
-from django.conf import settings
 from django.db import connections
-from django.test import Client
 
 from accounts.models import Role
-from clearing.asgi import application
 from frontend.hub import hub_stop
 from frontend.relay import relay_stop
 from tests import factories
@@ -30,19 +26,6 @@ def two_members(transactional_db):
         "ops": factories.user_make(username="ops", role=Role.OPS),
         "feed": factories.user_make(username="feed", role=Role.PRICE_SOURCE),
     }
-
-
-def session_cookie(user) -> str:
-    client = Client()
-    client.force_login(user)
-    return client.cookies[settings.SESSION_COOKIE_NAME].value
-
-
-def communicator(*, cookie: str | None = None, origin: str = "http://testserver") -> WebsocketCommunicator:
-    headers = [(b"origin", origin.encode()), (b"host", b"testserver")]
-    if cookie:
-        headers.append((b"cookie", f"{settings.SESSION_COOKIE_NAME}={cookie}".encode()))
-    return WebsocketCommunicator(application, "/ws/margin/", headers=headers)
 
 
 @pytest_asyncio.fixture

@@ -10,8 +10,9 @@ from django.db import connection
 from django.test.utils import CaptureQueriesContext
 
 from accounts.models import MarginAccount, User
-from frontend.events import events_publish
-from frontend.models import OutboxEvent, TargetBand
+from clearing.events import events_publish
+from clearing.models import OutboxEvent
+from frontend.models import TargetBand
 from frontend.services import price_status_events_publish, target_band_set
 from riskengine.sweeps.models import AccountMargin
 from riskengine.sweeps.services import sweep_accounts_run
@@ -78,7 +79,7 @@ def test_a_sweep_outside_the_band_alerts_once_and_again_when_back_inside(account
 
 
 def test_price_status_changes_reach_only_the_exposed_accounts(venue, member_a, member_b):
-    from clearing.services import Fill, trades_book
+    from accounts.trading import Fill, trades_book
 
     exposed = factories.account_make(member=member_a, code="AAA-01")
     other = factories.account_make(member=member_b, code="BBB-01")

@@ -5,8 +5,8 @@ import asyncio
 import pytest
 from asgiref.sync import sync_to_async
 
-from frontend.events import events_publish
-from tests.frontend.conftest import communicator, session_cookie
+from clearing.events import events_publish
+from tests.factories import communicator, session_cookie
 
 pytestmark = [pytest.mark.asyncio, pytest.mark.usefixtures("stop_relay")]
 
@@ -58,7 +58,7 @@ async def test_the_pages_own_origin_is_accepted_and_over_tls_only_its_https_orig
 async def test_a_host_outside_allowed_hosts_is_refused_even_from_its_own_origin(two_members):
     from channels.testing import WebsocketCommunicator
 
-    from clearing.asgi import application
+    from clearing.config.asgi import application
 
     socket = WebsocketCommunicator(
         application, "/ws/margin/", headers=[(b"origin", b"http://evil.example"), (b"host", b"evil.example")]

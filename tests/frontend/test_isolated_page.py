@@ -7,14 +7,13 @@ import pytest
 
 from accounts.models import Role
 from accounts.services import collateral_deposit
+from accounts.trading import trade_book
 from clearing.models import Position
-from clearing.services import trade_book
 from frontend import selectors
 from riskengine import whatif
 from riskengine.services import parameter_set_bootstrap
 from tests import factories
-from tests.api.conftest import quotes_fixed
-from tests.governance.conftest import venue_parameters_form
+from tests.factories import quotes_fixed, venue_parameters_form
 
 
 @pytest.fixture

@@ -6,6 +6,7 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 from unittest import mock
 
+import numpy as np
 import pytest
 from asgiref.sync import sync_to_async
 from channels.layers import InMemoryChannelLayer
@@ -13,8 +14,8 @@ from django.conf import settings
 from django.db import connection, connections
 from django.utils import timezone
 
-from frontend.events import events_publish
-from frontend.models import OutboxEvent
+from clearing.events import FANOUT_GROUP, events_fanout_publish, events_publish
+from clearing.models import OutboxEvent
 from frontend.relay import OutboxRelay, RelaySendFailed, outbox_claim, outbox_prune
 from frontend.tasks import outbox_prune_task
 
@@ -138,3 +139,72 @@ def test_the_beat_task_prunes_old_rows_in_bounded_batches_without_any_relay(db):
     assert outbox_prune_task() == 1
     assert list(OutboxEvent.objects.values_list("pk", flat=True)) == [events[4].pk]
     assert settings.CELERY_BEAT_SCHEDULE["frontend-outbox-prune"]["task"] == outbox_prune_task.name
+
+
+def fanout(*accounts: int) -> int:
+    return events_fanout_publish(
+        type="margin.updated",
+        fields={"sweep": 9},
+        columns={
+            "account": np.array(accounts),
+            "status": ["margin_call" if a % 2 else "healthy" for a in accounts],
+            "equity": np.array(accounts, dtype=float) + 0.1,
+        },
+    )
+
+
+def test_a_fanout_row_is_claimed_as_one_event_per_account_in_order_after_earlier_rows(db):
+    events_publish(events=[(3, "margin_call.opened", {"call": 1})])
+    assert fanout(1, 2, 3) == 3
+    assert OutboxEvent.objects.filter(group=FANOUT_GROUP).count() == 1  # one row, three events
+
+    claimed = outbox_claim()
+
+    assert [(group, payload["type"]) for _, group, payload in claimed] == [
+        ("account-3", "margin_call.opened"),
+        ("account-1", "margin.updated"),
+        ("account-2", "margin.updated"),
+        ("account-3", "margin.updated"),
+    ]
+    assert [payload for _, _, payload in claimed[1:]] == [
+        {"type": "margin.updated", "sweep": 9, "account": a, "status": status, "equity": a + 0.1}
+        for a, status in ((1, "margin_call"), (2, "healthy"), (3, "margin_call"))
+    ]
+    assert outbox_claim() == []
+
+
+@pytest.mark.asyncio
+async def test_each_account_of_a_fanout_row_gets_its_own_event_and_a_failed_one_gets_it_again(
+    transactional_db,
+):
+    await sync_to_async(fanout)(1, 2)
+    inner = InMemoryChannelLayer()
+    channels = {}
+    for account in (1, 2):
+        channels[account] = await inner.new_channel()
+        await inner.group_add(f"account-{account}", channels[account])
+
+    class FailsForAccountTwo:
+        async def group_send(self, group, message):
+            if group == "account-2":
+                raise TimeoutError
+            await inner.group_send(group, message)
+
+    relay = OutboxRelay()
+    try:
+        flaky = mock.patch("frontend.relay.get_channel_layer", return_value=FailsForAccountTwo())
+        with flaky, pytest.raises(RelaySendFailed):
+            await relay.run_once()
+        first = await asyncio.wait_for(inner.receive(channels[1]), timeout=2)
+        assert [(e["account"], e["type"]) for e in first["events"]] == [(1, "margin.updated")]
+        # The row went back to pending as a whole: both accounts get it again (at least once).
+        with mock.patch("frontend.relay.get_channel_layer", return_value=inner):
+            assert await relay.run_once() == 2
+        second = await asyncio.wait_for(inner.receive(channels[2]), timeout=2)
+        assert [(e["account"], e["equity"]) for e in second["events"]] == [(2, 2.1)]
+        again = await asyncio.wait_for(inner.receive(channels[1]), timeout=2)
+        assert [e["account"] for e in again["events"]] == [1]
+        assert await relay.run_once() == 0
+    finally:
+        await relay.stop()
+        await sync_to_async(connections.close_all)()

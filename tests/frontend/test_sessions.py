@@ -11,9 +11,9 @@ from django.conf import settings
 from django.test import Client
 
 from accounts.models import Member, User
+from clearing.events import events_publish
 from frontend import hub
-from frontend.events import events_publish
-from tests.frontend.conftest import communicator, session_cookie
+from tests.factories import communicator, session_cookie
 
 pytestmark = [pytest.mark.asyncio, pytest.mark.usefixtures("stop_relay")]
 

@@ -8,7 +8,7 @@ from decimal import Decimal
 import pytest
 from django.core.exceptions import ValidationError
 
-from clearing.marketdata.models import OpsAlert
+from clearing.ops.models import OpsAlert
 from riskengine.models import EventAction, ParameterSet, ParameterStatus, UnderlyingParameters
 from riskengine.services import (
     INVALID_SET_ALERT,

@@ -2,28 +2,21 @@ from decimal import Decimal
 
 import pytest
 from django.core.exceptions import ValidationError
-from django.utils import timezone
 
 from accounts.services import collateral_deposit
-from clearing.services import Fill, trades_book
+from accounts.trading import Fill, trades_book
 from riskengine.core import compute_document
 from riskengine.models import AssetParameters
-from riskengine.quotes import MarketQuotes
 from riskengine.selectors import parameter_set_impact
 from riskengine.services import parameter_set_draft_from
 from tests import factories
 
-PRICES = {"BTC": 60_000.0, "ETH": 3_000.0}
+PRICES = factories.VENUE_PRICES
 
 
 @pytest.fixture
 def quotes():
-    return MarketQuotes(
-        valuation_time=timezone.now(),
-        underlying_prices=PRICES,
-        asset_prices={"USD": 1.0, "USDC": 1.0},
-        option_ivs={"BTC-70000-C": 0.55},
-    )
+    return factories.quotes_fixed()
 
 
 @pytest.fixture

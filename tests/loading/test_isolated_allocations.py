@@ -6,14 +6,13 @@ from decimal import Decimal
 import pytest
 
 from accounts.services import collateral_deposit
+from accounts.trading import trade_book
 from clearing.models import Position
-from clearing.services import trade_book
 from riskengine.core import compute_document, compute_margin
 from riskengine.loading import account_rows_fetch, book_rows_fetch, margin_book_build, margin_book_load
 from riskengine.services import parameter_set_bootstrap
 from tests import factories
-from tests.api.conftest import quotes_fixed
-from tests.governance.conftest import venue_parameters_form
+from tests.factories import quotes_fixed, venue_parameters_form
 
 
 @pytest.fixture

@@ -1,35 +1,15 @@
 """The Django→engine loader computes exactly what the engine computes from the document it builds."""
 
-import io
-from datetime import UTC, datetime
-
 import numpy as np
 import pytest
-from django.core.management import call_command
 
-from clearing.demo import UNDERLYINGS, spot_prices
+from clearing.marketdata.demo import spot_prices
+from clearing.marketdata.quotes import MarketQuotes
 from clearing.models import Instrument, InstrumentKind
 from riskengine.core import DocumentError, compute_document, compute_margin
 from riskengine.loading import book_rows_fetch, margin_book_build, margin_book_load
-from riskengine.quotes import MarketQuotes
 from riskengine.selectors import parameter_set_active
-
-
-def demo_quotes(*, usdc: float = 1.0) -> MarketQuotes:
-    return MarketQuotes(
-        valuation_time=datetime(2026, 11, 24, 12, tzinfo=UTC),
-        underlying_prices={symbol: float(price) for symbol, price in spot_prices().items()},
-        asset_prices={"USDC": usdc, "USDT": 1.0, "DAI": 1.0},
-        option_ivs={
-            i.symbol: UNDERLYINGS[i.underlying.symbol][2]
-            for i in Instrument.objects.filter(kind=InstrumentKind.OPTION).select_related("underlying")
-        },
-    )
-
-
-@pytest.fixture
-def demo(db):
-    call_command("seed_demo", stdout=io.StringIO())
+from tests.factories import demo_quotes
 
 
 def test_the_loaded_book_gives_the_same_figures_as_its_replay_document(demo):

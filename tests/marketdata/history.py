@@ -9,11 +9,11 @@ from decimal import Decimal
 
 from accounts.models import Asset, MarginAccount, Member, Role, User
 from accounts.services import collateral_deposit, user_create
-from clearing.demo import DEMO_PARAMETERS, reference_data_seed
+from accounts.trading import Fill, trades_book
 from clearing.history import daily_history
 from clearing.marketdata.demo import demo_sources_ensure, index_history_load
 from clearing.marketdata.services import PriceIn, price_observations_submit
-from clearing.services import Fill, trades_book
+from riskengine.demo import DEMO_PARAMETERS, reference_data_seed
 from riskengine.services import parameter_set_bootstrap
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 
+import pytest
 from django.db import connection, transaction
 from django.test.utils import CaptureQueriesContext
 
@@ -11,7 +12,6 @@ from clearing.marketdata.models import (
     IndexClose,
     IndexPrice,
     IndexState,
-    OpsAlert,
     PriceObservation,
     SourceQuote,
 )
@@ -23,6 +23,7 @@ from clearing.marketdata.services import (
     price_observations_submit,
 )
 from clearing.marketdata.signals import index_moved
+from clearing.ops.models import OpsAlert
 
 
 def scenario(oracle, now) -> list[PriceIn]:
@@ -171,6 +172,7 @@ def test_a_large_batch_written_with_copy_matches_one_by_one(
     assert batched == one_by_one
 
 
+@pytest.mark.postgresql("psycopg's pipeline mode and sequences: SQLite draws ids by other statements")
 def test_one_observation_costs_five_reads_and_one_pipelined_round_trip_of_writes(oracle, clock):
     price_observation_submit(
         source_user=oracle.sources[0], symbol="BTC", price="60000", source_time=clock.now

@@ -12,11 +12,11 @@ import pytest
 from django.core.management import call_command
 
 from clearing.history import daily_history
-from clearing.marketdata.calibration import calibration_compute, calibration_propose
-from clearing.marketdata.tasks import calibrate
+from riskengine.calibration import calibration_compute, calibration_propose
 from riskengine.core import check_correlation
 from riskengine.models import ParameterSet
 from riskengine.selectors import parameter_set_active
+from riskengine.tasks import calibrate
 from tests.marketdata.history import history_venue_make
 
 AS_OF = date(2023, 8, 29)

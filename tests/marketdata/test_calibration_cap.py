@@ -8,7 +8,7 @@ from datetime import date, timedelta
 import numpy as np
 import pytest
 
-from clearing.marketdata.calibration import PSR_CAP_SHARE, calibration_compute
+from riskengine.calibration import PSR_CAP_SHARE, calibration_compute
 from riskengine.core import parse_parameters
 from tests.riskengine.documents import spec_parameters
 

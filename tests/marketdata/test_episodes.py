@@ -10,11 +10,11 @@ from decimal import Decimal
 
 import pytest
 
-from clearing.marketdata.calibration import calibration_propose
 from clearing.marketdata.models import IndexPrice
 from clearing.marketdata.selectors import market_quotes_current
 from clearing.marketdata.services import price_observation_submit
 from clearing.marketdata.signals import index_moved
+from riskengine.calibration import calibration_propose
 from riskengine.core import compute_document, compute_margin
 from riskengine.loading import margin_book_load
 from riskengine.selectors import parameter_set_active

@@ -15,24 +15,23 @@ from clearing.marketdata.models import (
     IndexClose,
     IndexPrice,
     IndexState,
-    OpsAlert,
     PriceObservation,
     VolMark,
     VolObservation,
 )
-from clearing.marketdata.selectors import market_quotes_current, underlyings_unsafe_for_liquidation
+from clearing.marketdata.selectors import market_quotes_current
 from clearing.marketdata.services import (
     PriceIn,
     index_price_confirm,
     index_prices_refresh,
     index_sweep_reference_set,
-    ops_alert_raise,
-    ops_alert_resolve,
     price_observation_submit,
     price_observations_submit,
     vol_observation_submit,
 )
 from clearing.marketdata.signals import index_moved
+from clearing.ops.alerts import ops_alert_raise, ops_alert_resolve
+from clearing.ops.models import OpsAlert
 from tests import factories
 
 
@@ -107,7 +106,7 @@ def test_a_silent_feed_goes_stale_suspends_liquidation_and_alerts_ops(oracle, cl
     assert quotes.statuses["BTC"] == "stale"  # read-time: before any aggregation records it
     assert quotes.statuses["ETH"] == "ok"
     assert quotes.underlying_prices["BTC"] == 60000.0  # the last good price
-    assert underlyings_unsafe_for_liquidation() == {"BTC"}
+    assert quotes.unsafe_for_liquidation() == {"BTC"}
 
     [row] = index_prices_refresh()
     assert (row.symbol, row.status, row.price, row.last_good_price) == ("BTC", "stale", None, 60000)
@@ -471,7 +470,7 @@ def test_a_single_degraded_source_does_not_allow_liquidation(oracle, clock, memb
     """An account deep below its maintenance margin is margin-called but not liquidated while BTC
     has one fresh source; once the quorum is back, the liquidation starts."""
     from accounts.services import collateral_deposit
-    from clearing.services import trade_book
+    from accounts.trading import trade_book
     from riskengine.sweeps.models import Liquidation, MarginCall
     from riskengine.sweeps.services import sweep_accounts_run
 

@@ -7,22 +7,22 @@ from unittest import mock
 import pytest
 
 from accounts.models import AccountKind, CollateralBalance, MarginAccount
-from clearing.marketdata.models import OpsAlert
-from clearing.ops.insurance import (
+from clearing.ops.models import OpsAlert, UncoveredDeficit
+from riskengine.models import FrozenParameterSet, ParameterSet, ParameterStatus
+from riskengine.services import parameter_set_approve, parameter_set_draft_from, parameter_set_propose
+from riskengine.sweeps import liquidation as liquidation_module
+from riskengine.sweeps import services
+from riskengine.sweeps.insurance import (
     ALERT_BELOW_FLOOR,
     ALERT_NEGATIVE,
     FundValue,
     insurance_fund_check,
     insurance_fund_exhausted,
 )
-from clearing.ops.models import UncoveredDeficit
-from clearing.ops.tasks import insurance_fund_check_task
-from riskengine.models import FrozenParameterSet, ParameterSet, ParameterStatus
-from riskengine.services import parameter_set_approve, parameter_set_draft_from, parameter_set_propose
-from riskengine.sweeps import services
 from riskengine.sweeps.models import Liquidation, LiquidationStatus
+from riskengine.sweeps.tasks import insurance_fund_check_task
+from tests.factories import account_with_btc_long, moved
 from tests.governance.test_admin import change_url, draft_post_data
-from tests.sweeps.conftest import account_with_btc_long, moved
 
 
 def open_alerts() -> set[str]:
@@ -47,7 +47,7 @@ def test_a_liquidation_that_exhausts_the_fund_alerts_critically_and_records_the_
     services.sweep_accounts_run(account_ids=[account.pk], cause="crash", quotes=crashed)
     liquidation = Liquidation.objects.get(account=account)
 
-    done = services.liquidation_execute(liquidation_id=liquidation.pk, quotes=crashed)
+    done = liquidation_module.liquidation_execute(liquidation_id=liquidation.pk, quotes=crashed)
 
     assert done.status == LiquidationStatus.DONE  # the liquidation completes all the same
     assert done.deficit_covered > before
@@ -88,8 +88,9 @@ def test_a_failing_check_never_fails_the_liquidation(quotes):
     crashed = moved(quotes, BTC=quotes.underlying_prices["BTC"] * 0.5)
     services.sweep_accounts_run(account_ids=[account.pk], cause="crash", quotes=crashed)
     liquidation = Liquidation.objects.get(account=account)
-    with mock.patch("clearing.ops.insurance.insurance_fund_check", side_effect=RuntimeError("bug")) as check:
-        done = services.liquidation_execute(liquidation_id=liquidation.pk)
+    check_path = "riskengine.sweeps.insurance.insurance_fund_check"
+    with mock.patch(check_path, side_effect=RuntimeError("bug")) as check:
+        done = liquidation_module.liquidation_execute(liquidation_id=liquidation.pk)
     assert check.called
     assert done.status == LiquidationStatus.DONE
     assert Liquidation.objects.get(pk=liquidation.pk).status == LiquidationStatus.DONE

@@ -15,9 +15,10 @@ from django.utils import timezone
 from prometheus_client import REGISTRY, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
+from clearing.events import events_publish
+from clearing.models import OutboxEvent
 from clearing.ops.metrics import _worker_app, metrics_registry
-from frontend.events import events_publish
-from frontend.models import OutboxEvent
+from riskengine.sweeps import liquidation as liquidation_module
 from riskengine.sweeps import services
 from riskengine.sweeps.models import Sweep, SweepShard
 from riskengine.sweeps.tasks import liquidation_execute, sweep_shard
@@ -112,18 +113,27 @@ def test_task_durations_failures_and_retries_are_counted_from_celery_signals(quo
 
     retries = counted("clearing_task_retries_total", task="sweeps.liquidation_execute")
     done = mock.Mock(status="done")
-    with mock.patch.object(services, "liquidation_execute", side_effect=[OperationalError("gone"), done]):
+    with mock.patch.object(
+        liquidation_module, "liquidation_execute", side_effect=[OperationalError("gone"), done]
+    ):
         assert liquidation_execute.apply(args=[1]).get() == "done"
     assert counted("clearing_task_retries_total", task="sweeps.liquidation_execute") == retries + 1
 
 
 def test_counters_written_by_several_processes_are_added_up(tmp_path):
+    # Each process is one of the platform's (web, worker): Django set up before the metrics load.
     script = (
+        "import django\n"
+        "django.setup()\n"
         "from clearing.ops.metrics import RELAY_SENT, TASK_RETRIES\n"
         "RELAY_SENT.inc(3)\n"
         "TASK_RETRIES.labels('x').inc()"
     )
-    env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(tmp_path)}
+    env = {
+        **os.environ,
+        "PROMETHEUS_MULTIPROC_DIR": str(tmp_path),
+        "DJANGO_SETTINGS_MODULE": "clearing.config.settings",
+    }
     for _ in range(2):
         subprocess.run([sys.executable, "-c", script], cwd=ROOT, env=env, check=True, timeout=120)
     assert len(list(tmp_path.glob("counter_*.db"))) == 2  # one file per process

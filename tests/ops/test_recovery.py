@@ -9,7 +9,7 @@ from django.db import OperationalError
 from django.utils import timezone
 from kombu.exceptions import OperationalError as BrokerOperationalError
 
-from clearing.ops.tasks import liquidations_resume_task
+from riskengine.sweeps import liquidation as liquidation_module
 from riskengine.sweeps import services
 from riskengine.sweeps.models import (
     Liquidation,
@@ -19,8 +19,8 @@ from riskengine.sweeps.models import (
     SweepShard,
     SweepStatus,
 )
-from riskengine.sweeps.tasks import liquidation_execute
-from tests.sweeps.conftest import account_with_btc_long, demo_quotes, moved
+from riskengine.sweeps.tasks import liquidation_execute, liquidations_resume_task
+from tests.factories import account_with_btc_long, demo_quotes, moved
 
 
 def test_a_liquidation_still_in_progress_after_two_minutes_is_sent_again_and_completes(quotes):
@@ -53,7 +53,7 @@ def test_shards_and_liquidations_whose_sends_failed_after_commit_are_recovered_a
     """The broker refuses every send for a while: the shards' sends after the sweep's commit, then
     the liquidations' sends after each shard's commit. Nothing fails that committed, and the
     recovery tasks complete all of it from the database's state."""
-    from clearing.ops.recovery import liquidations_resume, shard_resend_after, sweeps_recover
+    from riskengine.sweeps.recovery import liquidations_resume, shard_resend_after, sweeps_recover
     from riskengine.sweeps.tasks import sweep_shard
 
     quotes = demo_quotes()
@@ -87,7 +87,7 @@ def test_shards_and_liquidations_whose_sends_failed_after_commit_are_recovered_a
     with mock.patch.object(liquidation_execute, "delay") as delay:
         resumed = liquidations_resume(older_than=timedelta(0))
     assert liquidation.pk in resumed
-    with mock.patch.object(services, "quotes_current", return_value=crashed):
+    with mock.patch.object(liquidation_module, "quotes_current", return_value=crashed):
         for liquidation_id in resumed:
             liquidation_execute.apply(args=[liquidation_id])
     assert Liquidation.objects.get(pk=liquidation.pk).status == LiquidationStatus.DONE
@@ -117,8 +117,8 @@ def test_a_shard_that_failed_once_and_then_succeeded_completes_its_sweep(quotes)
 
 
 def test_a_sweep_whose_shard_cannot_complete_is_expired_with_a_reason_and_an_ops_alert(quotes):
-    from clearing.marketdata.models import OpsAlert
-    from clearing.ops.recovery import MAX_SHARD_RESENDS, shard_resend_after, sweeps_recover
+    from clearing.ops.models import OpsAlert
+    from riskengine.sweeps.recovery import MAX_SHARD_RESENDS, shard_resend_after, sweeps_recover
     from riskengine.sweeps.tasks import sweep_shard
 
     sweep = services.sweep_full_create(cause="test", quotes=quotes, enqueue=False, shard_size=8)
@@ -149,7 +149,7 @@ def test_a_sweep_whose_shard_cannot_complete_is_expired_with_a_reason_and_an_ops
 
 
 def test_a_running_sweep_superseded_by_a_completed_newer_one_is_expired_not_resent(quotes):
-    from clearing.ops.recovery import shard_resend_after, sweeps_recover
+    from riskengine.sweeps.recovery import shard_resend_after, sweeps_recover
     from riskengine.sweeps.tasks import sweep_shard
 
     old = services.sweep_full_create(cause="lost", quotes=quotes, enqueue=False)
@@ -182,8 +182,8 @@ def test_a_duplicate_delivery_of_a_full_sweep_request_starts_no_second_sweep(quo
 def test_the_sweep_recovery_runs_from_beat_with_a_bound_sized_from_the_task_limits():
     from django.conf import settings
 
-    from clearing.ops.recovery import shard_resend_after
     from clearing.ops.retry import RETRY_BACKOFF_MAX
+    from riskengine.sweeps.recovery import shard_resend_after
 
     tasks = {entry["task"] for entry in settings.CELERY_BEAT_SCHEDULE.values()}
     assert "ops.sweeps_recover" in tasks
@@ -195,8 +195,8 @@ def test_the_sweep_recovery_runs_from_beat_with_a_bound_sized_from_the_task_limi
 
 
 def test_a_liquidation_stuck_past_its_deadline_raises_an_ops_alert_resolved_once_it_is_done(quotes):
-    from clearing.marketdata.models import OpsAlert
-    from clearing.ops.recovery import LIQUIDATION_STUCK_AFTER, liquidations_resume
+    from clearing.ops.models import OpsAlert
+    from riskengine.sweeps.recovery import LIQUIDATION_STUCK_AFTER, liquidations_resume
 
     crashed = moved(quotes, BTC=quotes.underlying_prices["BTC"] * 0.5)
     account = account_with_btc_long(code="T-STUCK", usd="5000")
@@ -209,7 +209,7 @@ def test_a_liquidation_stuck_past_its_deadline_raises_an_ops_alert_resolved_once
     alert = OpsAlert.objects.get(kind="liquidation_stuck", key=str(liquidation.pk), resolved_at=None)
     assert f"Liquidation {liquidation.pk}" in alert.message
 
-    services.liquidation_execute(liquidation_id=liquidation.pk, quotes=crashed)
+    liquidation_module.liquidation_execute(liquidation_id=liquidation.pk, quotes=crashed)
     with mock.patch.object(liquidation_execute, "delay") as delay:
         assert liquidations_resume() == []
     delay.assert_not_called()

@@ -7,7 +7,7 @@ import pytest
 from django.conf import settings
 from django.db import OperationalError, connection, connections
 
-from clearing.celery import _worker_database_timeouts, app
+from clearing.config.celery import _worker_database_timeouts, app
 from clearing.ops.database import database_timeouts_apply, timeout_options
 from clearing.ops.retry import RETRY_BACKOFF_MAX
 
@@ -66,6 +66,7 @@ def show(cursor, name: str) -> str:
     return cursor.fetchone()[0]
 
 
+@pytest.mark.postgresql("PostgreSQL's statement and lock timeouts")
 def test_web_connections_carry_the_web_timeouts(db):
     with connection.cursor() as cursor:
         assert show(cursor, "statement_timeout") == f"{int(settings.DATABASE_STATEMENT_TIMEOUT)}s"
@@ -82,6 +83,7 @@ def connection_with(*, statement_timeout: float, lock_timeout: float):
     return type(connections["default"])(database, alias="timeouts")
 
 
+@pytest.mark.postgresql("PostgreSQL's statement and lock timeouts")
 def test_a_statement_longer_than_the_statement_timeout_is_cancelled(db):
     other = connection_with(statement_timeout=0.2, lock_timeout=5)
     try:
@@ -91,6 +93,7 @@ def test_a_statement_longer_than_the_statement_timeout_is_cancelled(db):
         other.close()
 
 
+@pytest.mark.postgresql("PostgreSQL's statement and lock timeouts")
 def test_a_lock_wait_longer_than_the_lock_timeout_fails(db):
     other = connection_with(statement_timeout=5, lock_timeout=0.2)
     try:
@@ -110,6 +113,7 @@ def restore_database_options():
     connections.close_all()
 
 
+@pytest.mark.postgresql("PostgreSQL's statement and lock timeouts")
 def test_a_celery_worker_switches_to_the_worker_timeouts_when_it_starts(
     transactional_db, restore_database_options
 ):

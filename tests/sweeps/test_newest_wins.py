@@ -5,8 +5,11 @@ from dataclasses import replace
 from datetime import timedelta
 from unittest import mock
 
-from clearing.marketdata.models import IndexState, OpsAlert
+from clearing.marketdata.models import IndexState
 from clearing.models import Trade
+from clearing.ops.models import OpsAlert
+from clearing.validation import decimal_from_float
+from riskengine.sweeps import liquidation as liquidation_module
 from riskengine.sweeps import services
 from riskengine.sweeps.models import (
     AccountMargin,
@@ -17,7 +20,7 @@ from riskengine.sweeps.models import (
     MarginSnapshot,
     SweepStatus,
 )
-from tests.sweeps.conftest import account_with_btc_long, demo_quotes, moved
+from tests.factories import account_with_btc_long, demo_quotes, moved
 
 
 def later(quotes, minutes: int = 1):
@@ -90,8 +93,8 @@ def test_a_liquidation_whose_account_recovered_since_its_sweep_stops_without_tra
 
     # BTC rallied before the task ran: at the current quotes the account is above IM again.
     rallied = later(moved(quotes, BTC=quotes.underlying_prices["BTC"] * 1.2), 5)
-    with mock.patch.object(services, "quotes_current", return_value=rallied):
-        done = services.liquidation_execute(liquidation_id=liquidation.pk)
+    with mock.patch.object(liquidation_module, "quotes_current", return_value=rallied):
+        done = liquidation_module.liquidation_execute(liquidation_id=liquidation.pk)
 
     assert done.status == LiquidationStatus.DONE
     assert done.plan == []
@@ -107,13 +110,13 @@ def test_a_liquidation_trades_at_the_current_quotes_not_at_its_sweeps(quotes):
     liquidation = Liquidation.objects.get(account=account)
     deeper = later(moved(quotes, BTC=quotes.underlying_prices["BTC"] * 0.9), 5)
 
-    with mock.patch.object(services, "quotes_current", return_value=deeper):
-        done = services.liquidation_execute(liquidation_id=liquidation.pk)
+    with mock.patch.object(liquidation_module, "quotes_current", return_value=deeper):
+        done = liquidation_module.liquidation_execute(liquidation_id=liquidation.pk)
 
     assert done.status == LiquidationStatus.DONE
     assert done.plan
     prices = set(done.trades.filter(account=account).values_list("price", flat=True))
-    assert prices == {services._decimal(deeper.underlying_prices["BTC"])}
+    assert prices == {decimal_from_float(deeper.underlying_prices["BTC"])}
 
 
 def test_a_liquidation_waits_while_a_price_it_depends_on_is_not_trustworthy_now(quotes):
@@ -123,16 +126,19 @@ def test_a_liquidation_waits_while_a_price_it_depends_on_is_not_trustworthy_now(
     liquidation = Liquidation.objects.get(account=account)
     stale = moved(later(demo_quotes(BTC="stale"), 5), BTC=crashed.underlying_prices["BTC"])
 
-    with mock.patch.object(services, "quotes_current", return_value=stale):
-        waiting = services.liquidation_execute(liquidation_id=liquidation.pk)
+    with mock.patch.object(liquidation_module, "quotes_current", return_value=stale):
+        waiting = liquidation_module.liquidation_execute(liquidation_id=liquidation.pk)
 
     assert waiting.status == LiquidationStatus.IN_PROGRESS
     assert Trade.objects.filter(account=account).count() == 1
     assert OpsAlert.objects.filter(
         kind="liquidation_suspended", key=str(account.pk), resolved_at=None
     ).exists()
-    with mock.patch.object(services, "quotes_current", return_value=later(crashed, 6)):
-        assert services.liquidation_execute(liquidation_id=liquidation.pk).status == LiquidationStatus.DONE
+    with mock.patch.object(liquidation_module, "quotes_current", return_value=later(crashed, 6)):
+        assert (
+            liquidation_module.liquidation_execute(liquidation_id=liquidation.pk).status
+            == LiquidationStatus.DONE
+        )
     assert not OpsAlert.objects.filter(
         kind="liquidation_suspended", key=str(account.pk), resolved_at=None
     ).exists()

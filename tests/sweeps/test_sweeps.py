@@ -12,10 +12,10 @@ from django.utils import timezone
 
 from accounts.models import AccountKind, Asset, CollateralBalance, CollateralMovement, MarginAccount
 from accounts.services import collateral_deposit
-from clearing.models import Position, Trade
+from clearing.models import OutboxEvent, Position, Trade
 from clearing.signals import accounts_changed
-from frontend.models import OutboxEvent
 from riskengine.core import compute_document
+from riskengine.sweeps import liquidation as liquidation_module
 from riskengine.sweeps import services
 from riskengine.sweeps.models import (
     AccountMargin,
@@ -29,7 +29,7 @@ from riskengine.sweeps.models import (
     SweepRequest,
 )
 from riskengine.sweeps.selectors import margin_snapshot_document, margin_snapshot_figures
-from tests.sweeps.conftest import account_with_btc_long, demo_quotes, moved
+from tests.factories import account_with_btc_long, demo_quotes, moved
 
 FIGURES = ("equity", "collateral_value", "initial_margin", "maintenance_margin", "excess", "margin_ratio")
 
@@ -195,7 +195,7 @@ def test_equity_below_maintenance_escalates_at_once_and_liquidation_restores_the
     house = MarginAccount.objects.get(kind=AccountKind.HOUSE)
     fund_before = usd(fund)
 
-    done = services.liquidation_execute(liquidation_id=liquidation.pk, quotes=crashed)
+    done = liquidation_module.liquidation_execute(liquidation_id=liquidation.pk, quotes=crashed)
 
     assert done.status == LiquidationStatus.DONE
     assert (
@@ -209,7 +209,7 @@ def test_equity_below_maintenance_escalates_at_once_and_liquidation_restores_the
     assert 0 < done.fee <= (done.closed_notional * Decimal("0.005")).quantize(Decimal("1e-10"))
     assert usd(fund) - fund_before == done.fee - done.deficit_covered
     assert CollateralMovement.objects.filter(account=fund, kind="liquidation_fee").count() == 1
-    assert services.liquidation_execute(liquidation_id=liquidation.pk).fee == done.fee  # idempotent
+    assert liquidation_module.liquidation_execute(liquidation_id=liquidation.pk).fee == done.fee  # idempotent
     assert Trade.objects.filter(account=account).count() == 1 + closing.count()
     types = list(OutboxEvent.objects.filter(group=f"account-{account.pk}").values_list("type", flat=True))
     assert {"margin_call.escalated", "liquidation.started", "liquidation.finished"} <= set(types)
@@ -223,7 +223,7 @@ def test_a_deficit_is_covered_by_the_insurance_fund_and_recorded(quotes):
     fund = MarginAccount.objects.get(kind=AccountKind.INSURANCE_FUND)
     fund_before = usd(fund)
 
-    done = services.liquidation_execute(liquidation_id=liquidation.pk, quotes=crashed)
+    done = liquidation_module.liquidation_execute(liquidation_id=liquidation.pk, quotes=crashed)
 
     assert not Position.objects.filter(account=account).exclude(quantity=0).exists()
     assert done.fee == 0
@@ -235,7 +235,7 @@ def test_a_deficit_is_covered_by_the_insurance_fund_and_recorded(quotes):
 
 
 def test_a_stale_price_suspends_liquidation_but_not_the_margin_call(quotes):
-    from clearing.marketdata.models import OpsAlert
+    from clearing.ops.models import OpsAlert
 
     account = account_with_btc_long(code="T-STALE", usd="20000")
     crashed = moved(demo_quotes(BTC="stale"), BTC=quotes.underlying_prices["BTC"] * 0.93)
@@ -279,7 +279,7 @@ def test_no_new_call_opens_while_the_accounts_liquidation_is_in_progress(quotes)
         CallStatus.ESCALATED
     ]
     liquidation = Liquidation.objects.get(account=account)
-    services.liquidation_execute(liquidation_id=liquidation.pk, quotes=crashed)
+    liquidation_module.liquidation_execute(liquidation_id=liquidation.pk, quotes=crashed)
     services.sweep_accounts_run(account_ids=[account.pk], cause="after", quotes=crashed)
     snapshot = MarginSnapshot.objects.filter(account=account).latest("read_at")
     open_calls = MarginCall.objects.filter(account=account, status=CallStatus.OPEN).count()
@@ -312,8 +312,8 @@ def test_booking_a_trade_sends_accounts_changed_on_commit(quotes, django_capture
     )
     try:
         with django_capture_on_commit_callbacks(execute=True), mock.patch.object(services, "_drain_enqueue"):
-            from clearing.demo import spot_prices
-            from clearing.services import trade_book
+            from accounts.trading import trade_book
+            from clearing.marketdata.demo import spot_prices
 
             trade_book(account=account, instrument="BTC-PERP", quantity=1, price=spot_prices()["BTC"])
     finally:
@@ -433,7 +433,7 @@ def test_a_shard_makes_as_many_queries_whatever_the_number_of_accounts_in_a_call
 
 @pytest.mark.parametrize("accounts", [2, 12])
 def test_suspended_liquidations_cost_no_query_per_account(quotes, accounts, django_assert_max_num_queries):
-    from clearing.marketdata.models import OpsAlert
+    from clearing.ops.models import OpsAlert
 
     stale = demo_quotes(BTC="stale")
     shard_run_queries(quotes=stale, accounts=accounts, assert_max=django_assert_max_num_queries)
@@ -446,3 +446,60 @@ def test_suspended_liquidations_cost_no_query_per_account(quotes, accounts, djan
     assert set(alerts.values_list("key", flat=True)) == keys
     causes = MarginCallEvent.objects.filter(call__account__in=bulk).values_list("cause", flat=True)
     assert sum(cause.startswith("liquidation suspended: BTC") for cause in causes) == accounts
+
+
+def test_a_shard_that_changes_many_accounts_pushes_their_margin_updates_as_one_fanout_row(
+    quotes, monkeypatch
+):
+    from clearing.events import FANOUT_GROUP
+    from frontend.relay import outbox_claim
+    from riskengine.sweeps import calls
+
+    monkeypatch.setattr(calls, "FANOUT_MIN", 1)
+    sweep, _ = services.sweep_full_run(cause="first", quotes=quotes, shard_size=10)
+
+    fanned = OutboxEvent.objects.filter(group=FANOUT_GROUP, type="margin.updated")
+    assert fanned.count() == sweep.shard_count  # every account is new: one row per shard
+    assert not OutboxEvent.objects.filter(type="margin.updated").exclude(group=FANOUT_GROUP).exists()
+    # Claimed, the rows are one margin.updated per account, in its own group, with its figures.
+    updates = [
+        (group, event) for _, group, event in outbox_claim(limit=1000) if event["type"] == "margin.updated"
+    ]
+    current = {m.account_id: m for m in AccountMargin.objects.all()}
+    assert (
+        sorted(event["account"] for _, event in updates)
+        == sorted(current)
+        == sorted(MarginAccount.objects.values_list("pk", flat=True))
+    )
+    for group, event in updates:
+        assert group == f"account-{event['account']}"
+        assert event["sweep"] == sweep.pk
+        assert event["status"] == current[event["account"]].status
+        assert event["equity"] == pytest.approx(float(current[event["account"]].equity))
+
+
+def test_a_shard_escalating_many_accounts_sends_their_liquidations_in_a_few_chunked_messages(
+    quotes, monkeypatch, django_capture_on_commit_callbacks
+):
+    from riskengine.sweeps.tasks import liquidation_execute, liquidations_send
+
+    monkeypatch.setattr(services, "LIQUIDATIONS_SENT_INLINE", 2)
+    monkeypatch.setattr(services, "LIQUIDATIONS_SEND_CHUNK", 2)
+    accounts = [account_with_btc_long(code=f"T-MANY-{n}", usd="5000") for n in range(3)]
+    crashed = moved(quotes, BTC=quotes.underlying_prices["BTC"] * 0.5)
+    with (
+        mock.patch.object(liquidations_send, "delay") as chunked,
+        mock.patch.object(liquidation_execute, "delay") as single,
+        django_capture_on_commit_callbacks(execute=True),
+    ):
+        services.sweep_accounts_run(account_ids=[a.pk for a in accounts], cause="crash", quotes=crashed)
+    ids = sorted(Liquidation.objects.filter(account__in=accounts).values_list("pk", flat=True))
+    assert len(ids) == 3
+    # Three escalated (more than sent inline): two messages of at most two ids, no single sends.
+    assert [sorted(c.args[0]) for c in chunked.call_args_list] == [ids[:2], ids[2:]]
+    single.assert_not_called()
+
+    with mock.patch.object(liquidation_execute, "delay") as single:
+        for call in chunked.call_args_list:  # what a worker then runs
+            liquidations_send.apply(args=[call.args[0]])
+    assert sorted(c.args[0] for c in single.call_args_list) == ids

@@ -31,10 +31,10 @@ from django.db import connection
 from django.db.models import Count
 
 from accounts.models import MarginAccount
-from clearing.celery import app
+from clearing.config.celery import app
 from riskengine.sweeps import services
 from riskengine.sweeps.models import MarginSnapshot, ShardStatus
-from tests.sweeps.conftest import demo_quotes
+from tests.factories import demo_quotes
 
 ROOT = Path(__file__).resolve().parents[2]
 START_SECONDS = 180
@@ -42,8 +42,9 @@ SWEEP_SECONDS = 300
 
 
 def worker_start(name: str, queue: str, env: dict, log: Path) -> subprocess.Popen:
-    command = [sys.executable, "-m", "celery", "-A", "clearing", "worker", "-c", "1", "-n", name, "-Q", queue,
-               "--without-gossip", "--without-mingle", "--without-heartbeat", "-l", "info"]  # fmt: skip
+    command = [sys.executable, "-m", "celery", "-A", "clearing.config", "worker", "-c", "1", "-n", name,
+               "-Q", queue, "--without-gossip", "--without-mingle", "--without-heartbeat",
+               "-l", "info"]  # fmt: skip
     return subprocess.Popen(command, cwd=ROOT, env=env, stdout=log.open("w"), stderr=subprocess.STDOUT)
 
 
@@ -68,6 +69,7 @@ def queue_purge(name: str, *, delete: bool = False) -> None:
             channel.client.delete(f"_kombu.binding.{name}", f"_kombu.binding_permanent.{name}")
 
 
+@pytest.mark.postgresql("two real workers racing for shards on a shared server")
 @pytest.mark.django_db(transaction=True)
 def test_two_workers_sweep_every_account_exactly_once():
     assert settings.REDIS_URL, "this test needs REDIS_URL (a Redis broker); it does not skip"

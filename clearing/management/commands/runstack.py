@@ -1,10 +1,10 @@
 """Run the web server, a Celery worker, Celery beat and the demo price feed for ``make run``.
 
 Each process is started through the same entry-point script that docker compose uses
-(``docker/bin/web|worker|beat``). A process that exits is restarted after a short pause: the
-embedded filesystem broker can crash a worker that reads a message file before its producer
-finished writing it (a known kombu issue), and tasks are safe to run again (acks late,
-idempotent). Ctrl-C or SIGTERM stops all three.
+(``docker/bin/web|worker|beat``). A process that exits is restarted after a short pause (tasks are
+safe to run again: acks late, idempotent). The embedded filesystem broker no longer crashes
+workers on half-written message files (``clearing.broker``); the restart covers any other death.
+Ctrl-C or SIGTERM stops all three.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from pathlib import Path
 from django.conf import settings
 from django.core.management.base import BaseCommand
 
-from clearing.celery import embedded_broker_folders_ensure
+from clearing.config.celery import embedded_broker_folders_ensure
 
 PROCESSES = ("web", "worker", "beat")
 # The demo's simulated price sources, on unless CLEARING_DEMO_FEED=0.

@@ -15,7 +15,14 @@ from decimal import Decimal
 from django.core.management.base import BaseCommand
 from django.utils import timezone
 
-from clearing.marketdata.demo import HISTORY_SYMBOLS, demo_sources_ensure, demo_symbols_prices
+from clearing.history import daily_history
+from clearing.marketdata.demo import (
+    HISTORY_SYMBOLS,
+    REPLAY_START,
+    UNDERLYINGS,
+    demo_sources_ensure,
+    demo_symbols_prices,
+)
 from clearing.marketdata.feed import DemoFeed
 from clearing.marketdata.models import IndexState
 from clearing.marketdata.services import PriceIn, VolIn, price_observations_submit, vol_observations_submit
@@ -26,7 +33,7 @@ class Command(BaseCommand):
     help = "Simulated price sources replaying the real history, accelerated, with noise, jumps and bad ticks."
 
     def add_arguments(self, parser):
-        parser.add_argument("--start", type=date.fromisoformat, default=date(2022, 10, 25))
+        parser.add_argument("--start", type=date.fromisoformat, default=REPLAY_START)
         parser.add_argument("--seconds-per-day", type=float, default=20.0, help="Replay speed.")
         parser.add_argument("--interval", type=float, default=2.0, help="Seconds between ticks.")
         parser.add_argument("--iv-every", type=int, default=15, help="IV marks every N ticks.")
@@ -35,8 +42,6 @@ class Command(BaseCommand):
         parser.add_argument("--seed", type=int, default=None)
 
     def handle(self, *args, **options):
-        from clearing.demo import UNDERLYINGS
-
         if options["ticks"] == 0 and hasattr(os, "nice"):
             os.nice(10)  # a demo nicety must yield to the web server and the sweeps
         rng = random.Random(options["seed"])
@@ -105,6 +110,4 @@ class Command(BaseCommand):
 
 
 def daily_start() -> date:
-    from clearing.history import daily_history
-
     return daily_history("BTC")[0].day

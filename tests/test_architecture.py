@@ -1,0 +1,212 @@
+"""The apps depend on one another one way only (docs/architecture.md).
+
+Every ``import`` of the apps' code counts, at module level and inside functions; the Django
+project's configuration (``clearing/config``, ``clearing/server``), migrations and tests are left
+out. Each module belongs to the app of its folder: ``clearing.api``, ``clearing.marketdata``,
+``riskengine.sweeps`` and ``riskengine.core`` are apps of their own, the rest of ``clearing`` is
+the clearing domain and its shared kernel.
+"""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+TOPS = ("accounts", "clearing", "frontend", "riskengine")
+SUBAPPS = ("clearing.api", "clearing.marketdata", "riskengine.sweeps", "riskengine.core")
+SKIPPED_FOLDERS = {"migrations", "tests", "__pycache__"}
+PROJECT_CONFIGURATION = {"clearing/config", "clearing/server"}
+# Lowest first: an app may import only the apps before it.
+LAYERS = (
+    "riskengine.core",
+    "clearing",
+    "accounts",
+    "clearing.marketdata",
+    "riskengine",
+    "riskengine.sweeps",
+    "clearing.api",
+    "frontend",
+)
+UI_APP = "frontend"
+
+
+def app_of(module: str) -> str | None:
+    parts = module.split(".")
+    if parts[0] not in TOPS:
+        return None
+    if len(parts) > 1 and f"{parts[0]}.{parts[1]}" in SUBAPPS:
+        return f"{parts[0]}.{parts[1]}"
+    return parts[0]
+
+
+def _modules(root: Path, *, configuration: bool = False):
+    """``(module name, path)`` of every module of the apps' code under ``root`` (with the project's
+    configuration too when ``configuration``)."""
+    for top in TOPS:
+        for path in sorted((root / top).rglob("*.py")):
+            relative = path.relative_to(root)
+            folders = relative.parts[:-1]
+            if SKIPPED_FOLDERS.intersection(folders):
+                continue
+            in_configuration = any(
+                relative.as_posix().startswith(f"{folder}/") for folder in PROJECT_CONFIGURATION
+            )
+            if in_configuration and not configuration:
+                continue
+            yield ".".join((*folders, path.stem)), path
+
+
+def import_edges(root: Path = ROOT) -> dict[tuple[str, str], list[str]]:
+    """``(importing app, imported app) → ["module:imported module", ...]`` for every import
+    between two different apps, wherever it stands in the module."""
+    edges: dict[tuple[str, str], list[str]] = {}
+    for module, path in _modules(root):
+        source = app_of(module)
+        for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+            if isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+                names = [node.module]
+            else:
+                continue
+            for name in names:
+                target = app_of(name)
+                if target and target != source:
+                    edges.setdefault((source, target), []).append(f"{module}:{name}")
+    return edges
+
+
+def app_cycles(edges) -> list[list[str]]:
+    """The groups of apps that import one another, directly or through others (Tarjan's strongly
+    connected components with more than one app)."""
+    graph: dict[str, set[str]] = {}
+    for source, target in edges:
+        graph.setdefault(source, set()).add(target)
+        graph.setdefault(target, set())
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on_stack: set[str] = set()
+    cycles: list[list[str]] = []
+
+    def visit(app: str) -> None:
+        index[app] = low[app] = len(index)
+        stack.append(app)
+        on_stack.add(app)
+        for other in sorted(graph[app]):
+            if other not in index:
+                visit(other)
+                low[app] = min(low[app], low[other])
+            elif other in on_stack:
+                low[app] = min(low[app], index[other])
+        if low[app] == index[app]:
+            component = []
+            while True:
+                member = stack.pop()
+                on_stack.discard(member)
+                component.append(member)
+                if member == app:
+                    break
+            if len(component) > 1:
+                cycles.append(sorted(component))
+
+    for app in sorted(graph):
+        if app not in index:
+            visit(app)
+    return cycles
+
+
+def _write(root: Path, files: dict[str, str]) -> None:
+    for name, text in files.items():
+        path = root / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+
+
+def test_the_check_finds_a_cycle_made_by_an_import_inside_a_function(tmp_path):
+    _write(
+        tmp_path,
+        {
+            "accounts/services.py": "from clearing.ledger import AmountField\n",
+            "clearing/ledger.py": "def f():\n    from accounts.services import g\n",
+        },
+    )
+    edges = import_edges(tmp_path)
+    assert edges[("clearing", "accounts")] == ["clearing.ledger:accounts.services"]
+    assert app_cycles(edges) == [["accounts", "clearing"]]
+
+
+def test_the_check_leaves_out_the_project_configuration_and_migrations(tmp_path):
+    _write(
+        tmp_path,
+        {
+            "clearing/config/urls.py": "import frontend.views\n",
+            "clearing/migrations/0001_initial.py": "import accounts.models\n",
+            "accounts/models.py": "import clearing.ledger\n",
+        },
+    )
+    assert import_edges(tmp_path) == {("accounts", "clearing"): ["accounts.models:clearing.ledger"]}
+
+
+def test_no_apps_import_one_another_in_a_cycle():
+    assert app_cycles(import_edges()) == []
+
+
+def test_no_domain_app_imports_the_web_app():
+    offending = {edge: sites for edge, sites in import_edges().items() if edge[1] == UI_APP}
+    assert offending == {}
+
+
+def test_every_import_between_apps_points_down_the_layers():
+    rank = {app: position for position, app in enumerate(LAYERS)}
+    upward = {edge: sites for edge, sites in import_edges().items() if rank[edge[0]] < rank[edge[1]]}
+    assert upward == {}
+
+
+def unexplained_function_imports(root: Path = ROOT) -> list[str]:
+    """``module:line`` of each import inside a function without a comment on its line, just above
+    it, or above the block of imports it belongs to."""
+    unexplained = []
+    for module, path in _modules(root, configuration=True):
+        lines = path.read_text().splitlines()
+        for function in ast.walk(ast.parse("\n".join(lines))):
+            if not isinstance(function, ast.FunctionDef | ast.AsyncFunctionDef):
+                continue
+            imports = [node for node in ast.walk(function) if isinstance(node, ast.Import | ast.ImportFrom)]
+            import_lines = {line for node in imports for line in range(node.lineno, node.end_lineno + 1)}
+            for node in imports:
+                if "#" in lines[node.lineno - 1]:
+                    continue
+                above = node.lineno - 1  # the line number just above the statement
+                while above in import_lines:
+                    above -= 1
+                if above < 1 or not lines[above - 1].strip().startswith("#"):
+                    unexplained.append(f"{module}:{node.lineno}")
+    return unexplained
+
+
+def test_the_check_finds_an_import_inside_a_function_without_a_reason(tmp_path):
+    _write(
+        tmp_path,
+        {
+            "accounts/tasks.py": (
+                "def a():\n"
+                "    # models are not loaded yet\n"
+                "    from accounts.models import (\n"
+                "        User,\n"
+                "    )\n"
+                "    from accounts.services import b\n"
+                "\n"
+                "\n"
+                "def c():\n"
+                "    x = 1\n"
+                "    from accounts.services import d\n"
+            ),
+        },
+    )
+    assert unexplained_function_imports(tmp_path) == ["accounts.tasks:11"]
+
+
+def test_every_import_inside_a_function_says_why():
+    assert unexplained_function_imports() == []
