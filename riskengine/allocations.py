@@ -126,18 +126,16 @@ def lots_initial_margin(*, lots: Sequence[Lot], quotes: MarketQuotes, parameters
         )  # fmt: skip
         n = len(members)
         ids = np.arange(1, n + 1, dtype=np.int64)
-        rows = BookRows(
+        # One portfolio per lot: (position id 0, account, instrument, quantity, entry, no allocation).
+        rows = BookRows.build(
             account_ids=ids,
             account_codes=tuple(f"lot-{index}" for index in members),
             account_modes=np.full(n, ISOLATED, dtype=np.int8),
-            position_ids=np.zeros(n, dtype=np.int64),
-            position_account=ids,
-            position_instrument=np.array([lots[i].instrument.pk for i in members], dtype=np.int64),
-            position_quantity=np.array([float(lots[i].quantity) for i in members]),
-            position_entry=np.array([float(lots[i].price) for i in members]),
-            balance_account=np.zeros(0, dtype=np.int64),
-            balance_asset=np.zeros(0, dtype=np.int64),
-            balance_amount=np.zeros(0),
+            positions=[
+                (0, ids[j], lots[i].instrument.pk, float(lots[i].quantity), float(lots[i].price), 0.0)
+                for j, i in enumerate(members)
+            ],
+            balances=[],
         )
         book = margin_book_build(
             rows=rows,
