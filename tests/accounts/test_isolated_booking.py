@@ -226,3 +226,19 @@ def test_the_admin_form_refuses_a_mode_change_that_worsens_the_status(venue, iss
 
     assert not form.is_valid()
     assert "worse than margin call" in form.errors["mode"][0]
+
+
+def test_a_what_if_fill_in_an_isolated_account_allocates_as_booking_it_does(venue, isolated):
+    trade_book(account=isolated, instrument=venue.btc_perp, quantity="1", price="60000")  # 6,000 of 10,000
+    preview = whatif.margin_what_if(
+        account=isolated, trades=[(venue.eth_perp, Decimal(-20), Decimal(3000))], quotes=quotes_fixed()
+    )
+    (btc_after, eth_after) = preview.after["positions"]
+
+    trade_book(account=isolated, instrument=venue.eth_perp, quantity="-20", price="3000")  # IM 6,000
+
+    # The what-if's short took the 4,000 left, as the booking does; without the rule it would
+    # stand on nothing, in liquidation.
+    assert eth_after["allocated_margin"] == float(allocation(isolated, venue.eth_perp)) == 4_000.0
+    assert btc_after["allocated_margin"] == float(allocation(isolated, venue.btc_perp)) == 6_000.0
+    assert eth_after["status"] == "margin_call"
