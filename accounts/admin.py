@@ -59,7 +59,6 @@ from accounts.models import (
     DepositState,
     DepositStep,
     GrantStatus,
-    MarginAccount,
     Member,
     RoleGrant,
     SecurityEvent,
@@ -573,14 +572,6 @@ class TOTPDeviceAdmin(admin.ModelAdmin):
 
     def delete_model(self, request, obj):
         otp_device_remove(device=obj, removed_by=request.user)
-
-
-@admin.register(MarginAccount)
-class MarginAccountAdmin(admin.ModelAdmin):
-    list_display = ["code", "member", "mode", "created_at"]
-    list_filter = ["mode", "member"]
-    search_fields = ["code", "name", "member__code", "member__name"]
-    list_select_related = ["member"]
 
 
 @admin.register(Asset)

@@ -14,6 +14,10 @@ Cash effects, in the settlement asset (``settings.SETTLEMENT_ASSET``):
 * futures and perpetuals: the P&L of the closed quantity, ``closed·m·(price − entry)`` signed by
   the direction of the position, is realised in cash; the open quantity carries its unrealised
   P&L ``q·m·(S − entry)`` in equity (spec §3).
+
+In an isolated account a fill also changes its position's allocated margin (spec §4a): opening or
+increasing allocates the added initial margin from free collateral, reducing releases in
+proportion, closing releases all (``riskengine.allocations.fills_allocate``).
 """
 
 from __future__ import annotations
@@ -24,15 +28,28 @@ from datetime import datetime
 from decimal import Decimal
 
 from django.conf import settings
-from django.core.exceptions import ValidationError
+from django.core.exceptions import ImproperlyConfigured, ValidationError
 from django.db import transaction
 from django.utils import timezone
 
-from accounts.models import Asset, MarginAccount, MovementKind, User
+from accounts.models import Asset, MarginAccount, MarginMode, MovementKind, User
 from accounts.services import BalanceChange, collateral_movements_apply, margin_accounts_lock
 from clearing.models import Instrument, InstrumentKind, Position, Trade
-from clearing.signals import accounts_changed_on_commit
+from clearing.signals import accounts_changed_on_commit, isolated_fills_booked
 from clearing.validation import QUANTUM, decimal_nonzero, decimal_positive, errors_prefixed
+
+
+@dataclass(frozen=True)
+class BookedFill:
+    """A fill just booked into an isolated account's position: the position's quantity before it
+    (sent with ``clearing.signals.isolated_fills_booked``)."""
+
+    position: Position
+    quantity_before: Decimal
+    instrument: Instrument
+    quantity: Decimal
+    price: Decimal
+    trade: Trade
 
 
 @dataclass(frozen=True)
@@ -143,7 +160,7 @@ def trades_book(*, fills: Sequence[Fill], booked_by: User | None = None) -> list
     if duplicates:
         raise ValidationError({"external_id": f"Already booked: {', '.join(sorted(duplicates))}."})
 
-    margin_accounts_lock(account_ids=[f.account.pk for f in fills])
+    locked = margin_accounts_lock(account_ids=[f.account.pk for f in fills])
     pairs = {(f.account.pk, checked[0].pk) for f, checked in zip(fills, validated, strict=True)}
     Position.objects.bulk_create(
         [Position(account_id=a, instrument_id=i) for a, i in pairs], ignore_conflicts=True
@@ -161,8 +178,11 @@ def trades_book(*, fills: Sequence[Fill], booked_by: User | None = None) -> list
     settlement = Asset.objects.get(symbol=settings.SETTLEMENT_ASSET)
     trades = []
     cash = []
+    isolated = []
     for fill, (instrument, quantity, price, executed_at) in zip(fills, validated, strict=True):
         position = positions[(fill.account.pk, instrument.pk)]
+        if locked[fill.account.pk].mode == MarginMode.ISOLATED:
+            isolated.append((len(trades), position, position.quantity, instrument, quantity, price))
         change = position_after_fill(
             quantity=position.quantity,
             entry_price=position.entry_price,
@@ -186,11 +206,6 @@ def trades_book(*, fills: Sequence[Fill], booked_by: User | None = None) -> list
         cash.append((fill.account.pk, kind, amount))
 
     trades = Trade.objects.bulk_create(trades)
-    for position in positions.values():
-        position.updated_at = now
-    Position.objects.bulk_update(
-        list(positions.values()), ["quantity", "entry_price", "realised_pnl", "updated_at"]
-    )
     collateral_movements_apply(
         changes=[
             BalanceChange(
@@ -199,6 +214,24 @@ def trades_book(*, fills: Sequence[Fill], booked_by: User | None = None) -> list
             for trade, (account_id, kind, amount) in zip(trades, cash, strict=True)
         ],
         created_by=booked_by,
+    )
+    if isolated:
+        # The allocation rule needs the engine, which depends on this app: the risk engine receives
+        # the signal (``riskengine.allocations.fills_allocate``) in this transaction. No receiver
+        # means no allocation, so the batch is refused rather than booked unallocated.
+        answered = isolated_fills_booked.send(
+            sender=__name__,
+            fills=[BookedFill(p, q, i, fq, fp, trades[t]) for t, p, q, i, fq, fp in isolated],
+            booked_by=booked_by,
+        )
+        if not answered:
+            raise ImproperlyConfigured("Isolated fills were booked but nothing allocates their margin.")
+    # After the cash: allocations are taken from free collateral that includes the batch's P&L.
+    for position in positions.values():
+        position.updated_at = now
+    Position.objects.bulk_update(
+        list(positions.values()),
+        ["quantity", "entry_price", "realised_pnl", "allocated_margin", "updated_at"],
     )
     accounts_changed_on_commit(sender=__name__, account_ids=[f.account.pk for f in fills])
     return trades

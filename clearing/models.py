@@ -12,7 +12,7 @@ from django.core.exceptions import ValidationError
 from django.db import models
 from django.db.models import Q
 
-from clearing.ledger import AppendOnlyModel, PriceField, QuantityField
+from clearing.ledger import AmountField, AppendOnlyModel, PriceField, QuantityField
 
 
 class Underlying(models.Model):
@@ -160,6 +160,10 @@ class Position(models.Model):
     quantity = QuantityField(default=0)
     entry_price = PriceField(default=0)
     realised_pnl = PriceField(default=0)
+    # Methodology v1.1 section 4a: the part of the account's collateral committed to this position
+    # (USD) when the account is isolated; 0 otherwise. Changed only through ``MarginAllocation``
+    # rows written in the same transaction (``riskengine.allocations``).
+    allocated_margin = AmountField(default=0)
     updated_at = models.DateTimeField(auto_now=True)
 
     class Meta:
@@ -172,10 +176,58 @@ class Position(models.Model):
             models.CheckConstraint(
                 name="position_open_has_entry_price", condition=Q(quantity=0) | Q(entry_price__gt=0)
             ),
+            models.CheckConstraint(
+                name="position_allocated_margin_not_negative",
+                condition=Q(allocated_margin__gte=0),
+                violation_error_message="A position's allocated margin cannot be negative.",
+            ),
         ]
 
     def __str__(self) -> str:
         return f"{self.account_id}: {self.quantity} {self.instrument_id}"
+
+
+class AllocationKind(models.TextChoices):
+    TRADE = "trade", "Allocated to a trade's added initial margin"
+    RELEASE = "release", "Released by a trade that reduced or closed the position"
+    MEMBER = "member", "Moved by the member"
+    MODE_CHANGE = "mode_change", "Allocated or released by a change of margin mode"
+    CARRY_OVER = "carry_over", "Allocated to a position opened before allocations existed"
+
+
+class MarginAllocation(AppendOnlyModel):
+    """An immutable entry of the allocation ledger: ``amount`` USD moved from the account's free
+    collateral into the position (positive) or back (negative); ``allocated_after`` is the
+    position's allocation once applied. ``Position.allocated_margin`` is the running sum,
+    updated in the same transaction under the account lock. No collateral balance changes: an
+    allocation commits collateral the account keeps to one position (spec section 4a)."""
+
+    account = models.ForeignKey(
+        "accounts.MarginAccount", on_delete=models.PROTECT, related_name="margin_allocations"
+    )
+    position = models.ForeignKey(Position, on_delete=models.PROTECT, related_name="allocations")
+    kind = models.CharField(max_length=12, choices=AllocationKind.choices)
+    amount = AmountField(help_text="USD, signed: + into the position, − back to free collateral.")
+    allocated_after = AmountField()
+    trade = models.ForeignKey(Trade, on_delete=models.PROTECT, null=True, blank=True, related_name="+")
+    reference = models.CharField(max_length=200, blank=True)
+    created_by = models.ForeignKey(
+        "accounts.User", on_delete=models.PROTECT, null=True, blank=True, related_name="+"
+    )
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+
+    class Meta:
+        ordering = ["-id"]
+        constraints = [
+            models.CheckConstraint(
+                name="allocation_kind_valid", condition=Q(kind__in=[c.value for c in AllocationKind])
+            ),
+            models.CheckConstraint(name="allocation_amount_nonzero", condition=~Q(amount=0)),
+            models.CheckConstraint(name="allocation_after_not_negative", condition=Q(allocated_after__gte=0)),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.kind} {self.amount} USD to position {self.position_id}"
 
 
 class OutboxEvent(models.Model):

@@ -11,6 +11,12 @@ accounts (``riskengine.sweeps``).
 (account id → equity / MM as a float, None when MM = 0). Receivers run in that transaction, so what
 they write commits or rolls back with the sweep: the web app checks its target bands there
 (``frontend.receivers``).
+
+``isolated_fills_booked`` is sent by ``accounts.trading.trades_book`` inside the booking
+transaction, after the batch's cash, with kwargs ``fills`` (``accounts.trading.BookedFill`` of
+isolated accounts, in booking order) and ``booked_by``. The risk engine allocates or releases each
+position's margin there (spec section 4a), on the positions the caller then saves; the booking
+refuses when no receiver answers, so an isolated fill is never booked unallocated.
 """
 
 from __future__ import annotations
@@ -22,6 +28,7 @@ from django.dispatch import Signal
 
 accounts_changed = Signal()
 margin_ratios_published = Signal()
+isolated_fills_booked = Signal()
 
 
 def accounts_changed_on_commit(*, sender: str, account_ids: Iterable[int]) -> None:

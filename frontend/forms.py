@@ -60,6 +60,12 @@ def what_if_forms(data=None) -> tuple[list[TradeRow], list[CollateralRow]]:
     return trades, collateral
 
 
+class PositionMarginForm(PlainDecimalsMixin, forms.Form):
+    amount = forms.DecimalField(
+        max_digits=28, decimal_places=10, help_text="USD: + into the position, − back to free collateral"
+    )
+
+
 class TargetBandForm(PlainDecimalsMixin, forms.Form):
     lower = forms.DecimalField(min_value=0, max_digits=12, decimal_places=4, label="Lowest equity / MM")
     upper = forms.DecimalField(min_value=0, max_digits=12, decimal_places=4, label="Highest equity / MM")

@@ -13,7 +13,7 @@ from accounts.selectors import margin_accounts_visible
 from clearing.models import Instrument, InstrumentKind
 from clearing.validation import decimal_from_float
 from frontend.models import BandState, TargetBand
-from riskengine.core import compute_margin
+from riskengine.core import OPTION, compute_margin
 from riskengine.core.errors import DocumentError
 from riskengine.loading import margin_book_load
 from riskengine.reference import quotes_current, reference_current
@@ -117,6 +117,9 @@ class AccountNow:
 
     result: dict
     collateral: list[dict] = field(default_factory=list)
+    # The result's positions, each with its database ``id`` and, for an isolated linear position,
+    # its ``liquidation_price``: the index at which its equity would fall to its maintenance margin.
+    positions: list[dict] = field(default_factory=list)
     prices: dict[str, float] = field(default_factory=dict)
     statuses: dict[str, str] = field(default_factory=dict)
 
@@ -155,12 +158,44 @@ def account_now(*, account: MarginAccount) -> AccountNow:
                 "haircut": (1 - value / market) if market > 0 else None,
             }
         )
+    figures = result.to_dict(0)
+    positions = []
+    for j, entry in enumerate(figures["positions"]):
+        position = dict(entry, id=int(rows.position_ids[j]), liquidation_price=None)
+        market, i = book.margin_input.market, book.margin_input.portfolios.position_instrument[j]
+        if figures["mode"] == "isolated" and market.kind[i] != OPTION:
+            position["liquidation_price"] = isolated_liquidation_price(
+                units=float(rows.position_quantity[j]) * float(market.multiplier[i]),
+                entry_price=float(rows.position_entry[j]),
+                allocated=float(rows.position_allocated[j]),
+                maintenance_margin=entry["maintenance_margin"],
+                price=entry["price"],
+            )
+        positions.append(position)
     return AccountNow(
-        result=result.to_dict(0),
+        result=figures,
         collateral=collateral,
+        positions=positions,
         prices={**quotes.underlying_prices, **quotes.asset_prices},
         statuses=dict(quotes.statuses),
     )
+
+
+def isolated_liquidation_price(
+    *, units: float, entry_price: float, allocated: float, maintenance_margin: float, price: float
+) -> float | None:
+    """The index price ``P`` at which an isolated linear position of ``units = q·m`` (signed)
+    has its equity ``a + q·m·(P − entry)`` equal to its maintenance margin ``|q·m|·P·mmf``
+    (spec section 4a), ``mmf`` read off its maintenance margin now (``MM / |q·m|·price``). None
+    when no positive price reaches it (a long whose allocation covers its whole entry)."""
+    if not units or not price:
+        return None
+    mmf = maintenance_margin / (abs(units) * price)
+    denominator = units - abs(units) * mmf
+    if not denominator:
+        return None
+    level = (units * entry_price - allocated) / denominator
+    return level if level > 0 else None
 
 
 def hedge_suggestions(*, account: MarginAccount, now: AccountNow) -> list[dict]:

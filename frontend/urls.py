@@ -9,4 +9,9 @@ urlpatterns = [
     path("accounts/<slug:code>/", views.account_detail, name="account-detail"),
     path("accounts/<slug:code>/what-if/", views.what_if, name="what-if"),
     path("accounts/<slug:code>/band/", views.target_band, name="target-band"),
+    path(
+        "accounts/<slug:code>/positions/<int:position_id>/margin/",
+        views.position_margin,
+        name="position-margin",
+    ),
 ]

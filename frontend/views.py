@@ -19,7 +19,7 @@ from accounts.selectors import margin_account_visible
 from clearing.api.permissions import ACCOUNT_WRITERS, WHAT_IF_USERS, user_role
 from clearing.api.throttling import compute_budget_wait
 from frontend import charts
-from frontend.forms import TargetBandForm, what_if_forms
+from frontend.forms import PositionMarginForm, TargetBandForm, what_if_forms
 from frontend.selectors import (
     account_now,
     account_summaries,
@@ -29,9 +29,11 @@ from frontend.selectors import (
     margin_history,
 )
 from frontend.services import target_band_clear, target_band_set
+from riskengine.allocations import position_margin_move
 from riskengine.core.errors import DocumentError
 from riskengine.selectors import NoActiveParameterSet
 from riskengine.whatif import margin_what_if
+from riskengine.withdrawals import PricesUntrusted
 
 COMPONENTS = [
     ("scan_directional", "Directional scan"),
@@ -114,6 +116,8 @@ def _detail_context(account) -> dict:
 def account_detail(request, code: str):
     account = margin_account_visible(user=request.user, code=code)
     context = _detail_context(account)
+    # Only isolated positions hold margin; traders move it, as on the API.
+    context["may_move_margin"] = account.mode == "isolated" and _may(request, ACCOUNT_WRITERS)
     if request.GET.get("fragment"):
         return render(request, "frontend/_account_live.html", context)
     band = context["summary"].band
@@ -148,6 +152,38 @@ def target_band(request, code: str):
     context = _detail_context(account)
     context.update(band_form=form, may_set_band=True, may_what_if=_may(request, WHAT_IF_USERS))
     return render(request, "frontend/account_detail.html", context, status=400)
+
+
+@login_required
+@require_POST
+def position_margin(request, code: str, position_id: int):
+    """The account page's margin form: ``position_margin_move`` with the signed ``amount`` typed
+    (the API's ``POST …/positions/{id}/margin/``); the outcome is a message on the account page."""
+    account = margin_account_visible(user=request.user, code=code)
+    if not _may(request, ACCOUNT_WRITERS):
+        raise PermissionDenied("Your role is read-only: only traders move margin.")
+    form = PositionMarginForm(request.POST)
+    if not form.is_valid():
+        messages.error(request, "; ".join(" ".join(errors) for errors in form.errors.values()))
+        return redirect("frontend:account-detail", code=account.code)
+    try:
+        row = position_margin_move(
+            account=account,
+            position_id=position_id,
+            amount=form.cleaned_data["amount"],
+            moved_by=request.user,
+        )
+    except PricesUntrusted as error:
+        messages.error(request, str(error))
+    except ValidationError as error:
+        messages.error(request, "; ".join(" ".join(errors) for errors in error.message_dict.values()))
+    else:
+        moved = "into" if row.amount > 0 else "out of"
+        messages.success(
+            request,
+            f"Moved {abs(row.amount):,.2f} USD {moved} the position, which holds {row.allocated_after:,.2f}.",
+        )
+    return redirect("frontend:account-detail", code=account.code)
 
 
 @login_required

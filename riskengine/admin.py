@@ -19,8 +19,9 @@ from django.urls import path, reverse
 from django.utils.html import format_html
 
 from accounts.custody import CustodyConflict, fund_withdrawal_propose, fund_withdrawal_reject
-from accounts.models import Asset, FundWithdrawalDecision, FundWithdrawalProposal
+from accounts.models import Asset, FundWithdrawalDecision, FundWithdrawalProposal, MarginAccount
 from clearing.admin_mixins import ReadOnlyAdminMixin
+from riskengine.allocations import margin_account_mode_change, margin_account_mode_plan
 from riskengine.forms import (
     ACCEPT_NEAREST,
     CorrelationGridWidget,
@@ -681,3 +682,55 @@ class FundWithdrawalProposalAdmin(admin.ModelAdmin):
             original=proposal,
             form=form,
         )
+
+
+class MarginAccountAdminForm(forms.ModelForm):
+    """Registered here, not in ``accounts``: a margin account's admin judges mode changes with the
+    risk engine, which depends on ``accounts``.
+
+    A change of an existing account's margin mode is judged by the engine before it is saved
+    (``riskengine.allocations.margin_account_mode_plan``): refused on the ``mode`` field when the
+    account's status would be worse, or while a price it depends on is not trusted."""
+
+    class Meta:
+        model = MarginAccount
+        fields = ["member", "code", "name", "mode", "kind"]
+
+    def clean(self):
+        data = super().clean()
+        if self.instance.pk and "mode" in self.changed_data and data.get("mode"):
+            stored = MarginAccount.objects.get(pk=self.instance.pk)
+            try:
+                margin_account_mode_plan(account=stored, mode=data["mode"])
+            except ValidationError as error:
+                self.add_error(None, error)
+            except CustodyConflict as error:  # PricesUntrusted
+                self.add_error("mode", str(error))
+        return data
+
+
+@admin.register(MarginAccount)
+class MarginAccountAdmin(admin.ModelAdmin):
+    form = MarginAccountAdminForm
+    list_display = ["code", "member", "mode", "created_at"]
+    list_filter = ["mode", "member"]
+    search_fields = ["code", "name", "member__code", "member__name"]
+    list_select_related = ["member"]
+
+    def save_model(self, request, obj, form, change):
+        if not (change and "mode" in form.changed_data):
+            return super().save_model(request, obj, form, change)
+        # The mode changes only through the service, which allocates or releases explicitly (and
+        # judges again under the account lock); the other fields are saved as usual.
+        mode, obj.mode = obj.mode, form.initial["mode"]
+        super().save_model(request, obj, form, change)
+        plan = margin_account_mode_change(account=obj, mode=mode, changed_by=request.user)
+        obj.mode = plan.mode
+        allocated = sum(plan.allocations)
+        self.message_user(
+            request,
+            f"{obj.code} is now in {plan.mode} mode ({plan.status_before.replace('_', ' ')} before, "
+            f"{plan.status_after.replace('_', ' ')} after); {allocated:,.2f} USD allocated to its positions.",
+            messages.INFO,
+        )
+        return None

@@ -25,12 +25,15 @@ from accounts.trading import Fill, trades_book
 from clearing.marketdata.demo import UNDERLYINGS, marketdata_demo_seed, spot_prices
 from clearing.marketdata.selectors import market_quotes_current
 from clearing.models import Instrument, InstrumentKind, OptionRight, Trade, Underlying
+from riskengine.allocations import position_margin_move
 from riskengine.core import compute_margin
 from riskengine.core.black76 import black76_price
 from riskengine.loading import margin_book_load
 from riskengine.models import ParameterSet
+from riskengine.reference import quotes_current
 from riskengine.selectors import parameter_set_active
 from riskengine.services import parameter_set_bootstrap
+from riskengine.withdrawals import PricesUntrusted
 
 ASSETS = {
     # symbol: (name, linked underlying, decimals)
@@ -440,6 +443,7 @@ def demo_venue_seed(*, today: date | None = None, log: Callable[[str], None] = p
     # The oracle: real history as index history, demo price sources, current prices and IV marks.
     marketdata_demo_seed(log=log)
     topped_up = demo_cushions_ensure(cushions=cushions)
+    isolated_demo_account_seed(member=members["ALPHA"], venue_user=venue_user, log=log)
     log(
         f"Demo venue ready: {MarginAccount.objects.count()} accounts ({len(cushions)} books booked this "
         f"run, {topped_up} topped up to start healthy), "
@@ -480,4 +484,50 @@ def demo_cushions_ensure(*, cushions: dict[int, float]) -> int:
                 )
             topped_up += 1
     return topped_up
+
+
+ISOLATED_DEMO_ACCOUNT = "ALPHA-ISO"
+
+
+def isolated_demo_account_seed(*, member: Member, venue_user: User, log: Callable[[str], None]) -> None:
+    """``ALPHA-ISO``, an isolated account of alice's member (methodology v1.1 section 4a): 100,000
+    USDC, long 1 BTC-PERP and short 20 ETH-PERP booked at the oracle's index (each allocated its
+    initial margin by the booking), then alice moves margin in through the member's own service:
+    twice its IM more into the BTC long (far from liquidation), 30 % of its IM more into the ETH
+    short, which stands healthy but closest to its own liquidation (about 7.6 % up in ETH) while
+    the account and the rest of its collateral are healthy. Booked once; needs the oracle seeded."""
+    with transaction.atomic():
+        account, _ = MarginAccount.objects.get_or_create(
+            code=ISOLATED_DEMO_ACCOUNT,
+            defaults={"member": member, "name": f"{member.name} isolated book", "mode": MarginMode.ISOLATED},
+        )
+        if Trade.objects.filter(account=account).exists():
+            return
+        collateral_deposit(
+            account=account,
+            asset=Asset.objects.get(symbol="USDC"),
+            amount=Decimal(100_000),
+            reference="demo seed",
+        )
+        index = quotes_current().underlying_prices
+        trades_book(
+            fills=[
+                Fill(account, "BTC-PERP", Decimal(1), Decimal(repr(index["BTC"]))),
+                Fill(account, "ETH-PERP", Decimal(-20), Decimal(repr(index["ETH"]))),
+            ],
+            booked_by=venue_user,
+        )
+    alice = User.objects.get(username="alice")
+    for symbol, share in (("BTC-PERP", Decimal(2)), ("ETH-PERP", Decimal("0.3"))):
+        position = account.positions.get(instrument__symbol=symbol)
+        try:
+            position_margin_move(
+                account=account,
+                position_id=position.pk,
+                amount=(position.allocated_margin * share).quantize(Decimal("0.01")),
+                moved_by=alice,
+            )
+        except PricesUntrusted as error:
+            log(f"{ISOLATED_DEMO_ACCOUNT}: no margin moved into {symbol} ({error})")
+
 

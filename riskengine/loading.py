@@ -43,7 +43,9 @@ class BookRows:
       ``(n_acc,)`` int8 (engine mode codes)
     - ``position_ids`` ``(n_pos,)`` int64 (0 for hypothetical rows), ``position_account``
       ``(n_pos,)`` int64 account id, ``position_instrument`` ``(n_pos,)`` int64 instrument id,
-      ``position_quantity`` ``(n_pos,)`` float64 units, ``position_entry`` ``(n_pos,)`` float64 USD
+      ``position_quantity`` ``(n_pos,)`` float64 units, ``position_entry`` ``(n_pos,)`` float64 USD,
+      ``position_allocated`` ``(n_pos,)`` float64 USD (``Position.allocated_margin``, the isolated
+      allocation ``a_i`` of spec section 4a; 0 for hypothetical rows)
     - ``balance_account`` ``(n_bal,)`` int64 account id, ``balance_asset`` ``(n_bal,)`` int64 asset
       id, ``balance_amount`` ``(n_bal,)`` float64 units of the asset
     """
@@ -56,6 +58,7 @@ class BookRows:
     position_instrument: np.ndarray
     position_quantity: np.ndarray
     position_entry: np.ndarray
+    position_allocated: np.ndarray
     balance_account: np.ndarray
     balance_asset: np.ndarray
     balance_amount: np.ndarray
@@ -70,11 +73,12 @@ class BookRows:
         positions: np.ndarray,
         balances: np.ndarray,
     ) -> BookRows:
-        """The one way to assemble rows: the accounts' columns, then ``positions`` ``(n_pos, 5)``
-        float64 ``(position id, account id, instrument id, quantity, entry price)`` and
+        """The one way to assemble rows: the accounts' columns, then ``positions`` ``(n_pos, 6)``
+        float64 ``(position id, account id, instrument id, quantity, entry price, allocated
+        margin)`` and
         ``balances`` ``(n_bal, 3)`` float64 ``(account id, asset id, amount)`` (ids are exact in
         float64 below 2**53)."""
-        positions = np.asarray(positions, dtype=np.float64).reshape(-1, 5)
+        positions = np.asarray(positions, dtype=np.float64).reshape(-1, 6)
         balances = np.asarray(balances, dtype=np.float64).reshape(-1, 3)
         return cls(
             account_ids=np.asarray(account_ids, dtype=np.int64),
@@ -85,6 +89,7 @@ class BookRows:
             position_instrument=positions[:, 2].astype(np.int64),
             position_quantity=positions[:, 3],
             position_entry=positions[:, 4],
+            position_allocated=positions[:, 5],
             balance_account=balances[:, 0].astype(np.int64),
             balance_asset=balances[:, 1].astype(np.int64),
             balance_amount=balances[:, 2],
@@ -99,12 +104,13 @@ class BookRows:
                 self.position_instrument,
                 self.position_quantity,
                 self.position_entry,
+                self.position_allocated,
             ]
         ).astype(np.float64)
         balances = np.column_stack([self.balance_account, self.balance_asset, self.balance_amount]).astype(
             np.float64
         )
-        return positions.reshape(-1, 5), balances.reshape(-1, 3)
+        return positions.reshape(-1, 6), balances.reshape(-1, 3)
 
     def with_hypothetical(
         self,
@@ -113,17 +119,20 @@ class BookRows:
         balances: Iterable[tuple[int, int, float]] = (),
     ) -> BookRows:
         """A copy with extra rows: positions ``(account_id, instrument_id, quantity, entry_price)``
-        and balance changes ``(account_id, asset_id, amount)`` (added before haircuts)."""
+        and balance changes ``(account_id, asset_id, amount)`` (added before haircuts). A
+        hypothetical position carries no allocation."""
         positions, balances = list(positions), list(balances)
         if not positions and not balances:
             return self
         pos = np.array(positions, dtype=np.float64).reshape(-1, 4)
         old_positions, old_balances = self.tables()
+        # (position id, ...the given columns..., allocated margin): a hypothetical row has neither.
+        hypothetical = np.column_stack([np.zeros(len(pos)), pos, np.zeros(len(pos))])
         return BookRows.build(
             account_ids=self.account_ids,
             account_codes=self.account_codes,
             account_modes=self.account_modes,
-            positions=np.vstack([old_positions, np.column_stack([np.zeros(len(pos)), pos])]),
+            positions=np.vstack([old_positions, hypothetical]),
             balances=np.vstack([old_balances, np.array(balances, dtype=np.float64).reshape(-1, 3)]),
         )
 
@@ -168,17 +177,17 @@ def account_rows_fetch(*, account: MarginAccount) -> BookRows:
     what-if), the same rows in the same order as ``book_rows_fetch(account_ids=[account.pk])``."""
     sql = (
         "SELECT 0, id, instrument_id, CAST(quantity AS DOUBLE PRECISION),"
-        " CAST(entry_price AS DOUBLE PRECISION)"
+        " CAST(entry_price AS DOUBLE PRECISION), CAST(allocated_margin AS DOUBLE PRECISION)"
         f" FROM {Position._meta.db_table} WHERE account_id = %s AND quantity <> 0"
         " UNION ALL"
-        " SELECT 1, asset_id, asset_id, CAST(amount AS DOUBLE PRECISION), 0"
+        " SELECT 1, asset_id, asset_id, CAST(amount AS DOUBLE PRECISION), 0, 0"
         f" FROM {CollateralBalance._meta.db_table} WHERE account_id = %s AND amount <> 0"
     )
     with connection.cursor() as cursor:
         cursor.execute(sql, [account.pk, account.pk])
         records = sorted(cursor.fetchall(), key=lambda r: (r[0], r[1]))
     positions = [
-        (r[1], account.pk, r[2], r[3], np.nan if r[4] is None else r[4]) for r in records if r[0] == 0
+        (r[1], account.pk, r[2], r[3], np.nan if r[4] is None else r[4], r[5]) for r in records if r[0] == 0
     ]
     balances = [(account.pk, r[2], r[3]) for r in records if r[0] == 1]
     return BookRows.build(
@@ -193,8 +202,8 @@ def account_rows_fetch(*, account: MarginAccount) -> BookRows:
 def _book_arrays_fetch(
     *, account_ids: Sequence[int] | None, account_range: tuple[int, int] | None
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Positions ``(n_pos, 5)``: id, account, instrument, quantity, entry; balances ``(n_bal, 3)``:
-    account, asset, amount; float64, ordered by account then row id (asset for balances)."""
+    """Positions ``(n_pos, 6)``: id, account, instrument, quantity, entry, allocated; balances
+    ``(n_bal, 3)``: account, asset, amount; float64, ordered by account then row id (asset for balances)."""
     where, params = "", []
     if account_ids is not None:
         sql, more = any_sql("account_id", account_ids, kind="int")
@@ -213,6 +222,7 @@ def _book_arrays_fetch(
             ("instrument", "instrument_id", "int"),
             ("quantity", "quantity", "float"),
             ("entry", "entry_price", "float"),
+            ("allocated", "allocated_margin", "float"),
         ],
     )
     balances = columns_arrays(
@@ -227,8 +237,8 @@ def _book_arrays_fetch(
     )
     # Sorting here is cheaper than ORDER BY in the database and gives the same order.
     order = np.lexsort((positions["id"], positions["account"]))
-    pos = np.empty((order.size, 5), dtype=np.float64)
-    for c, name in enumerate(("id", "account", "instrument", "quantity", "entry")):
+    pos = np.empty((order.size, 6), dtype=np.float64)
+    for c, name in enumerate(("id", "account", "instrument", "quantity", "entry", "allocated")):
         pos[:, c] = positions[name][order]
     order = np.lexsort((balances["asset"], balances["account"]))
     bal = np.empty((order.size, 3), dtype=np.float64)
@@ -312,6 +322,9 @@ class LoadedBook:
             position = {"instrument": symbol, "quantity": repr(float(rows.position_quantity[j]))}
             if not np.isnan(rows.position_entry[j]):
                 position["entry_price"] = repr(float(rows.position_entry[j]))
+            allocated = float(self.margin_input.portfolios.position_allocated_margin[j])
+            if allocated:  # absent means 0 (spec section 5), so a replay gets what was computed
+                position["allocated_margin"] = repr(allocated)
             positions.append(position)
         collateral: dict[str, float] = {}
         for b in np.flatnonzero(rows.balance_account == account_id):
@@ -399,6 +412,9 @@ def margin_book_build(
         position_quantity=rows.position_quantity,
         # An option is valued at its mark; its entry premium was settled in cash when it traded.
         position_entry=np.where(market.kind[position_instrument] == OPTION, np.nan, rows.position_entry),
+        # Methodology v1.1 section 4a: each position's allocation as stored (meaningful in isolated
+        # mode only; the engine ignores it in the other modes).
+        position_allocated_margin=rows.position_allocated,
         balance_portfolio=np.searchsorted(rows.account_ids, rows.balance_account).astype(np.int64),
         balance_asset=asset_lookup[rows.balance_asset],
         balance_amount=rows.balance_amount,

@@ -15,7 +15,10 @@ after maker-checker) both end in ``_withdrawal_reserve``, one transaction under 
    margin computation (sweeps, what-if, the next request) sees it without knowing about custody;
 4. the account is margined as it now stands inside the transaction, at the *worse* of each
    price's last good and latest observed values (``margin_worst_case``), and the request is
-   refused unless ``equity >= initial margin`` — written so that a NaN figure refuses too;
+   refused unless ``equity >= initial margin`` — written so that a NaN figure refuses too; an
+   isolated account (methodology v1.1 section 4a) is refused unless its free collateral stays
+   ``>= 0`` and the engine's status is ``healthy`` (its positions' allocations are not
+   withdrawable, and no position's profit pays out another's margin);
 5. the ``Withdrawal`` is appended; the custodian then marks it sent or failed (``accounts.custody``).
 
 Any refusal raises, so the transaction rolls back and nothing is written. Two concurrent requests
@@ -26,7 +29,7 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from decimal import Decimal
 
@@ -53,6 +56,7 @@ from accounts.models import (
     FundWithdrawalDecision,
     FundWithdrawalProposal,
     MarginAccount,
+    MarginMode,
     MovementKind,
     User,
     Withdrawal,
@@ -67,7 +71,7 @@ from accounts.services import (
 from clearing.marketdata.quotes import MarketQuotes
 from clearing.models import Position
 from riskengine import whatif
-from riskengine.core import compute_margin, parse_document
+from riskengine.core import ISOLATED, STATUSES, compute_margin, parse_document
 from riskengine.core.errors import DocumentError
 from riskengine.loading import LoadedBook, margin_book_load
 from riskengine.reference import reference_current
@@ -154,6 +158,8 @@ class WorstCase:
     initial_margin: float
     observed: dict[str, float]  # symbol -> the latest observed price used instead of the last good
     corners: int
+    status: str = "healthy"  # the engine's status in that corner (STATUSES)
+    free_collateral: float = float("nan")  # collateral value less the allocations (every mode)
 
 
 def _last_good(quotes: MarketQuotes, symbol: str) -> float | None:
@@ -243,9 +249,10 @@ def price_corners_document(document: dict, switches: dict[str, float]) -> tuple[
 def margin_worst_case(*, book: LoadedBook, quotes: MarketQuotes, symbols: Iterable[str]) -> WorstCase:
     """The figures of the account in ``book`` (one account) at the worse, for it, of each price's
     last good and latest observed values: every corner in ONE engine run (the engine is vectorised
-    over portfolios), keeping the corner with the least ``equity − initial margin``; a corner whose
-    figures are not numbers is the worst (it must refuse). More than ``MAX_PRICE_SWITCHES``
-    diverging prices refuse the withdrawal (``PricesUntrusted``)."""
+    over portfolios), keeping the corner with the least ``equity − initial margin`` (an isolated
+    account: the worst status, then the least free collateral); a corner whose figures are not
+    numbers is the worst (it must refuse). More than ``MAX_PRICE_SWITCHES`` diverging prices
+    refuse the withdrawal (``PricesUntrusted``)."""
     switches = price_switches(quotes=quotes, symbols=symbols)
     if len(switches) > MAX_PRICE_SWITCHES:
         raise PricesUntrusted(
@@ -258,11 +265,20 @@ def margin_worst_case(*, book: LoadedBook, quotes: MarketQuotes, symbols: Iterab
     equity = np.asarray(result.equity, dtype=np.float64)
     initial = np.asarray(result.initial_margin, dtype=np.float64)
     excess = equity - initial
+    isolated = int(book.rows.account_modes[0]) == ISOLATED
+    if isolated:
+        free = np.asarray(result.free_collateral, dtype=np.float64)
+        # The worst status first, then the least free collateral (lexsort: last key is primary).
+        excess = np.lexsort((free, -result.status.astype(np.int64))).argsort().astype(np.float64)
+        excess[np.isnan(free)] = np.nan
     not_numbers = np.flatnonzero(np.isnan(excess))
     k = int(not_numbers[0]) if not_numbers.size else int(np.argmin(excess))
-    return WorstCase(
+    worst = WorstCase(
         equity=float(equity[k]), initial_margin=float(initial[k]), observed=corners[k], corners=len(corners)
     )
+    if isolated:
+        worst = replace(worst, status=STATUSES[int(result.status[k])], free_collateral=float(free[k]))
+    return worst
 
 
 # --- Requests --------------------------------------------------------------------------------------
@@ -317,12 +333,25 @@ def _withdrawal_reserve(
             {"amount": f"The account's margin cannot be computed now ({error}); try again later."}
         ) from None
     equity, initial = worst.equity, worst.initial_margin
+    at = ", ".join(
+        f"{symbol} at its latest observed {price:,.2f}" for symbol, price in worst.observed.items()
+    )
+    valued = f" (valuing {at} rather than its last good price)" if at else ""
+    if account.mode == MarginMode.ISOLATED:
+        # Written so that NaN refuses: every comparison with NaN is false.
+        if not (worst.free_collateral >= 0 and worst.status == "healthy"):
+            raise ValidationError(
+                {
+                    "amount": (
+                        f"Refused: after withdrawing {amount:f} {asset.symbol} this isolated account's free "
+                        f"collateral would be {worst.free_collateral:,.2f} USD and its status "
+                        f"{worst.status.replace('_', ' ')}{valued}. At most the free collateral can be "
+                        "withdrawn, and only while every position stands at its initial margin."
+                    )
+                }
+            )
     # Written so that NaN refuses: every comparison with NaN is false.
-    if not (equity >= initial):
-        at = ", ".join(
-            f"{symbol} at its latest observed {price:,.2f}" for symbol, price in worst.observed.items()
-        )
-        valued = f" (valuing {at} rather than its last good price)" if at else ""
+    elif not (equity >= initial):
         raise ValidationError(
             {
                 "amount": (

@@ -159,8 +159,10 @@ class ApiAutoSchema(AutoSchema):
             if code in responses:
                 continue
             error = self._error_ref("Error", ERROR_SCHEMA)
-            if status == 400:
-                # Field errors as a map; a body that is not JSON at all as {"detail": ...}.
+            if status in (400, 422):
+                # Field errors as a map (a 422 names the field a well-formed request cannot have:
+                # a margin move beyond what the position allows); a body that is not JSON at all
+                # as {"detail": ...}.
                 error = {"anyOf": [self._error_ref("ValidationErrors", VALIDATION_ERRORS_SCHEMA), error]}
             responses[code] = self._get_response_for_code(
                 OpenApiResponse(response=error, description=description), code, direction=direction

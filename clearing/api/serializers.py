@@ -14,7 +14,7 @@ from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from accounts.models import Asset, CollateralMovement, MarginAccount
-from clearing.models import Instrument, Position, Trade, Underlying
+from clearing.models import Instrument, MarginAllocation, Position, Trade, Underlying
 from clearing.validation import decimal_plain
 from riskengine.models import ParameterSet
 from riskengine.selectors import parameters_form
@@ -245,7 +245,26 @@ class PositionOut(serializers.ModelSerializer):
     class Meta:
         model = Position
         fields = ["id", "account_id", "account", "instrument", "quantity", "entry_price", "realised_pnl",
-                  "updated_at"]  # fmt: skip
+                  "allocated_margin", "updated_at"]  # fmt: skip
+        extra_kwargs = {
+            "allocated_margin": {"help_text": "USD committed to this position (isolated accounts; else 0)."}
+        }
+
+
+class PositionMarginMoveIn(StrictSerializer):
+    amount = NonZeroDecimal(
+        help_text="USD, signed: positive moves free collateral into the position, negative moves it back."
+    )
+
+
+class MarginAllocationOut(serializers.ModelSerializer):
+    account = serializers.SlugRelatedField(slug_field="code", read_only=True)
+    instrument = serializers.CharField(source="position.instrument.symbol", read_only=True)
+
+    class Meta:
+        model = MarginAllocation
+        fields = ["id", "account", "position_id", "instrument", "kind", "amount", "allocated_after",
+                  "trade_id", "created_at"]  # fmt: skip
 
 
 class TradeOut(serializers.ModelSerializer):
@@ -405,6 +424,13 @@ class PositionMarginOut(serializers.Serializer):
     value = FiniteFloatField()
     delta_usd = FiniteFloatField()
     initial_margin = FiniteFloatField()
+    maintenance_margin = FiniteFloatField()
+    allocated_margin = FiniteFloatField(help_text="Isolated mode: the position's allocation a_i; else null.")
+    equity = FiniteFloatField(help_text="Isolated mode: the position's equity a_i + value; else null.")
+    status = serializers.CharField(
+        allow_null=True,
+        help_text="Isolated mode: the position's healthy, margin_call or liquidation; else null.",
+    )
 
 
 class ComparisonOut(serializers.Serializer):
@@ -428,6 +454,9 @@ class MarginResultOut(serializers.Serializer):
     components = ComponentsOut()
     by_underlying = ByUnderlyingOut(many=True)
     positions = PositionMarginOut(many=True)
+    free_collateral = FiniteFloatField(
+        help_text="Isolated mode: collateral value less every position's allocation; else null."
+    )
     comparison = ComparisonOut()
 
 

@@ -19,6 +19,11 @@ v1 = [
     path("accounts/", views.AccountList.as_view(), name="accounts"),
     path("accounts/<int:pk>/", views.AccountDetail.as_view(), name="account"),
     path("accounts/<int:pk>/positions/", views.PositionList.as_view(), name="account-positions"),
+    path(
+        "accounts/<int:pk>/positions/<int:position_id>/margin/",
+        views.PositionMarginMove.as_view(),
+        name="account-position-margin",
+    ),
     path("accounts/<int:pk>/trades/", views.AccountTradeList.as_view(), name="account-trades"),
     path("accounts/<int:pk>/collateral-movements/", views.MovementList.as_view(), name="account-movements"),
     path("accounts/<int:pk>/deposits/", views.AccountDeposits.as_view(), name="account-deposits"),

@@ -78,6 +78,7 @@ from clearing.marketdata.services import (
     vol_observations_submit,
 )
 from clearing.models import Instrument, Position, Trade, Underlying
+from riskengine.allocations import MarginMoveRefused, position_margin_move
 from riskengine.core import DocumentError, DocumentLimits, NonFiniteFigures, compute_document
 from riskengine.models import ParameterStatus
 from riskengine.reference import quotes_current, reference_current
@@ -412,6 +413,49 @@ class TradeListCreate(RoleListView):
         for trade, fill in zip(trades, fills, strict=True):
             trade.account = fill.account  # already loaded; the serializer reads its code
         return Response({"trades": s.TradeOut(trades, many=True).data}, status=status.HTTP_201_CREATED)
+
+
+class Unprocessable(exceptions.APIException):
+    """422: a well-formed request the account's figures do not allow, as ``{"field": [message]}``."""
+
+    status_code = status.HTTP_422_UNPROCESSABLE_ENTITY
+    default_code = "unprocessable"
+
+
+class PositionMarginMove(RoleView):
+    write_roles = ACCOUNT_WRITERS
+    schema_errors = {
+        409: "A price the account's margin depends on is not trusted now (stale, unconfirmed or below "
+        "quorum), naming it; or a request with this Idempotency-Key is still being processed.",
+        422: "The move is refused, naming the field: `account` not isolated, `position` not open in it, "
+        "`amount` beyond the free collateral, beyond the allocation or taking the position's equity below "
+        "its initial margin; or an Idempotency-Key reused for a different request.",
+    }
+
+    @extend_schema(
+        request=s.PositionMarginMoveIn,
+        responses={201: s.MarginAllocationOut},
+        summary="Move margin between free collateral and one position of an isolated account (its member's "
+        "traders).",
+        description="A positive `amount` (USD) commits free collateral to the position, a negative one moves "
+        "its allocation back. Decided under the account lock at the oracle's current prices, which must be "
+        "trusted; the answer is the allocation ledger row written (methodology v1.1 section 4a).",
+    )
+    @idempotent
+    def post(self, request, pk: int, position_id: int):
+        account = margin_account_visible(user=request.user, pk=pk)
+        data = validated(s.PositionMarginMoveIn, request)
+        try:
+            row = custody_call(
+                position_margin_move,
+                account=account,
+                position_id=position_id,
+                amount=data["amount"],
+                moved_by=request.user,
+            )
+        except MarginMoveRefused as refusal:
+            raise Unprocessable(validation_error_from_django(refusal).detail) from None
+        return Response(s.MarginAllocationOut(row).data, status=status.HTTP_201_CREATED)
 
 
 class AccountTradeList(RoleListView):

@@ -1,4 +1,4 @@
-"""The margin engine: the published margin methodology (v1) as a pure numpy/scipy library.
+"""The margin engine: the published margin methodology (v1.1) as a pure numpy/scipy library.
 
 No Django here. Two entry points that give identical figures:
 

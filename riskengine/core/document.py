@@ -31,6 +31,9 @@ class Portfolios:
       int64 index into ``Market.instruments``; ``position_quantity`` ``(n_pos,)`` signed units of
       the instrument; ``position_entry`` ``(n_pos,)`` USD average entry (ignored, may be NaN, for
       options). Positions are never merged; within a portfolio they are reported in array order.
+    - ``position_allocated_margin`` ``(n_pos,)`` USD ``a_i >= 0``, the collateral committed to each
+      position (spec section 4a); only meaningful in ``isolated`` portfolios, ignored in the others.
+      ``None`` (the default) means no allocation anywhere: zeros.
     - ``balance_portfolio`` ``(n_bal,)`` int64; ``balance_asset`` ``(n_bal,)`` int64 index into
       ``Parameters.assets``; ``balance_amount`` ``(n_bal,)`` units of the asset (negative =
       borrowed). Several entries for one (portfolio, asset) are added up before haircuts.
@@ -45,6 +48,12 @@ class Portfolios:
     balance_portfolio: np.ndarray
     balance_asset: np.ndarray
     balance_amount: np.ndarray
+    position_allocated_margin: np.ndarray | None = None
+
+    def __post_init__(self) -> None:
+        if self.position_allocated_margin is None:
+            # Frozen dataclass: the default is filled in once here, so every reader sees an array.
+            object.__setattr__(self, "position_allocated_margin", np.zeros(self.position_quantity.shape))
 
     @property
     def n_portfolios(self) -> int:
@@ -152,6 +161,7 @@ def parse_document(doc: Any, *, limits: DocumentLimits | None = None) -> MarginI
     pos_inst: list[int] = []
     pos_qty: list[float] = []
     pos_entry: list[float] = []
+    pos_allocated: list[float] = []
     bal_port: list[int] = []
     bal_asset: list[int] = []
     bal_amount: list[float] = []
@@ -190,10 +200,18 @@ def parse_document(doc: Any, *, limits: DocumentLimits | None = None) -> MarginI
                     pos_where = f"{where}.positions[{j}]"
                     entry_value = required(position, "entry_price", pos_where)
                     entry = read_number(entry_value, f"{pos_where}.entry_price", positive=True)
+            # Validated in every mode (a document is malformed or not whatever its modes), used
+            # only in isolated portfolios.
+            allocated = position.get("allocated_margin", 0.0)
+            if type(allocated) is not float or not (isfinite(allocated) and allocated >= 0.0):
+                allocated = read_number(
+                    allocated, f"{where}.positions[{j}].allocated_margin", non_negative=True
+                )
             pos_port.append(k)
             pos_inst.append(i)
             pos_qty.append(quantity)
             pos_entry.append(entry)
+            pos_allocated.append(allocated)
     portfolios = Portfolios(
         ids=tuple(ids),
         mode=np.asarray(modes, dtype=np.int8),
@@ -201,6 +219,7 @@ def parse_document(doc: Any, *, limits: DocumentLimits | None = None) -> MarginI
         position_instrument=np.asarray(pos_inst, dtype=np.int64),
         position_quantity=np.asarray(pos_qty, dtype=np.float64),
         position_entry=np.asarray(pos_entry, dtype=np.float64),
+        position_allocated_margin=np.asarray(pos_allocated, dtype=np.float64),
         balance_portfolio=np.asarray(bal_port, dtype=np.int64),
         balance_asset=np.asarray(bal_asset, dtype=np.int64),
         balance_amount=np.asarray(bal_amount, dtype=np.float64),
@@ -273,6 +292,11 @@ def check_input(margin_input: MarginInput) -> None:
     i = _first_bad((m.kind[f.position_instrument] != OPTION) & ~(f.position_entry > 0))
     if i is not None:
         raise DocumentError(f"positions[{i}].entry_price", "must be positive")
+    if f.position_allocated_margin.shape != f.position_quantity.shape:
+        raise DocumentError("positions.allocated_margin", f"must have shape {f.position_quantity.shape}")
+    i = _first_bad(~(np.isfinite(f.position_allocated_margin) & (f.position_allocated_margin >= 0.0)))
+    if i is not None:
+        raise DocumentError(f"positions[{i}].allocated_margin", "must be a finite number, not negative")
     i = _first_bad(~np.isfinite(f.balance_amount))
     if i is not None:
         raise DocumentError(f"collateral[{i}].amount", "must be finite")

@@ -55,14 +55,17 @@ class MarginResult:
     Money is USD. Per portfolio ``(n_port,)``:
       ``mode`` int8, ``status`` int8 (``STATUSES``), ``finite`` bool (every figure of the
       portfolio, its pairs' and positions' included, is finite; a portfolio that is not finite is
-      in ``liquidation`` whatever its figures say: fail closed), ``equity`` (the figure the
-      status is judged on in the portfolio's mode), ``collateral_value``, ``initial_margin``,
-      ``maintenance_margin``, ``excess``, ``margin_ratio`` (NaN when MM = 0); components (zero
-      outside portfolio mode): ``scan_directional``, ``scan_non_directional``,
-      ``correlation_credit``, ``basis``, ``short_option_minimum``, ``concentration``;
-      ``required_isolated``, ``required_cross``,
-      ``required_portfolio`` (the comparison); and all modes' raw figures: ``total_equity`` (spec
-      section 3 E), ``isolated_equity``, ``positions_value``, ``im_standard``, ``mm_standard``,
+      in ``liquidation`` whatever its figures say: fail closed), ``equity`` (spec section 3 E, in
+      every mode), ``collateral_value``, ``initial_margin``, ``maintenance_margin``, ``excess``
+      (``E - IM``), ``margin_ratio`` (``E / MM``, NaN when MM = 0); ``free_collateral``
+      (``collateral_value - sum a_i``; the result dicts show it in isolated mode only);
+      ``amount_due`` (what brings the account back to healthy without closing anything: in
+      isolated mode ``sum over positions in margin call of (IM_i - e_i) + max(0, -free)``, spec
+      section 4a; in cross and portfolio mode ``max(0, IM - E)``); components (zero outside
+      portfolio mode): ``scan_directional``, ``scan_non_directional``, ``correlation_credit``,
+      ``basis``, ``short_option_minimum``, ``concentration``; ``required_isolated``,
+      ``required_cross``, ``required_portfolio`` (the comparison); and all modes' raw figures:
+      ``total_equity`` (= ``equity``), ``positions_value``, ``im_standard``, ``mm_standard``,
       ``im_portfolio``, ``mm_portfolio``.
     ``collateral_by_asset`` ``(n_port, n_assets)`` haircut collateral values.
     Per pair ``(n_pairs,)``, sorted by portfolio then underlying index; portfolio k owns
@@ -73,7 +76,12 @@ class MarginResult:
       ``pair_concentration``.
     Per position ``(n_pos,)``, in input order: ``position_price`` (per unit), ``position_value``,
       ``position_delta_usd``, ``position_initial_margin``, ``position_maintenance_margin``
-      (standard rules).
+      (standard rules); the isolated position (spec section 4a, computed for every position, shown
+      in isolated portfolios only): ``position_allocated_margin`` ``a_i``, ``position_equity``
+      ``e_i = a_i + value_i``, ``position_status`` int8 (``e_i >= IM_i`` healthy,
+      ``MM_i <= e_i < IM_i`` margin call, else liquidation; only a position whose own figures are
+      finite can be healthy or in margin call), ``position_amount_due`` (``IM_i - e_i`` for a
+      position in margin call, else 0).
     """
 
     margin_input: MarginInput
@@ -87,6 +95,8 @@ class MarginResult:
     maintenance_margin: np.ndarray
     excess: np.ndarray
     margin_ratio: np.ndarray
+    free_collateral: np.ndarray
+    amount_due: np.ndarray
     scan_directional: np.ndarray
     scan_non_directional: np.ndarray
     correlation_credit: np.ndarray
@@ -97,7 +107,6 @@ class MarginResult:
     required_cross: np.ndarray
     required_portfolio: np.ndarray
     total_equity: np.ndarray
-    isolated_equity: np.ndarray
     positions_value: np.ndarray
     im_standard: np.ndarray
     mm_standard: np.ndarray
@@ -123,6 +132,10 @@ class MarginResult:
     position_delta_usd: np.ndarray
     position_initial_margin: np.ndarray
     position_maintenance_margin: np.ndarray
+    position_allocated_margin: np.ndarray
+    position_equity: np.ndarray
+    position_status: np.ndarray
+    position_amount_due: np.ndarray
 
     def to_dicts(self, indices=None) -> list[dict]:
         """Spec section 5 result dicts for portfolios ``indices`` (default: all, in order)."""
@@ -377,7 +390,7 @@ def _compute_margin(margin_input: MarginInput) -> MarginResult:
     im_portfolio = risk["im"]
     mm_portfolio = p.mm_ratio * im_portfolio
 
-    # --- 7. standard rules and equity per position ---------------------------------------------------
+    # --- 7. standard rules and value per position ---------------------------------------------------
     strike = m.strike
     otm = np.where(m.is_call, np.maximum(0.0, strike - inst_spot), np.maximum(0.0, inst_spot - strike))
     linear_im = inst_spot * p.imf[inst_und]
@@ -403,22 +416,52 @@ def _compute_margin(margin_input: MarginInput) -> MarginResult:
     im_standard = per_position_portfolio(pos_im)
     mm_standard = per_position_portfolio(pos_mm)
     required_isolated = per_position_portfolio(np.maximum(0.0, pos_im - pos_value))
-    capped_values = per_position_portfolio(np.minimum(pos_value, pos_im))
 
     collateral_by_asset = collateral_values(margin_input)
     collateral_value = collateral_by_asset.sum(axis=1)
     total_equity = collateral_value + positions_value
-    isolated_equity = collateral_value + capped_values
 
-    # --- 8. the portfolio's own mode, status and the comparison ---------------------------------
+    # --- 8. isolated positions (spec section 4a): each stands on its allocation and its own value
+    pos_allocated = f.position_allocated_margin
+    pos_equity = pos_allocated + pos_value
+    free_collateral = collateral_value - per_position_portfolio(pos_allocated)
+    position_figures = {
+        "price": pos_price, "value": pos_value, "delta_usd": pos_delta, "initial_margin": pos_im,
+        "maintenance_margin": pos_mm, "allocated_margin": pos_allocated, "equity": pos_equity,
+    }  # fmt: skip
+    pos_finite = np.ones(pos_port.size, dtype=bool)
+    for values in position_figures.values():
+        pos_finite &= np.isfinite(values)
+    # Fail closed, as for portfolios below: every comparison is False on NaN.
+    pos_healthy = pos_finite & (pos_equity >= pos_im)
+    pos_call = pos_finite & ~pos_healthy & (pos_equity >= pos_mm)
+    # HEALTHY 0, MARGIN_CALL 1, LIQUIDATION 2 as "not healthy" + "neither healthy nor called":
+    # two byte views added, several times cheaper than nested np.where over every position.
+    not_healthy = ~pos_healthy
+    pos_status = not_healthy.view(np.int8) + (not_healthy & ~pos_call).view(np.int8)
+    pos_amount_due = np.where(pos_call, pos_im - pos_equity, 0.0)
+    any_liquidating = np.zeros(n_port, dtype=bool)
+    any_liquidating[pos_port[pos_status == LIQUIDATION]] = True
+    any_called = np.zeros(n_port, dtype=bool)
+    any_called[pos_port[pos_call]] = True
+    # The worst position's status, and at least a margin call when free collateral is negative
+    # (written ``not free >= 0`` so that a NaN is never read as enough).
+    isolated_status = np.where(
+        any_liquidating, LIQUIDATION, np.where(any_called | ~(free_collateral >= 0.0), MARGIN_CALL, HEALTHY)
+    )
+    isolated_due = per_position_portfolio(pos_amount_due) + np.maximum(0.0, -free_collateral)
+
+    # --- 9. the portfolio's own mode, status and the comparison ---------------------------------
     mode = f.mode
     in_portfolio_mode = mode == PORTFOLIO
-    equity = np.where(mode == ISOLATED, isolated_equity, total_equity)
+    in_isolated_mode = mode == ISOLATED
+    equity = total_equity  # spec section 3 E in every mode (4a: "as in every mode")
     initial_margin = np.where(in_portfolio_mode, im_portfolio, im_standard)
     maintenance_margin = np.where(in_portfolio_mode, mm_portfolio, mm_standard)
     excess = equity - initial_margin
     with np.errstate(divide="ignore", invalid="ignore"):
         margin_ratio = np.where(maintenance_margin != 0.0, equity / maintenance_margin, np.nan)
+    amount_due = np.where(in_isolated_mode, isolated_due, np.maximum(0.0, initial_margin - equity))
 
     def only_portfolio_mode(values: np.ndarray) -> np.ndarray:
         return np.where(in_portfolio_mode, values, 0.0)
@@ -427,6 +470,7 @@ def _compute_margin(margin_input: MarginInput) -> MarginResult:
         "equity": equity, "collateral_value": collateral_value, "initial_margin": initial_margin,
         "maintenance_margin": maintenance_margin, "excess": excess,
         "margin_ratio": np.where(maintenance_margin != 0.0, margin_ratio, 0.0),
+        "free_collateral": free_collateral, "amount_due": amount_due,
         "scan_directional": only_portfolio_mode(scan_dir),
         "scan_non_directional": only_portfolio_mode(scan_non_dir),
         "correlation_credit": only_portfolio_mode(abs_directional - scan_dir),
@@ -434,7 +478,7 @@ def _compute_margin(margin_input: MarginInput) -> MarginResult:
         "concentration": only_portfolio_mode(concentration), "required_isolated": required_isolated,
         "required_cross": np.maximum(0.0, im_standard - positions_value),
         "required_portfolio": np.maximum(0.0, im_portfolio - positions_value),
-        "total_equity": total_equity, "isolated_equity": isolated_equity,
+        "total_equity": total_equity,
         "positions_value": positions_value, "im_standard": im_standard, "mm_standard": mm_standard,
         "im_portfolio": im_portfolio, "mm_portfolio": mm_portfolio,
     }  # fmt: skip
@@ -443,22 +487,22 @@ def _compute_margin(margin_input: MarginInput) -> MarginResult:
         "delta_usd": delta_usd, "gamma_usd": gamma_usd, "vega_usd": vega_usd, "theta_usd": theta_usd,
         "basis": pair_basis, "short_option_minimum": pair_som, "concentration": pair_conc,
     }  # fmt: skip
-    position_figures = {
-        "price": pos_price, "value": pos_value, "delta_usd": pos_delta, "initial_margin": pos_im,
-        "maintenance_margin": pos_mm,
-    }  # fmt: skip
-    finite = _finite_portfolios(figures, pair_figures, pair_portfolio, position_figures, pos_port, n_port)
-    # Fail closed: a portfolio is healthy only when it is finite and E >= IM holds, in margin call
-    # only when finite and E >= MM holds; everything else, NaN and infinities included, is in
-    # liquidation (a comparison with NaN is False, so every test is written to refuse on NaN).
+    finite = _finite_portfolios(figures, pair_figures, pair_portfolio, pos_finite, pos_port, n_port)
+    # Fail closed: a portfolio is healthy only when it is finite and E >= IM holds (isolated: every
+    # position healthy and free >= 0), in margin call only when finite and E >= MM holds (isolated:
+    # no position in liquidation); everything else, NaN and infinities included, is in liquidation
+    # (a comparison with NaN is False, so every test is written to refuse on NaN).
     healthy = finite & (equity >= initial_margin)
     margin_call = finite & ~healthy & (equity >= maintenance_margin)
-    status = np.where(healthy, HEALTHY, np.where(margin_call, MARGIN_CALL, LIQUIDATION)).astype(np.int8)
+    pooled_status = np.where(healthy, HEALTHY, np.where(margin_call, MARGIN_CALL, LIQUIDATION))
+    own_mode_status = np.where(in_isolated_mode, isolated_status, pooled_status)
+    status = np.where(finite, own_mode_status, LIQUIDATION).astype(np.int8)
 
     return MarginResult(
         margin_input=margin_input, grid=grid, mode=mode, status=status, finite=finite, equity=equity,
         collateral_value=collateral_value, initial_margin=initial_margin,
         maintenance_margin=maintenance_margin, excess=excess, margin_ratio=margin_ratio,
+        free_collateral=free_collateral, amount_due=amount_due,
         scan_directional=figures["scan_directional"],
         scan_non_directional=figures["scan_non_directional"],
         correlation_credit=figures["correlation_credit"],
@@ -467,7 +511,7 @@ def _compute_margin(margin_input: MarginInput) -> MarginResult:
         required_isolated=required_isolated,
         required_cross=figures["required_cross"],
         required_portfolio=figures["required_portfolio"],
-        total_equity=total_equity, isolated_equity=isolated_equity, positions_value=positions_value,
+        total_equity=total_equity, positions_value=positions_value,
         im_standard=im_standard, mm_standard=mm_standard, im_portfolio=im_portfolio,
         mm_portfolio=mm_portfolio, collateral_by_asset=collateral_by_asset,
         pair_indptr=np.searchsorted(pair_portfolio, np.arange(n_port + 1)),
@@ -477,6 +521,8 @@ def _compute_margin(margin_input: MarginInput) -> MarginResult:
         pair_basis=pair_basis, pair_short_option_minimum=pair_som, pair_concentration=pair_conc,
         position_price=pos_price, position_value=pos_value, position_delta_usd=pos_delta,
         position_initial_margin=pos_im, position_maintenance_margin=pos_mm,
+        position_allocated_margin=pos_allocated, position_equity=pos_equity, position_status=pos_status,
+        position_amount_due=pos_amount_due,
     )  # fmt: skip
 
 
@@ -484,21 +530,21 @@ def _finite_portfolios(
     figures: dict,
     pair_figures: dict,
     pair_portfolio: np.ndarray,
-    position_figures: dict,
+    position_finite: np.ndarray,
     position_portfolio: np.ndarray,
     n_port: int,
 ) -> np.ndarray:
     """``(n_port,)`` bool: every figure of the portfolio, its pairs' and its positions' included,
-    is finite (``margin_ratio`` counts only where MM != 0: it is null by definition otherwise)."""
+    is finite (``margin_ratio`` counts only where MM != 0: it is null by definition otherwise).
+    ``position_finite`` ``(n_pos,)``: whether each position's own figures are finite."""
     finite = np.ones(n_port, dtype=bool)
     for values in figures.values():
         finite &= np.isfinite(values)
-    for owner, table in ((pair_portfolio, pair_figures), (position_portfolio, position_figures)):
-        bad = np.zeros(owner.size, dtype=bool)
-        for values in table.values():
-            bad |= ~np.isfinite(values)
-        if bad.any():
-            finite[owner[bad]] = False
+    bad = np.zeros(pair_portfolio.size, dtype=bool)
+    for values in pair_figures.values():
+        bad |= ~np.isfinite(values)
+    finite[pair_portfolio[bad]] = False
+    finite[position_portfolio[~position_finite]] = False
     return finite
 
 
@@ -544,11 +590,14 @@ def require_finite(result: MarginResult) -> None:
 
 _FIGURES = (
     "equity", "collateral_value", "initial_margin", "maintenance_margin", "excess", "margin_ratio",
+    "free_collateral",
     "scan_directional", "scan_non_directional", "correlation_credit", "basis", "short_option_minimum",
     "concentration", "required_isolated", "required_cross", "required_portfolio",
 )  # fmt: skip
 _PAIR_FIGURES = ("scan_risk", "directional", "delta_usd", "gamma_usd", "vega_usd", "theta_usd")
-_POSITION_FIGURES = ("price", "value", "delta_usd", "initial_margin", "maintenance_margin")
+_POSITION_FIGURES = (
+    "price", "value", "delta_usd", "initial_margin", "maintenance_margin", "allocated_margin", "equity",
+)  # fmt: skip
 
 
 def pair_of_key_lookup(pair_key: np.ndarray, keys: np.ndarray) -> np.ndarray:

@@ -169,10 +169,20 @@ def reference_portfolio(ctx: ReferenceContext, portfolio: dict) -> dict:
             value = q * m * (s - _num(pos["entry_price"]))
             im = abs(q) * m * s * u["imf"]
             mm = abs(q) * m * s * u["mmf"]
+        # Section 4a: the isolated position stands on its allocation and its own value alone.
+        allocated = _num(pos.get("allocated_margin", 0.0))
+        equity_i = allocated + value
+        if equity_i >= im:
+            status_i = "healthy"
+        elif equity_i >= mm:
+            status_i = "margin_call"
+        else:
+            status_i = "liquidation"
         rows.append(
             {"pos": pos, "inst": inst, "q": q, "m": m, "price": price, "value": value,
              "delta_usd": q * m * delta * s, "gamma_usd": q * m * gamma * s * s / 100.0,
-             "vega_usd": q * m * vega / 100.0, "theta_usd": q * m * theta, "im": im, "mm": mm}
+             "vega_usd": q * m * vega / 100.0, "theta_usd": q * m * theta, "im": im, "mm": mm,
+             "allocated": allocated, "equity": equity_i, "status": status_i}
         )  # fmt: skip
     positions_value = sum(r["value"] for r in rows)
     im_standard = sum(r["im"] for r in rows)
@@ -202,15 +212,22 @@ def reference_portfolio(ctx: ReferenceContext, portfolio: dict) -> dict:
     im_portfolio = a_prime + non_dir + basis + som + conc
     mm_portfolio = ctx.mm_ratio * im_portfolio
 
-    total_equity = coll_value + positions_value
-    # Isolated: a position's value counts only up to its own requirement (decision in the docs).
-    isolated_equity = coll_value + sum(min(r["value"], r["im"]) for r in rows)
-    equity = isolated_equity if mode == "isolated" else total_equity
+    equity = coll_value + positions_value  # section 3 E, in every mode
+    free = coll_value - sum(r["allocated"] for r in rows)
     if mode == "portfolio":
         im, mm = im_portfolio, mm_portfolio
     else:
         im, mm = im_standard, mm_standard
-    if equity >= im:
+    if mode == "isolated":
+        # The worst position's status; at least a margin call when free collateral is negative.
+        statuses = {r["status"] for r in rows}
+        if "liquidation" in statuses:
+            status = "liquidation"
+        elif "margin_call" in statuses or free < 0:
+            status = "margin_call"
+        else:
+            status = "healthy"
+    elif equity >= im:
         status = "healthy"
     elif equity >= mm:
         status = "margin_call"
@@ -244,9 +261,14 @@ def reference_portfolio(ctx: ReferenceContext, portfolio: dict) -> dict:
                 "value": r["value"],
                 "delta_usd": r["delta_usd"],
                 "initial_margin": r["im"],
+                "maintenance_margin": r["mm"],
+                "allocated_margin": r["allocated"] if mode == "isolated" else None,
+                "equity": r["equity"] if mode == "isolated" else None,
+                "status": r["status"] if mode == "isolated" else None,
             }
             for r in rows
         ],
+        "free_collateral": free if mode == "isolated" else None,
         "comparison": {
             "isolated": sum(max(0.0, r["im"] - r["value"]) for r in rows),
             "cross": max(0.0, im_standard - positions_value),
@@ -328,6 +350,18 @@ def _underlying(ctx: ReferenceContext, name: str, rows: list[dict], linked_units
         "som": max(0.0, som - scan),
         "conc": u["conc_rate"] * max(0.0, abs(delta) - u["conc_threshold"]),
     }
+
+
+def reference_amount_due(result: dict) -> float:
+    """The amount due of one result dict, from its published fields alone: in ``isolated`` mode
+    (section 4a) the shortfall to IM of each position in margin call plus negative free collateral;
+    otherwise ``max(0, IM - E)`` (section 4c; 0 when healthy)."""
+    if result["mode"] == "isolated":
+        called = sum(
+            p["initial_margin"] - p["equity"] for p in result["positions"] if p["status"] == "margin_call"
+        )
+        return called + max(0.0, -result["free_collateral"])
+    return max(0.0, result["initial_margin"] - result["equity"])
 
 
 def reference_document(doc: dict) -> list[dict]:

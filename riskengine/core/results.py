@@ -8,7 +8,7 @@ from json.encoder import encode_basestring_ascii
 import numpy as np
 import orjson
 
-from .document import MODES
+from .document import ISOLATED, MODES
 from .margin import STATUSES, VOL_MOVES, MarginResult
 
 
@@ -50,6 +50,7 @@ def result_dicts(result: MarginResult, indices=None) -> list[dict]:
                     },
                 }
             )
+        isolated = result.mode[k] == ISOLATED
         positions = [
             {
                 "instrument": m.instruments[f.position_instrument[j]],
@@ -58,6 +59,10 @@ def result_dicts(result: MarginResult, indices=None) -> list[dict]:
                 "value": _money(result.position_value[j]),
                 "delta_usd": _money(result.position_delta_usd[j]),
                 "initial_margin": _money(result.position_initial_margin[j]),
+                "maintenance_margin": _money(result.position_maintenance_margin[j]),
+                "allocated_margin": _money(result.position_allocated_margin[j]) if isolated else None,
+                "equity": _money(result.position_equity[j]) if isolated else None,
+                "status": STATUSES[result.position_status[j]] if isolated else None,
             }
             for j in order[pos_indptr[k] : pos_indptr[k + 1]]
         ]
@@ -82,6 +87,7 @@ def result_dicts(result: MarginResult, indices=None) -> list[dict]:
                 },
                 "by_underlying": by_underlying,
                 "positions": positions,
+                "free_collateral": _money(result.free_collateral[k]) if isolated else None,
                 "comparison": {
                     "isolated": _money(result.required_isolated[k]),
                     "cross": _money(result.required_cross[k]),
@@ -120,14 +126,25 @@ _PAIR = (
     '{"underlying":%s,"scan_risk":%s,"directional":%s,"delta_usd":%s,"gamma_usd":%s,"vega_usd":%s,'
     '"theta_usd":%s,"worst_scenario":%s}'
 )
-_POSITION = '{"instrument":%s,"quantity":%s,"price":%s,"value":%s,"delta_usd":%s,"initial_margin":%s}'
+_POSITION = (
+    '{"instrument":%s,"quantity":%s,"price":%s,"value":%s,"delta_usd":%s,"initial_margin":%s,'
+    '"maintenance_margin":%s,"allocated_margin":%s,"equity":%s,"status":%s}'
+)
 _PORTFOLIO = (
     '{"id":%s,"mode":%s,"status":%s,"equity":%s,"collateral_value":%s,"initial_margin":%s,'
     '"maintenance_margin":%s,"excess":%s,"margin_ratio":%s,"components":{"scan_directional":%s,'
     '"scan_non_directional":%s,"correlation_credit":%s,"basis":%s,"short_option_minimum":%s,'
-    '"concentration":%s},"by_underlying":[%s],"positions":[%s],"comparison":{"isolated":%s,'
-    '"cross":%s,"portfolio":%s}}'
+    '"concentration":%s},"by_underlying":[%s],"positions":[%s],"free_collateral":%s,'
+    '"comparison":{"isolated":%s,"cross":%s,"portfolio":%s}}'
 )
+
+
+def _only_isolated(texts: list[str], isolated: np.ndarray) -> list[str]:
+    """``texts`` with ``null`` wherever ``isolated`` ``(len(texts),)`` is False (spec section 5:
+    the isolated fields are null outside isolated mode)."""
+    column = np.array(texts, dtype=object)
+    column[~isolated] = "null"
+    return column.tolist()
 
 
 def _rows(template: str, columns: list[list[str]], seps: list[str]) -> str:
@@ -212,11 +229,15 @@ def write_json(result: MarginResult, stream, *, chunk: int = 2000) -> None:
         ], pair_portfolio[r] - k0, k1 - k0)  # fmt: skip
         q = slice(int(pos_indptr[k0]), int(pos_indptr[k1]))
         j = order[q]
+        in_isolated = result.mode[sorted_portfolio[q]] == ISOLATED
         positions = _grouped(_POSITION, [
             [instrument_text[i] for i in f.position_instrument[j].tolist()],
             _texts(f.position_quantity[j], money=False), [price_text[i] for i in j.tolist()],
             _texts(result.position_value[j]), _texts(result.position_delta_usd[j]),
-            _texts(result.position_initial_margin[j]),
+            _texts(result.position_initial_margin[j]), _texts(result.position_maintenance_margin[j]),
+            _only_isolated(_texts(result.position_allocated_margin[j]), in_isolated),
+            _only_isolated(_texts(result.position_equity[j]), in_isolated),
+            _only_isolated([status_text[c] for c in result.position_status[j].tolist()], in_isolated),
         ], sorted_portfolio[q] - k0, k1 - k0)  # fmt: skip
         k = slice(k0, k1)
         ratio = ["null" if math.isnan(x) else float.__repr__(x) for x in result.margin_ratio[k].tolist()]
@@ -228,6 +249,7 @@ def write_json(result: MarginResult, stream, *, chunk: int = 2000) -> None:
             _texts(result.scan_directional[k]), _texts(result.scan_non_directional[k]),
             _texts(result.correlation_credit[k]), _texts(result.basis[k]),
             _texts(result.short_option_minimum[k]), _texts(result.concentration[k]), pairs, positions,
+            _only_isolated(_texts(result.free_collateral[k]), result.mode[k] == ISOLATED),
             _texts(result.required_isolated[k]), _texts(result.required_cross[k]),
             _texts(result.required_portfolio[k]),
         ]  # fmt: skip

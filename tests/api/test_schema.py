@@ -75,6 +75,7 @@ def test_every_idempotent_operation_documents_the_idempotency_key_rules():
         ("post", "/api/v1/index-prices/{symbol}/confirm/"),
         ("post", "/api/v1/accounts/{id}/deposits/"),
         ("post", "/api/v1/accounts/{id}/withdrawals/"),
+        ("post", "/api/v1/accounts/{id}/positions/{position_id}/margin/"),
         ("post", "/api/v1/custody/deposits/"),
         ("post", "/api/v1/custody/deposits/{id}/confirm/"),
         ("post", "/api/v1/custody/withdrawals/{id}/sent/"),

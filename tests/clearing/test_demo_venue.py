@@ -13,6 +13,11 @@ from clearing.marketdata.demo import REPLAY_START, STABLECOINS, demo_symbols_pri
 from clearing.marketdata.feed import DemoFeed
 from clearing.marketdata.selectors import market_quotes_current
 from clearing.models import Instrument, Position, Trade, Underlying
+from riskengine.core import compute_margin
+from riskengine.demo import ISOLATED_DEMO_ACCOUNT
+from riskengine.loading import margin_book_load
+from riskengine.reference import quotes_current
+from riskengine.selectors import parameter_set_active
 from riskengine.sweeps.models import AccountMargin, Liquidation, MarginCall
 from riskengine.sweeps.services import sweep_full_run
 
@@ -123,3 +128,22 @@ def test_the_replayed_moves_bring_margin_calls_and_liquidations_within_the_first
     assert {"margin_call", "liquidation"} <= reached
     assert MarginCall.objects.exists()
     assert Liquidation.objects.exists()
+
+
+def test_alices_member_has_an_isolated_account_with_one_position_near_its_own_liquidation(seeded):
+    account = MarginAccount.objects.get(code=ISOLATED_DEMO_ACCOUNT)
+    assert (account.member.code, account.mode) == ("ALPHA", "isolated")
+    book = margin_book_load(
+        parameters_form=parameter_set_active().to_parameters_form(),
+        quotes=quotes_current(),
+        account_ids=[account.pk],
+    )
+    result = compute_margin(book.margin_input).to_dict(0)
+
+    assert result["status"] == "healthy"
+    assert result["free_collateral"] > 0
+    cushions = {p["instrument"]: p["equity"] / p["maintenance_margin"] for p in result["positions"]}
+    assert all(p["status"] == "healthy" for p in result["positions"])
+    # The ETH short stands at 1.3 × its IM = 2.6 × its MM; the BTC long at 3 × IM = 6 × MM.
+    assert cushions["ETH-PERP"] == pytest.approx(2.6, rel=1e-3)
+    assert cushions["BTC-PERP"] == pytest.approx(6.0, rel=1e-3)

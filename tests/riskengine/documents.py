@@ -74,3 +74,13 @@ def hand_example_document() -> dict:
         {"id": "HAND-1", "mode": "portfolio", "collateral": {"USDC": "20000"},
          "positions": [perp("BTC-PERP", "1", "60000"), perp("ETH-PERP", "-15", "3000")]},
     )  # fmt: skip
+
+
+def two_perpetuals(*, mode: str, short_allocation: float, long_allocation: float = 0.0) -> dict:
+    """The issue's first case: 5,000 USDC; long 1 BTC-PERP from 50,000 (value +10,000) and short
+    1 BTC-PERP from 56,000 (value -4,000), each IM 6,000 and MM 3,000."""
+    return make_document(
+        {"id": "TWO", "mode": mode, "collateral": {"USDC": "5000"},
+         "positions": [perp("BTC-PERP", 1, 50000) | {"allocated_margin": long_allocation},
+                       perp("BTC-PERP", -1, 56000) | {"allocated_margin": short_allocation}]},
+    )  # fmt: skip

@@ -42,7 +42,8 @@ def base_documents() -> list[dict]:
                        {"instrument": "BTC-26MAR27", "quantity": 1, "entry_price": 59000},
                        {"instrument": "ETH-25DEC26-3000-C", "quantity": 4}]},
         {"id": "P-2", "mode": "isolated", "collateral": {"USDC": 10000},
-         "positions": [{"instrument": "ETH-PERP", "quantity": "-2.5", "entry_price": "2900"}]},
+         "positions": [{"instrument": "ETH-PERP", "quantity": "-2.5", "entry_price": "2900",
+                        "allocated_margin": "1500"}]},
         {"id": "P-3", "mode": "cross", "collateral": {"USDC": 1000}, "positions": []},
         market=spec_market(),
     )  # fmt: skip

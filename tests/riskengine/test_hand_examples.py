@@ -11,6 +11,7 @@ import pytest
 
 from riskengine.core import compute_document
 from riskengine.core.black76 import black76
+from riskengine.core.reference import reference_amount_due
 from tests.riskengine.documents import hand_example_document, make_document, perp, spec_market
 
 
@@ -77,27 +78,39 @@ def test_linked_btc_collateral_alone_is_tiered_and_carries_price_risk_and_concen
 def test_negative_balance_and_isolated_positions_cannot_lean_on_each_other():
     # Collateral: USDC -1,000 -> liability -1,000*1.05 = -1,050; BTC 0.5 -> 30,000*0.95 = 28,500.
     #   collateral value 27,450.
-    # Long 1 BTC-PERP from 50,000: value +10,000, IM 6,000, MM 3,000.
-    # Short 10 ETH-PERP from 2,500: value -5,000, IM 3,000, MM 1,500.
-    # Isolated equity = 27,450 + min(10,000, 6,000) + min(-5,000, 3,000) = 28,450; IM 9,000; MM 4,500.
+    # Long 1 BTC-PERP from 50,000: value +10,000, IM 6,000, MM 3,000; nothing allocated:
+    #   e = 10,000 >= 6,000, healthy.
+    # Short 10 ETH-PERP from 2,500: value -5,000, IM 3,000, MM 1,500; 7,000 allocated:
+    #   e = 2,000, MM <= e < IM: margin call for 1,000. The long's profit does not help it.
+    # Free collateral 27,450 - 7,000 = 20,450 (does not help it either). Equity E = 27,450 + 5,000
+    #   = 32,450 (= free + 10,000 + 2,000); IM 9,000; MM 4,500. Account: margin call (its worst
+    #   position), amount due 1,000.
     # Comparison: isolated = max(0, 6,000-10,000) + max(0, 3,000+5,000) = 8,000;
     #   cross = max(0, 9,000 - 5,000) = 4,000.
     # Portfolio: BTC delta 60,000 + 0.5*60,000 (linked) = 90,000 -> scan 13,500 = D;
     #   ETH delta -30,000 -> scan 5,400, D = -5,400.
     #   A^2 = 13,500^2 + 5,400^2 - 2*0.8*13,500*5,400 = 94,770,000;
     #   A' = 18,900 - 0.8*(18,900 - sqrt(94,770,000)); basis 600 + 300 (linked BTC is not in basis).
+    short = perp("ETH-PERP", -10, 2500) | {"allocated_margin": "7000"}
     doc = make_document(
         {"id": "ISO", "mode": "isolated", "collateral": {"USDC": "-1000", "BTC": "0.5"},
-         "positions": [perp("BTC-PERP", 1, 50000), perp("ETH-PERP", -10, 2500)]},
+         "positions": [perp("BTC-PERP", 1, 50000), short]},
     )  # fmt: skip
     result = only(doc)
     assert result["collateral_value"] == pytest.approx(27_450.0)
-    assert result["equity"] == pytest.approx(28_450.0)
+    assert result["equity"] == pytest.approx(32_450.0)
+    assert result["free_collateral"] == pytest.approx(20_450.0)
     assert result["initial_margin"] == pytest.approx(9_000.0)
     assert result["maintenance_margin"] == pytest.approx(4_500.0)
-    assert result["excess"] == pytest.approx(19_450.0)
-    assert result["margin_ratio"] == pytest.approx(28_450.0 / 4_500.0)
-    assert result["status"] == "healthy"
+    assert result["excess"] == pytest.approx(23_450.0)
+    assert result["margin_ratio"] == pytest.approx(32_450.0 / 4_500.0)
+    assert result["status"] == "margin_call"
+    assert reference_amount_due(result) == pytest.approx(1_000.0)
+    long, short_result = result["positions"]
+    assert (long["allocated_margin"], long["equity"], long["status"]) == (0.0, 10_000.0, "healthy")
+    assert (short_result["allocated_margin"], short_result["equity"], short_result["status"]) == (
+        7_000.0, 2_000.0, "margin_call",
+    )  # fmt: skip
     assert result["components"] == dict.fromkeys(result["components"], 0.0)
     a_prime = 18_900.0 - 0.8 * (18_900.0 - math.sqrt(94_770_000.0))
     assert result["comparison"] == {
@@ -105,9 +118,14 @@ def test_negative_balance_and_isolated_positions_cannot_lean_on_each_other():
         "cross": pytest.approx(4_000.0),
         "portfolio": pytest.approx(a_prime + 900.0 - 5_000.0),
     }
-    # The same book in cross mode: equity 27,450 + 5,000 = 32,450.
+    # The same book in cross mode: the same equity, shared, so healthy; no isolated figures.
     doc["portfolios"][0]["mode"] = "cross"
-    assert only(doc)["equity"] == pytest.approx(32_450.0)
+    cross = only(doc)
+    assert cross["equity"] == pytest.approx(32_450.0)
+    assert cross["status"] == "healthy"
+    assert cross["free_collateral"] is None
+    isolated_fields = {(p["allocated_margin"], p["equity"], p["status"]) for p in cross["positions"]}
+    assert isolated_fields == {(None, None, None)}
 
 
 def test_an_expired_short_call_is_charged_the_short_option_minimum():
@@ -130,10 +148,13 @@ def test_an_expired_short_call_is_charged_the_short_option_minimum():
     assert result["initial_margin"] == pytest.approx(60.0)
     assert result["maintenance_margin"] == pytest.approx(48.0)
     assert result["by_underlying"][0]["scan_risk"] == 0.0
+    # MM_i = 2*0.075*3,000 = 450; the isolated fields are null outside isolated mode.
     assert result["positions"][0] == {
         "instrument": "ETH-20NOV26-5000-C", "quantity": -2.0, "price": 0.0, "value": 0.0,
-        "delta_usd": 0.0, "initial_margin": pytest.approx(600.0),
+        "delta_usd": 0.0, "initial_margin": pytest.approx(600.0), "maintenance_margin": pytest.approx(450.0),
+        "allocated_margin": None, "equity": None, "status": None,
     }  # fmt: skip
+    assert result["free_collateral"] is None
     assert result["comparison"]["cross"] == pytest.approx(600.0)
     assert result["status"] == "healthy"  # 100 >= 60
 
