@@ -11,8 +11,8 @@ each day ``t`` of the history such that the calendar day ``t + h`` is in it too 
   ``riskengine.core.calibration.psr_path``: section 6 with the venue's floor and cap);
 - ``L_t = -(W_{t+h} - W_t)``, ``W`` = collateral at market value (no haircut) + position values,
   positions revalued at ``t + h`` with ``T - h/365``;
-- an exception when ``L_t > IM_t``, written ``not L_t <= IM_t`` so that a figure that is not
-  finite counts as an exception (fail closed).
+- an exception when ``L_t > IM_t``; a day whose ``L_t`` or ``IM_t`` is not finite (NaN or an
+  overflow to infinity) is an exception too (fail closed: an undefined figure never passes).
 
 Isolated accounts are tested at account level: ``W`` is the account's (allocations earmark
 collateral and change no value) and ``IM = sum_i IM_i`` (section 4a's account IM).
@@ -241,7 +241,8 @@ def backtest(
             book, (closes[start], assets[start]), (closes[end], assets[end]), elapsed_years=mpor_days / 365.0
         )
         loss = -change.total()
-        exception = ~(loss <= initial_margin)  # fail closed: NaN is an exception
+        # Fail closed: a loss or an IM that is NaN or infinite is an exception, never a pass.
+        exception = ~(np.isfinite(loss) & np.isfinite(initial_margin) & (loss <= initial_margin))
         column, day = np.nonzero(exception.T)
         loss_by = -change.split(day, column)
     names = (*margin_input.parameters.underlyings, COLLATERAL)
