@@ -66,13 +66,14 @@ COLLATERAL = "collateral"
 
 @dataclass(frozen=True, eq=False)
 class Backtest:
-    """A backtest of ``n_port`` portfolios and the aggregate book over ``n_obs`` observations.
+    """A backtest of ``n_port`` portfolios (and the aggregate book) over ``n_obs`` observations.
 
     ``mode`` (``fixed``/``calibrated``), ``mpor_days`` ``h``; ``ids`` the ``n_port`` portfolio ids;
-    ``days`` ``(n_obs,)`` datetime64[D] the observation days ``t``; ``psr`` ``(n_obs, n_und)`` the
-    scan range used each day. ``initial_margin``, ``loss`` ``(n_obs, n_port + 1)`` USD and
-    ``exception`` ``(n_obs, n_port + 1)`` bool: column ``k < n_port`` is portfolio ``k``, the last
-    column the aggregate book.
+    ``aggregate`` whether the aggregate book was tested; ``days`` ``(n_obs,)`` datetime64[D] the
+    observation days ``t``; ``psr`` ``(n_obs, n_und)`` the scan range used each day.
+    ``initial_margin``, ``loss`` ``(n_obs, n_col)`` USD and ``exception`` ``(n_obs, n_col)`` bool,
+    ``n_col = n_port + 1`` with the aggregate book (the last column), ``n_port`` without: column
+    ``k < n_port`` is portfolio ``k``.
 
     Exceptions, one entry each (portfolios and aggregate, ordered by column then day):
     ``exception_day`` ``(n_exc,)`` observation index, ``exception_column`` ``(n_exc,)``,
@@ -85,6 +86,7 @@ class Backtest:
     mode: str
     mpor_days: int
     ids: tuple[str, ...]
+    aggregate: bool
     days: np.ndarray
     psr: np.ndarray
     initial_margin: np.ndarray
@@ -216,10 +218,12 @@ def backtest(
     mode: str = "fixed",
     mpor_days: int = 2,
     psr_floor: float = PSR_FLOOR,
+    aggregate: bool = True,
 ) -> Backtest:
-    """Backtest every portfolio of ``margin_input`` and the aggregate book over ``history``
-    (module doc). Raises ``DocumentError`` for no portfolio, an unknown ``mode``, ``mpor_days``
-    not a whole number >= 1, or a history with no observation."""
+    """Backtest every portfolio of ``margin_input`` and, with ``aggregate``, the aggregate book over
+    ``history`` (module doc; a run over a shard of the venue's accounts leaves the aggregate book
+    to a run of its own). Raises ``DocumentError`` for no portfolio, an unknown ``mode``,
+    ``mpor_days`` not a whole number >= 1, or a history with no observation."""
     if mode not in MODES:
         raise DocumentError("mode", f"must be one of {', '.join(MODES)}, got {mode!r}")
     if isinstance(mpor_days, bool) or not isinstance(mpor_days, int | np.integer) or mpor_days < 1:
@@ -233,7 +237,7 @@ def backtest(
         psr = np.broadcast_to(margin_input.parameters.psr, (start.size, len(margin_input.parameters.psr)))
     else:
         psr = calibrated_psr(margin_input, history, floor=psr_floor)[start]
-    book = with_aggregate(margin_input)
+    book = with_aggregate(margin_input) if aggregate else margin_input
     closes, assets = history.underlying_close, history.asset_close
     initial_margin = daily_initial_margin(book, closes[start], psr)
     with np.errstate(over="ignore", invalid="ignore"):
@@ -248,7 +252,8 @@ def backtest(
     names = (*margin_input.parameters.underlyings, COLLATERAL)
     driver = tuple(names[k] for k in np.argmax(np.nan_to_num(loss_by, nan=np.inf), axis=1).tolist())
     return Backtest(
-        mode=mode, mpor_days=int(mpor_days), ids=margin_input.portfolios.ids, days=history.days[start],
+        mode=mode, mpor_days=int(mpor_days), ids=margin_input.portfolios.ids, aggregate=aggregate,
+        days=history.days[start],
         psr=np.asarray(psr), initial_margin=initial_margin, loss=loss, exception=exception,
         exception_day=day, exception_column=column, exception_loss_by=loss_by, exception_driver=driver,
     )  # fmt: skip
@@ -300,11 +305,13 @@ def statistics(
 
 def backtest_statistics(result: Backtest) -> tuple[Statistics, Statistics]:
     """``(columns, pooled)``: the statistics of every column (the portfolios, then the aggregate
-    book) and of the pooled account-days (``k = 1``; procyclicality of the venue's total IM)."""
+    book if tested) and of the pooled account-days (``k = 1``; procyclicality of the venue's total
+    IM)."""
     n_obs, n_port = result.days.size, result.n_portfolios
     counts = transition_counts(result.exception)
+    exception = result.exception
     columns = statistics(
-        np.full(n_port + 1, n_obs), result.exception.sum(axis=0), counts, result.initial_margin, result.days
+        np.full(exception.shape[1], n_obs), exception.sum(axis=0), counts, result.initial_margin, result.days
     )
     venue_margin = result.initial_margin[:, :n_port].sum(axis=1)[:, None]  # what the venue holds each day
     pooled = statistics(
@@ -363,21 +370,26 @@ def backtest_report(result: Backtest) -> dict:
     ``end`` (the first and last observation day ``t``), one section per portfolio with its ``id``,
     and ``venue`` {``pooled``, ``aggregate``} with the same fields (``id`` ``"pooled"`` and
     ``"aggregate"``). ``exception_days`` are ISO dates ``t`` (pooled: the days with an exception in
-    at least one account). Undefined figures (a peak-to-trough ratio over a zero IM) are ``null``."""
+    at least one account). Undefined figures (a peak-to-trough ratio over a zero IM) are ``null``.
+    A backtest without the aggregate book has no ``venue.aggregate``."""
     n_port = result.n_portfolios
     labels = np.datetime_as_string(result.days, unit="D")
     columns, pooled = backtest_statistics(result)
     # Exceptions are ordered by column then day: split them by column.
-    bounds = np.searchsorted(result.exception_column, np.arange(n_port + 2)).tolist()
+    n_col = result.exception.shape[1]
+    bounds = np.searchsorted(result.exception_column, np.arange(n_col + 1)).tolist()
     days = labels[result.exception_day].tolist()
-    by_column = [days[bounds[k] : bounds[k + 1]] for k in range(n_port + 1)]
+    by_column = [days[bounds[k] : bounds[k + 1]] for k in range(n_col)]
     pooled_days = labels[result.exception[:, :n_port].any(axis=1)].tolist()
-    sections = _sections(columns, [*result.ids, AGGREGATE], by_column)
+    sections = _sections(columns, [*result.ids, AGGREGATE][:n_col], by_column)
+    venue = {"pooled": _sections(pooled, ["pooled"], [pooled_days])[0]}
+    if result.aggregate:
+        venue["aggregate"] = sections[n_port]
     return {
         "mode": result.mode,
         "mpor_days": result.mpor_days,
         "start": str(labels[0]),
         "end": str(labels[-1]),
         "portfolios": sections[:n_port],
-        "venue": {"pooled": _sections(pooled, ["pooled"], [pooled_days])[0], "aggregate": sections[n_port]},
+        "venue": venue,
     }

@@ -404,6 +404,26 @@ def test_the_aggregate_book_is_every_entry_and_balance_in_one_portfolio_mode_por
     assert result.loss[:, -1] == pytest.approx(result.loss[:, :-1].sum(axis=1), rel=1e-9, abs=1e-6)
 
 
+def test_a_backtest_without_the_aggregate_book_has_the_same_portfolio_columns():
+    doc = document(seeded_books(6, seed=5))
+    margin_input = parse_document(doc)
+    history = price_history(
+        margin_input.parameters,
+        {
+            "BTC": [60000.0, 52000, 58000, 61000, 45000],
+            "ETH": [3000.0, 2500, 2800, 3100, 2000],
+            "USDC": flat(5, 1.0),
+        },
+    )
+    whole = backtest(margin_input, history)
+    shard = backtest(margin_input, history, aggregate=False)
+    assert shard.initial_margin.tolist() == whole.initial_margin[:, :-1].tolist()
+    assert shard.loss.tolist() == whole.loss[:, :-1].tolist()
+    report = backtest_report(shard)
+    assert set(report["venue"]) == {"pooled"}
+    assert report["venue"]["pooled"] == backtest_report(whole)["venue"]["pooled"]
+
+
 # --- pooled statistics ---------------------------------------------------------------------------------
 
 
@@ -414,7 +434,7 @@ def test_pooled_statistics_count_account_days_and_no_transition_from_one_account
     exception = np.array([[0, 1, 0], [0, 0, 0], [1, 0, 0]], dtype=bool)
     days = daily_days("2021-01-01", 3)
     result = Backtest(
-        mode="fixed", mpor_days=2, ids=("A", "B"), days=days, psr=np.full((3, 2), 0.15),
+        mode="fixed", mpor_days=2, ids=("A", "B"), aggregate=True, days=days, psr=np.full((3, 2), 0.15),
         initial_margin=np.array([[10.0, 20.0, 25.0], [12.0, 20.0, 26.0], [11.0, 40.0, 45.0]]),
         loss=np.zeros((3, 3)), exception=exception, exception_day=np.array([2, 0]),
         exception_column=np.array([0, 1]), exception_loss_by=np.zeros((2, 3)),
