@@ -32,7 +32,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
-from decimal import ROUND_CEILING, ROUND_FLOOR, ROUND_HALF_EVEN, Decimal
+from decimal import Decimal
 
 import numpy as np
 from django.core.exceptions import ValidationError
@@ -44,50 +44,26 @@ from accounts.models import MarginAccount, MarginMode, User
 from accounts.services import margin_accounts_lock
 from accounts.trading import BookedFill
 from clearing.marketdata.quotes import MarketQuotes
-from clearing.models import AllocationKind, Instrument, MarginAllocation, Position, Trade
+from clearing.models import AllocationKind, MarginAllocation, Position, Trade
 from clearing.signals import accounts_changed_on_commit
-from clearing.validation import MAX_DECIMAL_PLACES, decimal_nonzero
+from clearing.validation import decimal_nonzero
 from riskengine import whatif
-from riskengine.core import ISOLATED, MODES, STATUSES, MarginResult, compute_margin
+from riskengine.allocation_rules import (
+    Lot,
+    allocation_after_fill,
+    allocations_in_order,
+    cents_down,
+    cents_up,
+    lots_initial_margin,
+    usd_decimal,
+)
+from riskengine.core import MODES, STATUSES, MarginResult, compute_margin
 from riskengine.core.errors import DocumentError
-from riskengine.loading import BookRows, LoadedBook, book_rows_fetch, margin_book_build
+from riskengine.loading import LoadedBook, book_rows_fetch, margin_book_build
 from riskengine.selectors import NoActiveParameterSet, parameter_set_active
 from riskengine.withdrawals import account_price_symbols, prices_trusted_require
 
 logger = logging.getLogger(__name__)
-
-_QUANTUM = Decimal(1).scaleb(-MAX_DECIMAL_PLACES)
-
-
-CENT = Decimal("0.01")
-
-
-def _usd(value: float) -> Decimal:
-    """An engine figure (float USD) as a Decimal of the ledger's precision."""
-    return Decimal(repr(float(value))).quantize(_QUANTUM, rounding=ROUND_HALF_EVEN)
-
-
-def _cents_up(value: float) -> Decimal:
-    """A margin requirement (float USD) as whole cents, rounded up: an allocation of it never
-    leaves the position a float rounding below the requirement the engine compares it with."""
-    return max(Decimal(repr(float(value))).quantize(CENT, rounding=ROUND_CEILING), Decimal(0))
-
-
-def _cents_down(value: float) -> Decimal:
-    """Free collateral (float USD) as whole cents, rounded down: never more than there is."""
-    return Decimal(repr(float(value))).quantize(CENT, rounding=ROUND_FLOOR)
-
-
-def allocations_in_order(*, needs: Sequence[Decimal], free: Decimal) -> list[Decimal]:
-    """Each need met from ``free`` in order, as much as there is (the later ones get what is left)."""
-    left = max(free, Decimal(0))
-    out = []
-    for need in needs:
-        taken = min(need, left)
-        out.append(taken)
-        left -= taken
-    return out
-
 
 def _parameters_form() -> dict:
     """The active set's form; ``NoActiveParameterSet`` when there is none."""
@@ -95,58 +71,6 @@ def _parameters_form() -> dict:
 
 
 # --- The engine's figures the allocations need ------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Lot:
-    """Quantity opened by a fill (signed), at the fill's price."""
-
-    instrument: Instrument
-    quantity: Decimal
-    price: Decimal
-
-
-def lots_initial_margin(*, lots: Sequence[Lot], quotes: MarketQuotes, parameters_form: dict) -> list[Decimal]:
-    """Each lot's initial margin under the standard rules (spec section 4a), USD, computed by the
-    engine at the trade's price: a linear lot with its underlying at the fill price, an option lot
-    at the index price (an option's trade price is its premium, which its IM does not depend on).
-
-    Lots are margined as one-position isolated portfolios, one engine run per distinct
-    (underlying, price) pair: the market has one price per underlying. Raises ``DocumentError``
-    when a lot cannot be margined (its underlying not in the parameter set, an option without an
-    index price or mark volatility)."""
-    groups: dict[tuple[str, float | None], list[int]] = {}
-    for index, lot in enumerate(lots):
-        symbol = lot.instrument.underlying.symbol
-        groups.setdefault((symbol, float(lot.price) if lot.instrument.is_linear else None), []).append(index)
-    out: list[Decimal] = [Decimal(0)] * len(lots)
-    for (symbol, price), members in groups.items():
-        priced = quotes if price is None else replace(
-            quotes, underlying_prices={**quotes.underlying_prices, symbol: price}
-        )  # fmt: skip
-        n = len(members)
-        ids = np.arange(1, n + 1, dtype=np.int64)
-        # One portfolio per lot: (position id 0, account, instrument, quantity, entry, no allocation).
-        rows = BookRows.build(
-            account_ids=ids,
-            account_codes=tuple(f"lot-{index}" for index in members),
-            account_modes=np.full(n, ISOLATED, dtype=np.int8),
-            positions=[
-                (0, ids[j], lots[i].instrument.pk, float(lots[i].quantity), float(lots[i].price), 0.0)
-                for j, i in enumerate(members)
-            ],
-            balances=[],
-        )
-        book = margin_book_build(
-            rows=rows,
-            parameters_form=parameters_form,
-            quotes=priced,
-            instruments={lots[i].instrument.pk: lots[i].instrument for i in members},
-        )
-        result = compute_margin(book.margin_input)
-        for j, index in enumerate(members):
-            out[index] = _cents_up(result.position_initial_margin[j])
-    return out
 
 
 def collateral_free(
@@ -176,29 +100,12 @@ def collateral_free(
         .values_list("account_id", "total")
     )
     return {
-        int(account_id): _usd(result.collateral_value[k]) - (allocated.get(int(account_id)) or Decimal(0))
+        int(account_id): usd_decimal(result.collateral_value[k]) - (allocated.get(int(account_id)) or 0)
         for k, account_id in enumerate(rows.account_ids.tolist())
     }
 
 
 # --- Booking ----------------------------------------------------------------------------------------
-
-
-def allocation_after_fill(
-    *, quantity: Decimal, allocated: Decimal, fill_quantity: Decimal
-) -> tuple[Decimal, Decimal]:
-    """``(allocation kept, quantity opened)`` of a position of ``quantity`` holding ``allocated``
-    after a fill of ``fill_quantity``: a fill against the position releases in proportion to the
-    quantity it closes (all of it when it closes or flips the position); the quantity it opens
-    (the whole fill when it increases the position, the remainder when it flips it) is what needs
-    new initial margin."""
-    if quantity == 0 or (quantity > 0) == (fill_quantity > 0):
-        return allocated, fill_quantity
-    closed = min(abs(fill_quantity), abs(quantity))
-    kept = (allocated * (abs(quantity) - closed) / abs(quantity)).quantize(_QUANTUM, rounding=ROUND_HALF_EVEN)
-    remainder = quantity + fill_quantity
-    opened = remainder if remainder != 0 and (remainder > 0) != (quantity > 0) else Decimal(0)
-    return kept, opened
 
 
 def isolated_fills_receive(sender, *, fills: Sequence[BookedFill], booked_by: User | None, **kwargs) -> int:
@@ -331,7 +238,7 @@ def stand_alone_needs(result: MarginResult) -> list[Decimal]:
     allocation that makes the position stand at its initial margin (``e_i = a_i + value_i``,
     spec section 4a); its own unrealised profit counts, its unrealised loss is added."""
     needs = np.maximum(0.0, result.position_initial_margin - result.position_value)
-    return [_cents_up(need) for need in needs.tolist()]
+    return [cents_up(need) for need in needs.tolist()]
 
 
 # --- A member moves margin --------------------------------------------------------------------------
@@ -379,7 +286,7 @@ def position_margin_move(
     result = compute_margin(book.margin_input)
     (j,) = np.flatnonzero(book.rows.position_ids == position.pk)
     if amount > 0:
-        free = _usd(result.free_collateral[0])
+        free = usd_decimal(result.free_collateral[0])
         if amount > free:
             raise MarginMoveRefused(
                 {"amount": f"Only {max(free, Decimal(0)):f} USD of free collateral can be moved in."}
@@ -389,9 +296,9 @@ def position_margin_move(
             raise MarginMoveRefused(
                 {"amount": f"The position holds {position.allocated_margin:f} USD: no more can move back."}
             )
-        equity = _usd(result.position_equity[j])
+        equity = usd_decimal(result.position_equity[j])
         equity_after = equity + amount
-        im = _usd(result.position_initial_margin[j])
+        im = usd_decimal(result.position_initial_margin[j])
         # Written so that a NaN figure refuses too.
         if not (equity_after >= im):
             raise MarginMoveRefused(
@@ -445,7 +352,7 @@ def margin_account_mode_plan(
     allocations = [Decimal(0)] * book.rows.position_ids.size
     if mode == MarginMode.ISOLATED:
         # Outside isolated mode nothing is allocated: the free collateral is the collateral value.
-        free = _cents_down(before.collateral_value[0])
+        free = cents_down(before.collateral_value[0])
         allocations = allocations_in_order(needs=stand_alone_needs(before), free=free)
     after = _margined(
         book,
@@ -543,7 +450,7 @@ def isolated_carry_over_allocate(*, quotes: MarketQuotes | None = None) -> dict[
                 need if pk in fresh else Decimal(0)
                 for pk, need in zip(ids, stand_alone_needs(result), strict=True)
             ]
-            taken = allocations_in_order(needs=needs, free=_cents_down(result.free_collateral[0]))
+            taken = allocations_in_order(needs=needs, free=cents_down(result.free_collateral[0]))
             locked = Position.objects.filter(pk__in=sorted(fresh)).order_by("pk").select_for_update()
             by_id = {p.pk: p for p in locked}
             rows = []

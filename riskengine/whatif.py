@@ -32,7 +32,14 @@ from clearing.validation import (
     decimal_nonzero,
     errors_prefixed,
 )
-from riskengine.core import NonFiniteFigures, black76_price, compute_margin, non_finite_figures
+from riskengine.allocation_rules import (
+    Lot,
+    allocation_after_fill,
+    allocations_in_order,
+    cents_down,
+    lots_initial_margin,
+)
+from riskengine.core import ISOLATED, NonFiniteFigures, black76_price, compute_margin, non_finite_figures
 from riskengine.loading import BookRows, account_rows_fetch, margin_book_build
 from riskengine.reference import Reference, quotes_current, reference_current
 
@@ -77,10 +84,16 @@ def _rows_after(
     quotes: MarketQuotes,
     rate: float,
     valuation_time: datetime,
+    parameters_form: dict,
     settlement_asset_id: int | None = None,
 ) -> BookRows:
     """``rows`` with the hypothetical fills netted into the account's positions and the cash and
-    collateral changes added to its balances."""
+    collateral changes added to its balances. In an isolated account the fills allocate as booking
+    would (``riskengine.allocation_rules``): a fill against a position releases in proportion, the
+    lot it opens takes its initial margin at the fill's price from free collateral, as much as
+    there is (free collateral after the fills' cash and the collateral changes)."""
+    isolated = bool(rows.account_modes.size) and int(rows.account_modes[0]) == ISOLATED
+    lots: list[tuple[list, Lot]] = []
     positions = [
         [int(rows.position_ids[j]), int(rows.position_account[j]), int(rows.position_instrument[j]),
          float(rows.position_quantity[j]), float(rows.position_entry[j]), float(rows.position_allocated[j])]
@@ -102,6 +115,12 @@ def _rows_after(
         if row is None:
             row = [0, account_id, instrument.pk, 0.0, 0.0, 0.0]
             positions.append(row)
+        kept, opened = allocation_after_fill(
+            quantity=decimal_from_float(row[3]), allocated=decimal_from_float(row[5]), fill_quantity=quantity
+        )
+        row[5] = float(kept)
+        if isolated and opened != 0:
+            lots.append((row, Lot(instrument, opened, price)))
         entry = Decimal(0) if row[3] == 0 or np.isnan(row[4]) else decimal_from_float(row[4])
         change = position_after_fill(
             quantity=decimal_from_float(row[3]), entry_price=entry, fill_quantity=quantity, fill_price=price
@@ -119,6 +138,22 @@ def _rows_after(
         balances.append((account_id, asset.pk, float(amount)))
 
     _held_positions, held_balances = rows.tables()
+    if lots:
+        collateral_only = BookRows.build(
+            account_ids=rows.account_ids,
+            account_codes=rows.account_codes,
+            account_modes=rows.account_modes,
+            positions=[],
+            balances=np.vstack([held_balances, np.array(balances, dtype=np.float64).reshape(-1, 3)]),
+        )
+        book = margin_book_build(rows=collateral_only, parameters_form=parameters_form, quotes=quotes)
+        collateral_value = compute_margin(book.margin_input).collateral_value[0]
+        free = cents_down(collateral_value) - sum(decimal_from_float(p[5]) for p in positions if p[3] != 0)
+        needs = lots_initial_margin(
+            lots=[lot for _, lot in lots], quotes=quotes, parameters_form=parameters_form
+        )
+        for (row, _), added in zip(lots, allocations_in_order(needs=needs, free=free), strict=True):
+            row[5] += float(added)
     netted = BookRows.build(
         account_ids=rows.account_ids,
         account_codes=rows.account_codes,
@@ -161,6 +196,7 @@ def margin_what_if(
         quotes=quotes,
         rate=float(form.get("rate", 0.0)),
         valuation_time=quotes.valuation_time,
+        parameters_form=form,
         settlement_asset_id=reference.settlement_asset_id,
     )
     # One engine run for both books: the hypothetical book is a second portfolio under a

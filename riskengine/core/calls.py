@@ -11,7 +11,7 @@ The decision table, per account, in order (the first rule that applies decides):
 3. healthy → ``CURE`` if it has an open call, else ``NONE``;
 4. no open call while its liquidation is in progress (``busy``) → ``NONE`` (its call was escalated
    and the liquidation is working on it; the first sweep after it finishes decides again);
-5. not healthy, no open call → a call is opened (amount ``IM − E``); then, as for an open call:
+5. not healthy, no open call → a call is opened (for ``call_amounts``); then, as for an open call:
 6. in ``margin_call`` with the deadline not elapsed → ``OPEN`` (or ``NONE`` for an existing call);
 7. (``liquidation``, or the deadline elapsed) while a liquidation is in progress → ``NONE`` for an
    existing call (a new call cannot meet a busy account: rule 4);
@@ -26,7 +26,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .margin import HEALTHY, LIQUIDATION
+from .document import ISOLATED
+from .margin import HEALTHY, LIQUIDATION, MarginResult
 
 NONE, OPEN, CURE, ESCALATE, OPEN_ESCALATE, SUSPEND, OPEN_SUSPEND, HOLD_NOT_FINITE = range(8)
 ACTIONS = (
@@ -40,7 +41,7 @@ SUSPENDS = (SUSPEND, OPEN_SUSPEND)
 @dataclass(frozen=True, eq=False)
 class CallDecisions:
     """``action`` ``(n,)`` int8, one of the codes above; ``amount`` ``(n,)`` float64 USD, the
-    amount due of a call opened now (``IM − E``), NaN where no call is opened."""
+    amount of a call opened now (``call_amounts``), NaN where no call is opened."""
 
     action: np.ndarray
     amount: np.ndarray
@@ -50,8 +51,7 @@ def call_decisions(
     *,
     status: np.ndarray,
     finite: np.ndarray,
-    equity: np.ndarray,
-    initial_margin: np.ndarray,
+    amount_due: np.ndarray,
     has_call: np.ndarray,
     deadline_elapsed: np.ndarray,
     busy: np.ndarray,
@@ -60,8 +60,8 @@ def call_decisions(
 ) -> CallDecisions:
     """Decide every account's call transition (table in the module doc). All arrays ``(n,)``:
 
-    - ``status`` int (``STATUSES`` codes), ``finite`` bool, ``equity`` and ``initial_margin``
-      float64 USD: the account's new figures;
+    - ``status`` int (``STATUSES`` codes), ``finite`` bool: the account's new figures;
+      ``amount_due`` float64 USD, what a call opened now would be for (``call_amounts``);
     - ``has_call`` bool: it has an open call;
     - ``deadline_elapsed`` bool: the open call's deadline has passed (for an account without a
       call: the deadline a call opened now would get has, i.e. a cure period of zero);
@@ -89,5 +89,29 @@ def call_decisions(
     action[suspend & ~opens] = SUSPEND
     action[due & ~exposed & opens] = OPEN_ESCALATE
     action[due & ~exposed & ~opens] = ESCALATE
-    amount = np.where(opens, np.asarray(initial_margin, dtype=np.float64) - equity, np.nan)
+    amount = np.where(opens, np.asarray(amount_due, dtype=np.float64), np.nan)
     return CallDecisions(action=action, amount=amount)
+
+
+def call_amounts(result: MarginResult) -> np.ndarray:
+    """What a margin call opened on each portfolio of ``result`` is for, ``(n_portfolios,)``
+    float64 USD (0 for a healthy one).
+
+    Cross and portfolio mode: ``IM − E`` (the engine's ``amount_due``, spec section 4c). Isolated
+    mode: the spec's amount due (section 4a: ``Σ (IM_i − e_i)`` over positions in margin call,
+    plus ``max(0, −free)``) plus ``IM_i − e_i`` of each position in liquidation: such a position
+    is closed on its own rather than cured, but the call names what would have restored it, so an
+    account whose only trouble is a position in liquidation is still called for a positive amount.
+    Per position, the same figures are ``position_call_amounts``."""
+    portfolio = result.margin_input.portfolios.position_portfolio
+    liquidating = np.where(result.position_status == LIQUIDATION, position_call_amounts(result), 0.0)
+    extra = np.bincount(portfolio, weights=liquidating, minlength=result.status.size)
+    return result.amount_due + np.where(result.mode == ISOLATED, extra, 0.0)
+
+
+def position_call_amounts(result: MarginResult) -> np.ndarray:
+    """``(n_pos,)`` float64 USD: ``IM_i − e_i`` for a position of an isolated portfolio that is not
+    healthy (in margin call or in liquidation), else 0."""
+    portfolio = result.margin_input.portfolios.position_portfolio
+    unhealthy = (result.mode[portfolio] == ISOLATED) & (result.position_status != HEALTHY)
+    return np.where(unhealthy, result.position_initial_margin - result.position_equity, 0.0)

@@ -11,9 +11,8 @@ Bounded work per step. The engine is run once (``compute_margin``) for the start
 each step then evaluates every remaining candidate from the account's per-underlying figures
 instead of re-running the engine over P what-if portfolios of P − 1 positions each:
 
-- standard modes (isolated, cross): a position's IM is its own (``position_initial_margin``), so
-  closing it takes exactly that off; its value (isolated: capped at its IM) leaves the positions
-  and enters cash;
+- cross mode: a position's IM is its own (``position_initial_margin``), so closing it takes
+  exactly that off; its value leaves the positions and enters cash;
 - portfolio mode: a position belongs to one (account, underlying) pair, and removing it changes
   only that pair's scenario P&L, dollar delta, basis buckets and net short option units (all
   linear in the position's units). Each candidate's pair is re-scanned once (``n_s`` scenarios)
@@ -22,6 +21,10 @@ instead of re-running the engine over P what-if portfolios of P − 1 positions 
 Per step that is ``n_remaining`` pair rows of ``n_s`` scenarios plus ``n_remaining × n_pairs``
 rows for the portfolio rules (``n_pairs`` ≤ the number of underlyings): O(P) rows, against
 P × (P − 1) positions and one engine run per step before. ``LiquidationPlan.rows`` records it.
+
+Isolated accounts are not liquidated as a whole (methodology v1.1 section 4a): each position
+stands on its own allocation, so ``isolated_liquidation_plan`` closes positions one by one by their
+own statuses, and each closed position loses at most its allocation (the rest is the venue's).
 """
 
 from __future__ import annotations
@@ -32,6 +35,9 @@ import numpy as np
 
 from .document import ISOLATED, PORTFOLIO, MarginInput
 from .margin import (
+    HEALTHY,
+    LIQUIDATION,
+    MARGIN_CALL,
     basis_buckets,
     compute_margin,
     haircut_values,
@@ -71,6 +77,8 @@ def liquidation_plan(margin_input: MarginInput, *, fee_rate: float, settlement_a
     p, m, f = margin_input.parameters, margin_input.market, margin_input.portfolios
     if f.n_portfolios != 1:
         raise ValueError("a liquidation plan is made for one portfolio")
+    if int(f.mode[0]) == ISOLATED:
+        raise ValueError("an isolated account is liquidated position by position: isolated_liquidation_plan")
     if p.asset_underlying[settlement_asset] >= 0:
         raise ValueError("the settlement asset must not be linked to an underlying")
     result = compute_margin(margin_input)
@@ -85,8 +93,7 @@ def liquidation_plan(margin_input: MarginInput, *, fee_rate: float, settlement_a
     notional = np.abs(f.position_quantity) * m.multiplier[inst] * price
     fee = fee_rate * notional
     value = result.position_value
-    # What a position adds to equity besides cash: its value (isolated: capped at its own IM).
-    held = np.minimum(value, result.position_initial_margin) if mode == ISOLATED else value
+    held = value  # what a position adds to equity besides cash
     amounts = np.bincount(f.balance_asset, weights=f.balance_amount, minlength=n_assets)
     pairs = _Pairs(margin_input, units) if mode == PORTFOLIO else None
 
@@ -227,3 +234,87 @@ class _Pairs:
             concentration=concentration,
         )  # fmt: skip
         return risk["im"], n + n * k
+
+
+@dataclass(frozen=True, eq=False)
+class IsolatedLiquidationPlan:
+    """The closes of an isolated account, in closing order, each array ``(n_steps,)``:
+    ``positions`` int64 (index into the input's positions), ``status`` int8 (the position's own
+    status, ``STATUSES`` codes), ``price`` USD per unit closed at, ``notional`` USD, ``released``
+    USD (the position's IM, which the close takes off the account's), ``allocated`` (``a_i``) and
+    ``position_equity`` (``e_i = a_i + value_i``) USD at the plan's market, ``fee`` USD (the fee
+    rate of the notional, never more than what the position's equity leaves: ``max(0, e_i)``),
+    ``deficit`` USD (``max(0, −e_i)``: the loss beyond the allocation, which the venue meets),
+    ``free_after`` USD (the account's free collateral after the close); the account's
+    ``equity_before``, ``initial_margin_before`` and ``free_before`` USD."""
+
+    positions: np.ndarray
+    status: np.ndarray
+    price: np.ndarray
+    notional: np.ndarray
+    released: np.ndarray
+    allocated: np.ndarray
+    position_equity: np.ndarray
+    fee: np.ndarray
+    deficit: np.ndarray
+    free_after: np.ndarray
+    equity_before: float
+    initial_margin_before: float
+    free_before: float
+
+
+def isolated_liquidation_plan(
+    margin_input: MarginInput, *, fee_rate: float, overdue: bool
+) -> IsolatedLiquidationPlan:
+    """Plan the liquidation of the single isolated portfolio of ``margin_input``.
+
+    1. Every position in ``liquidation`` is closed, on its own, in input order: the other
+       positions and the free collateral are not touched (a position below its MM never takes
+       another's profit nor unallocated collateral, nor does another position pay for it).
+    2. Only when the account's call is ``overdue`` (its cure period elapsed without a cure):
+       every position in ``margin_call`` is closed too, then, while free collateral is negative
+       (allocations the collateral no longer backs), the remaining positions with the largest
+       equity first (each close frees ``e_i − fee``) until it is not.
+
+    A close moves the position's value into cash and releases its allocation, so the account
+    loses at most ``a_i`` (plus nothing: a fee is only taken from a positive ``e_i``); a loss
+    beyond ``a_i`` is the ``deficit``. Free collateral moves by ``max(0, e_i) − fee`` (taken at
+    face value: the settlement asset carries no haircut at the amounts of a close)."""
+    f, m = margin_input.portfolios, margin_input.market
+    if f.n_portfolios != 1 or int(f.mode[0]) != ISOLATED:
+        raise ValueError("an isolated liquidation plan is made for one isolated portfolio")
+    result = compute_margin(margin_input)
+    inst = f.position_instrument
+    price = np.where(m.kind[inst] == OPTION, result.position_price, m.underlying_price[m.underlying[inst]])
+    price = np.maximum(price, 1e-10)
+    notional = np.abs(f.position_quantity) * m.multiplier[inst] * price
+    equity = result.position_equity
+    status = result.position_status
+    fee = np.minimum(fee_rate * notional, np.maximum(equity, 0.0))
+    gives = np.maximum(equity, 0.0) - fee  # what a close adds to free collateral
+    order = np.flatnonzero(status == LIQUIDATION).tolist()
+    if overdue:
+        order += np.flatnonzero(status == MARGIN_CALL).tolist()
+        free = float(result.free_collateral[0]) + float(gives[order].sum())
+        healthy = np.flatnonzero(status == HEALTHY)
+        for j in healthy[np.argsort(-equity[healthy], kind="stable")].tolist():
+            if not free < 0.0:  # written so that a NaN free collateral is never read as enough
+                break
+            free += float(gives[j])
+            order.append(j)
+    steps = np.array(order, dtype=np.int64)
+    return IsolatedLiquidationPlan(
+        positions=steps,
+        status=status[steps],
+        price=price[steps],
+        notional=notional[steps],
+        released=result.position_initial_margin[steps],
+        allocated=result.position_allocated_margin[steps],
+        position_equity=equity[steps],
+        fee=fee[steps],
+        deficit=np.maximum(-equity[steps], 0.0),
+        free_after=float(result.free_collateral[0]) + np.cumsum(gives[steps]),
+        equity_before=float(result.equity[0]),
+        initial_margin_before=float(result.initial_margin[0]),
+        free_before=float(result.free_collateral[0]),
+    )

@@ -34,8 +34,11 @@ from riskengine.core.calls import (
     NONE,
     OPENS,
     SUSPENDS,
+    call_amounts,
     call_decisions,
+    position_call_amounts,
 )
+from riskengine.core.document import ISOLATED
 from riskengine.core.margin import HEALTHY, STATUSES
 from riskengine.loading import LoadedBook
 from riskengine.sweeps import storage
@@ -193,7 +196,7 @@ def calls_follow(
         else np.zeros(ids.size, dtype=bool)
     )
     decisions = call_decisions(
-        status=status, finite=finite, equity=equity, initial_margin=im, has_call=has_call,
+        status=status, finite=finite, amount_due=call_amounts(result)[ks], has_call=has_call,
         deadline_elapsed=elapsed, busy=np.isin(ids, list(busy_ids)), venue=venue, exposed=exposed,
     )  # fmt: skip
     action = decisions.action
@@ -207,6 +210,9 @@ def calls_follow(
     deadline = now + cure
     call_id: dict[int, int] = {a: c.pk for a, c in open_calls.items()}
     amounts = dict(zip(opens, storage.decimal_texts(decisions.amount[opens]), strict=True))
+    named = {
+        i: isolated_call_positions(book, result, int(ks[i])) for i in opens if result.mode[ks[i]] == ISOLATED
+    }
     new_ids = storage.calls_insert(
         account_ids=[id_list[i] for i in opens],
         statuses=[CallStatus.ESCALATED if escalates[i] else CallStatus.OPEN for i in opens],
@@ -214,6 +220,7 @@ def calls_follow(
         snapshot_ids=[snapshot[i] for i in opens],
         deadline=deadline,
         opened_at=now,
+        positions=[named.get(i, []) for i in opens],
     )
     call_id.update(zip((id_list[i] for i in opens), new_ids, strict=True))
     cures = np.flatnonzero(action == CURE).tolist()
@@ -317,10 +324,11 @@ def calls_follow(
             continue
         if code in OPENS:
             call_events.append((call, now, "", CallStatus.OPEN, f"equity {e:.2f} < IM {m_im:.2f}", snap))
+            per_position = {"positions": named[i]} if i in named else {}
             events.append(
                 message(
                     "margin_call.opened", account_id, call=call, amount=amounts[i], deadline=deadline_text,
-                    equity=e, initial_margin=m_im, maintenance_margin=m_mm,
+                    equity=e, initial_margin=m_im, maintenance_margin=m_mm, **per_position,
                 )
             )  # fmt: skip
             outcome.opened += 1
@@ -373,6 +381,26 @@ def calls_follow(
             rows=events + _margin_updates(sweep=sweep, columns=columns) + nulls, margin_ratios=ratios
         )
     return outcome
+
+
+def isolated_call_positions(book: LoadedBook, result, k: int) -> list[dict]:
+    """The positions of isolated portfolio ``k`` a call names (spec section 4a): each one that is
+    not healthy, with its status and ``IM_i − e_i`` (``position_call_amounts``) as a decimal text."""
+    rows = book.rows
+    amounts = position_call_amounts(result)
+    out = []
+    for j in np.flatnonzero(book.margin_input.portfolios.position_portfolio == k).tolist():
+        if result.position_status[j] == HEALTHY:
+            continue
+        out.append(
+            {
+                "position": int(rows.position_ids[j]),
+                "instrument": book.instrument_symbols[int(rows.position_instrument[j])],
+                "status": STATUSES[int(result.position_status[j])],
+                "amount": storage.decimal_texts(amounts[j : j + 1])[0],
+            }
+        )
+    return out
 
 
 def _margin_updates(*, sweep: Sweep, columns: dict) -> list[tuple[int, str, str]]:

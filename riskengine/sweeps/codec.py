@@ -11,6 +11,8 @@ import itertools
 import numpy as np
 
 POSITION = np.dtype([("instrument", "<i8"), ("quantity", "<f8"), ("entry", "<f8")])
+# An isolated account's allocated margin per position, USD, in the order of its POSITION records.
+ALLOCATION = np.dtype("<f8")
 BALANCE = np.dtype([("asset", "<i8"), ("amount", "<f8")])
 PAIR = np.dtype(
     [

@@ -3,6 +3,12 @@
 The plan (which positions, in which order) is ``riskengine.core.liquidation.liquidation_plan``
 over the account's arrays; this module loads them under the account's lock, books the plan's
 closes against the house account, pays the fee and covers a deficit from the insurance fund.
+
+An isolated account (methodology v1.1 section 4a) is liquidated position by position
+(``riskengine.core.liquidation.isolated_liquidation_plan``): only the positions whose own status
+calls for it are closed, each pays its fee from its own equity, and a loss beyond a position's
+allocation is covered by the insurance fund at once; the account's other positions and its free
+collateral are not touched.
 """
 
 from __future__ import annotations
@@ -22,8 +28,9 @@ from clearing.events import events_publish
 from clearing.models import Instrument, Position
 from clearing.ops.alerts import ops_alerts_raise, ops_alerts_resolve
 from clearing.validation import decimal_from_float
-from riskengine.core import compute_margin
-from riskengine.core.liquidation import liquidation_plan
+from riskengine.core import STATUSES, compute_margin
+from riskengine.core.document import ISOLATED
+from riskengine.core.liquidation import isolated_liquidation_plan, liquidation_plan
 from riskengine.loading import LoadedBook, book_rows_fetch, margin_book_build
 from riskengine.reference import quotes_current
 from riskengine.selectors import parameters_form
@@ -94,7 +101,7 @@ def liquidation_execute(*, liquidation_id: int, quotes=None) -> Liquidation:
     Idempotent."""
     liquidation = (
         Liquidation.objects.select_for_update()
-        .select_related("sweep__parameter_set", "account")
+        .select_related("sweep__parameter_set", "account", "call")
         .get(pk=liquidation_id)
     )
     if liquidation.status == LiquidationStatus.DONE:
@@ -141,6 +148,11 @@ def liquidation_execute(*, liquidation_id: int, quotes=None) -> Liquidation:
         )
         return liquidation
     fee_rate = float(settings.CLEARING_LIQUIDATION_FEE_RATE)
+    if int(book.margin_input.portfolios.mode[0]) == ISOLATED:
+        return _isolated_execute(
+            liquidation=liquidation, book=book, accounts=accounts, house_id=house_id, fund_id=fund_id,
+            settlement=settlement, fee_rate=fee_rate, quotes=quotes, book_now=book_now,
+        )  # fmt: skip
     steps = liquidation_steps(book=book, fee_rate=fee_rate)
     quantities = dict(
         Position.objects.filter(pk__in=[s.position_id for s in steps]).values_list("pk", "quantity")
@@ -216,3 +228,99 @@ def liquidation_execute(*, liquidation_id: int, quotes=None) -> Liquidation:
     ops_alerts_resolve(kind=SUSPENDED_ALERT, keys=[str(account.pk)])
     insurance_fund_after_liquidation(liquidation=liquidation, quotes=quotes)
     return liquidation
+
+
+def _isolated_execute(
+    *, liquidation, book, accounts, house_id, fund_id, settlement, fee_rate, quotes, book_now
+) -> Liquidation:
+    """Close the isolated account's positions the plan names, each on its own (module doc). The
+    call is overdue when its deadline has passed: then positions in margin call are closed too."""
+    plan = isolated_liquidation_plan(
+        book.margin_input, fee_rate=fee_rate, overdue=liquidation.call.deadline <= timezone.now()
+    )
+    rows = book.rows
+    account, house = accounts[liquidation.account_id], accounts[house_id]
+    position_ids = [int(rows.position_ids[j]) for j in plan.positions.tolist()]
+    quantities = dict(Position.objects.filter(pk__in=position_ids).values_list("pk", "quantity"))
+    symbols = [book.instrument_symbols[int(rows.position_instrument[j])] for j in plan.positions.tolist()]
+    instruments = Instrument.objects.in_bulk(symbols, field_name="symbol")
+    fills, steps, changes = [], [], []
+    notional = fee_total = deficit_total = Decimal(0)
+    for k, (position_id, symbol) in enumerate(zip(position_ids, symbols, strict=True)):
+        quantity = quantities[position_id]
+        price = max(decimal_from_float(float(plan.price[k])), Decimal("0.0000000001"))
+        reference = f"liquidation-{liquidation.pk}-{position_id}"
+        fills += [
+            Fill(account, symbol, -quantity, price, f"{reference}-a"),
+            Fill(house, symbol, quantity, price, f"{reference}-h"),
+        ]
+        closed = abs(quantity) * instruments[symbol].multiplier * price
+        notional += closed
+        fee = _cents(float(plan.fee[k]))
+        deficit = _cents(float(plan.deficit[k]))
+        fee_total += fee
+        deficit_total += deficit
+        if fee > 0:
+            note = f"liquidation {liquidation.pk} fee, position {position_id}"
+            changes += [
+                BalanceChange(account.pk, settlement, MovementKind.LIQUIDATION_FEE, -fee, note),
+                BalanceChange(fund_id, settlement, MovementKind.LIQUIDATION_FEE, fee, note),
+            ]
+        if deficit > 0:
+            note = f"liquidation {liquidation.pk} deficit, position {position_id}"
+            changes += [
+                BalanceChange(account.pk, settlement, MovementKind.DEFICIT_COVER, deficit, note),
+                BalanceChange(fund_id, settlement, MovementKind.DEFICIT_COVER, -deficit, note),
+            ]
+        steps.append(
+            {
+                "position_id": position_id, "instrument": symbol, "quantity": float(quantity),
+                "price": float(plan.price[k]), "notional": float(plan.notional[k]),
+                "released": float(plan.released[k]), "status": STATUSES[int(plan.status[k])],
+                "allocated_margin": float(plan.allocated[k]),
+                "position_equity": float(plan.position_equity[k]),
+                "fee": float(fee), "deficit": float(deficit),
+                "free_collateral_after": float(plan.free_after[k]),
+            }
+        )  # fmt: skip
+    # Closing releases each position's allocation (the booking's rule) and settles its value.
+    trades = trades_book(fills=fills) if fills else []
+    collateral_movements_apply(changes=changes, created_by=None)
+    final = compute_margin(book_now(account.pk).margin_input)
+    liquidation.plan = steps
+    liquidation.status, liquidation.finished_at = LiquidationStatus.DONE, timezone.now()
+    liquidation.closed_notional, liquidation.fee = notional, fee_total
+    liquidation.deficit_covered = deficit_total
+    liquidation.equity_after = float(final.equity[0])
+    liquidation.initial_margin_after = float(final.initial_margin[0])
+    liquidation.save()
+    liquidation.trades.set(trades)
+    events_publish(
+        events=[
+            (
+                account.pk,
+                "liquidation.finished",
+                {
+                    "liquidation": liquidation.pk,
+                    "positions_closed": len(steps),
+                    "positions": position_ids,
+                    "closed_notional": notional,
+                    "fee": fee_total,
+                    "deficit_covered": deficit_total,
+                    "equity": liquidation.equity_after,
+                    "initial_margin": liquidation.initial_margin_after,
+                    "free_collateral": float(final.free_collateral[0]),
+                },
+            )
+        ]
+    )
+    ops_alerts_resolve(kind=SUSPENDED_ALERT, keys=[str(account.pk)])
+    insurance_fund_after_liquidation(liquidation=liquidation, quotes=quotes)
+    return liquidation
+
+
+def _cents(value: float) -> Decimal:
+    """A fee or deficit (float USD, ≥ 0) as whole cents, rounded half even; 0 for a NaN."""
+    if not value > 0:
+        return Decimal(0)
+    return decimal_from_float(value).quantize(Decimal("0.01"))

@@ -22,7 +22,9 @@
 
 Compact arrays (stored as ``bytea``, little-endian, decoded by ``riskengine.sweeps.codec``):
 ``positions`` records ``(instrument_id int64, quantity float64, entry_price float64)`` in the
-order the engine saw them; ``collateral`` records ``(asset_id int64, amount float64)``;
+order the engine saw them; ``position_allocations`` float64 ``a_i`` per position in the same
+order (methodology v1.1 section 4a), NULL for an account that is not isolated or allocates
+nothing; ``collateral`` records ``(asset_id int64, amount float64)``;
 ``by_underlying`` records ``(underlying index int64, worst scenario index int64, scan_risk,
 directional, delta_usd, gamma_usd, vega_usd, theta_usd)``, indices into the parameter set's
 underlyings and scenario grid. Writing 100,000 snapshots as JSON would cost more than the whole
@@ -172,9 +174,15 @@ class MarginSnapshot(models.Model):
     required_isolated = models.FloatField()
     required_cross = models.FloatField()
     required_portfolio = models.FloatField()
+    free_collateral = models.FloatField(
+        null=True, blank=True, help_text="Isolated accounts: collateral value less the allocations, USD."
+    )
     by_underlying = models.BinaryField(help_text="Per-underlying figures (see the module docstring).")
     positions = models.BinaryField(help_text="The engine's input positions (see the module docstring).")
     collateral = models.BinaryField(help_text="The engine's input balances (see the module docstring).")
+    position_allocations = models.BinaryField(
+        null=True, blank=True, help_text="Isolated accounts: each position's allocated margin (see above)."
+    )
 
     class Meta:
         ordering = ["-id"]
@@ -223,11 +231,20 @@ class MarginCall(models.Model):
         "accounts.MarginAccount", on_delete=models.PROTECT, related_name="margin_calls"
     )
     status = models.CharField(max_length=10, choices=CallStatus.choices, default=CallStatus.OPEN)
-    amount = AmountField(help_text="IM − equity when opened, USD.")
+    amount = AmountField(
+        help_text="When opened, USD: IM − equity; isolated accounts: what restores each unhealthy position "
+        "plus negative free collateral (riskengine.core.calls.call_amounts)."
+    )
     deadline = models.DateTimeField()
     opened_at = models.DateTimeField()
     opened_by = models.ForeignKey(MarginSnapshot, on_delete=models.PROTECT, related_name="+")
     closed_at = models.DateTimeField(null=True, blank=True)
+    positions = models.JSONField(
+        default=list,
+        blank=True,
+        help_text="Isolated accounts: each position not healthy when the call opened, with its status and "
+        "amount (IM_i − e_i, USD as decimal text); empty otherwise.",
+    )
 
     class Meta:
         ordering = ["-id"]

@@ -44,8 +44,10 @@ def accounts_exposed(*, symbol: str) -> list[int]:
 def margin_snapshot_positions(
     *, snapshot: MarginSnapshot, symbols: dict[int, str] | None = None
 ) -> list[dict]:
-    """The snapshot's input positions in the document's ``positions[]`` form."""
+    """The snapshot's input positions in the document's ``positions[]`` form, each with its
+    ``allocated_margin`` when the snapshot stored one that is not 0 (isolated accounts)."""
     records = codec.decode(codec.POSITION, snapshot.positions)
+    allocations = codec.decode(codec.ALLOCATION, snapshot.position_allocations)
     if symbols is None:
         symbols = dict(
             Instrument.objects.filter(pk__in=np.unique(records["instrument"]).tolist()).values_list(
@@ -53,13 +55,15 @@ def margin_snapshot_positions(
             )
         )
     positions = []
-    for record in records:
+    for j, record in enumerate(records):
         position = {
             "instrument": symbols[int(record["instrument"])],
             "quantity": repr(float(record["quantity"])),
         }
         if not math.isnan(record["entry"]):
             position["entry_price"] = repr(float(record["entry"]))
+        if allocations.size and allocations[j] != 0.0:
+            position["allocated_margin"] = repr(float(allocations[j]))
         positions.append(position)
     return positions
 
@@ -114,6 +118,7 @@ def margin_snapshot_figures(*, snapshot: MarginSnapshot) -> dict:
         "by_underlying": margin_snapshot_by_underlying(
             snapshot=snapshot, parameters_form=parameters_form(parameter_set=snapshot.parameter_set)
         ),
+        "free_collateral": snapshot.free_collateral,
         "comparison": {
             "isolated": snapshot.required_isolated,
             "cross": snapshot.required_cross,

@@ -8,6 +8,7 @@ writes take a number of statements that does not depend on how many accounts it 
 
 from __future__ import annotations
 
+import json
 from datetime import datetime
 from decimal import Decimal
 
@@ -17,7 +18,7 @@ from django.db.models import BooleanField, QuerySet
 from django.db.models.expressions import RawSQL
 from django.utils import timezone
 
-from riskengine.core import MODES
+from riskengine.core import ISOLATED, MODES
 from riskengine.core.margin import STATUSES
 from riskengine.loading import LoadedBook
 from riskengine.sweeps import codec
@@ -95,6 +96,19 @@ def snapshot_columns(book: LoadedBook, result, *, sweep: Sweep, shard: SweepShar
         theta_usd=result.theta_usd,
     )
     ratio = result.margin_ratio
+    isolated = result.mode == ISOLATED
+    # Allocations only where the engine uses them (isolated accounts with an allocation): a cross
+    # or portfolio snapshot stores NULL, and its replay document carries none.
+    allocating = isolated & (
+        np.bincount(
+            np.searchsorted(rows.account_ids, rows.position_account),
+            weights=(rows.position_allocated != 0.0),
+            minlength=n,
+        )
+        > 0
+    )
+    allocation_blobs = codec.split(rows.position_allocated.astype(codec.ALLOCATION), pos_indptr)
+    free = result.free_collateral
     return {
         "sweep_id": [sweep.pk] * n,
         "shard_id": [shard.pk] * n,
@@ -118,9 +132,14 @@ def snapshot_columns(book: LoadedBook, result, *, sweep: Sweep, shard: SweepShar
         "required_isolated": result.required_isolated.tolist(),
         "required_cross": result.required_cross.tolist(),
         "required_portfolio": result.required_portfolio.tolist(),
+        "free_collateral": [f if i else None for f, i in zip(free.tolist(), isolated.tolist(), strict=True)],
         "by_underlying": codec.split(pairs, result.pair_indptr),
         "positions": codec.split(positions, pos_indptr),
         "collateral": codec.split(balances, bal_indptr),
+        "position_allocations": [
+            blob if keep else None
+            for blob, keep in zip(allocation_blobs, allocating.tolist(), strict=True)
+        ],
     }
 
 
@@ -136,6 +155,7 @@ _COPY_TYPES = {
     "by_underlying": "bytea",
     "positions": "bytea",
     "collateral": "bytea",
+    "position_allocations": "bytea",
 }
 
 
@@ -207,30 +227,38 @@ def calls_insert(
     snapshot_ids: list[int],
     deadline: datetime,
     opened_at: datetime,
+    positions: list[list[dict]] | None = None,
 ) -> list[int]:
     """Insert new calls (one per account, opened at ``opened_at`` with ``deadline``; a call opened
     and escalated by the same snapshot is inserted escalated, closed at ``opened_at``) and return
     their ids in input order. ``amounts`` are decimal texts (``decimal_texts``); ``statuses``
     ``CallStatus`` values. PostgreSQL: one ``INSERT … SELECT FROM unnest`` of column arrays (a
-    call per account, so ids map back by account)."""
+    call per account, so ids map back by account). ``positions``: per call, the positions an
+    isolated account's call names (``MarginCall.positions``), empty lists by default."""
     if not account_ids:
         return []
+    positions = positions if positions is not None else [[] for _ in account_ids]
     if connection.vendor != "postgresql":
         calls = MarginCall.objects.bulk_create(
             [
                 MarginCall(
                     account_id=a, status=st, amount=Decimal(m), deadline=deadline, opened_at=opened_at,
-                    opened_by_id=s, closed_at=None if st == CallStatus.OPEN else opened_at,
+                    opened_by_id=s, closed_at=None if st == CallStatus.OPEN else opened_at, positions=p,
                 )
-                for a, st, m, s in zip(account_ids, statuses, amounts, snapshot_ids, strict=True)
+                for a, st, m, s, p in zip(
+                    account_ids, statuses, amounts, snapshot_ids, positions, strict=True
+                )
             ]
         )  # fmt: skip
         return [call.pk for call in calls]
     table = MarginCall._meta.db_table
     sql = f"""
-        INSERT INTO {table} (account_id, status, amount, deadline, opened_at, opened_by_id, closed_at)
-        SELECT a, st, m, %s, %s, s, CASE WHEN st = %s THEN NULL ELSE %s::timestamptz END
-        FROM unnest(%s::int8[], %s::text[], %s::numeric[], %s::int8[]) AS u(a, st, m, s)
+        INSERT INTO {table} (account_id, status, amount, deadline, opened_at, opened_by_id, closed_at,
+            positions)
+        SELECT a, st, m, %s, %s, s, CASE WHEN st = %s THEN NULL ELSE %s::timestamptz END, p
+        FROM ROWS FROM (
+            unnest(%s::int8[], %s::text[], %s::numeric[], %s::int8[]), jsonb_array_elements(%s::jsonb)
+        ) AS u(a, st, m, s, p)
         RETURNING id, account_id
     """
     with connection.cursor() as cursor:
@@ -246,6 +274,7 @@ def calls_insert(
                 "{" + ",".join(statuses) + "}",
                 "{" + ",".join(amounts) + "}",
                 array_text(snapshot_ids),
+                json.dumps(positions, allow_nan=False),
             ],
         )
         ids = {account: pk for pk, account in cursor.fetchall()}

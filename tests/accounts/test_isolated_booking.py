@@ -6,7 +6,7 @@ change is a row of the append-only allocation ledger."""
 from decimal import Decimal
 
 import pytest
-from django.core.exceptions import ValidationError
+from django.core.exceptions import ImproperlyConfigured, ValidationError
 from django.db import connection
 
 from accounts.models import CollateralBalance
@@ -14,11 +14,13 @@ from accounts.services import collateral_deposit
 from accounts.trading import Fill, trade_book, trades_book
 from clearing.ledger import AppendOnlyError
 from clearing.models import AllocationKind, MarginAllocation, Position
+from clearing.signals import isolated_fills_booked
 from riskengine import whatif
 from riskengine.admin import MarginAccountAdminForm
 from riskengine.allocations import (
     allocation_after_fill,
     isolated_carry_over_allocate,
+    isolated_fills_receive,
     margin_account_mode_change,
 )
 from riskengine.services import parameter_set_bootstrap
@@ -226,3 +228,29 @@ def test_the_admin_form_refuses_a_mode_change_that_worsens_the_status(venue, iss
 
     assert not form.is_valid()
     assert "worse than margin call" in form.errors["mode"][0]
+
+
+def test_a_what_if_fill_in_an_isolated_account_allocates_as_booking_it_does(venue, isolated):
+    trade_book(account=isolated, instrument=venue.btc_perp, quantity="1", price="60000")  # 6,000 of 10,000
+    preview = whatif.margin_what_if(
+        account=isolated, trades=[(venue.eth_perp, Decimal(-20), Decimal(3000))], quotes=quotes_fixed()
+    )
+    (btc_after, eth_after) = preview.after["positions"]
+
+    trade_book(account=isolated, instrument=venue.eth_perp, quantity="-20", price="3000")  # IM 6,000
+
+    # The what-if's short took the 4,000 left, as the booking does; without the rule it would
+    # stand on nothing, in liquidation.
+    assert eth_after["allocated_margin"] == float(allocation(isolated, venue.eth_perp)) == 4_000.0
+    assert btc_after["allocated_margin"] == float(allocation(isolated, venue.btc_perp)) == 6_000.0
+    assert eth_after["status"] == "margin_call"
+
+
+def test_an_isolated_fill_is_refused_rather_than_booked_unallocated_when_nothing_allocates(venue, isolated):
+    assert isolated_fills_booked.disconnect(dispatch_uid="riskengine.allocations")
+    try:
+        with pytest.raises(ImproperlyConfigured, match="nothing allocates"):
+            trade_book(account=isolated, instrument=venue.btc_perp, quantity="1", price="60000")
+    finally:
+        isolated_fills_booked.connect(isolated_fills_receive, dispatch_uid="riskengine.allocations")
+    assert not Position.objects.filter(account=isolated).exclude(quantity=0).exists()

@@ -144,6 +144,16 @@ ENDPOINTS = {
         lambda w: {"trades": [{"instrument": "BTC-PERP", "quantity": "1"}]},
         account_scoped=True,
     ),
+    # Authorization comes before the move itself: a trader of A reaches it (A's account is not
+    # isolated, so the move is refused with 422 naming the field), anyone else does not.
+    "account-position-margin": Endpoint(
+        "post",
+        account("positions/1/margin/"),
+        {"trader_a", "trader_b"},
+        lambda w: {"amount": "1"},
+        account_scoped=True,
+        ok=(201, 422),
+    ),
     "positions": Endpoint("get", lambda w: f"{V1}/positions/", READERS),
     "trades-list": Endpoint("get", lambda w: f"{V1}/trades/", READERS),
     "trades-book": Endpoint("post", lambda w: f"{V1}/trades/", {"venue"}, _fill),

@@ -106,3 +106,13 @@ def write_prices(directory, closes: dict[str, list[float]], *, start: str = "202
         for day, close in zip(daily_days(start, len(values)).tolist(), values, strict=True):
             rows.append(f"{day},{close!r},{close!r},{close!r},{close!r},{close!r},0")
         (directory / f"{symbol}-USD.csv").write_text("\n".join(rows) + "\n")
+
+
+def two_perpetuals(*, mode: str, short_allocation: float, long_allocation: float = 0.0) -> dict:
+    """The issue's first case: 5,000 USDC; long 1 BTC-PERP from 50,000 (value +10,000) and short
+    1 BTC-PERP from 56,000 (value -4,000), each IM 6,000 and MM 3,000."""
+    return make_document(
+        {"id": "TWO", "mode": mode, "collateral": {"USDC": "5000"},
+         "positions": [perp("BTC-PERP", 1, 50000) | {"allocated_margin": long_allocation},
+                       perp("BTC-PERP", -1, 56000) | {"allocated_margin": short_allocation}]},
+    )  # fmt: skip

@@ -8,6 +8,7 @@ import itertools
 import numpy as np
 import pytest
 
+from riskengine.core import compute_margin, parse_document
 from riskengine.core.calls import (
     ACTIONS,
     CURE,
@@ -19,9 +20,12 @@ from riskengine.core.calls import (
     OPEN_SUSPEND,
     OPENS,
     SUSPEND,
+    call_amounts,
     call_decisions,
+    position_call_amounts,
 )
 from riskengine.core.margin import HEALTHY, LIQUIDATION, MARGIN_CALL
+from tests.riskengine.documents import two_perpetuals
 
 # (status, finite, has_call, deadline_elapsed, busy, venue, exposed) → action
 TABLE = [
@@ -60,14 +64,10 @@ TABLE = [
 FIELDS = ("status", "finite", "has_call", "deadline_elapsed", "busy", "venue", "exposed")
 
 
-def decide(rows, equity=None, initial_margin=None):
+def decide(rows, amount_due=None):
     columns = {name: np.array(values) for name, values in zip(FIELDS, zip(*rows, strict=True), strict=True)}
-    n = len(rows)
-    return call_decisions(
-        **columns,
-        equity=np.full(n, 700.0) if equity is None else equity,
-        initial_margin=np.full(n, 1000.0) if initial_margin is None else initial_margin,
-    )
+    due = np.full(len(rows), 300.0) if amount_due is None else amount_due
+    return call_decisions(**columns, amount_due=due)
 
 
 @pytest.mark.parametrize(
@@ -83,16 +83,14 @@ def test_the_whole_table_is_decided_in_one_vectorised_call_in_input_order():
     assert [ACTIONS[a] for a in decisions.action] == [ACTIONS[e] for _, e in TABLE]
 
 
-def test_a_call_opened_now_is_due_im_minus_equity_and_no_other_account_has_an_amount():
+def test_a_call_opened_now_is_for_its_amount_due_and_no_other_account_has_an_amount():
     rows = [
         (MARGIN_CALL, True, False, False, False, False, False),  # opens
         (LIQUIDATION, True, False, False, False, False, False),  # opens and escalates
         (MARGIN_CALL, True, True, False, False, False, False),  # already open
         (HEALTHY, True, False, False, False, False, False),
     ]
-    decisions = decide(
-        rows, equity=np.array([700.0, -50.0, 10.0, 5.0]), initial_margin=np.array([1000.0, 400.0, 90.0, 1.0])
-    )
+    decisions = decide(rows, amount_due=np.array([300.0, 450.0, 80.0, 0.0]))
 
     assert decisions.amount[:2].tolist() == [300.0, 450.0]
     assert np.isnan(decisions.amount[2:]).all()
@@ -113,3 +111,32 @@ def test_over_every_combination_venue_accounts_get_nothing_and_only_accounts_wit
     assert (np.isfinite(decisions.amount) == opens).all()
     calling = np.isin(action, (OPEN, ESCALATE, OPEN_ESCALATE, SUSPEND, OPEN_SUSPEND))
     assert not ((status == HEALTHY) & calling).any()
+
+
+def test_an_isolated_call_names_each_unhealthy_position_and_is_positive_when_one_is_in_liquidation():
+    # The book with everything on the short: the short is in liquidation (e = 1,000 < MM
+    # 3,000), the long healthy, free collateral 0: the spec's amount due is 0, yet a call opened
+    # now is for IM - e = 6,000 - 1,000 = 5,000, named on the short.
+    result = compute_margin(parse_document(two_perpetuals(mode="isolated", short_allocation=5000)))
+
+    assert result.amount_due.tolist() == [0.0]
+    assert position_call_amounts(result).tolist() == [0.0, 5_000.0]
+    assert call_amounts(result).tolist() == [5_000.0]
+
+
+def test_an_isolated_call_adds_negative_free_collateral_to_the_positions_in_margin_call():
+    # 4,000 on the short (e = 0 < MM): liquidation, 6,000 due on it; 1,500 on the long beyond the
+    # 5,000 of collateral (free = 5,000 - 5,500 = -500): the call is 6,000 + 500.
+    doc = two_perpetuals(mode="isolated", short_allocation=4000, long_allocation=1500)
+    result = compute_margin(parse_document(doc))
+
+    assert position_call_amounts(result).tolist() == [0.0, 6_000.0]
+    assert call_amounts(result).tolist() == [6_500.0]
+
+
+def test_a_cross_or_portfolio_call_is_for_im_minus_equity():
+    # Cross: E 11,000 against IM 12,000.
+    result = compute_margin(parse_document(two_perpetuals(mode="cross", short_allocation=5000)))
+
+    assert call_amounts(result).tolist() == [1_000.0]
+    assert position_call_amounts(result).tolist() == [0.0, 0.0]

@@ -26,7 +26,7 @@ from riskengine.core import (
     parse_document,
 )
 from riskengine.core.reference import reference_amount_due, reference_document
-from tests.riskengine.documents import make_document, perp, spec_market
+from tests.riskengine.documents import make_document, perp, spec_market, two_perpetuals
 from tests.riskengine.test_properties import (
     SETTINGS,
     collateral,
@@ -43,16 +43,6 @@ RANK = {name: rank for rank, name in enumerate(STATUSES)}  # healthy < margin_ca
 def only(doc: dict) -> dict:
     (result,) = compute_document(doc)
     return result
-
-
-def two_perpetuals(*, mode: str, short_allocation: float, long_allocation: float = 0.0) -> dict:
-    """The issue's first case: 5,000 USDC; long 1 BTC-PERP from 50,000 (value +10,000) and short
-    1 BTC-PERP from 56,000 (value -4,000), each IM 6,000 and MM 3,000."""
-    return make_document(
-        {"id": "TWO", "mode": mode, "collateral": {"USDC": "5000"},
-         "positions": [perp("BTC-PERP", 1, 50000) | {"allocated_margin": long_allocation},
-                       perp("BTC-PERP", -1, 56000) | {"allocated_margin": short_allocation}]},
-    )  # fmt: skip
 
 
 def test_a_short_losing_more_than_the_collateral_allows_is_liquidated_on_its_own_next_to_a_winning_long():

@@ -10,9 +10,9 @@ from hypothesis import strategies as st
 
 from riskengine.core import MarginInput, Portfolios, compute_margin, parse_document
 from riskengine.core import liquidation as liquidation_module
-from riskengine.core.liquidation import first_best, liquidation_plan
+from riskengine.core.liquidation import first_best, isolated_liquidation_plan, liquidation_plan
 from riskengine.core.market import OPTION
-from tests.riskengine.documents import make_document, perp, spec_parameters
+from tests.riskengine.documents import make_document, perp, spec_parameters, two_perpetuals
 from tests.riskengine.test_properties import wide_market
 
 FEE = 0.01
@@ -135,7 +135,7 @@ POSITION = st.tuples(
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
     positions=st.lists(POSITION, min_size=1, max_size=7, unique_by=lambda row: row[0]),
-    mode=st.sampled_from(["isolated", "cross", "portfolio"]),
+    mode=st.sampled_from(["cross", "portfolio"]),
     cash=st.floats(min_value=-20_000, max_value=200_000),
     btc=st.sampled_from([0.0, 0.0, 0.5, -0.3]),
 )
@@ -188,3 +188,81 @@ def test_each_step_evaluates_rows_linear_in_the_positions_left_and_runs_the_engi
     # never the P × (P − 1) positions of the engine-run plan (1,560 at the first step).
     assert (plan.rows <= remaining * (1 + n_und)).all()
     assert plan.rows[0] == 40 * (1 + n_und)
+
+
+def isolated(short_allocation: float, long_allocation: float = 0.0) -> MarginInput:
+    return parse_document(
+        two_perpetuals(mode="isolated", short_allocation=short_allocation, long_allocation=long_allocation)
+    )
+
+
+def test_the_greedy_account_plan_refuses_an_isolated_account():
+    with pytest.raises(ValueError, match="position by position"):
+        liquidation_plan(isolated(5000), fee_rate=FEE, settlement_asset=usdc(isolated(5000)))
+
+
+def test_an_isolated_position_in_liquidation_is_closed_alone_and_pays_its_fee_from_its_own_equity():
+    # The short: a = 5,000, value -4,000, e = 1,000 < MM 3,000. Notional 60,000, fee 1 % = 600,
+    # within e. The long (healthy, e = 10,000) stays; free collateral 0 + 1,000 - 600 = 400.
+    plan = isolated_liquidation_plan(isolated(5000), fee_rate=FEE, overdue=False)
+
+    assert plan.positions.tolist() == [1]
+    assert plan.notional.tolist() == [60_000.0]
+    assert (plan.allocated.tolist(), plan.position_equity.tolist()) == ([5_000.0], [1_000.0])
+    assert (plan.fee.tolist(), plan.deficit.tolist()) == ([600.0], [0.0])
+    assert (plan.free_before, plan.free_after.tolist()) == (0.0, [400.0])
+    assert plan.released.tolist() == [6_000.0]
+
+
+def test_a_loss_beyond_the_allocation_is_the_venues_deficit_and_leaves_free_collateral_alone():
+    # a = 3,000 on the short: e = -1,000. No fee (nothing left to pay it from), deficit 1,000;
+    # free collateral 5,000 - 3,000 = 2,000 before and after.
+    plan = isolated_liquidation_plan(isolated(3000), fee_rate=FEE, overdue=False)
+
+    assert plan.positions.tolist() == [1]
+    assert (plan.fee.tolist(), plan.deficit.tolist()) == ([0.0], [1_000.0])
+    assert (plan.free_before, plan.free_after.tolist()) == (2_000.0, [2_000.0])
+
+
+def test_an_overdue_isolated_call_also_closes_positions_in_margin_call_and_restores_free_collateral():
+    # a = 8,000 on the short (e = 4,000: margin call, between MM 3,000 and IM 6,000) and 1,000 on
+    # the long: free = 5,000 - 9,000 = -4,000. Not overdue: nothing is closed (no position is in
+    # liquidation). Overdue: the short (e 4,000 - fee 600: free -600), then the long, the largest
+    # equity left (11,000 - 600: free 9,800).
+    book = isolated(8000, long_allocation=1000)
+    assert isolated_liquidation_plan(book, fee_rate=FEE, overdue=False).positions.tolist() == []
+
+    plan = isolated_liquidation_plan(book, fee_rate=FEE, overdue=True)
+
+    assert plan.positions.tolist() == [1, 0]
+    assert plan.status.tolist() == [1, 0]  # margin_call, healthy
+    np.testing.assert_allclose(plan.free_after, [-600.0, 9_800.0])
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    positions=st.lists(POSITION, min_size=1, max_size=7),
+    cash=st.floats(min_value=0, max_value=100_000),
+    shares=st.lists(st.floats(min_value=0, max_value=0.5), min_size=7, max_size=7),
+)
+def test_an_isolated_plan_closes_exactly_the_positions_in_liquidation_and_caps_each_loss_at_its_allocation(
+    positions, cash, shares
+):
+    market = wide_market()
+    spot = {"BTC": 60000.0, "ETH": 3000.0}
+    rows = [
+        {"instrument": name, "quantity": repr(round(q, 4)),
+         "entry_price": repr(round(spot[market["instruments"][name]["underlying"]] * drift, 2)),
+         "allocated_margin": repr(round(cash * share, 2))}
+        for (name, q, drift), share in zip(positions, shares, strict=False)
+    ]  # fmt: skip
+    book = one_account({"id": "A", "mode": "isolated", "collateral": {"USDC": repr(cash)}, "positions": rows})
+    result = compute_margin(book)
+    plan = isolated_liquidation_plan(book, fee_rate=0.005, overdue=False)
+
+    assert plan.positions.tolist() == np.flatnonzero(result.position_status == 2).tolist()
+    # What the account loses on each close: its value less the fee plus the deficit the venue
+    # pays, never more than the position's allocation.
+    value = result.position_value[plan.positions]
+    lost = -(value - plan.fee + plan.deficit)
+    assert (lost <= plan.allocated + 1e-9 * np.maximum(1.0, plan.allocated)).all()
