@@ -579,6 +579,25 @@ def test_a_malformed_price_file_is_an_error_naming_the_file_and_line(tmp_path, c
     assert err.strip() == f"error: {tmp_path / 'ETH-USD.csv'}: {message}"
 
 
+def test_a_prices_directory_that_does_not_exist_is_an_error_naming_it(tmp_path, capsys):
+    (tmp_path / "doc.json").write_text(json.dumps(long_perp("cross")))
+    assert main(["backtest", str(tmp_path / "doc.json"), "--prices", str(tmp_path / "nowhere")]) == 2
+    assert capsys.readouterr().err.strip() == f"error: {tmp_path / 'nowhere'}: not a directory"
+
+
+def test_the_command_prints_nothing_when_a_figure_would_not_be_finite(tmp_path, capsys):
+    # The overflow book of the fail-closed test: all or nothing, as the margin command.
+    doc = make_document({"id": "HUGE", "mode": "cross", "positions": [perp("BTC-PERP", "1e300", "1")]})
+    (tmp_path / "doc.json").write_text(json.dumps(doc))
+    write_prices(tmp_path, {"BTC": [1e10, 2e10, 3e10], "ETH": flat(3, 1.0), "USDC": flat(3, 1.0)})
+    assert main(["backtest", str(tmp_path / "doc.json"), "--prices", str(tmp_path)]) == 2
+    out, err = capsys.readouterr()
+    assert out == ""
+    assert (
+        err.strip() == "error: portfolios[0]: the backtest figures of 'HUGE' would not be finite (overflow)"
+    )
+
+
 def test_a_linked_asset_needs_no_file_and_a_stablecoin_needs_its_own(tmp_path, capsys):
     # spec parameters: BTC (underlying and linked asset), ETH, USDC: exactly three files.
     (tmp_path / "doc.json").write_text(json.dumps(long_perp("cross")))
