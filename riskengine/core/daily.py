@@ -15,7 +15,7 @@ time to expiry ``T``, iv); a market changes the underlyings' prices, and optiona
 value, no haircut; spec sections 7 and 8). Per unit, an instrument is worth ``S`` (linear; the
 entry price cancels in any change of ``W``) or its Black-76 price (options), so with ``U``
 ``(n_port, n_held)`` the summed units ``q*m`` and ``B`` ``(n_port, n_assets)`` the balances,
-``dW = dV @ U.T + dP @ B.T``: two sparse products for every (market, portfolio).
+``dW = dV @ U.T + dP @ B.T``: two sparse products give every (market, portfolio); USD.
 
 **Initial margin** (``daily_initial_margin``), each portfolio in its own mode:
 
@@ -27,7 +27,7 @@ entry price cancels in any change of ``W``) or its Black-76 price (options), so 
 - ``portfolio``: the spec 4b scan, computed with the engine's own steps (``instrument_table``,
   ``pair_scan``, ``pair_charges``, ``portfolio_risk`` of ``riskengine.core.margin``) on an
   *expanded* market whose underlyings are the pairs (market, underlying) and whose instruments are
-  (market, held instrument): every market gets its own prices and its own psr (the backtest's
+  the pairs (held instrument, market): every market gets its own prices and its own psr (the backtest's
   ``calibrated`` mode recomputes psr every day). The (portfolio, underlying) pairs are found once;
   one sparse product ``W (n_pairs, n_held) @ table (n_held, markets x (n_scenarios + 4))`` gives
   every pair's scenario P&L and dollar delta in every market. Basis is ``S`` times a per-pair
