@@ -19,6 +19,9 @@ own closes), per underlying:
   current correlations; the matrix is then repaired to the nearest valid one (Higham) if it is not
   a valid correlation matrix — as it is whenever the rounding or the mix breaks it.
 
+The pure part (the constants, the EWMA, psr from a volatility and its cap) is
+``riskengine.core.calibration``, which the backtest's ``calibrated`` mode shares.
+
 The result is a *proposed* parameter set (``origin="calibration"``) based on the active one; it is
 never activated here: it goes through the maker-checker approval like any change.
 """
@@ -37,19 +40,20 @@ from django.utils import timezone
 
 from clearing.marketdata.selectors import index_closes
 from riskengine.core import DocumentError, check_correlation, nearest_correlation
-from riskengine.core.params import DEFAULT_EXTREME, psr_bound
+from riskengine.core.calibration import (
+    LAMBDA,
+    MIN_RETURNS,
+    PSR_DECIMALS,
+    SEED_RETURNS,
+    ewma_volatility,
+    psr_cap,
+    psr_from_vol,
+)
+from riskengine.core.params import DEFAULT_EXTREME
 from riskengine.models import ParameterSet
 from riskengine.selectors import parameter_set_active, parameter_set_with_rows
 from riskengine.services import parameter_set_create, parameter_set_propose
 
-LAMBDA = 0.94
-Z_99 = 2.326
-MPOR_DAYS = 2
-APC_BUFFER = 0.25
-PSR_FLOOR = 0.10
-PSR_CAP_SHARE = 0.99
-SEED_RETURNS = 30
-MIN_RETURNS = 60
 CORRELATION_DECIMALS = 6
 
 
@@ -93,14 +97,6 @@ def daily_log_returns(closes: list[tuple[date, float]]) -> dict[date, float]:
     return returns
 
 
-def ewma_volatility(returns: np.ndarray, *, lam: float = LAMBDA) -> float:
-    """EWMA daily volatility of ``returns`` ``(n,)`` (log returns, oldest first)."""
-    variance = float(np.mean(returns[:SEED_RETURNS] ** 2))
-    for r in returns:
-        variance = lam * variance + (1 - lam) * r * r
-    return math.sqrt(variance)
-
-
 def ewma_correlation(returns: np.ndarray, *, lam: float = LAMBDA) -> np.ndarray:
     """EWMA correlation ``(k, k)`` of ``returns`` ``(n, k)`` (one column per underlying)."""
     seed = returns[:SEED_RETURNS]
@@ -109,10 +105,6 @@ def ewma_correlation(returns: np.ndarray, *, lam: float = LAMBDA) -> np.ndarray:
         covariance = lam * covariance + (1 - lam) * np.outer(r, r)
     scale = 1.0 / np.sqrt(np.diag(covariance))
     return covariance * scale[:, None] * scale[None, :]
-
-
-def psr_from_vol(vol: float) -> float:
-    return max(PSR_FLOOR, Z_99 * vol * math.sqrt(MPOR_DAYS) * (1 + APC_BUFFER))
 
 
 def calibration_compute(
@@ -130,9 +122,9 @@ def calibration_compute(
     for u in calibrated:
         series = np.array([returns[u][d] for d in sorted(returns[u])])
         vols[u] = ewma_volatility(series)
-        psr[u] = round(psr_from_vol(vols[u]), 6)
+        psr[u] = round(float(psr_from_vol(vols[u])), PSR_DECIMALS)
         extreme = form["underlyings"][u].get("extreme", DEFAULT_EXTREME)
-        cap = math.floor(PSR_CAP_SHARE * psr_bound(e["multiple"] for e in extreme) * 1e6) / 1e6
+        cap = psr_cap(e["multiple"] for e in extreme)
         if psr[u] > cap:
             capped[u], psr[u] = psr[u], cap
     matrix = current.copy()

@@ -15,6 +15,7 @@ import json
 import sys
 
 from . import DocumentError, compute_margin, parse_document, require_finite
+from .history_cli import add_commands as add_model_validation_commands
 from .jsontext import MAX_DEPTH, loads
 from .results import write_json
 
@@ -38,13 +39,15 @@ def main(argv: list[str] | None = None) -> int:
     margin.add_argument(
         "--indent", type=int, default=None, help="indent the JSON by this many spaces (default: compact)"
     )
+    margin.set_defaults(run=_margin)
+    add_model_validation_commands(commands)  # backtest, stress (riskengine.core.history_cli)
     args = parser.parse_args(argv)
     # One run over a document tree with no reference cycles: the cyclic garbage collector would
     # only rescan the document's ~10^5 containers again and again (~10 % of a run).
     collecting = gc.isenabled()
     gc.disable()
     try:
-        return _margin(args)
+        return args.run(args)
     finally:
         if collecting:
             gc.enable()

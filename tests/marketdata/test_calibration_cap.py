@@ -8,8 +8,9 @@ from datetime import date, timedelta
 import numpy as np
 import pytest
 
-from riskengine.calibration import PSR_CAP_SHARE, calibration_compute
+from riskengine.calibration import calibration_compute
 from riskengine.core import parse_parameters
+from riskengine.core.calibration import PSR_CAP_SHARE
 from tests.riskengine.documents import spec_parameters
 
 

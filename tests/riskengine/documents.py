@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import copy
 
+import numpy as np
+
+from riskengine.core.history import align_history
+
 EXTREME = [{"multiple": -2, "coverage": 0.35}, {"multiple": 2, "coverage": 0.35}]
 
 
@@ -74,6 +78,34 @@ def hand_example_document() -> dict:
         {"id": "HAND-1", "mode": "portfolio", "collateral": {"USDC": "20000"},
          "positions": [perp("BTC-PERP", "1", "60000"), perp("ETH-PERP", "-15", "3000")]},
     )  # fmt: skip
+
+
+def daily_days(start: str, count: int) -> np.ndarray:
+    """``count`` consecutive calendar days from ``start`` (datetime64[D])."""
+    return np.datetime64(start, "D") + np.arange(count)
+
+
+def price_history(parameters, closes: dict[str, list[float]], *, start: str = "2021-01-01", days=None):
+    """A ``PriceHistory`` for the parsed ``parameters`` from ``closes`` (symbol -> one close per day
+    from ``start``, or on ``days``)."""
+    return align_history(
+        parameters,
+        {
+            symbol: (daily_days(start, len(values)) if days is None else np.asarray(days, "datetime64[D]"),
+                     np.asarray(values, dtype=np.float64))
+            for symbol, values in closes.items()
+        },
+    )  # fmt: skip
+
+
+def write_prices(directory, closes: dict[str, list[float]], *, start: str = "2021-01-01") -> None:
+    """``<SYMBOL>-USD.csv`` files in ``directory`` in the shape of clearing/data/prices/ (the closes
+    repeated as open, high, low and adjusted close; a volume of 0)."""
+    for symbol, values in closes.items():
+        rows = ["Date,Open,High,Low,Close,Adj Close,Volume"]
+        for day, close in zip(daily_days(start, len(values)).tolist(), values, strict=True):
+            rows.append(f"{day},{close!r},{close!r},{close!r},{close!r},{close!r},0")
+        (directory / f"{symbol}-USD.csv").write_text("\n".join(rows) + "\n")
 
 
 def two_perpetuals(*, mode: str, short_allocation: float, long_allocation: float = 0.0) -> dict:
