@@ -1,4 +1,5 @@
-"""The apps depend on one another one way only (docs/architecture.md).
+"""The apps depend on one another one way only (docs/architecture.md), and one module alone
+(``clearing.bulk``) knows which database is in use.
 
 Every ``import`` of the apps' code counts, at module level and inside functions; the Django
 project's configuration (``clearing/config``, ``clearing/server``), migrations and tests are left
@@ -210,3 +211,45 @@ def test_the_check_finds_an_import_inside_a_function_without_a_reason(tmp_path):
 
 def test_every_import_inside_a_function_says_why():
     assert unexplained_function_imports() == []
+
+
+# --- One place knows both databases --------------------------------------------------------------
+
+# ``clearing.bulk`` is the one module that looks at the database in use; migrations (and the
+# trigger SQL they take from ``clearing.ledger``, which is handed the vendor) are left out.
+VENDOR_MODULES = {"clearing.bulk"}
+
+
+def vendor_checks(root: Path = ROOT) -> list[str]:
+    """``module:line`` of each ``….vendor`` read (``connection.vendor``, ``schema_editor.connection
+    .vendor``…) in the apps' code, the project's configuration included, outside ``VENDOR_MODULES``."""
+    found = []
+    for module, path in _modules(root, configuration=True):
+        if module in VENDOR_MODULES:
+            continue
+        found += [
+            f"{module}:{node.lineno}"
+            for node in ast.walk(ast.parse(path.read_text(), filename=str(path)))
+            if isinstance(node, ast.Attribute) and node.attr == "vendor"
+        ]
+    return found
+
+
+def test_the_check_finds_a_vendor_branch_outside_the_bulk_layer(tmp_path):
+    _write(
+        tmp_path,
+        {
+            "riskengine/sweeps/storage.py": (
+                "from django.db import connection\n\n\ndef f():\n"
+                "    if connection.vendor == 'postgresql':\n        return 1\n"
+            ),
+            "clearing/bulk.py": "from django.db import connection\n\nPG = connection.vendor == 'pg'\n",
+            "clearing/ops/migrations/0001_initial.py": "def f(editor):\n    editor.connection.vendor\n",
+        },
+    )
+    assert vendor_checks(tmp_path) == ["riskengine.sweeps.storage:5"]
+
+
+def test_no_module_but_the_bulk_layer_branches_on_the_database_vendor():
+    assert vendor_checks() == []
+
