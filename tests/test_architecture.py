@@ -1,5 +1,5 @@
-"""The apps depend on one another one way only (docs/architecture.md), and one module alone
-(``clearing.bulk``) knows which database is in use.
+"""The apps depend on one another one way only (docs/architecture.md), one module alone
+(``clearing.bulk``) knows which database is in use, and no test module imports another.
 
 Every ``import`` of the apps' code counts, at module level and inside functions; the Django
 project's configuration (``clearing/config``, ``clearing/server``), migrations and tests are left
@@ -253,3 +253,48 @@ def test_the_check_finds_a_vendor_branch_outside_the_bulk_layer(tmp_path):
 def test_no_module_but_the_bulk_layer_branches_on_the_database_vendor():
     assert vendor_checks() == []
 
+
+# --- Tests import helpers, not other tests -------------------------------------------------------
+
+TESTS = ROOT / "tests"
+
+
+def imports_of_test_modules(root: Path = TESTS) -> list[str]:
+    """``importing file:imported module`` for each import of a ``test_*`` module by a file of the
+    suite (shared helpers belong in ``tests/factories.py`` or a conftest fixture)."""
+    found = []
+    for path in sorted(root.rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+            if isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom):
+                base = node.module or ""
+                names = [base, *(f"{base}.{alias.name}" for alias in node.names)]
+            else:
+                continue
+            found += [
+                f"{path.relative_to(root).as_posix()}:{name}"
+                for name in names
+                if name.rsplit(".", 1)[-1].startswith("test_")
+            ]
+    return found
+
+
+def test_the_check_finds_a_test_module_imported_by_another(tmp_path):
+    _write(
+        tmp_path,
+        {
+            "ops/test_fund.py": "from tests.governance.test_admin import change_url\n",
+            "sweeps/test_faults.py": "from . import test_workers\nfrom tests.factories import account_make\n",
+            "browser/scenario.py": "import tests.browser.test_live\n",
+        },
+    )
+    assert imports_of_test_modules(tmp_path) == [
+        "browser/scenario.py:tests.browser.test_live",
+        "ops/test_fund.py:tests.governance.test_admin",
+        "sweeps/test_faults.py:.test_workers",
+    ]
+
+
+def test_no_test_module_imports_another_test_module():
+    assert imports_of_test_modules() == []

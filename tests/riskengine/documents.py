@@ -74,3 +74,31 @@ def hand_example_document() -> dict:
         {"id": "HAND-1", "mode": "portfolio", "collateral": {"USDC": "20000"},
          "positions": [perp("BTC-PERP", "1", "60000"), perp("ETH-PERP", "-15", "3000")]},
     )  # fmt: skip
+
+
+def set_path(doc: dict, path: tuple, value) -> dict:
+    """``doc`` with the value at ``path`` (keys and indexes) replaced by ``value``."""
+    target = doc
+    for key in path[:-1]:
+        target = target[key]
+    target[path[-1]] = value
+    return doc
+
+
+def wide_market() -> dict:
+    """The spec market plus short-dated, expired and put options so every branch is exercised."""
+    market = spec_market()
+    market["instruments"].update(
+        {
+            "ETH-PERP2": {"kind": "perpetual", "underlying": "ETH", "multiplier": 0.1},
+            "ETH-27NOV26-2800-P": {"kind": "option", "underlying": "ETH", "multiplier": 1,
+                                   "expiry": "2026-11-27T08:00:00Z", "strike": 2800, "right": "put",
+                                   "iv": 0.9},
+            "BTC-20NOV26-58000-C": {"kind": "option", "underlying": "BTC", "multiplier": 0.01,
+                                    "expiry": "2026-11-20T08:00:00Z", "strike": 58000, "right": "call",
+                                    "iv": 0.5},
+            "ETH-26JUN27": {"kind": "future", "underlying": "ETH", "multiplier": 1,
+                            "expiry": "2027-06-26T08:00:00Z"},
+        }
+    )  # fmt: skip
+    return market

@@ -11,28 +11,9 @@ from hypothesis import strategies as st
 
 from riskengine.core import compute_document, compute_margin, parse_document
 from riskengine.core.reference import reference_document
-from tests.riskengine.documents import make_document, spec_market, spec_parameters
+from tests.riskengine.documents import make_document, spec_parameters, wide_market
 
 SETTINGS = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-
-
-def wide_market() -> dict:
-    """The spec market plus short-dated, expired and put options so every branch is exercised."""
-    market = spec_market()
-    market["instruments"].update(
-        {
-            "ETH-PERP2": {"kind": "perpetual", "underlying": "ETH", "multiplier": 0.1},
-            "ETH-27NOV26-2800-P": {"kind": "option", "underlying": "ETH", "multiplier": 1,
-                                   "expiry": "2026-11-27T08:00:00Z", "strike": 2800, "right": "put",
-                                   "iv": 0.9},
-            "BTC-20NOV26-58000-C": {"kind": "option", "underlying": "BTC", "multiplier": 0.01,
-                                    "expiry": "2026-11-20T08:00:00Z", "strike": 58000, "right": "call",
-                                    "iv": 0.5},
-            "ETH-26JUN27": {"kind": "future", "underlying": "ETH", "multiplier": 1,
-                            "expiry": "2027-06-26T08:00:00Z"},
-        }
-    )  # fmt: skip
-    return market
 
 
 INSTRUMENTS = sorted(wide_market()["instruments"])
