@@ -48,7 +48,7 @@ from django.test import Client  # noqa: E402
 from accounts.models import Asset, MarginAccount, User  # noqa: E402
 from accounts.services import collateral_deposit  # noqa: E402
 from clearing.marketdata.models import IndexState  # noqa: E402
-from tests.browser.scenario import btc_observe, thin_account_make  # noqa: E402
+from tests.factories import btc_observe, thin_account_make  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 CONNECT_BATCH = 10

@@ -17,7 +17,9 @@ database column names, e.g. ``"account_id"``; every operation runs on ``django.d
 ``rows_insert_returning(model=, columns=, rows=, returning=) -> list[tuple]``
     Insert and return the ``returning`` columns of every new row (e.g. ``("id", "account_id")``),
     in no particular order: map them back by a key. PostgreSQL: one ``INSERT … SELECT FROM
-    unnest(arrays)``; SQLite: multi-row ``INSERT … RETURNING`` in chunks.
+    unnest(arrays)``, each column sent as one array literal (``{1,2,NULL}``, one text parameter
+    cast in SQL: psycopg adapts a Python list element by element, which cost a crash-day sweep
+    shard more than its statements); SQLite: multi-row ``INSERT … RETURNING`` in chunks.
 ``rows_upsert(model=, columns=, rows=, conflict=, update=) -> None``
     ``INSERT … ON CONFLICT (conflict) DO UPDATE SET`` the ``update`` columns to the new values.
 ``rows_update(model=, columns=, rows=) -> None``
@@ -47,6 +49,22 @@ database column names, e.g. ``"account_id"``; every operation runs on ``django.d
 ``atomic_snapshot()``
     ``transaction.atomic()`` whose reads are one snapshot (PostgreSQL: REPEATABLE READ, read
     only, when outermost); a SQLite transaction already reads one snapshot.
+``advisory_lock(key=)``
+    A context that tries to take the named lock ``key`` for its block and yields whether it did
+    (one run of a periodic job at a time; released at the block's end). PostgreSQL: a session
+    advisory lock on the key's hash (``pg_try_advisory_lock``); SQLite: always taken — a SQLite
+    database has one writer at a time, and callers already stay correct side by side at the
+    granularity of a transaction (the lock only spares duplicated work).
+``transaction_flag(name)``
+    A context that raises the flag ``name`` inside the caller's transaction for the database's own
+    triggers to read, and lowers it at the block's end: never committed, never seen by another
+    transaction (a trigger lets one sanctioned deletion through). PostgreSQL: the setting ``name``
+    (``set_config(name, 'on', true)``, read as ``current_setting(name, true) = 'on'``); SQLite: a
+    row of ``clearing_transaction_flag`` (migration ``clearing.0004``), read as ``EXISTS (SELECT 1
+    FROM clearing_transaction_flag WHERE name = …)``.
+``utc_day_end_sql(column_sql) -> str``
+    SQL for the first instant of the UTC day after the datetime ``column_sql`` (its daily close's
+    bound), comparable with that column's other values on either database.
 ``tables_size(tables=) -> dict[str, tuple[float, float | None]]``
     Rows (PostgreSQL: planner estimate; SQLite: exact count) and bytes, indexes included (SQLite:
     from ``dbstat``, None where SQLite was built without it), per existing table.
@@ -64,7 +82,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager, nullcontext
-from datetime import datetime
+from datetime import date, datetime
 
 import numpy as np
 from django.db import DatabaseError, connection, transaction
@@ -72,7 +90,9 @@ from django.db.models import (
     AutoField,
     BigAutoField,
     BooleanField,
+    DecimalField,
     Field,
+    FloatField,
     ForeignKey,
     IntegerField,
     JSONField,
@@ -153,6 +173,38 @@ def rows_copy(
     return len(rows)
 
 
+def _element(value) -> str:
+    """One quoted element of a PostgreSQL array literal (text, JSON text, datetimes, bytes...)."""
+    if isinstance(value, bool):
+        text = "t" if value else "f"
+    elif isinstance(value, datetime | date):
+        text = value.isoformat()
+    elif isinstance(value, bytes | bytearray | memoryview):
+        text = "\\x" + bytes(value).hex()
+    else:
+        text = str(value)
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def _array_literal(field: Field, values: Sequence) -> str:
+    """``values`` of ``field``'s column as the text of a PostgreSQL array (``{1,2.5,NULL}``): one
+    parameter whatever their number, read by the server's array parser (module docstring).
+    Numbers are written bare (floats by ``repr``, which reads back exactly, ``nan`` and ``inf``
+    included; decimals and decimal texts by ``str``); every other value is quoted and escaped, each
+    distinct value once (a column repeating one timestamp or status formats it once)."""
+    if isinstance(field, (*_INTEGER_FIELDS, DecimalField, FloatField)):
+        text = repr if isinstance(field, FloatField) else str
+        if None not in values:
+            return "{" + ",".join(map(text, values)) + "}"
+        return "{" + ",".join("NULL" if v is None else text(v) for v in values) + "}"
+    try:
+        encoded = {v: _element(v) for v in set(values) if v is not None}
+    except TypeError:  # unhashable values (a writable memoryview): one at a time
+        return "{" + ",".join("NULL" if v is None else _element(v) for v in values) + "}"
+    encoded[None] = "NULL"
+    return "{" + ",".join(map(encoded.__getitem__, values)) + "}"
+
+
 def _sqlite_chunk(width: int) -> int:
     return max(1, connection.features.max_query_params // max(1, width))
 
@@ -180,7 +232,10 @@ def rows_insert_returning(
             cursor.execute(
                 f"INSERT INTO {table} ({names}) SELECT {aliases} FROM unnest({arrays}) AS u({aliases})"
                 f" RETURNING {back}",
-                [list(column) for column in zip(*rows, strict=True)],
+                [
+                    _array_literal(f, column)
+                    for f, column in zip(fields, zip(*rows, strict=True), strict=True)
+                ],
             )
             return [tuple(r) for r in cursor.fetchall()]
         values = _adapted(fields, rows)
@@ -371,6 +426,56 @@ def atomic_snapshot() -> Iterator[None]:
             with connection.cursor() as cursor:
                 cursor.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
         yield
+
+
+@contextmanager
+def advisory_lock(*, key: str) -> Iterator[bool]:
+    """Try to take the named lock ``key`` for the block; yields whether it was taken (module
+    docstring)."""
+    if not _postgres():
+        yield True
+        return
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_try_advisory_lock(hashtext(%s))", [key])
+        taken = cursor.fetchone()[0]
+    try:
+        yield taken
+    finally:
+        if taken:
+            with connection.cursor() as cursor:
+                cursor.execute("SELECT pg_advisory_unlock(hashtext(%s))", [key])
+
+
+FLAG_TABLE = "clearing_transaction_flag"
+
+
+@contextmanager
+def transaction_flag(name: str) -> Iterator[None]:
+    """Raise the flag ``name`` for the block, inside the caller's transaction (module docstring).
+    A block that fails leaves the flag to the transaction's rollback."""
+    if not connection.in_atomic_block:
+        # Outside a transaction the flag would be committed (SQLite) or ignored (PostgreSQL).
+        raise RuntimeError("transaction_flag needs a transaction (transaction.atomic())")
+    with connection.cursor() as cursor:
+        if _postgres():
+            cursor.execute("SELECT set_config(%s, 'on', true)", [name])
+        else:
+            cursor.execute(f"INSERT INTO {FLAG_TABLE} (name) VALUES (%s)", [name])
+    yield
+    with connection.cursor() as cursor:
+        if _postgres():
+            cursor.execute("SELECT set_config(%s, 'off', true)", [name])
+        else:
+            cursor.execute(f"DELETE FROM {FLAG_TABLE} WHERE name = %s", [name])
+
+
+def utc_day_end_sql(column_sql: str) -> str:
+    """The first instant of the UTC day after ``column_sql``, in SQL (module docstring)."""
+    if _postgres():
+        return f"(date_trunc('day', {column_sql} AT TIME ZONE 'UTC') + interval '1 day') AT TIME ZONE 'UTC'"
+    # SQLite holds datetimes as naive UTC text ("2025-03-01 12:30:15.250000"); the next midnight
+    # in the same form ("2025-03-02 00:00:00") compares with them as text.
+    return f"datetime(date({column_sql}), '+1 day')"
 
 
 def tables_size(*, tables: Iterable[str]) -> dict[str, tuple[float, float | None]]:

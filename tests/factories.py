@@ -1,10 +1,14 @@
-"""Test data builders, in one place: rows (built through the real services where a service
-exists, so tests exercise the same paths as production), market quotes, parameter forms, API and
-websocket clients, and what a test needs to start a server process. Fixtures that several test
-packages share live in ``tests/conftest.py``; a package's own stay in its ``conftest.py``."""
+"""Test data builders and helpers shared by test modules, in one place: rows (built through the real
+services where a service exists, so tests exercise the same paths as production), market quotes,
+parameter forms, admin form data, API, websocket and browser clients, and what a test needs to
+start a server process or a worker. Fixtures that several test packages share live in
+``tests/conftest.py``; a package's own stay in its ``conftest.py``. No test module imports another
+(``tests/test_architecture.py``)."""
 
 from __future__ import annotations
 
+import html
+import re
 import socket
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
@@ -14,16 +18,23 @@ from channels.testing import WebsocketCommunicator
 from django.conf import settings
 from django.db import connection
 from django.test import Client as DjangoClient
+from django.urls import reverse
 from django.utils import timezone
 from rest_framework.test import APIClient
 
 from accounts.models import Asset, MarginAccount, Member, Role, User
-from accounts.services import api_token_issue, collateral_deposit, user_create
+from accounts.services import api_token_issue, collateral_deposit, collateral_withdraw, user_create
 from accounts.trading import Fill, trades_book
 from clearing.config.asgi import application
+from clearing.config.celery import app as celery_app
 from clearing.marketdata.demo import UNDERLYINGS, spot_prices
+from clearing.marketdata.models import IndexState, PriceSource
 from clearing.marketdata.quotes import MarketQuotes
+from clearing.marketdata.services import PriceIn, price_observations_submit
 from clearing.models import Instrument, InstrumentKind, OptionRight, Underlying
+from riskengine.sweeps import liquidation as liquidation_module
+from riskengine.sweeps.models import AccountMargin, Liquidation
+from riskengine.sweeps.services import sweep_accounts_run
 
 
 def member_make(*, code: str = "AAA", name: str | None = None) -> Member:
@@ -201,6 +212,98 @@ def account_with_btc_long(*, code: str, usd: str, btc: str = "10") -> MarginAcco
     return account
 
 
+def btc_index() -> Decimal:
+    """The demo venue's BTC index price now."""
+    return IndexState.objects.get(symbol="BTC").last_good_price
+
+
+def thin_account_make(
+    *, code: str, member_code: str = "ALPHA", btc: str = "10", cushion: float = 1.04
+) -> MarginAccount:
+    """A cross account long ``btc`` BTC-PERP at the index, with just enough USD for equity to be
+    ``cushion`` × its initial margin after a sweep: healthy now, a margin call after a few % drop
+    (the browser tests, the live-page tests and ``bench/bench_live.py``)."""
+    member = Member.objects.get(code=member_code)
+    account = MarginAccount.objects.create(member=member, code=code, mode="cross")
+    usd = Asset.objects.get(symbol="USD")
+    collateral_deposit(account=account, asset=usd, amount=Decimal(1_000_000))
+    trades_book(fills=[Fill(account, "BTC-PERP", Decimal(btc), btc_index())])
+    sweep_accounts_run(account_ids=[account.pk], cause="scenario")
+    margin = AccountMargin.objects.get(account=account)
+    excess = Decimal(repr(margin.equity - cushion * margin.initial_margin)).quantize(Decimal("0.01"))
+    collateral_withdraw(account=account, asset=usd, amount=excess)
+    sweep_accounts_run(account_ids=[account.pk], cause="scenario")
+    return account
+
+
+def btc_observe(*, fraction: float) -> Decimal:
+    """Every demo price source reports BTC ``fraction`` below the current index; returns the price."""
+    price = (btc_index() * Decimal(repr(1 - fraction))).quantize(Decimal("0.01"))
+    now = timezone.now()
+    sources = User.objects.filter(pk__in=PriceSource.objects.values("user_id")).order_by("pk")
+    price_observations_submit(
+        observations=[
+            PriceIn(source_user=user, symbol="BTC", price=price, source_time=now) for user in sources
+        ]
+    )
+    return price
+
+
+def margin_activity_make(quotes: MarketQuotes, n: int) -> None:
+    """``n`` accounts in margin call, ``n`` liquidated (one left in progress), one more sweep."""
+    base = MarginAccount.objects.count()
+    crashed_quotes = moved(quotes, BTC=quotes.underlying_prices["BTC"] * 0.5)
+    for i in range(n):
+        call = account_with_btc_long(code=f"CALL-{base}-{i}", usd="20000")
+        sweep_accounts_run(account_ids=[call.pk], cause="trade", quotes=quotes)
+        crashed = account_with_btc_long(code=f"LIQ-{base}-{i}", usd="5000")
+        sweep_accounts_run(account_ids=[crashed.pk], cause="index BTC", quotes=crashed_quotes)
+    for liquidation in Liquidation.objects.filter(status="in_progress").order_by("pk")[1:]:
+        liquidation_module.liquidation_execute(liquidation_id=liquidation.pk, quotes=crashed_quotes)
+
+
+# --- Admin and browser pages ----------------------------------------------------------------------
+
+
+def parameter_set_change_url(parameter_set) -> str:
+    return reverse("admin:riskengine_parameterset_change", args=[parameter_set.pk])
+
+
+def draft_post_data(client, parameter_set, **overrides) -> dict:
+    """The parameter set's admin change form's own fields and inline management data, as the
+    browser would post them, with ``overrides``."""
+    page = client.get(parameter_set_change_url(parameter_set)).content.decode()
+    data = {}
+    for match in re.finditer(r'<input[^>]*name="([^"]+)"[^>]*>', page):
+        tag = match.group(0)
+        if 'type="checkbox"' in tag and "checked" not in tag:
+            continue
+        if 'type="submit"' in tag:
+            continue
+        value = re.search(r'value="([^"]*)"', tag)
+        name = match.group(1)
+        if name.endswith("__u"):
+            data.setdefault(name, []).append(html.unescape(value.group(1)) if value else "")
+        else:
+            data[name] = html.unescape(value.group(1)) if value else ""
+    for match in re.finditer(r'<textarea[^>]*name="([^"]+)"[^>]*>(.*?)</textarea>', page, re.S):
+        data[match.group(1)] = html.unescape(match.group(2).strip())
+    for match in re.finditer(r'<select[^>]*name="([^"]+)"[^>]*>(.*?)</select>', page, re.S):
+        selected = re.search(r'<option value="([^"]*)"[^>]*selected', match.group(2))
+        data[match.group(1)] = selected.group(1) if selected else ""
+    data.update(overrides)
+    return data
+
+
+def browser_sign_in(page, base: str, username: str = "alice", password: str = "alice-demo-2026") -> None:
+    """Sign in on the member login page in a Playwright ``page`` of the server at ``base``."""
+    page.goto(f"{base}/login/")
+    page.fill("#id_username", username)
+    page.fill("#id_password", password)
+    page.click("button[type=submit]")
+    page.wait_for_selector("h1:has-text('Margin accounts')")
+
+
 # --- Clocks ----------------------------------------------------------------------------------------
 
 
@@ -283,3 +386,16 @@ def server_database_url() -> str:
         return f"sqlite:///{db['NAME']}"
     password = f":{db['PASSWORD']}" if db.get("PASSWORD") else ""
     return f"postgres://{db['USER']}{password}@{db['HOST'] or '127.0.0.1'}:{db['PORT'] or 5432}/{db['NAME']}"
+
+
+def queue_purge(name: str, *, delete: bool = False) -> None:
+    """Empty the broker queue ``name`` (and with ``delete`` remove it and its bindings): a test's
+    Celery workers start and end on a queue of their own."""
+    with celery_app.connection_for_write() as conn:
+        conn.ensure_connection(max_retries=1)  # fails here when Redis is down: the test never skips
+        channel = conn.default_channel
+        channel.queue_declare(queue=name, durable=True, auto_delete=False)
+        channel.queue_purge(name)
+        if delete:
+            channel.queue_delete(name)
+            channel.client.delete(f"_kombu.binding.{name}", f"_kombu.binding_permanent.{name}")

@@ -1,4 +1,5 @@
-"""The apps depend on one another one way only (docs/architecture.md).
+"""The apps depend on one another one way only (docs/architecture.md), one module alone
+(``clearing.bulk``) knows which database is in use, and no test module imports another.
 
 Every ``import`` of the apps' code counts, at module level and inside functions; the Django
 project's configuration (``clearing/config``, ``clearing/server``), migrations and tests are left
@@ -210,3 +211,90 @@ def test_the_check_finds_an_import_inside_a_function_without_a_reason(tmp_path):
 
 def test_every_import_inside_a_function_says_why():
     assert unexplained_function_imports() == []
+
+
+# --- One place knows both databases --------------------------------------------------------------
+
+# ``clearing.bulk`` is the one module that looks at the database in use; migrations (and the
+# trigger SQL they take from ``clearing.ledger``, which is handed the vendor) are left out.
+VENDOR_MODULES = {"clearing.bulk"}
+
+
+def vendor_checks(root: Path = ROOT) -> list[str]:
+    """``module:line`` of each ``….vendor`` read (``connection.vendor``, ``schema_editor.connection
+    .vendor``…) in the apps' code, the project's configuration included, outside ``VENDOR_MODULES``."""
+    found = []
+    for module, path in _modules(root, configuration=True):
+        if module in VENDOR_MODULES:
+            continue
+        found += [
+            f"{module}:{node.lineno}"
+            for node in ast.walk(ast.parse(path.read_text(), filename=str(path)))
+            if isinstance(node, ast.Attribute) and node.attr == "vendor"
+        ]
+    return found
+
+
+def test_the_check_finds_a_vendor_branch_outside_the_bulk_layer(tmp_path):
+    _write(
+        tmp_path,
+        {
+            "riskengine/sweeps/storage.py": (
+                "from django.db import connection\n\n\ndef f():\n"
+                "    if connection.vendor == 'postgresql':\n        return 1\n"
+            ),
+            "clearing/bulk.py": "from django.db import connection\n\nPG = connection.vendor == 'pg'\n",
+            "clearing/ops/migrations/0001_initial.py": "def f(editor):\n    editor.connection.vendor\n",
+        },
+    )
+    assert vendor_checks(tmp_path) == ["riskengine.sweeps.storage:5"]
+
+
+def test_no_module_but_the_bulk_layer_branches_on_the_database_vendor():
+    assert vendor_checks() == []
+
+
+# --- Tests import helpers, not other tests -------------------------------------------------------
+
+TESTS = ROOT / "tests"
+
+
+def imports_of_test_modules(root: Path = TESTS) -> list[str]:
+    """``importing file:imported module`` for each import of a ``test_*`` module by a file of the
+    suite (shared helpers belong in ``tests/factories.py`` or a conftest fixture)."""
+    found = []
+    for path in sorted(root.rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+            if isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom):
+                base = node.module or ""
+                names = [base, *(f"{base}.{alias.name}" for alias in node.names)]
+            else:
+                continue
+            found += [
+                f"{path.relative_to(root).as_posix()}:{name}"
+                for name in names
+                if name.rsplit(".", 1)[-1].startswith("test_")
+            ]
+    return found
+
+
+def test_the_check_finds_a_test_module_imported_by_another(tmp_path):
+    _write(
+        tmp_path,
+        {
+            "ops/test_fund.py": "from tests.governance.test_admin import change_url\n",
+            "sweeps/test_faults.py": "from . import test_workers\nfrom tests.factories import account_make\n",
+            "browser/scenario.py": "import tests.browser.test_live\n",
+        },
+    )
+    assert imports_of_test_modules(tmp_path) == [
+        "browser/scenario.py:tests.browser.test_live",
+        "ops/test_fund.py:tests.governance.test_admin",
+        "sweeps/test_faults.py:.test_workers",
+    ]
+
+
+def test_no_test_module_imports_another_test_module():
+    assert imports_of_test_modules() == []

@@ -31,13 +31,15 @@ ids grow with insertion, so those rows were all read before the window began and
 read time is needed (the read time is checked as well, on the rows fetched).
 
 The one sanctioned deletion. Snapshots are evidence (``replay_snapshot`` reproduces them bit for
-bit): a trigger (migration ``ops.0001``) refuses every UPDATE and every DELETE unless the
-transaction has set ``clearing.snapshot_retention`` to ``on``, which only this module does, with
-``set_config(…, true)`` — local to its own batch transaction and switched off again after the
-delete. A stray ``MarginSnapshot.objects.filter(…).delete()`` or a cascade from another table
-fails. It is a guard against code, not against a database user who could drop the trigger.
+bit): a trigger (migrations ``ops.0001``, and ``ops.0004`` on SQLite) refuses every UPDATE and
+every DELETE unless the transaction has raised the flag ``clearing.snapshot_retention``, which only
+this module does (``clearing.bulk.transaction_flag``: a transaction-local setting on PostgreSQL, a
+row never committed on SQLite) — inside its own batch transaction, lowered again after the delete.
+A stray ``MarginSnapshot.objects.filter(…).delete()`` or a cascade from another table fails. It is
+a guard against code, not against a database user who could drop the trigger.
 
-PostgreSQL only: the embedded SQLite stack keeps everything (and its trigger refuses deletes).
+Both databases run it: everything dialect-specific (the lock, the flag, the day's bound, SKIP
+LOCKED) comes from ``clearing.bulk``.
 """
 
 from __future__ import annotations
@@ -50,6 +52,7 @@ from django.conf import settings
 from django.db import connection, transaction
 from django.utils import timezone
 
+from clearing import bulk
 from clearing.ops.metrics import SNAPSHOTS_PRUNED
 from clearing.ops.models import SnapshotRetention
 
@@ -63,25 +66,33 @@ LOCK_KEY = "clearing.ops.retention"
 GATE = "clearing.snapshot_retention"
 
 SNAPSHOT = "sweeps_marginsnapshot"
-# Rule 2: referenced for good (calls, events and liquidations are never deleted)…
+# Rule 2: referenced for good (calls, events and liquidations are never deleted).
 _PERMANENT = """
     NOT EXISTS (SELECT 1 FROM sweeps_margincall c WHERE c.opened_by_id = s.id)
     AND NOT EXISTS (SELECT 1 FROM sweeps_margincallevent e WHERE e.snapshot_id = s.id)
     AND NOT EXISTS (SELECT 1 FROM sweeps_liquidation l
                     WHERE l.sweep_id = s.sweep_id AND l.account_id = s.account_id)
 """
-# …or for now (current margin), and rule 3: a later snapshot of the account the same UTC day
-# exists, so this one is not the day's last (probes the (account, -read_at) index).
-_DELETABLE = f"""
-    {_PERMANENT}
-    AND NOT EXISTS (SELECT 1 FROM sweeps_accountmargin m WHERE m.snapshot_id = s.id)
-    AND EXISTS (
-        SELECT 1 FROM {SNAPSHOT} later
-        WHERE later.account_id = s.account_id AND later.read_at > s.read_at
-          AND later.read_at < (date_trunc('day', s.read_at AT TIME ZONE 'UTC') + interval '1 day')
-                              AT TIME ZONE 'UTC'
-    )
-"""
+
+
+def _deletable() -> str:
+    """Rule 2 for now (current margin), and rule 3: a later snapshot of the account the same UTC
+    day exists, so this one is not the day's last (probes the (account, -read_at) index)."""
+    return f"""
+        {_PERMANENT}
+        AND NOT EXISTS (SELECT 1 FROM sweeps_accountmargin m WHERE m.snapshot_id = s.id)
+        AND EXISTS (
+            SELECT 1 FROM {SNAPSHOT} later
+            WHERE later.account_id = s.account_id AND later.read_at > s.read_at
+              AND later.read_at < {bulk.utc_day_end_sql("s.read_at")}
+        )
+    """
+
+
+def _at(moment: datetime):
+    """A datetime parameter as the ORM stores it (SQLite: naive UTC text), for raw SQL comparing
+    it with stored ones."""
+    return connection.ops.adapt_datetimefield_value(moment)
 
 
 @dataclass
@@ -121,21 +132,18 @@ def _checkpoint(*, now: datetime, window: timedelta) -> tuple[SnapshotRetention,
 
 
 def _delete_batch(*, cursor_id: int, upper: int, edge: datetime, batch: int) -> list[int]:
-    with transaction.atomic(), connection.cursor() as cursor:
-        cursor.execute("SELECT set_config(%s, 'on', true)", [GATE])
+    with transaction.atomic(), bulk.transaction_flag(GATE), connection.cursor() as cursor:
         cursor.execute(
             f"""
             DELETE FROM {SNAPSHOT} WHERE id IN (
                 SELECT s.id FROM {SNAPSHOT} s
-                WHERE s.id >= %s AND s.id <= %s AND s.read_at < %s AND {_DELETABLE}
+                WHERE s.id >= %s AND s.id <= %s AND s.read_at < %s AND {_deletable()}
                 ORDER BY s.id LIMIT %s
             ) RETURNING id
             """,
-            [cursor_id, upper, edge, batch],
+            [cursor_id, upper, _at(edge), batch],
         )
-        ids = [row[0] for row in cursor.fetchall()]
-        cursor.execute("SELECT set_config(%s, 'off', true)", [GATE])
-    return ids
+        return [row[0] for row in cursor.fetchall()]
 
 
 def _first_undecided(*, start: int, end: int, open_day: datetime) -> int | None:
@@ -146,7 +154,7 @@ def _first_undecided(*, start: int, end: int, open_day: datetime) -> int | None:
         cursor.execute(
             f"SELECT min(s.id) FROM {SNAPSHOT} s WHERE s.id >= %s AND s.id <= %s AND s.read_at >= %s"
             f" AND {_PERMANENT}",
-            [start, end, open_day],
+            [start, end, _at(open_day)],
         )
         return cursor.fetchone()[0]
 
@@ -156,43 +164,40 @@ def margin_snapshots_prune(
 ) -> PruneOutcome:
     """Delete the snapshots the policy does not keep (module docstring), then the sweeps left
     empty; at most ``batches`` × ``batch`` snapshots per call. Idempotent."""
-    if connection.vendor != "postgresql":
-        return PruneOutcome(skipped="retention runs on PostgreSQL only")
     now = now or timezone.now()
     window = retention_window()
-    with connection.cursor() as cursor:
-        cursor.execute("SELECT pg_try_advisory_lock(hashtext(%s))", [LOCK_KEY])
-        if not cursor.fetchone()[0]:
+    with bulk.advisory_lock(key=LOCK_KEY) as taken:
+        if not taken:
             return PruneOutcome(skipped="another run holds the retention lock")
-    try:
-        state, upper = _checkpoint(now=now, window=window)
-        outcome = PruneOutcome(final_below_id=state.final_below_id)
-        if upper is None or upper < state.final_below_id:
-            outcome.sweeps = sweeps_prune(now=now)
-            return outcome
-        position, scanned_to = state.final_below_id, upper
-        for _ in range(batches):
-            ids = _delete_batch(cursor_id=position, upper=upper, edge=now - window, batch=batch)
-            outcome.snapshots += len(ids)
-            SNAPSHOTS_PRUNED.inc(len(ids))
-            if len(ids) < batch:
-                break
-            position = max(ids) + 1
-        else:
-            scanned_to = position - 1  # budget spent: everything below ``position`` is decided
-        open_day = _utc_midnight(now - window)
-        undecided = _first_undecided(start=state.final_below_id, end=scanned_to, open_day=open_day)
-        final = scanned_to + 1 if undecided is None else undecided
-        if final > state.final_below_id:
-            SnapshotRetention.objects.filter(pk=1, final_below_id__lt=final).update(
-                final_below_id=final, updated_at=now
-            )
-            outcome.final_below_id = final
+        return _prune(now=now, window=window, batch=batch, batches=batches)
+
+
+def _prune(*, now: datetime, window: timedelta, batch: int, batches: int) -> PruneOutcome:
+    state, upper = _checkpoint(now=now, window=window)
+    outcome = PruneOutcome(final_below_id=state.final_below_id)
+    if upper is None or upper < state.final_below_id:
         outcome.sweeps = sweeps_prune(now=now)
         return outcome
-    finally:
-        with connection.cursor() as cursor:
-            cursor.execute("SELECT pg_advisory_unlock(hashtext(%s))", [LOCK_KEY])
+    position, scanned_to = state.final_below_id, upper
+    for _ in range(batches):
+        ids = _delete_batch(cursor_id=position, upper=upper, edge=now - window, batch=batch)
+        outcome.snapshots += len(ids)
+        SNAPSHOTS_PRUNED.inc(len(ids))
+        if len(ids) < batch:
+            break
+        position = max(ids) + 1
+    else:
+        scanned_to = position - 1  # budget spent: everything below ``position`` is decided
+    open_day = _utc_midnight(now - window)
+    undecided = _first_undecided(start=state.final_below_id, end=scanned_to, open_day=open_day)
+    final = scanned_to + 1 if undecided is None else undecided
+    if final > state.final_below_id:
+        SnapshotRetention.objects.filter(pk=1, final_below_id__lt=final).update(
+            final_below_id=final, updated_at=now
+        )
+        outcome.final_below_id = final
+    outcome.sweeps = sweeps_prune(now=now)
+    return outcome
 
 
 def sweeps_prune(*, now: datetime | None = None, batch: int = SWEEP_BATCH) -> int:
@@ -202,18 +207,19 @@ def sweeps_prune(*, now: datetime | None = None, batch: int = SWEEP_BATCH) -> in
     with transaction.atomic(), connection.cursor() as cursor:
         cursor.execute(
             f"""
-            WITH doomed AS (
-                SELECT w.id FROM sweeps_sweep w
-                WHERE w.started_at < %s AND w.status <> 'running'
-                  AND (w.status NOT IN ('failed', 'expired') OR w.started_at < %s)
-                  AND NOT EXISTS (SELECT 1 FROM {SNAPSHOT} s WHERE s.sweep_id = w.id)
-                  AND NOT EXISTS (SELECT 1 FROM sweeps_liquidation l WHERE l.sweep_id = w.id)
-                ORDER BY w.id LIMIT %s FOR UPDATE SKIP LOCKED
-            ), shards AS (
-                DELETE FROM sweeps_sweepshard WHERE sweep_id IN (SELECT id FROM doomed)
-            )
-            DELETE FROM sweeps_sweep WHERE id IN (SELECT id FROM doomed)
+            SELECT w.id FROM sweeps_sweep w
+            WHERE w.started_at < %s AND w.status <> 'running'
+              AND (w.status NOT IN ('failed', 'expired') OR w.started_at < %s)
+              AND NOT EXISTS (SELECT 1 FROM {SNAPSHOT} s WHERE s.sweep_id = w.id)
+              AND NOT EXISTS (SELECT 1 FROM sweeps_liquidation l WHERE l.sweep_id = w.id)
+            ORDER BY w.id LIMIT %s{bulk.skip_locked()}
             """,
-            [now - retention_window(), now - FAILED_SWEEPS_KEPT, batch],
+            [_at(now - retention_window()), _at(now - FAILED_SWEEPS_KEPT), batch],
         )
-        return cursor.rowcount
+        doomed = [row[0] for row in cursor.fetchall()]
+        if doomed:
+            sweeps, params = bulk.any_sql("sweep_id", doomed, kind="int")
+            cursor.execute(f"DELETE FROM sweeps_sweepshard WHERE {sweeps}", params)
+            ids, params = bulk.any_sql("id", doomed, kind="int")
+            cursor.execute(f"DELETE FROM sweeps_sweep WHERE {ids}", params)
+        return len(doomed)

@@ -38,6 +38,7 @@ from django.utils import timezone
 
 from accounts.models import MarginAccount
 from accounts.services import margin_accounts_lock
+from clearing import bulk
 from clearing.marketdata.quotes import MarketQuotes
 from clearing.marketdata.services import index_sweep_reference_set
 from clearing.models import Instrument
@@ -320,12 +321,8 @@ def sweep_shard_run(*, shard_id: int, worker: str = HOSTNAME) -> ShardOutcome:
     try:
         # One database snapshot for the shard's reads (inside an outer transaction, e.g. a test,
         # that transaction's isolation applies).
-        fresh = not connection.in_atomic_block
-        with transaction.atomic():
-            if connection.vendor == "postgresql" and fresh:
-                with connection.cursor() as cursor:
-                    cursor.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
-            read_at = storage.read_at_now()
+        with bulk.atomic_snapshot():
+            read_at = bulk.statement_time()
             rows = book_rows_fetch(account_range=(shard.first_account_id, shard.last_account_id))
         timings["read"] = time.perf_counter() - started
         book, result = _compute(rows, form=form, quotes=quotes, timings=timings)
@@ -443,7 +440,7 @@ def sweep_accounts_run(
     reference = reference_current()
     if reference.parameter_set_id != parameter_set.pk:
         reference = None
-    read_at = storage.read_at_now()
+    read_at = bulk.statement_time()
     # The locked rows are the account rows: no second read of the accounts.
     rows = book_rows_fetch(account_ids=sorted(locked), accounts=list(locked.values()))
     timings["read"] = time.perf_counter() - started
@@ -492,7 +489,8 @@ def sweep_requests_add(*, account_ids, cause: str) -> int:
     ids = sorted({int(a) for a in account_ids})
     if not ids:
         return 0
-    now = timezone.now()
+    # The request time as the ORM stores it (SQLite: naive UTC text).
+    now = connection.ops.adapt_datetimefield_value(timezone.now())
     table = SweepRequest._meta.db_table
     placeholders = ", ".join(["(%s, %s, %s)"] * len(ids))
     params: list = []
@@ -524,27 +522,19 @@ def _drain_enqueue() -> None:
 def sweep_requests_drain(*, limit: int = 5000, quotes: MarketQuotes | None = None) -> Sweep | None:
     """Take every pending request (up to ``limit``) and sweep those accounts in one engine run,
     deleting the requests in the same transaction (a crash leaves them for the next drain)."""
+    table = SweepRequest._meta.db_table
     with transaction.atomic():
-        if connection.vendor == "postgresql":
-            # Claim and delete in one statement; the delete commits (or not) with the sweep.
-            table = SweepRequest._meta.db_table
-            with connection.cursor() as cursor:
-                cursor.execute(
-                    f"DELETE FROM {table} WHERE account_id IN (SELECT account_id FROM {table}"
-                    " ORDER BY account_id LIMIT %s FOR UPDATE SKIP LOCKED) RETURNING account_id, cause",
-                    [limit],
-                )
-                claimed = cursor.fetchall()
-            if not claimed:
-                return None
-            ids = sorted(account_id for account_id, _ in claimed)
-            causes = sorted({cause for _, cause in claimed})
-            return sweep_accounts_run(account_ids=ids, cause="; ".join(causes), quotes=quotes)
-        requests = list(SweepRequest.objects.select_for_update(skip_locked=True).order_by("pk")[:limit])
-        if not requests:
+        # Claim and delete in one statement; the delete commits (or not) with the sweep. Another
+        # drain skips the rows claimed here (SQLite: its write transaction waits for this one).
+        with connection.cursor() as cursor:
+            cursor.execute(
+                f"DELETE FROM {table} WHERE account_id IN (SELECT account_id FROM {table}"
+                f" ORDER BY account_id LIMIT %s{bulk.skip_locked()}) RETURNING account_id, cause",
+                [limit],
+            )
+            claimed = cursor.fetchall()
+        if not claimed:
             return None
-        causes = sorted({request.cause for request in requests})
-        ids = [request.pk for request in requests]
-        sweep = sweep_accounts_run(account_ids=ids, cause="; ".join(causes), quotes=quotes)
-        SweepRequest.objects.filter(pk__in=ids).delete()
-        return sweep
+        ids = sorted(account_id for account_id, _ in claimed)
+        causes = sorted({cause for _, cause in claimed})
+        return sweep_accounts_run(account_ids=ids, cause="; ".join(causes), quotes=quotes)

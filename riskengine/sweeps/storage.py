@@ -1,23 +1,21 @@
 """Storage of margin sweeps: the bulk reads and writes of a shard, one small function each.
 
-Every PostgreSQL-vs-SQLite branch of the sweeps lives here, inside the one function that needs it
-(PostgreSQL: binary or text ``COPY``, ``INSERT … SELECT FROM unnest`` of column arrays, ``= ANY``
-of one array parameter; SQLite, the test suite's fast path: the ORM's bulk paths). A shard's
-writes take a number of statements that does not depend on how many accounts it holds.
+Every write goes through ``clearing.bulk``, the one layer that knows both databases (PostgreSQL:
+binary or text ``COPY``, ``INSERT … SELECT FROM unnest`` of column array literals, ``= ANY`` of one
+parameter; SQLite, the embedded stack: ``executemany`` and chunked multi-row statements). A
+shard's writes take a number of statements that does not depend on how many accounts it holds.
 """
 
 from __future__ import annotations
 
 import json
 from datetime import datetime
-from decimal import Decimal
 
 import numpy as np
 from django.db import connection
-from django.db.models import BooleanField, QuerySet
-from django.db.models.expressions import RawSQL
-from django.utils import timezone
+from django.db.models import QuerySet
 
+from clearing import bulk
 from riskengine.core import ISOLATED, MODES
 from riskengine.core.margin import STATUSES
 from riskengine.loading import LoadedBook
@@ -41,34 +39,10 @@ def decimal_texts(values: np.ndarray) -> list[str]:
     return [f"{value:.10f}" for value in values.tolist()]
 
 
-def array_text(values) -> str:
-    """A PostgreSQL array literal of numbers (``{1,2,3}``; floats by ``repr``, which reads back
-    exactly), sent as one text parameter and cast in SQL (``%s::int8[]``): psycopg adapts a Python
-    list element by element, which costs more than the statement for a shard's 25,000 ids."""
-    return "{" + ",".join(map(repr, values)) + "}"
-
-
 def any_of(queryset: QuerySet, column: str, values: list[int]) -> QuerySet:
-    """``column IN values`` for an integer column; on PostgreSQL as one array parameter
-    (``= ANY(%s::int8[])``): a shard's lists hold up to 25,000 ids, and 25,000 placeholders cost
-    more to format and split client-side than the query itself."""
-    if connection.vendor == "postgresql":
-        table = queryset.model._meta.db_table
-        return queryset.filter(
-            RawSQL(
-                f'"{table}"."{column}" = ANY(%s::int8[])', (array_text(values),), output_field=BooleanField()
-            )
-        )
-    return queryset.filter(**{f"{column}__in": values})
-
-
-def read_at_now() -> datetime:
-    """The database's time of the read (the statement's, inside the shard's read transaction)."""
-    if connection.vendor == "postgresql":
-        with connection.cursor() as cursor:
-            cursor.execute("SELECT statement_timestamp()")
-            return cursor.fetchone()[0]
-    return timezone.now()
+    """``column IN values`` for an integer column, as one parameter however many values (a shard's
+    lists hold up to 25,000 ids): ``clearing.bulk.filter_any``."""
+    return bulk.filter_any(queryset, column, values)
 
 
 def snapshot_columns(book: LoadedBook, result, *, sweep: Sweep, shard: SweepShard, read_at: datetime) -> dict:
@@ -160,20 +134,15 @@ _COPY_TYPES = {
 
 
 def snapshots_insert(columns: dict) -> None:
-    """Write a shard's snapshots (``snapshot_columns``)."""
+    """Write a shard's snapshots (``snapshot_columns``): on PostgreSQL one binary ``COPY`` for the
+    whole shard, rows encoded by psycopg's C dumpers (no text formatting of 25 columns × thousands
+    of rows in Python)."""
     names = list(columns)
-    if connection.vendor == "postgresql":
-        # Binary COPY: one round trip for the whole shard, rows encoded by psycopg's C dumpers
-        # (no text formatting of 25 columns × thousands of rows in Python).
-        sql = f"COPY {MarginSnapshot._meta.db_table} ({', '.join(names)}) FROM STDIN (FORMAT binary)"
-        with connection.cursor() as cursor, cursor.cursor.copy(sql) as copy:
-            copy.set_types([_COPY_TYPES.get(name, "float8") for name in names])
-            for row in zip(*(columns[name] for name in names), strict=True):
-                copy.write_row(row)
-        return
-    MarginSnapshot.objects.bulk_create(
-        [MarginSnapshot(**dict(zip(names, row, strict=True))) for row in zip(*columns.values(), strict=True)],
-        batch_size=500,
+    bulk.rows_copy(
+        model=MarginSnapshot,
+        columns=names,
+        rows=list(zip(*(columns[name] for name in names), strict=True)),
+        types=[_COPY_TYPES.get(name, "float8") for name in names],
     )
 
 
@@ -215,7 +184,8 @@ def current_upsert(*, sweep: Sweep, shard: SweepShard) -> dict[int, int]:
         RETURNING account_id, snapshot_id
     """
     with connection.cursor() as cursor:
-        cursor.execute(sql, [sweep.valuation_time, shard.pk])
+        # The valuation time as the ORM stores it (SQLite: naive UTC text), compared with stored ones.
+        cursor.execute(sql, [connection.ops.adapt_datetimefield_value(sweep.valuation_time), shard.pk])
         return dict(cursor.fetchall())
 
 
@@ -232,52 +202,30 @@ def calls_insert(
     """Insert new calls (one per account, opened at ``opened_at`` with ``deadline``; a call opened
     and escalated by the same snapshot is inserted escalated, closed at ``opened_at``) and return
     their ids in input order. ``amounts`` are decimal texts (``decimal_texts``); ``statuses``
-    ``CallStatus`` values. PostgreSQL: one ``INSERT … SELECT FROM unnest`` of column arrays (a
-    call per account, so ids map back by account). ``positions``: per call, the positions an
-    isolated account's call names (``MarginCall.positions``), empty lists by default."""
+    ``CallStatus`` values; ``positions``: per call, the positions an isolated account's call names
+    (``MarginCall.positions``), empty lists by default. One ``clearing.bulk.rows_insert_returning``
+    (a call per account, so ids map back by account)."""
     if not account_ids:
         return []
     positions = positions if positions is not None else [[] for _ in account_ids]
-    if connection.vendor != "postgresql":
-        calls = MarginCall.objects.bulk_create(
-            [
-                MarginCall(
-                    account_id=a, status=st, amount=Decimal(m), deadline=deadline, opened_at=opened_at,
-                    opened_by_id=s, closed_at=None if st == CallStatus.OPEN else opened_at, positions=p,
-                )
-                for a, st, m, s, p in zip(
-                    account_ids, statuses, amounts, snapshot_ids, positions, strict=True
-                )
-            ]
-        )  # fmt: skip
-        return [call.pk for call in calls]
-    table = MarginCall._meta.db_table
-    sql = f"""
-        INSERT INTO {table} (account_id, status, amount, deadline, opened_at, opened_by_id, closed_at,
-            positions)
-        SELECT a, st, m, %s, %s, s, CASE WHEN st = %s THEN NULL ELSE %s::timestamptz END, p
-        FROM ROWS FROM (
-            unnest(%s::int8[], %s::text[], %s::numeric[], %s::int8[]), jsonb_array_elements(%s::jsonb)
-        ) AS u(a, st, m, s, p)
-        RETURNING id, account_id
-    """
-    with connection.cursor() as cursor:
-        cursor.execute(
-            sql,
-            [
-                deadline,
-                opened_at,
-                CallStatus.OPEN,
-                opened_at,
-                array_text(account_ids),
-                # CallStatus values are plain words: no quoting needed in the literal.
-                "{" + ",".join(statuses) + "}",
-                "{" + ",".join(amounts) + "}",
-                array_text(snapshot_ids),
-                json.dumps(positions, allow_nan=False),
-            ],
-        )
-        ids = {account: pk for pk, account in cursor.fetchall()}
+    closed = [None if status == CallStatus.OPEN else opened_at for status in statuses]
+    # JSON columns take JSON text (clearing.bulk); most calls name no position: one text for them.
+    named = [json.dumps(p, allow_nan=False) if p else "[]" for p in positions]
+    returned = bulk.rows_insert_returning(
+        model=MarginCall,
+        columns=(
+            "account_id", "status", "amount", "deadline", "opened_at", "opened_by_id", "closed_at",
+            "positions",
+        ),
+        rows=list(
+            zip(
+                account_ids, statuses, amounts, [deadline] * len(account_ids), [opened_at] * len(account_ids),
+                snapshot_ids, closed, named, strict=True,
+            )
+        ),
+        returning=("id", "account_id"),
+    )  # fmt: skip
+    ids = {account: pk for pk, account in returned}
     return [ids[a] for a in account_ids]
 
 
@@ -300,57 +248,31 @@ def liquidations_insert(
     account, as for calls)."""
     if not account_ids:
         return []
-    if connection.vendor != "postgresql":
-        liquidations = Liquidation.objects.bulk_create(
-            [
-                Liquidation(
-                    account_id=a, call_id=c, sweep_id=sweep_id, started_at=started_at, equity_before=e,
-                    initial_margin_before=m,
-                )
-                for a, c, e, m in zip(account_ids, call_ids, equity, initial_margin, strict=True)
-            ]
-        )  # fmt: skip
-        return [liquidation.pk for liquidation in liquidations]
-    table = Liquidation._meta.db_table
-    sql = f"""
-        INSERT INTO {table} (account_id, call_id, sweep_id, status, started_at, plan, equity_before,
-            initial_margin_before, closed_notional, fee, deficit_covered)
-        SELECT a, c, %s, %s, %s, '[]'::jsonb, e, m, 0, 0, 0
-        FROM unnest(%s::int8[], %s::int8[], %s::float8[], %s::float8[]) AS u(a, c, e, m)
-        RETURNING id, account_id
-    """
-    with connection.cursor() as cursor:
-        cursor.execute(
-            sql,
-            [
-                sweep_id,
-                LiquidationStatus.IN_PROGRESS,
-                started_at,
-                account_ids,
-                call_ids,
-                equity,
-                initial_margin,
-            ],
-        )
-        ids = {account: pk for pk, account in cursor.fetchall()}
+    n = len(account_ids)
+    returned = bulk.rows_insert_returning(
+        model=Liquidation,
+        columns=(
+            "account_id", "call_id", "sweep_id", "status", "started_at", "plan", "equity_before",
+            "initial_margin_before", "closed_notional", "fee", "deficit_covered",
+        ),
+        rows=list(
+            zip(
+                account_ids, call_ids, [sweep_id] * n, [LiquidationStatus.IN_PROGRESS.value] * n,
+                [started_at] * n, ["[]"] * n, equity, initial_margin, [0] * n, [0] * n, [0] * n,
+                strict=True,
+            )
+        ),
+        returning=("id", "account_id"),
+    )  # fmt: skip
+    ids = {account: pk for pk, account in returned}
     return [ids[a] for a in account_ids]
 
 
 def call_events_insert(rows: list[tuple[int, datetime, str, str, str, int]]) -> None:
     """Write call events, ``(call_id, at, from_status, to_status, cause, snapshot_id)`` rows
     (PostgreSQL: one text ``COPY``)."""
-    if not rows:
-        return
-    if connection.vendor != "postgresql":
-        MarginCallEvent.objects.bulk_create(
-            [
-                MarginCallEvent(call_id=c, at=at, from_status=fr, to_status=to, cause=cause, snapshot_id=s)
-                for c, at, fr, to, cause, s in rows
-            ]
-        )
-        return
-    table = MarginCallEvent._meta.db_table
-    sql = f"COPY {table} (call_id, at, from_status, to_status, cause, snapshot_id) FROM STDIN"
-    with connection.cursor() as cursor, cursor.cursor.copy(sql) as copy:
-        for row in rows:
-            copy.write_row(row)
+    bulk.rows_copy(
+        model=MarginCallEvent,
+        columns=("call_id", "at", "from_status", "to_status", "cause", "snapshot_id"),
+        rows=rows,
+    )

@@ -45,6 +45,11 @@ class World:
     def __getitem__(self, name: str) -> factories.Client:
         return self.clients[name]
 
+    def simulate_document(self) -> dict:
+        """The margin document of account A buying one BTC-PERP: a ``/margin/simulate/`` body."""
+        trades = [(self.venue.btc_perp, Decimal(1), None)]
+        return whatif.margin_what_if(account=self.account_a, trades=trades).document
+
 
 @pytest.fixture
 def world(db, venue, member_a, member_b, fixed_quotes) -> World:

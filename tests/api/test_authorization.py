@@ -14,7 +14,6 @@ import pytest
 
 from accounts.trading import trade_book
 from clearing.api import urls
-from riskengine.whatif import margin_what_if
 from tests.api.conftest import World
 from tests.factories import recent
 
@@ -36,10 +35,6 @@ class Endpoint:
 
 def _fill(world: World) -> dict:
     return {"account": "AAA-01", "instrument": "BTC-PERP", "quantity": "1", "price": "60000"}
-
-
-def _document(world: World) -> dict:
-    return margin_what_if(account=world.account_a, trades=[(world.venue.btc_perp, Decimal(1), None)]).document
 
 
 def account(suffix: str = "") -> Callable[[World], str]:
@@ -157,7 +152,7 @@ ENDPOINTS = {
     "positions": Endpoint("get", lambda w: f"{V1}/positions/", READERS),
     "trades-list": Endpoint("get", lambda w: f"{V1}/trades/", READERS),
     "trades-book": Endpoint("post", lambda w: f"{V1}/trades/", {"venue"}, _fill),
-    "margin-simulate": Endpoint("post", lambda w: f"{V1}/margin/simulate/", READERS, _document),
+    "margin-simulate": Endpoint("post", lambda w: f"{V1}/margin/simulate/", READERS, World.simulate_document),
     "risk-parameters": Endpoint("get", lambda w: f"{V1}/risk-parameters/", READERS),
     "risk-parameters-active": Endpoint("get", lambda w: f"{V1}/risk-parameters/active/", READERS),
     "account-margin": Endpoint("get", account("margin/"), READERS, account_scoped=True),

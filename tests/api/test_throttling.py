@@ -17,7 +17,6 @@ from clearing.api.throttling import (
     UserRateThrottle,
     WindowRateThrottle,
 )
-from tests.api.test_authorization import _document
 from tests.factories import client_for
 
 V1 = "/api/v1"
@@ -142,7 +141,7 @@ def test_the_compute_budget_is_lower_than_the_general_budget(settings):
 def test_simulate_and_what_if_share_a_compute_budget_that_the_reads_do_not_touch(world, monkeypatch, clock):
     monkeypatch.setattr(ComputeRateThrottle, "rate", "3/min", raising=False)
     trader = world["trader_a"]
-    document = _document(world)
+    document = world.simulate_document()
     what_if = f"{V1}/accounts/{world.account_a.pk}/what-if/"
     codes = [
         trader.post(f"{V1}/margin/simulate/", document).status_code,

@@ -8,7 +8,7 @@ import pytest
 
 from accounts.models import MarginAccount
 from riskengine.models import ParameterSet
-from tests.browser.test_live_margin import sign_in
+from tests.factories import browser_sign_in
 
 pytestmark = pytest.mark.browser
 
@@ -32,7 +32,7 @@ def test_the_pages_work_under_the_policy_without_a_single_violation(asgi_server,
     page = context.new_page()
     page.on("console", lambda message: console.append(message.text))
 
-    sign_in(page, asgi_server)
+    browser_sign_in(page, asgi_server)
     assert violations(page) == []
     account = MarginAccount.objects.filter(member__code="ALPHA").order_by("code").first()
     page.goto(f"{asgi_server}/accounts/{account.code}/")

@@ -12,17 +12,9 @@ from accounts.models import MarginAccount
 from riskengine.sweeps.models import AccountMargin, MarginCall
 from riskengine.sweeps.services import sweep_accounts_run
 from tests.browser.conftest import SCREENSHOTS
-from tests.browser.scenario import btc_observe, thin_account_make
+from tests.factories import browser_sign_in, btc_observe, thin_account_make
 
 pytestmark = pytest.mark.browser
-
-
-def sign_in(page, base: str, username: str = "alice", password: str = "alice-demo-2026") -> None:
-    page.goto(f"{base}/login/")
-    page.fill("#id_username", username)
-    page.fill("#id_password", password)
-    page.click("button[type=submit]")
-    page.wait_for_selector("h1:has-text('Margin accounts')")
 
 
 def usd(text: str) -> float:
@@ -37,7 +29,7 @@ def test_a_member_follows_a_margin_call_live_and_runs_a_what_if(asgi_server, bro
     assert margin.status == "healthy"
 
     page = browser.new_page(viewport={"width": 1280, "height": 900})
-    sign_in(page, asgi_server)
+    browser_sign_in(page, asgi_server)
     card = page.locator("[data-account-card='ALPHA-LIVE']")
     assert usd(card.locator("[data-field=equity]").inner_text()) == pytest.approx(margin.equity, abs=0.01)
     page.screenshot(path=SCREENSHOTS / "overview.png", full_page=True)
@@ -69,7 +61,7 @@ def test_a_member_follows_a_margin_call_live_and_runs_a_what_if(asgi_server, bro
     page.screenshot(path=SCREENSHOTS / "account-margin-call.png", full_page=True)
 
     phone = browser.new_page(viewport={"width": 390, "height": 844}, device_scale_factor=2)
-    sign_in(phone, asgi_server)
+    browser_sign_in(phone, asgi_server)
     phone.screenshot(path=SCREENSHOTS / "phone-overview.png", full_page=True)
     phone.goto(f"{asgi_server}/accounts/ALPHA-LIVE/")
     phone.wait_for_selector("tr.call-open")

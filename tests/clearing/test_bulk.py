@@ -13,6 +13,8 @@ from django.utils import timezone
 from clearing import bulk
 from clearing.marketdata.models import IndexClose
 from clearing.models import OutboxEvent
+from riskengine.sweeps.models import MarginSnapshot
+from tests import factories
 
 pytestmark = pytest.mark.django_db
 
@@ -95,6 +97,98 @@ def test_rows_insert_returning_writes_more_rows_than_one_statement_may_carry_par
 
     assert len({pk for (pk,) in returned}) == 400
     assert OutboxEvent.objects.count() == 400
+
+
+AWKWARD_TEXTS = ['quote " and backslash \\', "comma, {braces}", "NULL", " padded ", "", "élan ✓"]
+
+
+def test_rows_insert_returning_keeps_text_json_and_nulls_that_an_array_literal_must_quote():
+    payloads = [{"text": text, "nested": ['a"b', "c\\d"]} for text in AWKWARD_TEXTS]
+    rows = [
+        (f"group-{i}", text, json.dumps(payload), AT, None if i % 2 else AT + timedelta(seconds=i))
+        for i, (text, payload) in enumerate(zip(AWKWARD_TEXTS, payloads, strict=True))
+    ]
+
+    returned = bulk.rows_insert_returning(
+        model=OutboxEvent,
+        columns=("group", "type", "payload", "created_at", "relayed_at"),
+        rows=rows,
+        returning=("id", "group"),
+    )
+
+    stored = {e.pk: e for e in OutboxEvent.objects.all()}
+    for pk, group in returned:
+        i = int(group.removeprefix("group-"))
+        event = stored[pk]
+        assert (event.type, event.payload) == (AWKWARD_TEXTS[i], payloads[i])
+        assert event.relayed_at == (None if i % 2 else AT + timedelta(seconds=i))
+
+
+def snapshot_row(account_id: int, **figures) -> dict:
+    """Every column of a ``MarginSnapshot`` (its sweep, shard and parameter set carry no database
+    constraint: ids alone do)."""
+    row = {
+        "sweep_id": 1, "shard_id": 1, "account_id": account_id, "parameter_set_id": 1, "read_at": AT,
+        "mode": "portfolio", "status": "healthy", "margin_ratio": None,
+        "by_underlying": b"", "positions": b"", "collateral": b"",
+    }  # fmt: skip
+    for field in MarginSnapshot._meta.concrete_fields:
+        if field.get_internal_type() == "FloatField" and field.column not in row:
+            row[field.column] = 0.0
+    return {**row, **figures}
+
+
+def test_rows_insert_returning_reads_floats_back_exactly_and_keeps_bytes():
+    account = factories.account_make(member=factories.member_make())
+    figures = [
+        {"equity": 0.1, "initial_margin": 1e-300, "excess": -2.5e10, "margin_ratio": 1 / 3,
+         "positions": b"\x00\\\"{,}NULL \xff"},
+        {"equity": 123456.789012345, "initial_margin": 5e-324, "excess": 0.0, "margin_ratio": None,
+         "positions": b""},
+    ]  # fmt: skip
+    rows = [snapshot_row(account.pk, sweep_id=sweep, **f) for sweep, f in enumerate(figures, start=1)]
+    columns = list(rows[0])
+
+    returned = bulk.rows_insert_returning(
+        model=MarginSnapshot,
+        columns=columns,
+        rows=[tuple(row[c] for c in columns) for row in rows],
+        returning=("id", "sweep_id"),
+    )
+
+    for pk, sweep in returned:
+        snapshot = MarginSnapshot.objects.get(pk=pk)
+        expected = figures[sweep - 1]
+        assert (snapshot.equity, snapshot.initial_margin, snapshot.excess, snapshot.margin_ratio) == (
+            expected["equity"],
+            expected["initial_margin"],
+            expected["excess"],
+            expected["margin_ratio"],
+        )
+        assert bytes(snapshot.positions) == expected["positions"]
+        assert snapshot.read_at == AT
+
+
+@pytest.mark.postgresql("the array literal is PostgreSQL's; SQLite binds values one by one")
+def test_rows_insert_returning_sends_each_column_to_postgresql_as_one_text_parameter():
+    sent = []
+
+    def spy(execute, sql, params, many, context):
+        sent.append(params)
+        return execute(sql, params, many, context)
+
+    with connection.execute_wrapper(spy):
+        bulk.rows_insert_returning(
+            model=IndexClose,
+            columns=("symbol", "day", "price", "origin", "updated_at"),
+            rows=[(f"S{i}", date(2025, 3, 1), Decimal(i + 1), "oracle", AT) for i in range(300)],
+            returning=("id",),
+        )
+
+    (params,) = sent
+    assert len(params) == 5
+    assert all(isinstance(p, str) for p in params)  # no Python list for psycopg to adapt element-wise
+    assert IndexClose.objects.count() == 300
 
 
 def test_rows_upsert_inserts_new_keys_and_updates_existing_ones():
@@ -242,3 +336,82 @@ def test_tables_size_reports_rows_of_existing_tables_only():
     assert set(sizes) == {table}
     assert sizes[table][0] == 1.0
     assert sizes[table][1] > 0
+
+
+def test_advisory_lock_is_taken_for_its_block_and_released_after():
+    with bulk.advisory_lock(key="tests.bulk") as taken:
+        assert taken is True
+    with bulk.advisory_lock(key="tests.bulk") as again:
+        assert again is True
+
+
+@pytest.mark.postgresql("SQLite has no session locks: one writer at a time stands in for them")
+def test_advisory_lock_is_refused_while_another_session_holds_it():
+    other = connection.copy()
+    try:
+        with other.cursor() as cursor:
+            cursor.execute("SELECT pg_advisory_lock(hashtext(%s))", ["tests.bulk.held"])
+        with bulk.advisory_lock(key="tests.bulk.held") as taken:
+            assert taken is False
+    finally:
+        other.close()
+    with bulk.advisory_lock(key="tests.bulk.held") as taken:
+        assert taken is True
+
+
+def flag_raised(name: str) -> bool:
+    """Whether the flag ``name`` is raised, read the way a trigger reads it on this database."""
+    with connection.cursor() as cursor:
+        if connection.vendor == "postgresql":
+            cursor.execute("SELECT coalesce(current_setting(%s, true), '') = 'on'", [name])
+        else:
+            cursor.execute(f"SELECT EXISTS (SELECT 1 FROM {bulk.FLAG_TABLE} WHERE name = %s)", [name])
+        return bool(cursor.fetchone()[0])
+
+
+def test_transaction_flag_is_raised_inside_its_block_only():
+    with transaction.atomic():
+        assert not flag_raised("clearing.test_flag")
+        with bulk.transaction_flag("clearing.test_flag"):
+            assert flag_raised("clearing.test_flag")
+        assert not flag_raised("clearing.test_flag")
+
+
+def test_transaction_flag_left_by_a_failing_block_goes_with_the_rollback():
+    with pytest.raises(ZeroDivisionError), transaction.atomic(), bulk.transaction_flag("clearing.test_flag"):
+        1 / 0  # noqa: B018
+    assert not flag_raised("clearing.test_flag")
+
+
+@pytest.mark.django_db(transaction=True)
+def test_transaction_flag_refuses_to_be_raised_outside_a_transaction():
+    with pytest.raises(RuntimeError, match="needs a transaction"), bulk.transaction_flag("clearing.flag"):
+        pass
+
+
+def test_utc_day_end_sql_bounds_a_datetime_column_by_its_next_utc_midnight():
+    moments = [
+        datetime(2025, 3, 1, 12, 30, tzinfo=UTC),  # the anchor
+        datetime(2025, 3, 1, 23, 59, 59, 999_999, tzinfo=UTC),
+        datetime(2025, 3, 2, 0, 0, tzinfo=UTC),
+        datetime(2025, 3, 2, 0, 0, 0, 500_000, tzinfo=UTC),
+        datetime(2025, 3, 1, 0, 0, tzinfo=UTC),
+    ]
+    returned = bulk.rows_insert_returning(
+        model=OutboxEvent,
+        columns=("group", "type", "payload", "created_at"),
+        rows=[(f"g{i}", "t", "{}", moment) for i, moment in enumerate(moments)],
+        returning=("id", "group"),
+    )
+    ids = {group: pk for pk, group in returned}
+    table = OutboxEvent._meta.db_table
+
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f'SELECT e."group" FROM {table} e, {table} anchor WHERE anchor.id = %s'
+            f" AND e.created_at < {bulk.utc_day_end_sql('anchor.created_at')}",
+            [ids["g0"]],
+        )
+        before = sorted(group for (group,) in cursor.fetchall())
+
+    assert before == ["g0", "g1", "g4"]

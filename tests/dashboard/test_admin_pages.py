@@ -10,7 +10,7 @@ from clearing.ops.alerts import ops_alert_raise
 from clearing.ops.models import OpsAlert
 from riskengine.sweeps import services
 from riskengine.sweeps.models import Liquidation, MarginCall, MarginSnapshot, Sweep
-from tests.dashboard.test_dashboard import activity
+from tests.factories import margin_activity_make
 
 MODELS = [
     ("marketdata", "pricesource"),
@@ -31,7 +31,7 @@ READ_ONLY = [m for m in MODELS if m != ("marketdata", "pricesource")]
 @pytest.fixture
 def swept(quotes):
     services.sweep_full_run(cause="test", quotes=quotes, shard_size=40)
-    activity(quotes, 1)
+    margin_activity_make(quotes, 1)
     ops_alert_raise(kind="feed_gap", key="feed-2", message="feed-2 silent")
 
 

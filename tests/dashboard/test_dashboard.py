@@ -18,10 +18,9 @@ from clearing.marketdata.selectors import market_quotes_current
 from clearing.marketdata.services import PriceIn, price_observations_submit
 from clearing.ops.alerts import ops_alert_raise
 from riskengine.reference import reference_clear
-from riskengine.sweeps import liquidation as liquidation_module
 from riskengine.sweeps import services
 from riskengine.sweeps.models import AccountMargin, Liquidation, MarginCall, MarginStatus
-from tests.factories import account_with_btc_long, moved
+from tests.factories import account_with_btc_long, margin_activity_make
 
 DASHBOARD = "ops_dashboard"
 
@@ -39,23 +38,6 @@ def query_count(key: str) -> int:
     return len(captured)
 
 
-def activity(quotes, n: int) -> None:
-    """``n`` accounts in margin call, ``n`` liquidated (one left in progress), one more sweep."""
-    base = MarginAccount.objects.count()
-    crashed_quotes = moved(quotes, BTC=quotes.underlying_prices["BTC"] * 0.5)
-    for i in range(n):
-        call = account_with_btc_long(code=f"CALL-{base}-{i}", usd="20000")
-        services.sweep_accounts_run(account_ids=[call.pk], cause="trade", quotes=quotes)
-        crashed = account_with_btc_long(code=f"LIQ-{base}-{i}", usd="5000")
-        services.sweep_accounts_run(
-            account_ids=[crashed.pk],
-            cause="index BTC",
-            quotes=crashed_quotes,
-        )
-    for liquidation in Liquidation.objects.filter(status="in_progress").order_by("pk")[1:]:
-        liquidation_module.liquidation_execute(liquidation_id=liquidation.pk, quotes=crashed_quotes)
-
-
 def test_the_page_is_for_staff_only(client, trader, ops, approver):
     client.force_login(trader)
     response = client.get(reverse(DASHBOARD))
@@ -68,7 +50,7 @@ def test_the_page_is_for_staff_only(client, trader, ops, approver):
 
 def test_accounts_by_status_count_the_current_margins_and_link_the_worst(client, quotes, ops):
     services.sweep_full_run(cause="test", quotes=quotes)
-    activity(quotes, 1)
+    margin_activity_make(quotes, 1)
     context = panel("accounts").context()
 
     members = AccountMargin.objects.filter(account__kind=AccountKind.MEMBER)
@@ -112,7 +94,7 @@ def test_open_margin_calls_show_amount_deadline_and_time_left_and_overdue_ones_s
 
 
 def test_liquidations_in_progress_and_finished_show_fee_and_deficit(client, quotes, ops):
-    activity(quotes, 2)
+    margin_activity_make(quotes, 2)
     running = Liquidation.objects.get(status="in_progress")
     finished = list(Liquidation.objects.filter(status="done").order_by("-finished_at", "-pk"))
     context = panel("liquidations").context()
@@ -200,11 +182,11 @@ def test_the_oracle_panel_shows_every_symbol_with_status_age_and_sources(client,
 
 def test_every_panel_reads_in_the_same_number_of_queries_however_much_there_is(quotes):
     services.sweep_full_run(cause="test", quotes=quotes)
-    activity(quotes, 1)
+    margin_activity_make(quotes, 1)
     ops_alert_raise(kind="feed_gap", key="a", message="m")
     small = {p.key: query_count(p.key) for p in dashboard_panels()}
 
-    activity(quotes, 4)
+    margin_activity_make(quotes, 4)
     services.sweep_full_run(cause="again", quotes=quotes)
     for i in range(5):
         ops_alert_raise(kind="feed_gap", key=f"k{i}", message="m")
@@ -232,7 +214,7 @@ def test_the_whole_page_reads_in_a_bounded_number_of_queries(client, quotes, ops
     reference_clear()  # both counts with cold quotes: the most the page reads
     with CaptureQueriesContext(connection) as small:
         client.get(reverse(DASHBOARD))
-    activity(quotes, 3)
+    margin_activity_make(quotes, 3)
     reference_clear()
     with CaptureQueriesContext(connection) as large:
         assert client.get(reverse(DASHBOARD)).status_code == 200

@@ -17,7 +17,7 @@ from frontend.services import price_status_events_publish, target_band_set
 from riskengine.sweeps.models import AccountMargin
 from riskengine.sweeps.services import sweep_accounts_run
 from tests import factories
-from tests.browser.scenario import btc_observe, thin_account_make
+from tests.factories import btc_observe, thin_account_make
 
 
 @pytest.fixture

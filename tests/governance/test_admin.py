@@ -1,4 +1,3 @@
-import html
 import re
 
 import pytest
@@ -18,10 +17,7 @@ from riskengine.services import (
     parameter_set_withdraw,
 )
 from tests import factories
-
-
-def change_url(parameter_set):
-    return reverse("admin:riskengine_parameterset_change", args=[parameter_set.pk])
+from tests.factories import draft_post_data, parameter_set_change_url
 
 
 def action_url(parameter_set, action):
@@ -33,34 +29,10 @@ def draft(active_set, ops):
     return parameter_set_draft_from(base=active_set, created_by=ops, version="v2")
 
 
-def draft_post_data(client, parameter_set, **overrides):
-    """The change form's own fields and inline management data, as the browser would post them."""
-    page = client.get(change_url(parameter_set)).content.decode()
-    data = {}
-    for match in re.finditer(r'<input[^>]*name="([^"]+)"[^>]*>', page):
-        tag = match.group(0)
-        if 'type="checkbox"' in tag and "checked" not in tag:
-            continue
-        if 'type="submit"' in tag:
-            continue
-        value = re.search(r'value="([^"]*)"', tag)
-        name = match.group(1)
-        if name.endswith("__u"):
-            data.setdefault(name, []).append(html.unescape(value.group(1)) if value else "")
-        else:
-            data[name] = html.unescape(value.group(1)) if value else ""
-    for match in re.finditer(r'<textarea[^>]*name="([^"]+)"[^>]*>(.*?)</textarea>', page, re.S):
-        data[match.group(1)] = html.unescape(match.group(2).strip())
-    for match in re.finditer(r'<select[^>]*name="([^"]+)"[^>]*>(.*?)</select>', page, re.S):
-        selected = re.search(r'<option value="([^"]*)"[^>]*selected', match.group(2))
-        data[match.group(1)] = selected.group(1) if selected else ""
-    data.update(overrides)
-    return data
-
-
 def test_members_cannot_reach_the_parameter_admin(client, active_set, member_a):
     client.force_login(factories.user_make(username="alice", member=member_a))
-    for url in (change_url(active_set), reverse("ops_dashboard"), action_url(active_set, "impact")):
+    urls = (parameter_set_change_url(active_set), reverse("ops_dashboard"), action_url(active_set, "impact"))
+    for url in urls:
         response = client.get(url)
         assert response.status_code == 302
         assert "/admin/login/" in response["Location"]
@@ -69,7 +41,7 @@ def test_members_cannot_reach_the_parameter_admin(client, active_set, member_a):
 def test_an_ops_user_edits_a_draft_and_the_edit_is_in_the_history(client, draft, ops):
     client.force_login(ops)
     data = draft_post_data(client, draft, mm_ratio="0.75", correlation__0__1="0.6", _continue="1")
-    response = client.post(change_url(draft), data)
+    response = client.post(parameter_set_change_url(draft), data)
     assert response.status_code == 302, response.content.decode()[:3000]
     draft.refresh_from_db()
     assert draft.mm_ratio == pytest.approx(0.75)
@@ -86,7 +58,7 @@ def test_an_invalid_correlation_is_refused_with_the_nearest_valid_matrix_offered
     client.force_login(ops)
     # With two underlyings every |rho| <= 1 is valid: break the bound.
     data = draft_post_data(client, draft, correlation__0__1="1.4", _continue="1")
-    response = client.post(change_url(draft), data)
+    response = client.post(parameter_set_change_url(draft), data)
     assert response.status_code == 200
     page = response.content.decode()
     assert "Not a valid correlation matrix" in page
@@ -96,7 +68,7 @@ def test_an_invalid_correlation_is_refused_with_the_nearest_valid_matrix_offered
     # One click: the nearest valid matrix is saved.
     data["correlation__accept_nearest"] = "1"
     del data["_continue"]
-    response = client.post(change_url(draft), data)
+    response = client.post(parameter_set_change_url(draft), data)
     assert response.status_code == 302, re.findall(
         r'class="errorlist[^"]*"[^>]*>(.*?)</ul>', response.content.decode(), re.S
     )
@@ -121,7 +93,7 @@ def test_a_non_psd_matrix_is_refused_naming_the_problem(client, venue, ops):
         correlation__1__2="-0.9",
         _continue="1",
     )
-    page = client.post(change_url(draft), data).content.decode()
+    page = client.post(parameter_set_change_url(draft), data).content.decode()
     assert "not positive semi-definite" in page
     assert "Accept the nearest valid matrix" in page
 
@@ -137,7 +109,7 @@ def test_haircut_brackets_must_increase_with_a_single_open_one(client, draft, op
     ]
     bounded = next(prefix for prefix in usdc_rows if data[f"{prefix}-up_to"])
     data[f"{bounded}-up_to"] = ""
-    page = client.post(change_url(draft), data).content.decode()
+    page = client.post(parameter_set_change_url(draft), data).content.decode()
     assert "only one bracket may be open" in page
     assert draft.haircut_brackets.filter(asset=venue.usdc, up_to__isnull=True).count() == 1
 
@@ -154,10 +126,10 @@ def test_propose_then_approve_by_a_second_user_entirely_in_the_admin(
     # The proposer sees no Approve button and cannot post one.
     assert client.post(action_url(draft, "approve"), {"note": "self"}).status_code == 403
     # A proposed set is read-only in the admin.
-    assert client.post(change_url(draft), {"mm_ratio": "0.1"}).status_code == 403
+    assert client.post(parameter_set_change_url(draft), {"mm_ratio": "0.1"}).status_code == 403
 
     client.force_login(approver)
-    page = client.get(change_url(draft)).content.decode()
+    page = client.get(parameter_set_change_url(draft)).content.decode()
     assert action_url(draft, "approve") in page
     approve_page = client.get(action_url(draft, "approve"))
     assert approve_page.status_code == 200
@@ -166,7 +138,7 @@ def test_propose_then_approve_by_a_second_user_entirely_in_the_admin(
     assert response.status_code == 302
     draft.refresh_from_db()
     assert draft.status == ParameterStatus.ACTIVE
-    history = client.get(change_url(draft)).content.decode()
+    history = client.get(parameter_set_change_url(draft)).content.decode()
     for text in ("ops1", "risk1", "Wider scan after the March crash", "Reviewed the impact"):
         assert text in history
 
@@ -183,7 +155,7 @@ def test_an_ops_user_without_the_approver_role_cannot_approve_in_the_admin(clien
 
 def test_an_approver_cannot_edit_or_propose(client, draft, approver):
     client.force_login(approver)
-    assert client.get(change_url(draft)).status_code == 200  # view only
+    assert client.get(parameter_set_change_url(draft)).status_code == 200  # view only
     assert client.post(action_url(draft, "propose"), {"note": "x"}).status_code == 403
     assert client.get(reverse("admin:riskengine_parameterset_add")).status_code == 403
 
@@ -193,7 +165,7 @@ def test_new_draft_from_a_set_opens_the_copy(client, active_set, ops):
     response = client.post(action_url(active_set, "new_draft"), {"version": "2026-12-01.1", "note": "tweak"})
     assert response.status_code == 302
     copy = ParameterSet.objects.get(version="2026-12-01.1")
-    assert response["Location"] == change_url(copy)
+    assert response["Location"] == parameter_set_change_url(copy)
     assert copy.based_on == active_set
     assert copy.status == ParameterStatus.DRAFT
 
@@ -219,7 +191,7 @@ def test_the_dashboard_shows_the_active_set_and_pending_proposals(client, draft,
     page = client.get(reverse("ops_dashboard")).content.decode()
     assert "Active:" in page
     assert "v1" in page
-    assert change_url(draft) in page
+    assert parameter_set_change_url(draft) in page
     assert action_url(draft, "impact") in page
 
 
@@ -260,7 +232,7 @@ def test_the_admin_shows_a_transition_button_exactly_when_the_service_would_take
     taken = 0
     for user in (ops, approver, approver2, both):
         client.force_login(user)
-        page = client.get(change_url(draft)).content.decode()
+        page = client.get(parameter_set_change_url(draft)).content.decode()
         for action in TRANSITIONS:
             accepted = service_accepts(action, draft, user)
             assert (action_url(draft, action) in page) == accepted, (user.username, action)

@@ -17,7 +17,7 @@ from riskengine.services import (
     parameter_set_draft_from,
     parameter_set_propose,
 )
-from tests.governance.test_admin import change_url, draft_post_data
+from tests.factories import draft_post_data, parameter_set_change_url
 
 
 @pytest.fixture
@@ -43,9 +43,8 @@ def inline_prefix(client, parameter_set) -> str:
 
 
 def post_edit(client, parameter_set, **fields):
-    return client.post(
-        change_url(parameter_set), draft_post_data(client, parameter_set, _continue="1", **fields)
-    )
+    data = draft_post_data(client, parameter_set, _continue="1", **fields)
+    return client.post(parameter_set_change_url(parameter_set), data)
 
 
 def test_a_psr_of_0_9_is_refused_at_the_admin_form_naming_the_psr_and_nothing_changes(client, draft, ops):

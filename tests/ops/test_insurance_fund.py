@@ -21,8 +21,7 @@ from riskengine.sweeps.insurance import (
 )
 from riskengine.sweeps.models import Liquidation, LiquidationStatus
 from riskengine.sweeps.tasks import insurance_fund_check_task
-from tests.factories import account_with_btc_long, moved
-from tests.governance.test_admin import change_url, draft_post_data
+from tests.factories import account_with_btc_long, draft_post_data, moved, parameter_set_change_url
 
 
 def open_alerts() -> set[str]:
@@ -116,12 +115,12 @@ def test_the_floor_is_edited_in_a_draft_and_takes_effect_only_once_approved(
     draft = parameter_set_draft_from(base=active_set, created_by=ops, version="v2")
     client.force_login(ops)
     data = draft_post_data(client, draft, insurance_fund_floor="2500000", _continue="1")
-    assert client.post(change_url(draft), data).status_code == 302
+    assert client.post(parameter_set_change_url(draft), data).status_code == 302
     draft.refresh_from_db()
     assert draft.insurance_fund_floor == Decimal(2_500_000)
     assert "insurance" in str(draft.events.get(action="edited").changes).lower()
     # A negative floor is refused on the form.
-    refused = client.post(change_url(draft), {**data, "insurance_fund_floor": "-1"})
+    refused = client.post(parameter_set_change_url(draft), {**data, "insurance_fund_floor": "-1"})
     assert refused.status_code == 200
     assert "insurance_fund_floor" in refused.context["adminform"].form.errors
 

@@ -70,7 +70,6 @@ def accounts(demo):
     return [MarginAccount.objects.create(member=member, code=f"RET-{n}", mode="cross") for n in range(2)]
 
 
-@pytest.mark.postgresql("retention runs on PostgreSQL only: the embedded SQLite stack keeps every snapshot")
 def test_retention_keeps_the_window_references_and_daily_closes_and_deletes_the_rest(accounts):
     a, b = accounts
     s = {label: snapshot_at(a, read_at) for label, read_at in {
@@ -111,7 +110,6 @@ def test_retention_keeps_the_window_references_and_daily_closes_and_deletes_the_
     assert (again.snapshots, again.sweeps) == (0, 0)  # idempotent
 
 
-@pytest.mark.postgresql("retention runs on PostgreSQL only: the embedded SQLite stack keeps every snapshot")
 def test_a_run_deletes_at_most_its_budget_and_the_next_run_goes_on(accounts):
     a, _ = accounts
     history = [snapshot_at(a, at(-1, 1, minute)) for minute in range(7)]
@@ -127,7 +125,6 @@ def test_a_run_deletes_at_most_its_budget_and_the_next_run_goes_on(accounts):
     assert SnapshotRetention.objects.get().final_below_id > history[-1].pk
 
 
-@pytest.mark.postgresql("retention runs on PostgreSQL only: the embedded SQLite stack keeps every snapshot")
 def test_nothing_is_deleted_before_a_checkpoint_is_older_than_the_window(accounts):
     a, _ = accounts
     snapshot_at(a, at(-1, 1))
@@ -155,7 +152,6 @@ def test_the_database_refuses_to_change_or_delete_a_snapshot_outside_retention(a
     assert MarginSnapshot.objects.count() == 1
 
 
-@pytest.mark.postgresql("retention runs on PostgreSQL only: the embedded SQLite stack keeps every snapshot")
 def test_the_beat_task_prunes(accounts):
     a, _ = accounts
     snapshot_at(a, at(-2, 1))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+from pathlib import Path
 
 import numpy as np
 
@@ -115,4 +116,64 @@ def two_perpetuals(*, mode: str, short_allocation: float, long_allocation: float
         {"id": "TWO", "mode": mode, "collateral": {"USDC": "5000"},
          "positions": [perp("BTC-PERP", 1, 50000) | {"allocated_margin": long_allocation},
                        perp("BTC-PERP", -1, 56000) | {"allocated_margin": short_allocation}]},
+    )  # fmt: skip
+
+
+def set_path(doc: dict, path: tuple, value) -> dict:
+    """``doc`` with the value at ``path`` (keys and indexes) replaced by ``value``."""
+    target = doc
+    for key in path[:-1]:
+        target = target[key]
+    target[path[-1]] = value
+    return doc
+
+
+def wide_market() -> dict:
+    """The spec market plus short-dated, expired and put options so every branch is exercised."""
+    market = spec_market()
+    market["instruments"].update(
+        {
+            "ETH-PERP2": {"kind": "perpetual", "underlying": "ETH", "multiplier": 0.1},
+            "ETH-27NOV26-2800-P": {"kind": "option", "underlying": "ETH", "multiplier": 1,
+                                   "expiry": "2026-11-27T08:00:00Z", "strike": 2800, "right": "put",
+                                   "iv": 0.9},
+            "BTC-20NOV26-58000-C": {"kind": "option", "underlying": "BTC", "multiplier": 0.01,
+                                    "expiry": "2026-11-20T08:00:00Z", "strike": 58000, "right": "call",
+                                    "iv": 0.5},
+            "ETH-26JUN27": {"kind": "future", "underlying": "ETH", "multiplier": 1,
+                            "expiry": "2027-06-26T08:00:00Z"},
+        }
+    )  # fmt: skip
+    return market
+
+
+REAL_PRICES = Path(__file__).resolve().parents[2] / "clearing" / "data" / "prices"
+
+
+def real_document() -> dict:
+    """A small document on the demo's underlyings and stablecoins (clearing/data/prices)."""
+    parameters = spec_parameters()
+    parameters["underlyings"]["SOL"] = copy.deepcopy(parameters["underlyings"]["BTC"]) | {"psr": 0.25}
+    parameters["correlation"] = {
+        "underlyings": ["BTC", "ETH", "SOL"], "matrix": [[1.0, 0.8, 0.7], [0.8, 1.0, 0.7], [0.7, 0.7, 1.0]],
+    }  # fmt: skip
+    parameters["assets"]["USDT"] = copy.deepcopy(parameters["assets"]["USDC"])
+    parameters["assets"]["USD"] = {"haircuts": [{"up_to": None, "haircut": 0.0}]}
+    market = {
+        "underlyings": {"BTC": {"price": 26000.0}, "ETH": {"price": 1650.0}, "SOL": {"price": 20.0}},
+        "instruments": {
+            "BTC-PERP": {"kind": "perpetual", "underlying": "BTC", "multiplier": 1},
+            "SOL-PERP": {"kind": "perpetual", "underlying": "SOL", "multiplier": 1},
+            "ETH-C": {"kind": "option", "underlying": "ETH", "multiplier": 1,
+                      "expiry": "2026-12-25T08:00:00Z", "strike": 1800, "right": "call", "iv": 0.6},
+        },
+    }  # fmt: skip
+    return make_document(
+        {"id": "BTC-LONG", "mode": "cross", "member": "M1", "collateral": {"USDC": "20000"},
+         "positions": [perp("BTC-PERP", "1", "26000")]},
+        {"id": "SHORT-VOL", "mode": "portfolio", "member": "M2", "collateral": {"USDT": "5000", "BTC": "0.2"},
+         "positions": [perp("SOL-PERP", "-300", "20"), {"instrument": "ETH-C", "quantity": "-3"}]},
+        {"id": "ISO", "mode": "isolated", "member": "M1", "collateral": {"USD": "3000"},
+         "positions": [perp("BTC-PERP", "-0.5", "26000") | {"allocated_margin": 1500}]},
+        parameters=parameters, market=market,
     )  # fmt: skip

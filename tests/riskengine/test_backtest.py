@@ -35,17 +35,15 @@ from riskengine.core.calibration import psr_path
 from riskengine.core.cli import main
 from riskengine.core.errors import DocumentError
 from tests.riskengine.documents import (
+    REAL_PRICES,
     daily_days,
     make_document,
     perp,
     price_history,
-    spec_parameters,
+    real_document,
     write_prices,
 )
-from tests.riskengine.test_properties import INSTRUMENTS, MODES, document
-from tests.riskengine.test_validation import run_cli
-
-REAL_PRICES = Path(__file__).resolve().parents[2] / "clearing" / "data" / "prices"
+from tests.riskengine.strategies import INSTRUMENTS, MODES, document
 
 # One BTC close a day from 2021-01-01; ETH and USDC stand still. With h = 2 there are 8
 # observations t = 0..7 and L_t = S_t - S_{t+2} for one long BTC-PERP.
@@ -500,7 +498,7 @@ def synthetic_prices(directory: Path) -> None:
     write_prices(directory, {"BTC": BTC_CLOSES, "ETH": flat(n, 50.0), "USDC": flat(n, 1.0)})
 
 
-def test_the_backtest_command_prints_the_issues_shape(tmp_path):
+def test_the_backtest_command_prints_the_issues_shape(tmp_path, run_cli):
     doc = make_document(
         {
             "id": "LONG",
@@ -543,7 +541,7 @@ def test_the_backtest_command_takes_the_mode_and_the_margin_period(tmp_path, cap
     assert report["portfolios"][0]["exception_days"] == ["2021-01-05", "2021-01-08"]
 
 
-def test_a_missing_price_file_is_an_error_naming_it(tmp_path):
+def test_a_missing_price_file_is_an_error_naming_it(tmp_path, run_cli):
     (tmp_path / "doc.json").write_text(json.dumps(long_perp("cross")))
     synthetic_prices(tmp_path)
     (tmp_path / "ETH-USD.csv").unlink()
@@ -610,7 +608,7 @@ def test_a_linked_asset_needs_no_file_and_a_stablecoin_needs_its_own(tmp_path, c
     assert "USDC-USD.csv: missing" in capsys.readouterr().err
 
 
-def test_a_margin_period_that_is_not_a_whole_number_of_days_is_refused_by_the_command(tmp_path):
+def test_a_margin_period_that_is_not_a_whole_number_of_days_is_refused_by_the_command(tmp_path, run_cli):
     (tmp_path / "doc.json").write_text(json.dumps(long_perp("cross")))
     synthetic_prices(tmp_path)
     done = run_cli("backtest", str(tmp_path / "doc.json"), "--prices", str(tmp_path), "--mpor-days", "0")
@@ -621,37 +619,8 @@ def test_a_margin_period_that_is_not_a_whole_number_of_days_is_refused_by_the_co
 # --- the real history ------------------------------------------------------------------------------------
 
 
-def real_document() -> dict:
-    """A small document on the demo's underlyings and stablecoins (clearing/data/prices)."""
-    parameters = spec_parameters()
-    parameters["underlyings"]["SOL"] = copy.deepcopy(parameters["underlyings"]["BTC"]) | {"psr": 0.25}
-    parameters["correlation"] = {
-        "underlyings": ["BTC", "ETH", "SOL"], "matrix": [[1.0, 0.8, 0.7], [0.8, 1.0, 0.7], [0.7, 0.7, 1.0]],
-    }  # fmt: skip
-    parameters["assets"]["USDT"] = copy.deepcopy(parameters["assets"]["USDC"])
-    parameters["assets"]["USD"] = {"haircuts": [{"up_to": None, "haircut": 0.0}]}
-    market = {
-        "underlyings": {"BTC": {"price": 26000.0}, "ETH": {"price": 1650.0}, "SOL": {"price": 20.0}},
-        "instruments": {
-            "BTC-PERP": {"kind": "perpetual", "underlying": "BTC", "multiplier": 1},
-            "SOL-PERP": {"kind": "perpetual", "underlying": "SOL", "multiplier": 1},
-            "ETH-C": {"kind": "option", "underlying": "ETH", "multiplier": 1,
-                      "expiry": "2026-12-25T08:00:00Z", "strike": 1800, "right": "call", "iv": 0.6},
-        },
-    }  # fmt: skip
-    return make_document(
-        {"id": "BTC-LONG", "mode": "cross", "member": "M1", "collateral": {"USDC": "20000"},
-         "positions": [perp("BTC-PERP", "1", "26000")]},
-        {"id": "SHORT-VOL", "mode": "portfolio", "member": "M2", "collateral": {"USDT": "5000", "BTC": "0.2"},
-         "positions": [perp("SOL-PERP", "-300", "20"), {"instrument": "ETH-C", "quantity": "-3"}]},
-        {"id": "ISO", "mode": "isolated", "member": "M1", "collateral": {"USD": "3000"},
-         "positions": [perp("BTC-PERP", "-0.5", "26000") | {"allocated_margin": 1500}]},
-        parameters=parameters, market=market,
-    )  # fmt: skip
-
-
 @pytest.mark.parametrize("mode", ["fixed", "calibrated"])
-def test_the_backtest_runs_end_to_end_over_the_real_history(tmp_path, mode):
+def test_the_backtest_runs_end_to_end_over_the_real_history(tmp_path, mode, run_cli):
     (tmp_path / "doc.json").write_text(json.dumps(real_document()))
     done = run_cli("backtest", str(tmp_path / "doc.json"), "--prices", str(REAL_PRICES), "--mode", mode)
     assert done.returncode == 0, done.stderr

@@ -25,9 +25,8 @@ from riskengine.core import (
 from riskengine.core.jsontext import JSONInputError, loads
 from riskengine.core.params import check_underlying
 from riskengine.core.results import _texts, write_json
-from tests.riskengine.documents import hand_example_document, make_document, spec_parameters
+from tests.riskengine.documents import hand_example_document, make_document, set_path, spec_parameters
 from tests.riskengine.pathological import base_documents, pathological_documents
-from tests.riskengine.test_validation import run_cli, set_path
 
 OPTION_BOOK = {
     "id": "OPT-1", "mode": "portfolio", "collateral": {"USDC": "100000"},
@@ -344,14 +343,14 @@ def test_check_underlying_is_the_validator_the_admin_uses_and_names_the_psr():
          "portfolios[0].collateral.USDC"),
     ],
 )  # fmt: skip
-def test_the_cli_prints_an_error_and_no_result_exiting_non_zero(text, message):
+def test_the_cli_prints_an_error_and_no_result_exiting_non_zero(text, message, run_cli):
     completed = run_cli("margin", "-", stdin=text)
     assert completed.returncode == 2
     assert completed.stdout == ""
     assert message in completed.stderr
 
 
-def test_the_cli_writes_compact_json_by_default_and_indents_on_request(tmp_path):
+def test_the_cli_writes_compact_json_by_default_and_indents_on_request(tmp_path, run_cli):
     doc = hand_example_document()
     compact = run_cli("margin", "-", stdin=json.dumps(doc))
     indented = run_cli("margin", "-", "--indent", "2", stdin=json.dumps(doc))

@@ -27,7 +27,7 @@ from riskengine.core import (
 )
 from riskengine.core.reference import reference_amount_due, reference_document
 from tests.riskengine.documents import make_document, perp, spec_market, two_perpetuals
-from tests.riskengine.test_properties import (
+from tests.riskengine.strategies import (
     SETTINGS,
     collateral,
     document,
@@ -35,7 +35,6 @@ from tests.riskengine.test_properties import (
     position_entry,
     positions,
 )
-from tests.riskengine.test_validation import run_cli
 
 RANK = {name: rank for rank, name in enumerate(STATUSES)}  # healthy < margin_call < liquidation
 
@@ -262,7 +261,7 @@ def test_only_a_healthy_account_owes_nothing_unless_it_is_in_liquidation(books):
             assert due > 0.0
 
 
-def test_the_cli_replays_isolated_allocations_and_prints_the_isolated_fields(tmp_path):
+def test_the_cli_replays_isolated_allocations_and_prints_the_isolated_fields(tmp_path, run_cli):
     doc = two_perpetuals(mode="isolated", short_allocation=5000)
     doc["portfolios"].append(copy.deepcopy(doc["portfolios"][0]) | {"id": "TWO-CROSS", "mode": "cross"})
     path = tmp_path / "doc.json"

@@ -12,8 +12,7 @@ from riskengine.core import MarginInput, Portfolios, compute_margin, parse_docum
 from riskengine.core import liquidation as liquidation_module
 from riskengine.core.liquidation import first_best, isolated_liquidation_plan, liquidation_plan
 from riskengine.core.market import OPTION
-from tests.riskengine.documents import make_document, perp, spec_parameters, two_perpetuals
-from tests.riskengine.test_properties import wide_market
+from tests.riskengine.documents import make_document, perp, spec_parameters, two_perpetuals, wide_market
 
 FEE = 0.01
 

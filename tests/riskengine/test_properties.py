@@ -6,82 +6,20 @@ import copy
 import math
 
 import numpy as np
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
 from riskengine.core import compute_document, compute_margin, parse_document
 from riskengine.core.reference import reference_amount_due, reference_document
-from tests.riskengine.documents import make_document, spec_market, spec_parameters
-
-SETTINGS = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-
-
-def wide_market() -> dict:
-    """The spec market plus short-dated, expired and put options so every branch is exercised."""
-    market = spec_market()
-    market["instruments"].update(
-        {
-            "ETH-PERP2": {"kind": "perpetual", "underlying": "ETH", "multiplier": 0.1},
-            "ETH-27NOV26-2800-P": {"kind": "option", "underlying": "ETH", "multiplier": 1,
-                                   "expiry": "2026-11-27T08:00:00Z", "strike": 2800, "right": "put",
-                                   "iv": 0.9},
-            "BTC-20NOV26-58000-C": {"kind": "option", "underlying": "BTC", "multiplier": 0.01,
-                                    "expiry": "2026-11-20T08:00:00Z", "strike": 58000, "right": "call",
-                                    "iv": 0.5},
-            "ETH-26JUN27": {"kind": "future", "underlying": "ETH", "multiplier": 1,
-                            "expiry": "2027-06-26T08:00:00Z"},
-        }
-    )  # fmt: skip
-    return market
-
-
-INSTRUMENTS = sorted(wide_market()["instruments"])
-MODES = ("isolated", "cross", "portfolio")
-
-quantities = st.integers(min_value=-40, max_value=40).map(lambda n: n / 4)
-# An allocated margin (spec section 4a) or none (the key absent: 0); validated and shown in every
-# mode, used only in isolated mode.
-allocations = st.one_of(st.none(), st.integers(min_value=0, max_value=20_000).map(lambda n: n / 2))
-positions = st.lists(
-    st.tuples(
-        st.sampled_from(INSTRUMENTS), quantities, st.integers(min_value=2000, max_value=80000), allocations
-    ),
-    max_size=6,
+from tests.riskengine.documents import spec_parameters
+from tests.riskengine.strategies import (
+    INSTRUMENTS,
+    MODES,
+    SETTINGS,
+    document,
+    portfolios,
+    quantities,
 )
-
-
-def position_entry(name: str, quantity: float, entry: int, allocated: float | None) -> dict:
-    position = {"instrument": name, "quantity": quantity, "entry_price": entry}
-    if allocated is not None:
-        position["allocated_margin"] = allocated
-    return position
-
-
-collateral = st.fixed_dictionaries(
-    {},
-    optional={
-        "USDC": st.integers(min_value=-50_000, max_value=2_000_000).map(str),
-        "BTC": st.integers(min_value=-20, max_value=400).map(lambda n: n / 4),
-    },
-)
-
-
-@st.composite
-def portfolios(draw, *, mode=None, max_size=4):
-    count = draw(st.integers(min_value=1, max_value=max_size))
-    return [
-        {
-            "id": f"P{k}",
-            "mode": mode or draw(st.sampled_from(MODES)),
-            "collateral": draw(collateral),
-            "positions": [position_entry(*drawn) for drawn in draw(positions)],
-        }
-        for k in range(count)
-    ]
-
-
-def document(books, *, parameters=None):
-    return make_document(*books, parameters=parameters, market=wide_market())
 
 
 def close(a, b, *, rel=1e-9, abs_tol=1e-6) -> bool:

@@ -26,15 +26,15 @@ from riskengine.core.stress import (
     stress_report,
 )
 from tests.riskengine.documents import (
+    REAL_PRICES,
     daily_days,
     make_document,
     perp,
     price_history,
+    real_document,
     spec_parameters,
     write_prices,
 )
-from tests.riskengine.test_backtest import REAL_PRICES, real_document
-from tests.riskengine.test_validation import run_cli
 
 DOWN_40 = HypotheticalScenario("down 40%", others=0.6)
 UP_50 = HypotheticalScenario("up 50%", others=1.5)
@@ -213,7 +213,7 @@ def assert_stress_shape(report: dict) -> None:
         assert set(cover) == {"amount", "scenario", "members"}
 
 
-def test_the_stress_command_prints_the_issues_shape(tmp_path):
+def test_the_stress_command_prints_the_issues_shape(tmp_path, run_cli):
     # A history outside the crisis periods: the four hypothetical scenarios only.
     doc = three_members()
     (tmp_path / "doc.json").write_text(json.dumps(doc))
@@ -251,7 +251,7 @@ def test_the_stress_command_needs_every_price_file_too(tmp_path, capsys):
     assert capsys.readouterr().err.strip() == f"error: {tmp_path / 'ETH-USD.csv'}: missing"
 
 
-def test_the_stress_runs_end_to_end_over_the_real_history(tmp_path):
+def test_the_stress_runs_end_to_end_over_the_real_history(tmp_path, run_cli):
     (tmp_path / "doc.json").write_text(json.dumps(real_document()))
     done = run_cli("stress", str(tmp_path / "doc.json"), "--prices", str(REAL_PRICES))
     assert done.returncode == 0, done.stderr

@@ -3,26 +3,12 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 
 from riskengine.core import DocumentError, check_correlation, compute_document, nearest_correlation
-from tests.riskengine.documents import hand_example_document
-
-REPO = Path(__file__).resolve().parents[2]
-
-
-def set_path(doc: dict, path: tuple, value) -> dict:
-    target = doc
-    for key in path[:-1]:
-        target = target[key]
-    target[path[-1]] = value
-    return doc
-
+from tests.riskengine.documents import hand_example_document, set_path
 
 MALFORMED = [
     ("unknown instrument", ("portfolios", 0, "positions", 1, "instrument"), "XYZ",
@@ -103,14 +89,7 @@ def test_the_nearest_correlation_repair_yields_a_valid_matrix_close_to_the_input
     assert np.allclose(nearest_correlation(good), good, atol=1e-12)
 
 
-def run_cli(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "riskengine", *args], input=stdin, capture_output=True, text=True,
-        cwd=REPO, check=False, timeout=60,
-    )  # fmt: skip
-
-
-def test_the_cli_replays_a_document_from_a_file_and_from_stdin(tmp_path):
+def test_the_cli_replays_a_document_from_a_file_and_from_stdin(tmp_path, run_cli):
     doc = hand_example_document()
     path = tmp_path / "doc.json"
     path.write_text(json.dumps(doc))
@@ -129,7 +108,7 @@ def test_the_cli_replays_a_document_from_a_file_and_from_stdin(tmp_path):
          "portfolios[0].positions[1].instrument: unknown instrument 'XYZ'"),
     ],
 )  # fmt: skip
-def test_the_cli_exits_non_zero_with_no_results_on_a_malformed_document(text, message):
+def test_the_cli_exits_non_zero_with_no_results_on_a_malformed_document(text, message, run_cli):
     completed = run_cli("margin", "-", stdin=text)
     assert completed.returncode == 2
     assert completed.stdout == ""

@@ -51,8 +51,7 @@ from riskengine.sweeps.models import (
 )
 from riskengine.sweeps.recovery import shard_resend_after, sweeps_recover
 from riskengine.sweeps.tasks import sweep_shard
-from tests.factories import demo_quotes, moved
-from tests.sweeps.test_two_workers import queue_purge
+from tests.factories import demo_quotes, moved, queue_purge
 
 ROOT = Path(__file__).resolve().parents[2]
 START_SECONDS = 120  # a worker imports Django and numpy: slow on a loaded machine

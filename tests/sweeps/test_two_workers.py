@@ -34,7 +34,7 @@ from accounts.models import MarginAccount
 from clearing.config.celery import app
 from riskengine.sweeps import services
 from riskengine.sweeps.models import MarginSnapshot, ShardStatus
-from tests.factories import demo_quotes
+from tests.factories import demo_quotes, queue_purge
 
 ROOT = Path(__file__).resolve().parents[2]
 START_SECONDS = 180
@@ -56,17 +56,6 @@ def worker_stop(worker: subprocess.Popen) -> None:
         except subprocess.TimeoutExpired:
             worker.kill()
             worker.wait(timeout=30)
-
-
-def queue_purge(name: str, *, delete: bool = False) -> None:
-    with app.connection_for_write() as conn:
-        conn.ensure_connection(max_retries=1)  # fails here when Redis is down: this test never skips
-        channel = conn.default_channel
-        channel.queue_declare(queue=name, durable=True, auto_delete=False)
-        channel.queue_purge(name)
-        if delete:
-            channel.queue_delete(name)
-            channel.client.delete(f"_kombu.binding.{name}", f"_kombu.binding_permanent.{name}")
 
 
 @pytest.mark.postgresql("two real workers racing for shards on a shared server")
