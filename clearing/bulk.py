@@ -50,6 +50,11 @@ database column names, e.g. ``"account_id"``; every operation runs on ``django.d
 ``tables_size(tables=) -> dict[str, tuple[float, float | None]]``
     Rows (PostgreSQL: planner estimate; SQLite: exact count) and bytes, indexes included (SQLite:
     from ``dbstat``, None where SQLite was built without it), per existing table.
+``datetime_aware(value) -> datetime``
+    A datetime as a raw cursor returns it (PostgreSQL: aware; SQLite: naive UTC, or text for an
+    expression such as ``max()``) as an aware datetime. The other way, a parameter compared with
+    or written to a datetime column is ``connection.ops.adapt_datetimefield_value(moment)``
+    (Django's; SQLite: naive UTC text like the ORM's, which compares as text with stored values).
 
 Values. Python values as the ORM takes them (``Decimal``, aware ``datetime``, ``bytes``, ``None``)
 are adapted per column the way the ORM adapts them, so rows written here read back through the
@@ -64,7 +69,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager, nullcontext
-from datetime import datetime
+from datetime import UTC, datetime
 
 import numpy as np
 from django.db import DatabaseError, connection, transaction
@@ -407,3 +412,10 @@ def _sqlite_bytes(cursor, table: str) -> float | None:
     except DatabaseError:
         return None
     return float(total)
+
+
+def datetime_aware(value: datetime | str) -> datetime:
+    """A datetime read by a raw cursor as an aware datetime (module docstring)."""
+    if isinstance(value, str):
+        value = datetime.fromisoformat(value)
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value
