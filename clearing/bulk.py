@@ -50,6 +50,12 @@ database column names, e.g. ``"account_id"``; every operation runs on ``django.d
 ``tables_size(tables=) -> dict[str, tuple[float, float | None]]``
     Rows (PostgreSQL: planner estimate; SQLite: exact count) and bytes, indexes included (SQLite:
     from ``dbstat``, None where SQLite was built without it), per existing table.
+``delete_triggers_lifted(using=DEFAULT_DB_ALIAS)``
+    A context for emptying tables wholesale (``manage.py flush``, a transactional test's
+    teardown) past the triggers that refuse deletions (the append-only ledgers'), as PostgreSQL's
+    flush, a ``TRUNCATE``, is (it fires no row trigger): nothing on PostgreSQL. SQLite flushes by
+    ``DELETE``: every trigger that fires on a delete is dropped for the block and created again
+    from its own SQL at its end, all in one transaction (a failure leaves them as they were).
 ``datetime_aware(value) -> datetime``
     A datetime as a raw cursor returns it (PostgreSQL: aware; SQLite: naive UTC, or text for an
     expression such as ``max()``) as an aware datetime. The other way, a parameter compared with
@@ -67,12 +73,13 @@ stores a float NaN as NULL (a NOT NULL float column refuses it there; PostgreSQL
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from datetime import UTC, datetime
 
 import numpy as np
-from django.db import DatabaseError, connection, transaction
+from django.db import DEFAULT_DB_ALIAS, DatabaseError, connection, connections, transaction
 from django.db.models import (
     AutoField,
     BigAutoField,
@@ -412,6 +419,33 @@ def _sqlite_bytes(cursor, table: str) -> float | None:
     except DatabaseError:
         return None
     return float(total)
+
+
+@contextmanager
+def delete_triggers_lifted(*, using: str = DEFAULT_DB_ALIAS) -> Iterator[None]:
+    """Lift the triggers that refuse deletions for a wholesale flush of the database ``using``
+    (module docstring)."""
+    db = connections[using]
+    if db.vendor == "postgresql":
+        yield
+        return
+    with transaction.atomic(using=using):
+        with db.cursor() as cursor:
+            cursor.execute("SELECT name, sql FROM sqlite_master WHERE type = 'trigger' ORDER BY name")
+            triggers = [(name, sql) for name, sql in cursor.fetchall() if _fires_on_delete(sql)]
+            for name, _ in triggers:
+                cursor.execute(f"DROP TRIGGER {db.ops.quote_name(name)}")
+        yield
+        with db.cursor() as cursor:
+            for _, sql in triggers:
+                cursor.execute(sql)
+
+
+_ON_DELETE = re.compile(r"\b(?:BEFORE|AFTER|INSTEAD\s+OF)\s+DELETE\s+ON\b", re.IGNORECASE)
+
+
+def _fires_on_delete(sql: str) -> bool:
+    return bool(_ON_DELETE.search(sql))
 
 
 def datetime_aware(value: datetime | str) -> datetime:
