@@ -68,24 +68,46 @@ database column names, e.g. ``"account_id"``; every operation runs on ``django.d
 ``tables_size(tables=) -> dict[str, tuple[float, float | None]]``
     Rows (PostgreSQL: planner estimate; SQLite: exact count) and bytes, indexes included (SQLite:
     from ``dbstat``, None where SQLite was built without it), per existing table.
+``delete_triggers_lifted(using=DEFAULT_DB_ALIAS)``
+    A context for emptying tables wholesale (``manage.py flush``, a transactional test's
+    teardown) past the triggers that refuse deletions (the append-only ledgers'), as PostgreSQL's
+    flush, a ``TRUNCATE``, is (it fires no row trigger): nothing on PostgreSQL. SQLite flushes by
+    ``DELETE``: every trigger that fires on a delete is dropped for the block and created again
+    from its own SQL at its end, all in one transaction (a failure leaves them as they were).
+``datetime_aware(value) -> datetime``
+    A datetime as a raw cursor returns it (PostgreSQL: aware; SQLite: naive UTC, or text for an
+    expression such as ``max()``) as an aware datetime. The other way, a parameter compared with
+    or written to a datetime column is ``connection.ops.adapt_datetimefield_value(moment)``
+    (Django's; SQLite: naive UTC text like the ORM's, which compares as text with stored values).
+``float_to_db(value)`` and ``float_from_db(value)``
+    A float column's value to and from the database keeping NaN (``clearing.ledger.FigureField``,
+    the risk engine's stored figures): unchanged on PostgreSQL (``float8`` holds NaN); on SQLite,
+    whose driver binds NaN as NULL, NaN is stored as the text ``'NaN'`` (a REAL column keeps text
+    that is not a number as text) and read back as NaN. SQLite orders text after every number, as
+    PostgreSQL orders NaN, so comparisons agree; SQL arithmetic on such a column does not (SQLite
+    reads the text as 0 where PostgreSQL's result is NaN). Known limit: SQLite keeps no negative
+    zero (it stores an integral REAL as an integer): -0.0 reads back as 0.0, an equal number.
 
 Values. Python values as the ORM takes them (``Decimal``, aware ``datetime``, ``bytes``, ``None``)
 are adapted per column the way the ORM adapts them, so rows written here read back through the
 ORM exactly like ORM-written ones (on SQLite, for instance, datetimes are stored as naive UTC
 text). Values for JSON columns are JSON **text** (already encoded), on both databases. Plain Python
-scalars, not numpy ones (``array.tolist()``): psycopg adapts only the former. Known limit: SQLite
-stores a float NaN as NULL (a NOT NULL float column refuses it there; PostgreSQL keeps it).
+scalars, not numpy ones (``array.tolist()``): psycopg adapts only the former. A float NaN is
+kept in a ``FigureField`` column on both databases (``float_to_db``); in a plain ``FloatField``
+SQLite stores it as NULL (a NOT NULL column refuses it there).
 """
 
 from __future__ import annotations
 
 import json
+import math
+import re
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager, nullcontext
-from datetime import date, datetime
+from datetime import UTC, date, datetime
 
 import numpy as np
-from django.db import DatabaseError, connection, transaction
+from django.db import DEFAULT_DB_ALIAS, DatabaseError, connection, connections, transaction
 from django.db.models import (
     AutoField,
     BigAutoField,
@@ -512,3 +534,53 @@ def _sqlite_bytes(cursor, table: str) -> float | None:
     except DatabaseError:
         return None
     return float(total)
+
+
+@contextmanager
+def delete_triggers_lifted(*, using: str = DEFAULT_DB_ALIAS) -> Iterator[None]:
+    """Lift the triggers that refuse deletions for a wholesale flush of the database ``using``
+    (module docstring)."""
+    db = connections[using]
+    if db.vendor == "postgresql":
+        yield
+        return
+    with transaction.atomic(using=using):
+        with db.cursor() as cursor:
+            cursor.execute("SELECT name, sql FROM sqlite_master WHERE type = 'trigger' ORDER BY name")
+            triggers = [(name, sql) for name, sql in cursor.fetchall() if _fires_on_delete(sql)]
+            for name, _ in triggers:
+                cursor.execute(f"DROP TRIGGER {db.ops.quote_name(name)}")
+        yield
+        with db.cursor() as cursor:
+            for _, sql in triggers:
+                cursor.execute(sql)
+
+
+_ON_DELETE = re.compile(r"\b(?:BEFORE|AFTER|INSTEAD\s+OF)\s+DELETE\s+ON\b", re.IGNORECASE)
+
+
+def _fires_on_delete(sql: str) -> bool:
+    return bool(_ON_DELETE.search(sql))
+
+
+def datetime_aware(value: datetime | str) -> datetime:
+    """A datetime read by a raw cursor as an aware datetime (module docstring)."""
+    if isinstance(value, str):
+        value = datetime.fromisoformat(value)
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value
+
+
+# How SQLite stores a float NaN (module docstring, ``float_to_db``).
+NAN_TEXT = "NaN"
+
+
+def float_to_db(value):
+    """A float column's value as this database keeps it, NaN included (module docstring)."""
+    if isinstance(value, float) and math.isnan(value) and not _postgres():
+        return NAN_TEXT
+    return value
+
+
+def float_from_db(value):
+    """A float column's stored value back as a float (``float_to_db``'s inverse)."""
+    return float(value) if isinstance(value, str) else value

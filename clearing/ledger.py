@@ -11,10 +11,33 @@ from functools import partial
 
 from django.db import models
 
+from clearing.bulk import float_from_db, float_to_db
+
 # 28 significant digits with 10 decimals: room for 10^18 USD and for satoshi-level quantities.
 AmountField = partial(models.DecimalField, max_digits=28, decimal_places=10)
 PriceField = partial(models.DecimalField, max_digits=28, decimal_places=10)
 QuantityField = partial(models.DecimalField, max_digits=28, decimal_places=10)
+
+
+class FigureField(models.FloatField):
+    """A figure of the risk engine (float64) stored exactly on both databases, NaN included: a
+    stored figure must replay from its stored inputs, a figure that is not a number too (a snapshot
+    of an account whose figures are not finite). PostgreSQL's ``float8`` holds NaN; SQLite's driver
+    would bind it as NULL, so there it is stored as text (``clearing.bulk.float_to_db``).
+
+    The column is a plain ``FloatField``'s (``double precision`` / ``REAL``) and the field
+    deconstructs as one: only the values' adaptation differs, which migrations never use, so no
+    migration (and on SQLite no rebuilt table, which would drop its triggers) comes of it."""
+
+    def get_db_prep_value(self, value, connection, prepared=False):
+        return float_to_db(super().get_db_prep_value(value, connection, prepared))
+
+    def from_db_value(self, value, expression, connection):
+        return float_from_db(value)
+
+    def deconstruct(self):
+        name, _, args, kwargs = super().deconstruct()
+        return name, "django.db.models.FloatField", args, kwargs
 
 
 class AppendOnlyError(Exception):

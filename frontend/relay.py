@@ -46,15 +46,14 @@ import asyncio
 import contextlib
 import logging
 from concurrent.futures import ThreadPoolExecutor
-from datetime import UTC, timedelta
+from datetime import timedelta
 
 from channels.layers import get_channel_layer
 from django.db import close_old_connections, connection, transaction
 from django.utils import timezone
-from django.utils.dateparse import parse_datetime
 
 from accounts.models import MarginAccount
-from clearing.bulk import skip_locked
+from clearing.bulk import datetime_aware, skip_locked
 from clearing.events import FANOUT_GROUP, account_group, fanout_events
 from clearing.models import OutboxEvent
 from clearing.ops.metrics import OUTBOX_PRUNED, RELAY_LAG, RELAY_RELEASED, RELAY_SEND_FAILURES, RELAY_SENT
@@ -97,14 +96,13 @@ def outbox_claim(*, limit: int = BATCH) -> list[tuple[int, str, dict]]:
     )
     now = timezone.now()
     with transaction.atomic(), connection.cursor() as cursor:
-        cursor.execute(sql, [now, limit])
+        # The claim time as the ORM stores it (SQLite: naive UTC text, comparable with the others).
+        cursor.execute(sql, [connection.ops.adapt_datetimefield_value(now), limit])
         rows = cursor.fetchall()
     field = OutboxEvent._meta.get_field("payload")
     decoded = [(pk, group, field.from_db_value(payload, None, connection)) for pk, group, payload, _ in rows]
     for *_, created_at in rows:
-        if isinstance(created_at, str):  # SQLite's raw cursor: naive UTC text
-            created_at = parse_datetime(created_at).replace(tzinfo=UTC)
-        RELAY_LAG.observe(max(0.0, (now - created_at).total_seconds()))
+        RELAY_LAG.observe(max(0.0, (now - datetime_aware(created_at)).total_seconds()))
     # RETURNING gives no order guarantee; members must see events in the order they happened.
     decoded.sort(key=lambda row: row[0])
     if any(group == FANOUT_GROUP for _, group, _ in decoded):
@@ -131,7 +129,7 @@ def outbox_prune(
     """Delete rows older than ``retention``, oldest first, in at most ``batches`` statements of
     ``batch`` rows (each committed on its own when called outside a transaction); returns how many."""
     table = OutboxEvent._meta.db_table
-    cutoff = timezone.now() - retention
+    cutoff = connection.ops.adapt_datetimefield_value(timezone.now() - retention)
     deleted = 0
     for _ in range(batches):
         with transaction.atomic(), connection.cursor() as cursor:

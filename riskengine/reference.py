@@ -28,13 +28,14 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, replace
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.db import connection
 from django.utils import timezone
 
 from accounts.models import Asset
+from clearing.bulk import datetime_aware
 from clearing.marketdata.aggregation import DEGRADED, OK
 from clearing.marketdata.models import IndexPrice, IndexState, VolMark
 from clearing.marketdata.quotes import MarketQuotes
@@ -166,17 +167,13 @@ def _quotes_probe(*, now: datetime) -> tuple:
         f" (SELECT min(fresh_until) FROM {states} WHERE status IN (%s, %s) AND fresh_until >= %s),"
         f" (SELECT min(quorum_until) FROM {states} WHERE status = %s AND quorum_until >= %s)"
     )
+    # ``now`` as the ORM stores datetimes (SQLite: naive UTC text, compared as text).
+    at = connection.ops.adapt_datetimefield_value(now)
     with connection.cursor() as cursor:
-        cursor.execute(sql, [OK, DEGRADED, now, OK, now])
+        cursor.execute(sql, [OK, DEGRADED, at, OK, at])
         *key, fresh_until, quorum_until = cursor.fetchone()
-    changes = [_aware(moment) for moment in (fresh_until, quorum_until) if moment is not None]
+    changes = [datetime_aware(moment) for moment in (fresh_until, quorum_until) if moment is not None]
     return tuple(key), min(changes) if changes else None
-
-
-def _aware(moment) -> datetime:
-    if isinstance(moment, str):  # SQLite answers aggregates of datetimes as text
-        moment = datetime.fromisoformat(moment)
-    return timezone.make_aware(moment, UTC) if timezone.is_naive(moment) else moment
 
 
 def quotes_current() -> MarketQuotes:

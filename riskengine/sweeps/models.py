@@ -10,8 +10,8 @@
 - ``MarginSnapshot``: one account's figures from one sweep, unique per ``(sweep, account)``, with
   the account's exact engine input (``positions``, ``collateral``) so the margin document can be
   rebuilt and recomputed (``selectors.margin_snapshot_document``). Figures are the engine's float64
-  outputs stored as ``double precision``: a replay reproduces them bit for bit. Money that moves
-  (call amounts, fees, deficits) is ``NUMERIC``.
+  outputs stored as ``double precision`` (``FigureField``: NaN included, on SQLite too): a replay
+  reproduces them bit for bit. Money that moves (call amounts, fees, deficits) is ``NUMERIC``.
 - ``AccountMargin``: the current snapshot of each account: the newest valuation by ``(valued_at,
   sweep_id)``, never the one that arrived last; for fast reads.
 - ``MarginCall`` / ``MarginCallEvent``: at most one open call per account (partial unique index);
@@ -36,7 +36,7 @@ from __future__ import annotations
 from django.db import models
 from django.db.models import Q
 
-from clearing.ledger import AmountField, AppendOnlyModel
+from clearing.ledger import AmountField, AppendOnlyModel, FigureField
 
 
 class SweepKind(models.TextChoices):
@@ -159,22 +159,22 @@ class MarginSnapshot(models.Model):
     read_at = models.DateTimeField(help_text="When the account's positions and balances were read.")
     mode = models.CharField(max_length=10)
     status = models.CharField(max_length=12, choices=MarginStatus.choices)
-    equity = models.FloatField()
-    collateral_value = models.FloatField()
-    initial_margin = models.FloatField()
-    maintenance_margin = models.FloatField()
-    excess = models.FloatField()
-    margin_ratio = models.FloatField(null=True, blank=True)
-    scan_directional = models.FloatField()
-    scan_non_directional = models.FloatField()
-    correlation_credit = models.FloatField()
-    basis = models.FloatField()
-    short_option_minimum = models.FloatField()
-    concentration = models.FloatField()
-    required_isolated = models.FloatField()
-    required_cross = models.FloatField()
-    required_portfolio = models.FloatField()
-    free_collateral = models.FloatField(
+    equity = FigureField()
+    collateral_value = FigureField()
+    initial_margin = FigureField()
+    maintenance_margin = FigureField()
+    excess = FigureField()
+    margin_ratio = FigureField(null=True, blank=True)
+    scan_directional = FigureField()
+    scan_non_directional = FigureField()
+    correlation_credit = FigureField()
+    basis = FigureField()
+    short_option_minimum = FigureField()
+    concentration = FigureField()
+    required_isolated = FigureField()
+    required_cross = FigureField()
+    required_portfolio = FigureField()
+    free_collateral = FigureField(
         null=True, blank=True, help_text="Isolated accounts: collateral value less the allocations, USD."
     )
     by_underlying = models.BinaryField(help_text="Per-underlying figures (see the module docstring).")
@@ -212,9 +212,9 @@ class AccountMargin(models.Model):
         Sweep, on_delete=models.DO_NOTHING, related_name="+", db_index=False, db_constraint=False
     )
     status = models.CharField(max_length=12, choices=MarginStatus.choices)
-    equity = models.FloatField()
-    initial_margin = models.FloatField()
-    maintenance_margin = models.FloatField()
+    equity = FigureField()
+    initial_margin = FigureField()
+    maintenance_margin = FigureField()
 
     def __str__(self) -> str:
         return f"{self.account_id}: {self.status}"
@@ -298,10 +298,10 @@ class Liquidation(models.Model):
         default=list, help_text="Positions closed, in order, with the margin each released."
     )
     trades = models.ManyToManyField("clearing.Trade", related_name="+", blank=True)
-    equity_before = models.FloatField(null=True, blank=True)
-    initial_margin_before = models.FloatField(null=True, blank=True)
-    equity_after = models.FloatField(null=True, blank=True)
-    initial_margin_after = models.FloatField(null=True, blank=True)
+    equity_before = FigureField(null=True, blank=True)
+    initial_margin_before = FigureField(null=True, blank=True)
+    equity_after = FigureField(null=True, blank=True)
+    initial_margin_after = FigureField(null=True, blank=True)
     closed_notional = AmountField(default=0)
     fee = AmountField(default=0, help_text="Paid to the insurance fund, USD.")
     deficit_covered = AmountField(default=0, help_text="Negative equity covered by the insurance fund, USD.")

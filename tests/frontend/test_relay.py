@@ -57,6 +57,29 @@ def test_rows_older_than_the_retention_are_pruned_relayed_or_not(db):
     assert list(OutboxEvent.objects.values_list("pk", flat=True)) == [recent.pk]
 
 
+def test_a_claim_records_its_time_as_the_orm_does_and_measures_the_lag_from_the_creation(db, clock):
+    events_publish(events=[(1, "margin.updated", {"n": n}) for n in range(3)])
+    created = clock.now
+    claimed_at = clock.advance(seconds=2)
+    lag = mock.Mock()
+
+    with mock.patch("frontend.relay.RELAY_LAG", lag):
+        assert len(outbox_claim()) == 3
+
+    assert OutboxEvent.objects.filter(relayed_at=claimed_at).count() == 3
+    assert OutboxEvent.objects.filter(created_at=created).count() == 3
+    assert [c.args for c in lag.observe.call_args_list] == [(2.0,)] * 3
+
+
+def test_a_row_exactly_as_old_as_the_retention_is_kept_and_one_a_microsecond_older_pruned(db, clock):
+    (kept,) = events_publish(events=[(1, "margin.updated", {})])
+    clock.advance(minutes=5)
+    assert outbox_prune(retention=timedelta(minutes=5)) == 0
+    clock.advance(microseconds=1)
+    assert outbox_prune(retention=timedelta(minutes=5)) == 1
+    assert not OutboxEvent.objects.filter(pk=kept.pk).exists()
+
+
 class FlakyLayer:
     """A channel layer whose first ``group_send`` fails the way a stale connection after a Redis
     restart does; later sends reach the real (in-memory) layer."""

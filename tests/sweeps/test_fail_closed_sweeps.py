@@ -11,7 +11,6 @@ from datetime import timedelta
 
 import numpy as np
 import pytest
-from django.conf import settings
 from django.utils import timezone
 
 from clearing.api.serializers import AccountMarginOut, SnapshotOut
@@ -24,16 +23,6 @@ from riskengine.sweeps.models import AccountMargin, CallStatus, Liquidation, Mar
 from tests.factories import account_with_btc_long, moved
 
 ALERT = "margin_not_finite"
-
-
-# A known bug of the embedded stack, not a PostgreSQL-only behaviour: SQLite stores a float NaN as
-# NULL, so the sweep cannot write a not-finite figure into a snapshot's NOT NULL columns there
-# (IntegrityError). Strict: these start to pass, and must be unmarked, once it is fixed.
-nan_not_storable_on_sqlite = pytest.mark.xfail(
-    settings.DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3",
-    reason="SQLite stores NaN as NULL: a not-finite snapshot figure breaks NOT NULL",
-    strict=True,
-)
 
 
 @pytest.fixture
@@ -71,7 +60,6 @@ def open_alert(account) -> OpsAlert | None:
     return OpsAlert.objects.filter(kind=ALERT, key=str(account.pk), resolved_at=None).first()
 
 
-@nan_not_storable_on_sqlite
 def test_a_nan_figure_puts_the_account_in_liquidation_suspended_with_a_critical_alert(quotes, not_finite):
     broken = in_margin_call("T-NAN", quotes)
     other = in_margin_call("T-CALL", quotes)
@@ -105,7 +93,6 @@ def test_a_nan_figure_puts_the_account_in_liquidation_suspended_with_a_critical_
     assert AccountMarginOut(current).data["equity"] is None
 
 
-@nan_not_storable_on_sqlite
 def test_an_open_call_is_neither_cured_nor_escalated_while_its_figures_are_not_finite(quotes, not_finite):
     account = in_margin_call("T-WAIT", quotes)
     services.sweep_accounts_run(account_ids=[account.pk], cause="first", quotes=quotes)
@@ -132,7 +119,6 @@ def test_an_open_call_is_neither_cured_nor_escalated_while_its_figures_are_not_f
     assert open_alert(account) is None
 
 
-@nan_not_storable_on_sqlite
 def test_a_full_sweep_with_a_nan_account_finishes_and_sweeps_every_other_account(quotes, not_finite):
     broken = in_margin_call("T-NANFULL", quotes)
     not_finite("T-NANFULL")

@@ -28,6 +28,6 @@ def ungate(apps, schema_editor):
 
 
 class Migration(migrations.Migration):
-    dependencies = [("ops", "0003_opsalert"), ("clearing", "0004_transaction_flag")]
+    dependencies = [("ops", "0003_opsalert"), ("clearing", "0005_transaction_flag")]
 
     operations = [migrations.RunPython(gate, ungate)]

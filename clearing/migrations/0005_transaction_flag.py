@@ -19,6 +19,6 @@ def uninstall(apps, schema_editor):
 
 
 class Migration(migrations.Migration):
-    dependencies = [("clearing", "0003_outboxevent")]
+    dependencies = [("clearing", "0004_position_allocated_margin")]
 
     operations = [migrations.RunPython(install, uninstall)]
