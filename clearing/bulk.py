@@ -14,12 +14,14 @@ database column names, e.g. ``"account_id"``; every operation runs on ``django.d
     ``COPY_MIN_ROWS`` rows up (binary when ``types``, PostgreSQL type names per column, are
     given), else one ``executemany`` INSERT (cheaper for a few rows; it can run in a
     ``pipeline()``, which COPY cannot). SQLite: ``executemany`` INSERT.
-``rows_insert_returning(model=, columns=, rows=, returning=) -> list[tuple]``
+``rows_insert_returning(model=, columns=, rows=, returning=, constants=None) -> list[tuple]``
     Insert and return the ``returning`` columns of every new row (e.g. ``("id", "account_id")``),
-    in no particular order: map them back by a key. PostgreSQL: one ``INSERT … SELECT FROM
+    in no particular order: map them back by a key. ``constants`` (column → value) are columns
+    every row shares, sent once instead of once a row. PostgreSQL: one ``INSERT … SELECT FROM
     unnest(arrays)``, each column sent as one array literal (``{1,2,NULL}``, one text parameter
     cast in SQL: psycopg adapts a Python list element by element, which cost a crash-day sweep
-    shard more than its statements); SQLite: multi-row ``INSERT … RETURNING`` in chunks.
+    shard more than its statements; and a timestamp repeated in every row costs the server a
+    parse each); SQLite: multi-row ``INSERT … RETURNING`` in chunks.
 ``rows_upsert(model=, columns=, rows=, conflict=, update=) -> None``
     ``INSERT … ON CONFLICT (conflict) DO UPDATE SET`` the ``update`` columns to the new values.
 ``rows_update(model=, columns=, rows=) -> None``
@@ -35,8 +37,9 @@ database column names, e.g. ``"account_id"``; every operation runs on ``django.d
 ``filter_any(queryset, column, values) -> QuerySet`` and ``any_sql(column_sql, values, kind=)``
     ``column IN values`` with one parameter whatever the list's length (a shard's lists hold
     25,000 ids: as many placeholders cost more to format than the query, and exceed SQLite's
-    limit). PostgreSQL: ``= ANY(string_to_array(%s, ','))``; SQLite: ``IN (SELECT value FROM
-    json_each(%s))``. Text values must not contain commas (ids, session keys).
+    limit). PostgreSQL: ``= ANY(%s::int8[])`` of an array literal (``{1,2,3}``) for integers,
+    ``= ANY(string_to_array(%s, ','))`` for text; SQLite: ``IN (SELECT value FROM json_each(%s))``.
+    Text values must not contain commas (ids, session keys).
 ``skip_locked() -> str``
     ``" FOR UPDATE SKIP LOCKED"`` to append to a claiming ``SELECT`` on PostgreSQL; ``""`` on
     SQLite, where the caller's write transaction already excludes every other writer.
@@ -102,7 +105,7 @@ from __future__ import annotations
 import json
 import math
 import re
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from datetime import UTC, date, datetime
 
@@ -237,32 +240,41 @@ def rows_insert_returning(
     columns: Sequence[str],
     rows: Sequence[Sequence],
     returning: Sequence[str],
+    constants: Mapping[str, object] | None = None,
 ) -> list[tuple]:
-    """Insert ``rows`` and return their ``returning`` columns, unordered (module docstring)."""
+    """Insert ``rows`` and return their ``returning`` columns, unordered (module docstring).
+    ``constants`` (column → value) are columns every row shares, sent once."""
     if not rows:
         return []
+    constants = dict(constants or {})
     fields = _fields(model, columns)
+    shared = _fields(model, list(constants))
     _fields(model, returning)  # names checked before they reach the SQL
     table = _quote(model._meta.db_table)
-    names = ", ".join(_quote(c) for c in columns)
+    names = ", ".join(_quote(c) for c in [*columns, *constants])
     back = ", ".join(_quote(c) for c in returning)
     result: list[tuple] = []
     with connection.cursor() as cursor:
         if _postgres():
             arrays = ", ".join(f"%s::{f.db_type(connection)}[]" for f in fields)
-            aliases = ", ".join(f"c{i}" for i in range(len(fields)))
+            aliases = [f"c{i}" for i in range(len(fields))]
+            select = ", ".join([*aliases, *(f"%s::{f.db_type(connection)}" for f in shared)])
             cursor.execute(
-                f"INSERT INTO {table} ({names}) SELECT {aliases} FROM unnest({arrays}) AS u({aliases})"
-                f" RETURNING {back}",
+                f"INSERT INTO {table} ({names}) SELECT {select} FROM unnest({arrays})"
+                f" AS u({', '.join(aliases)}) RETURNING {back}",
                 [
-                    _array_literal(f, column)
-                    for f, column in zip(fields, zip(*rows, strict=True), strict=True)
+                    *constants.values(),
+                    *(
+                        _array_literal(f, column)
+                        for f, column in zip(fields, zip(*rows, strict=True), strict=True)
+                    ),
                 ],
             )
             return [tuple(r) for r in cursor.fetchall()]
-        values = _adapted(fields, rows)
-        size = _sqlite_chunk(len(fields))
-        row_marks = "(" + ", ".join(["%s"] * len(fields)) + ")"
+        common = list(constants.values())
+        values = _adapted([*fields, *shared], [[*row, *common] for row in rows])
+        size = _sqlite_chunk(len(fields) + len(shared))
+        row_marks = "(" + ", ".join(["%s"] * (len(fields) + len(shared))) + ")"
         for start in range(0, len(values), size):
             chunk = values[start : start + size]
             marks = ", ".join([row_marks] * len(chunk))
@@ -371,8 +383,11 @@ def any_sql(column_sql: str, values: Sequence, *, kind: str | None = None) -> tu
     values = list(values)
     kind = _kind(values, kind)
     if _postgres():
-        cast = "int8" if kind == "int" else "text"
-        return f"{column_sql} = ANY(string_to_array(%s, ',')::{cast}[])", [",".join(map(str, values))]
+        if kind == "int":
+            # An int8[] literal: read by the server's array parser straight into int8 (2-4 ms
+            # less per 25,000 ids than splitting a text and casting its parts).
+            return f"{column_sql} = ANY(%s::int8[])", ["{" + ",".join(map(str, map(int, values))) + "}"]
+        return f"{column_sql} = ANY(string_to_array(%s, ','))", [",".join(map(str, values))]
     items = [int(v) for v in values] if kind == "int" else [str(v) for v in values]
     return f"{column_sql} IN (SELECT value FROM json_each(%s))", [json.dumps(items)]
 

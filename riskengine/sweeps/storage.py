@@ -203,29 +203,31 @@ def calls_insert(
     and escalated by the same snapshot is inserted escalated, closed at ``opened_at``) and return
     their ids in input order. ``amounts`` are decimal texts (``decimal_texts``); ``statuses``
     ``CallStatus`` values; ``positions``: per call, the positions an isolated account's call names
-    (``MarginCall.positions``), empty lists by default. One ``clearing.bulk.rows_insert_returning``
-    (a call per account, so ids map back by account)."""
+    (``MarginCall.positions``), empty lists by default. ``clearing.bulk.rows_insert_returning`` (a
+    call per account, so ids map back by account)."""
     if not account_ids:
         return []
-    positions = positions if positions is not None else [[] for _ in account_ids]
-    closed = [None if status == CallStatus.OPEN else opened_at for status in statuses]
     # JSON columns take JSON text (clearing.bulk); most calls name no position: one text for them.
-    named = [json.dumps(p, allow_nan=False) if p else "[]" for p in positions]
-    returned = bulk.rows_insert_returning(
-        model=MarginCall,
-        columns=(
-            "account_id", "status", "amount", "deadline", "opened_at", "opened_by_id", "closed_at",
-            "positions",
-        ),
-        rows=list(
-            zip(
-                account_ids, statuses, amounts, [deadline] * len(account_ids), [opened_at] * len(account_ids),
-                snapshot_ids, closed, named, strict=True,
+    named = ["[]"] * len(account_ids) if positions is None else [
+        json.dumps(p, allow_nan=False) if p else "[]" for p in positions
+    ]  # fmt: skip
+    # Calls still open, then calls escalated at once (closed when opened): two statements whose
+    # timestamps are sent once each, not once a row.
+    open_, escalated = [], []
+    still_open = CallStatus.OPEN.value  # a plain str: comparing with the enum member costs 5× more
+    for row in zip(account_ids, statuses, amounts, snapshot_ids, named, strict=True):
+        (open_ if row[1] == still_open else escalated).append(row)
+    ids: dict[int, int] = {}
+    for rows, closed_at in ((open_, None), (escalated, opened_at)):
+        if rows:
+            returned = bulk.rows_insert_returning(
+                model=MarginCall,
+                columns=("account_id", "status", "amount", "opened_by_id", "positions"),
+                rows=rows,
+                returning=("id", "account_id"),
+                constants={"deadline": deadline, "opened_at": opened_at, "closed_at": closed_at},
             )
-        ),
-        returning=("id", "account_id"),
-    )  # fmt: skip
-    ids = {account: pk for pk, account in returned}
+            ids.update((account, pk) for pk, account in returned)
     return [ids[a] for a in account_ids]
 
 
@@ -248,21 +250,15 @@ def liquidations_insert(
     account, as for calls)."""
     if not account_ids:
         return []
-    n = len(account_ids)
     returned = bulk.rows_insert_returning(
         model=Liquidation,
-        columns=(
-            "account_id", "call_id", "sweep_id", "status", "started_at", "plan", "equity_before",
-            "initial_margin_before", "closed_notional", "fee", "deficit_covered",
-        ),
-        rows=list(
-            zip(
-                account_ids, call_ids, [sweep_id] * n, [LiquidationStatus.IN_PROGRESS.value] * n,
-                [started_at] * n, ["[]"] * n, equity, initial_margin, [0] * n, [0] * n, [0] * n,
-                strict=True,
-            )
-        ),
+        columns=("account_id", "call_id", "equity_before", "initial_margin_before"),
+        rows=list(zip(account_ids, call_ids, equity, initial_margin, strict=True)),
         returning=("id", "account_id"),
+        constants={
+            "sweep_id": sweep_id, "status": LiquidationStatus.IN_PROGRESS.value, "started_at": started_at,
+            "plan": "[]", "closed_notional": 0, "fee": 0, "deficit_covered": 0,
+        },
     )  # fmt: skip
     ids = {account: pk for pk, account in returned}
     return [ids[a] for a in account_ids]

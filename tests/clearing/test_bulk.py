@@ -124,6 +124,21 @@ def test_rows_insert_returning_keeps_text_json_and_nulls_that_an_array_literal_m
         assert event.relayed_at == (None if i % 2 else AT + timedelta(seconds=i))
 
 
+def test_rows_insert_returning_writes_constants_once_into_every_row():
+    returned = bulk.rows_insert_returning(
+        model=OutboxEvent,
+        columns=("group", "payload"),
+        rows=[(f"account-{i}", json.dumps({"n": i})) for i in range(30)],
+        returning=("id", "group"),
+        constants={"type": "margin.updated", "created_at": AT, "relayed_at": None},
+    )
+
+    assert len(returned) == 30
+    events = list(OutboxEvent.objects.order_by("pk"))
+    assert {(e.type, e.created_at, e.relayed_at) for e in events} == {("margin.updated", AT, None)}
+    assert sorted(e.payload["n"] for e in events) == list(range(30))
+
+
 def snapshot_row(account_id: int, **figures) -> dict:
     """Every column of a ``MarginSnapshot`` (its sweep, shard and parameter set carry no database
     constraint: ids alone do)."""
@@ -353,6 +368,9 @@ def test_advisory_lock_is_refused_while_another_session_holds_it():
             cursor.execute("SELECT pg_advisory_lock(hashtext(%s))", ["tests.bulk.held"])
         with bulk.advisory_lock(key="tests.bulk.held") as taken:
             assert taken is False
+        with other.cursor() as cursor:
+            # Released here, not by closing: the server ends a closed session in its own time.
+            cursor.execute("SELECT pg_advisory_unlock(hashtext(%s))", ["tests.bulk.held"])
     finally:
         other.close()
     with bulk.advisory_lock(key="tests.bulk.held") as taken:
