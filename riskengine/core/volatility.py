@@ -30,7 +30,9 @@ def log_returns(closes: np.ndarray) -> np.ndarray:
     return np.diff(np.log(closes))
 
 
-def ewma_variances(returns: np.ndarray, *, lam: float = LAMBDA, seed_returns: int = SEED_RETURNS) -> np.ndarray:
+def ewma_variances(
+    returns: np.ndarray, *, lam: float = LAMBDA, seed_returns: int = SEED_RETURNS
+) -> np.ndarray:
     """EWMA variance forecasts ``(n + 1,)`` (daily, squared log-return units) of ``returns`` ``(n,)``.
 
     ``v[0]`` is the seed, the mean of the first ``seed_returns`` squared returns;
