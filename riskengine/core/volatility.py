@@ -9,12 +9,15 @@ GARCH(1,1) that chose it is ``bench/bench_vol_forecast.py`` and docs/foresight.m
 - ``ewma_variances(returns)`` ``(n,)`` → ``(n + 1,)``: the variance forecast for each day made
   the day before, the last one the forecast for the day after the last return;
 - ``ewma_volatility(closes)`` → the daily volatility forecast for the next day (a float);
-- ``annualised(daily)`` → ``daily · √365``.
+- ``annualised(daily)`` → ``daily · √365``;
+- ``read_closes(path)`` → the ``Close`` column of a daily price CSV.
 """
 
 from __future__ import annotations
 
+import csv
 import math
+import os
 
 import numpy as np
 
@@ -61,3 +64,14 @@ def ewma_volatility(closes: np.ndarray, *, lam: float = LAMBDA) -> float:
 def annualised(daily: float | np.ndarray) -> float | np.ndarray:
     """A daily volatility as an annual one (ACT/365: ``· √365``)."""
     return daily * math.sqrt(DAYS_PER_YEAR)
+
+
+def read_closes(path: str | os.PathLike) -> np.ndarray:
+    """The ``Close`` column ``(n,)`` USD of a daily price file (``Date,...,Close,...`` CSV, oldest
+    first, as in the shipped history ``<SYMBOL>-USD.csv``)."""
+    with open(path, newline="", encoding="utf-8") as handle:
+        closes = [float(row["Close"]) for row in csv.DictReader(handle)]
+    values = np.asarray(closes, dtype=np.float64)
+    if values.size < MIN_RETURNS + 1 or not np.all(np.isfinite(values) & (values > 0.0)):
+        raise ValueError(f"{path}: needs at least {MIN_RETURNS + 1} positive closes")
+    return values
