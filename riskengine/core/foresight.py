@@ -306,6 +306,7 @@ def _evaluate_pairs(book: Book, pair: np.ndarray, move: np.ndarray) -> PairFigur
             book.iso_allocated[iso] + book.iso_units[iso] * unit_value
             - book.iso_maintenance0[iso] * factor[iso_row]
         )  # fmt: skip
+        health = np.where(np.isfinite(health), health, np.nan)
         present = np.flatnonzero(iso_counts)
         starts = np.cumsum(iso_counts) - iso_counts
         isolated[present] = np.minimum.reduceat(health, starts[present])
@@ -313,6 +314,10 @@ def _evaluate_pairs(book: Book, pair: np.ndarray, move: np.ndarray) -> PairFigur
         order = np.lexsort((np.where(np.isnan(health), -np.inf, health), iso_row))
         first = order[np.searchsorted(iso_row[order], present)]
         position[present] = book.iso_position[iso[first]]
+    # Fail closed: a figure that is not finite (an overflow at the moved price) is NaN, and every
+    # health test is written so that NaN is liquidation.
+    finite = np.isfinite(equity) & np.isfinite(maintenance) & np.isfinite(directional) & np.isfinite(rest)
+    equity = np.where(finite, equity, np.nan)
     return PairFigures(equity, maintenance, directional, rest, isolated, position)
 
 
@@ -343,7 +348,7 @@ def single_health(book: Book, pair: np.ndarray, figures: PairFigures) -> np.ndar
         rest = book.rest[k] + (figures.rest - b.rest[pair])
         portfolio = equity - _portfolio_margin(book, abs_directional, quadratic, rest)
         mode = book.pair_mode[pair]
-        return np.where(mode == ISOLATED, figures.isolated, np.where(mode == CROSS, cross, portfolio))
+        return _fail_closed(mode, figures.isolated, cross, portfolio)
 
 
 def account_health(book: Book, account: np.ndarray, figures: PairFigures) -> np.ndarray:
@@ -376,7 +381,16 @@ def account_health(book: Book, account: np.ndarray, figures: PairFigures) -> np.
         if present.size:
             isolated[present] = np.minimum.reduceat(figures.isolated, (np.cumsum(counts) - counts)[present])
         mode = book.margin_input.portfolios.mode[account]
-        return np.where(mode == ISOLATED, isolated, np.where(mode == CROSS, cross, portfolio))
+        return _fail_closed(mode, isolated, cross, portfolio)
+
+
+def _fail_closed(
+    mode: np.ndarray, isolated: np.ndarray, cross: np.ndarray, portfolio: np.ndarray
+) -> np.ndarray:
+    """The health of each row's own mode; in cross and portfolio mode NaN unless finite (an
+    overflow is liquidation, never "healthy"); isolated health is +inf only with no position."""
+    pooled = np.where(mode == CROSS, cross, portfolio)
+    return np.where(mode == ISOLATED, isolated, np.where(np.isfinite(pooled), pooled, np.nan))
 
 
 @dataclass(frozen=True, eq=False)
@@ -604,6 +618,7 @@ def _probability(book, accounts, log_paths, vols, covariance, dt) -> np.ndarray:
         mode == CROSS, equity - values["maintenance"] @ member,
         np.where(mode == PORTFOLIO, equity - p.mm_ratio * (scan_dir + values["rest"] @ member), np.inf),
     )  # fmt: skip
+    h = np.where(np.isfinite(h) | (mode == ISOLATED), h, np.nan)  # fail closed
     # Gradient of the health in each pair's log move, and its variance rate g'Σg per account.
     sign = np.sign(d)
     on_root = (root < abs_directional)[:, pair_account]
