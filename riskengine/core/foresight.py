@@ -431,66 +431,124 @@ def _search(book: Book, grid: np.ndarray):
     """One direction: ``(move per pair, position per pair, joint move per portfolio, rows)``."""
     alive = book.result.status != LIQUIDATION
     counts = np.diff(book.pair_indptr)
+    everyone = np.arange(book.n_port)
     pair_alive = alive[book.pair_portfolio]
-    # The liquidation end (hi) and the safe end (lo) of each search's bracket; hi NaN: not found.
-    lo, hi = np.zeros(book.n_pairs), np.where(pair_alive, np.nan, 0.0)
-    position = np.full(book.n_pairs, -1, dtype=np.int64)
-    joint_lo, joint_hi = np.zeros(book.n_port), np.where(alive, np.nan, 0.0)
-    searching, joint_searching = pair_alive.copy(), alive & (counts > 0)
+    single = _Brackets(pair_alive, pair_alive, single_health(book, np.arange(book.n_pairs), book.base))
+    joint = _Brackets(alive, alive & (counts > 0), account_health(book, everyone, book.base))
     rows = 0
     for x in grid.tolist():
-        need = searching | joint_searching[book.pair_portfolio]
+        need = single.on_grid | joint.on_grid[book.pair_portfolio]
         pairs = np.flatnonzero(need)
         if pairs.size == 0:
             break
         figures = evaluate_pairs(book, pairs, np.full(pairs.size, x))
         rows += pairs.size
-        single = np.flatnonzero(searching[pairs])
-        _grid_step(single_health(book, pairs[single], figures.take(single)), pairs[single], x,
-                   lo, hi, searching, position, figures.position[single])  # fmt: skip
-        accounts = np.flatnonzero(joint_searching)
+        on = np.flatnonzero(single.on_grid[pairs])
+        single.grid_step(pairs[on], x, single_health(book, pairs[on], figures.take(on)), figures.position[on])
+        accounts = np.flatnonzero(joint.on_grid)
         row_of = np.full(book.n_pairs, -1)
         row_of[pairs] = np.arange(pairs.size)
         members = row_of[_ranges(book.pair_indptr[accounts], counts[accounts])]
-        health = account_health(book, accounts, figures.take(members))
-        _grid_step(health, accounts, x, joint_lo, joint_hi, joint_searching, None, None)
+        joint.grid_step(accounts, x, account_health(book, accounts, figures.take(members)), None)
     while True:
-        single = np.flatnonzero(np.isfinite(hi) & (np.abs(hi - lo) > PRECISION))
-        accounts = np.flatnonzero(np.isfinite(joint_hi) & (np.abs(joint_hi - joint_lo) > PRECISION))
-        if single.size == 0 and accounts.size == 0:
+        ones, points = single.candidates()
+        accounts, joint_points = joint.candidates()
+        if ones.size == 0 and accounts.size == 0:
             break
-        middle = 0.5 * (lo[single] + hi[single])
-        joint_middle = 0.5 * (joint_lo[accounts] + joint_hi[accounts])
+        # Each search's two points, all in one evaluation: single rows first, then every pair of
+        # each joint search at its account's point.
         members = _ranges(book.pair_indptr[accounts], counts[accounts])
         figures = evaluate_pairs(
-            book, np.concatenate([single, members]),
-            np.concatenate([middle, np.repeat(joint_middle, counts[accounts])]),
+            book, np.concatenate([ones, ones, members, members]),
+            np.concatenate([points[:, 0], points[:, 1], _joint_moves(joint_points, counts[accounts])]),
         )  # fmt: skip
-        rows += single.size + members.size
-        first = np.arange(single.size)
-        in_liquidation = ~(single_health(book, single, figures.take(first)) >= 0.0)
-        hit = single[in_liquidation]
-        hi[hit], position[hit] = middle[in_liquidation], figures.position[first[in_liquidation]]
-        lo[single[~in_liquidation]] = middle[~in_liquidation]
-        health = account_health(
-            book, accounts, figures.take(np.arange(single.size, single.size + members.size))
+        n = ones.size
+        rows += 2 * (n + members.size)
+        both = np.concatenate([ones, ones])
+        health = single_health(book, both, figures.take(np.arange(2 * n)))
+        single.update(ones, points, health.reshape(2, n).T, figures.position[: 2 * n].reshape(2, n).T)
+        trial_accounts = np.concatenate([accounts, accounts])
+        joint_health = account_health(
+            book, trial_accounts, figures.take(np.arange(2 * n, 2 * (n + members.size)))
         )
-        joint_in = ~(health >= 0.0)
-        joint_hi[accounts[joint_in]] = joint_middle[joint_in]
-        joint_lo[accounts[~joint_in]] = joint_middle[~joint_in]
-    return hi, position, joint_hi, rows
+        joint.update(accounts, joint_points, joint_health.reshape(2, accounts.size).T, None)
+    return single.hi, single.position, joint.hi, rows
 
 
-def _grid_step(health, index, x, lo, hi, searching, position, found_position) -> None:
-    """Searches ``index`` at grid point ``x``: those in liquidation stop with the bracket
-    ``(lo, x]``; the others move ``lo`` to ``x``."""
-    in_liquidation = ~(health >= 0.0)
-    found = index[in_liquidation]
-    hi[found] = x
-    searching[found] = False
-    if position is not None:
-        position[found] = found_position[in_liquidation]
-    lo[index[~in_liquidation]] = x
+def _joint_moves(points: np.ndarray, counts: np.ndarray) -> np.ndarray:
+    """The move of every member row: the first points of all joint searches (each repeated over
+    its account's pairs), then the second points likewise."""
+    return np.concatenate([np.repeat(points[:, 0], counts), np.repeat(points[:, 1], counts)])
+
+
+class _Brackets:
+    """The searches of one direction, ``(n,)`` each: ``lo`` the safe end of the bracket and
+    ``h_lo`` the health there, ``hi`` the end in liquidation (NaN: none found; 0: in liquidation
+    now) and ``h_hi``, ``on_grid`` still stepping along the grid, ``position`` (isolated: the
+    position found in liquidation at ``hi``), ``halved`` whether the last step at least halved the
+    bracket.
+
+    Inside a grid cell, each round evaluates two points ``0.9·PRECISION`` apart around a guess of
+    the boundary: the false-position (secant) point of the bracket's two healths when the last
+    round halved the bracket or better, its middle otherwise (bisection). The bracket becomes the
+    part between two points of different status: the pair itself when it straddles the boundary
+    (done: narrower than ``PRECISION``), else the part beside it. A smooth health is closed in one
+    or two rounds; a kinked or non-finite one falls back to halving, one halving a round at worst.
+    """
+
+    def __init__(self, alive: np.ndarray, searched: np.ndarray, h0: np.ndarray) -> None:
+        """``alive``: not in liquidation now (else at distance 0); ``searched``: to be searched
+        (an account with nothing that moves is alive and never searched: no distance)."""
+        n = alive.size
+        self.lo, self.h_lo = np.zeros(n), h0
+        self.hi, self.h_hi = np.where(alive, np.nan, 0.0), np.full(n, np.nan)
+        self.on_grid = searched.copy()
+        self.position = np.full(n, -1, dtype=np.int64)
+        self.halved = np.ones(n, dtype=bool)
+
+    def grid_step(self, index, x, health, position) -> None:
+        in_liquidation = ~(health >= 0.0)
+        found, safe = index[in_liquidation], index[~in_liquidation]
+        self.hi[found], self.h_hi[found] = x, health[in_liquidation]
+        self.on_grid[found] = False
+        if position is not None:
+            self.position[found] = position[in_liquidation]
+        self.lo[safe], self.h_lo[safe] = x, health[~in_liquidation]
+
+    def candidates(self) -> tuple[np.ndarray, np.ndarray]:
+        """The searches still open and their two points ``(n_open, 2)``, in the direction of the
+        search (the first nearer the safe end)."""
+        index = np.flatnonzero(np.isfinite(self.hi) & (np.abs(self.hi - self.lo) > PRECISION))
+        lo, hi, h_lo, h_hi = self.lo[index], self.hi[index], self.h_lo[index], self.h_hi[index]
+        width = hi - lo
+        secant = self.halved[index] & np.isfinite(h_lo) & np.isfinite(h_hi) & (h_lo > h_hi)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            fraction = np.where(secant, h_lo / (h_lo - h_hi), 0.5)
+        half_gap = 0.45 * PRECISION * np.sign(width)
+        margin = np.abs(1.1 * half_gap / width)
+        fraction = np.where(margin < 0.5, np.clip(fraction, margin, 1.0 - margin), 0.5)
+        guess = lo + fraction * width
+        return index, np.stack([guess - half_gap, guess + half_gap], axis=1)
+
+    def update(self, index, points, health, position) -> None:
+        """Narrow the brackets ``index`` from the healths ``(n, 2)`` at ``points`` ``(n, 2)``."""
+        first_in, second_in = ~(health[:, 0] >= 0.0), ~(health[:, 1] >= 0.0)
+        before = np.abs(self.hi[index] - self.lo[index])
+        # The liquidation end moves to the first point in liquidation, if any...
+        to_first, to_second = first_in, ~first_in & second_in
+        self.hi[index[to_first]], self.h_hi[index[to_first]] = points[to_first, 0], health[to_first, 0]
+        self.hi[index[to_second]], self.h_hi[index[to_second]] = points[to_second, 1], health[to_second, 1]
+        # ...and the safe end to the last safe point before it.
+        first_safe, both_safe = ~first_in, ~first_in & ~second_in
+        self.lo[index[first_safe]], self.h_lo[index[first_safe]] = (
+            points[first_safe, 0],
+            health[first_safe, 0],
+        )
+        self.lo[index[both_safe]], self.h_lo[index[both_safe]] = points[both_safe, 1], health[both_safe, 1]
+        if position is not None:
+            self.position[index[to_first]] = position[to_first, 0]
+            self.position[index[to_second]] = position[to_second, 1]
+        self.halved[index] = np.abs(self.hi[index] - self.lo[index]) <= 0.5 * before
 
 
 # --- probability of liquidation within a horizon -------------------------------------------------
