@@ -34,7 +34,7 @@ account is in liquidation at the reported price; the true boundary is within 1e-
 0). ``NaN`` (null) when no grid point of the range is in liquidation; 0 for an account already in
 liquidation. A liquidation region narrower than a grid cell can be stepped over: the grid is the
 resolution of "first". All searches of a direction move together; in each round every row is
-evaluated once, and options are revalued once per distinct (instrument, move): all the pairs of
+evaluated once, and options are revalued once per instrument on the grid: all the pairs of
 the grid stage share one table per grid point.
 
 Probability (``liquidation_probability``): see its docstring and docs/foresight.md.
@@ -50,7 +50,7 @@ import numpy as np
 import scipy.sparse as sp
 from scipy.special import ndtr
 
-from .black76 import black76, black76_price
+from .black76 import _d1_d2, black76_price
 from .document import CROSS, ISOLATED, PORTFOLIO, MarginInput
 from .margin import LIQUIDATION, MarginResult, ScenarioGrid, compute_margin, haircut_values, pair_scan
 from .market import OPTION
@@ -196,11 +196,11 @@ def _option_rows(book: Book, instrument: np.ndarray, spot: np.ndarray, scan: np.
     ``price``, dollar delta ``delta_usd`` ``(n,)`` and, for the rows where ``scan``, the scenario
     P&L ``(n_scan, n_s)`` (spec section 4b.2-3, as ``margin.option_scenario_pnl``)."""
     p, m = book.margin_input.parameters, book.margin_input.market
-    greeks = black76(spot, m.strike[instrument], m.iv[instrument], m.years[instrument],
-                     m.is_call[instrument], p.rate)  # fmt: skip
+    price, delta = _price_delta(spot, m.strike[instrument], m.iv[instrument], m.years[instrument],
+                                m.is_call[instrument], p.rate)  # fmt: skip
     rows = np.flatnonzero(scan)
     if rows.size == 0:
-        return greeks.price, greeks.delta * spot, np.zeros((0, book.grid.price_move.shape[1]))
+        return price, delta * spot, np.zeros((0, book.grid.price_move.shape[1]))
     grid = book.grid
     opt = instrument[rows]
     und = m.underlying[opt]
@@ -213,13 +213,30 @@ def _option_rows(book: Book, instrument: np.ndarray, spot: np.ndarray, scan: np.
     forward = spot[rows, None] * (1.0 + grid.price_move[und])
     shifted_years = np.maximum(years - p.lookahead_days / 365.0, 0.0)[:, None]
     revalued = black76_price(forward, m.strike[opt, None], vols, shifted_years, m.is_call[opt, None], p.rate)
-    return greeks.price, greeks.delta * spot, revalued - greeks.price[rows, None]
+    return price, delta * spot, revalued - price[rows, None]
+
+
+def _price_delta(forward, strike, vol, years, is_call, rate: float) -> tuple[np.ndarray, np.ndarray]:
+    """Black-76 price and delta per unit ``(n,)`` exactly as ``black76`` gives them (spec section
+    2), without the Greeks foresight does not need."""
+    d1, d2, std_dev, _ = _d1_d2(forward, strike, vol, years)
+    discount = np.exp(-rate * np.maximum(years, 0.0))
+    sign = np.where(is_call, 1.0, -1.0)
+    n_d1 = ndtr(sign * d1)
+    live = std_dev > 0.0
+    price = np.where(
+        live, discount * (sign * (forward * n_d1 - strike * ndtr(sign * d2))),
+        np.maximum(sign * (forward - strike), 0.0),
+    )  # fmt: skip
+    in_the_money = np.where(is_call, forward > strike, forward < strike)
+    delta = np.where(live, sign * (discount * n_d1), np.where(in_the_money, sign, 0.0))
+    return price, delta
 
 
 def evaluate_pairs(book: Book, pair: np.ndarray, move: np.ndarray) -> PairFigures:
     """The figures of pairs ``pair`` ``(n_rows,)`` with their underlying moved by the fraction
     ``move`` ``(n_rows,)`` (a pair may appear in several rows). Options are revalued once per
-    distinct (instrument, move) among the rows."""
+    instrument when all rows share one move (the grid), once per entry otherwise."""
     with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
         return _evaluate_pairs(book, pair, move)
 
@@ -233,21 +250,25 @@ def _evaluate_pairs(book: Book, pair: np.ndarray, move: np.ndarray) -> PairFigur
     mode = book.pair_mode[pair]
     portfolio_rows = np.flatnonzero(mode == PORTFOLIO)
 
-    # Option entries of the rows; revalued once per distinct (instrument, move).
+    # Option entries of the rows (the pair's option positions summed per instrument).
     counts = np.diff(book.entry_indptr)[pair]
     entry_row = np.repeat(np.arange(n_rows), counts)
     entry = _ranges(book.entry_indptr[pair], counts)
     entry_offset = np.cumsum(counts) - counts  # where each row's entries start in ``entry``
     instrument = book.entry_instrument[entry]
     units = book.entry_units[entry]
-    keys, inverse = np.unique(move[entry_row] + 1j * instrument, return_inverse=True)
+    market = book.margin_input.market
+    if n_rows and np.all(move == move[0]):
+        # One move for every row (the grid): each instrument is revalued once for all its rows.
+        unique_instrument, inverse = np.unique(instrument, return_inverse=True)
+        unique_move = np.full(unique_instrument.size, move[0])
+    else:
+        # Moves of their own (inside the cells): hardly two rows share one; no sorting.
+        unique_instrument, inverse, unique_move = instrument, np.arange(instrument.size), move[entry_row]
     inverse = inverse.reshape(-1)
-    unique_instrument = keys.imag.astype(np.int64)
-    unique_spot = book.margin_input.market.underlying_price[
-        book.margin_input.market.underlying[unique_instrument]
-    ] * (1.0 + keys.real)
+    unique_spot = market.underlying_price[market.underlying[unique_instrument]] * (1.0 + unique_move)
     scan_entry = mode[entry_row] == PORTFOLIO
-    scan_unique = np.zeros(keys.size, dtype=bool)
+    scan_unique = np.zeros(unique_instrument.size, dtype=bool)
     scan_unique[inverse[scan_entry]] = True
     price, delta_usd, scenarios = _option_rows(book, unique_instrument, unique_spot, scan_unique)
 
