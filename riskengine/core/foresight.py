@@ -44,7 +44,7 @@ from __future__ import annotations
 
 import functools
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import scipy.sparse as sp
@@ -60,6 +60,9 @@ DOWN_LIMIT, UP_LIMIT = -0.99, 10.0
 _STEPS = (0.01, 0.02, 0.04, 0.06, 0.08, 0.10, 0.13, 0.16, 0.20, 0.25, 0.30, 0.40, 0.50)
 DOWN_GRID = -np.array([*_STEPS, 0.60, 0.70, 0.80, 0.90, 0.99])
 UP_GRID = np.array([*_STEPS, 0.70, 1.0, 1.5, 2.0, 3.0, 4.0, 6.0, 8.0, 10.0])
+GRID = np.concatenate([DOWN_GRID, UP_GRID])
+DOWN_COLUMNS = np.arange(DOWN_GRID.size)
+UP_COLUMNS = np.arange(DOWN_GRID.size, GRID.size)
 FIGURES = ("equity", "maintenance", "directional", "rest", "isolated")
 
 
@@ -82,8 +85,9 @@ class PairFigures:
 
 class Book:
     """The pair structure of a ``MarginInput`` and its figures at the current market, built once
-    (one ``compute_margin`` run). ``n_pairs`` pairs as in ``MarginResult`` (sorted by portfolio,
-    then underlying; portfolio ``k`` owns ``pair_indptr[k]:pair_indptr[k + 1]``).
+    (one ``compute_margin`` run, on ``held_instruments(margin_input)`` unless ``result`` is
+    given). ``n_pairs`` pairs as in ``MarginResult`` (sorted by portfolio, then underlying;
+    portfolio ``k`` owns ``pair_indptr[k]:pair_indptr[k + 1]``).
 
     Per pair: ``pair_portfolio``, ``pair_underlying``, ``pair_mode``, ``pair_spot`` ``S_u`` USD;
     ``linear_units`` ``Σ q·m`` and ``linear_cost`` ``Σ q·m·entry`` USD of its linear positions;
@@ -100,6 +104,8 @@ class Book:
     its correlation, for ``DᵀρD`` of a joint move."""
 
     def __init__(self, margin_input: MarginInput, result: MarginResult | None = None) -> None:
+        if result is None:
+            margin_input = held_instruments(margin_input)
         p, m, f = margin_input.parameters, margin_input.market, margin_input.portfolios
         self.margin_input = margin_input
         self.result = result if result is not None else compute_margin(margin_input)
@@ -184,6 +190,26 @@ class Book:
         self.rho_diagonal = np.diag(p.correlation)[self.pair_underlying]
 
 
+def held_instruments(margin_input: MarginInput) -> MarginInput:
+    """The same input with its market cut down to the instruments the portfolios hold, when they
+    hold less than half of them (one account against the venue's whole instrument table): every
+    figure is the same, an instrument nobody holds adds nothing, and the engine values each
+    instrument of the market in every scenario. Positions keep their order."""
+    m, f = margin_input.market, margin_input.portfolios
+    held = np.unique(f.position_instrument)
+    if 2 * held.size > m.n_instruments:
+        return margin_input
+    index = np.full(m.n_instruments, -1, dtype=np.int64)
+    index[held] = np.arange(held.size)
+    market = replace(
+        m, instruments=tuple(m.instruments[i] for i in held.tolist()), kind=m.kind[held],
+        underlying=m.underlying[held], multiplier=m.multiplier[held], years=m.years[held],
+        strike=m.strike[held], is_call=m.is_call[held], iv=m.iv[held],
+    )  # fmt: skip
+    portfolios = replace(f, position_instrument=index[f.position_instrument])
+    return MarginInput(margin_input.parameters, market, portfolios)
+
+
 def _ranges(starts: np.ndarray, counts: np.ndarray) -> np.ndarray:
     """The concatenated ``arange(starts[k], starts[k] + counts[k])``."""
     total = int(counts.sum())
@@ -233,15 +259,18 @@ def _price_delta(forward, strike, vol, years, is_call, rate: float) -> tuple[np.
     return price, delta
 
 
-def evaluate_pairs(book: Book, pair: np.ndarray, move: np.ndarray) -> PairFigures:
+def evaluate_pairs(
+    book: Book, pair: np.ndarray, move: np.ndarray, *, grid: tuple[np.ndarray, np.ndarray] | None = None
+) -> PairFigures:
     """The figures of pairs ``pair`` ``(n_rows,)`` with their underlying moved by the fraction
-    ``move`` ``(n_rows,)`` (a pair may appear in several rows). Options are revalued once per
-    instrument when all rows share one move (the grid), once per entry otherwise."""
+    ``move`` ``(n_rows,)`` (a pair may appear in several rows). ``grid``: ``(moves, index)`` when
+    the rows' moves are a few shared ones, ``move == moves[index]``; options are then revalued
+    once per (instrument, move), otherwise once per row's entry."""
     with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
-        return _evaluate_pairs(book, pair, move)
+        return _evaluate_pairs(book, pair, move, grid)
 
 
-def _evaluate_pairs(book: Book, pair: np.ndarray, move: np.ndarray) -> PairFigures:
+def _evaluate_pairs(book: Book, pair: np.ndarray, move: np.ndarray, grid) -> PairFigures:
     p = book.margin_input.parameters
     n_rows = pair.size
     factor = 1.0 + move
@@ -258,10 +287,13 @@ def _evaluate_pairs(book: Book, pair: np.ndarray, move: np.ndarray) -> PairFigur
     instrument = book.entry_instrument[entry]
     units = book.entry_units[entry]
     market = book.margin_input.market
-    if n_rows and np.all(move == move[0]):
-        # One move for every row (the grid): each instrument is revalued once for all its rows.
-        unique_instrument, inverse = np.unique(instrument, return_inverse=True)
-        unique_move = np.full(unique_instrument.size, move[0])
+    if grid is not None:
+        # A few moves shared by many rows (the grid): each instrument revalued once per move.
+        moves, move_of_row = grid
+        distinct, instrument_of_entry = np.unique(instrument, return_inverse=True)
+        unique_instrument = np.repeat(distinct, moves.size)
+        unique_move = np.tile(moves, distinct.size)
+        inverse = instrument_of_entry.reshape(-1) * moves.size + move_of_row[entry_row]
     else:
         # Moves of their own (inside the cells): hardly two rows share one; no sorting.
         unique_instrument, inverse, unique_move = instrument, np.arange(instrument.size), move[entry_row]
@@ -436,64 +468,91 @@ class Distances:
     rows: int
 
 
-def distances(margin_input: MarginInput, *, book: Book | None = None) -> Distances:
-    """Distances to liquidation of every portfolio of ``margin_input`` (see the module doc)."""
+def distances(margin_input: MarginInput, *, book: Book | None = None, block_rows: int = 40_000) -> Distances:
+    """Distances to liquidation of every portfolio of ``margin_input`` (see the module doc).
+    ``block_rows``: about how many pair rows one grid evaluation takes (see ``_grid_stage``)."""
     book = book if book is not None else Book(margin_input)
-    down, down_position, joint_down, rows_down = _search(book, DOWN_GRID)
-    up, up_position, joint_up, rows_up = _search(book, UP_GRID)
-    return Distances(
-        book=book, down=down, up=up, down_price=book.pair_spot * (1.0 + down),
-        up_price=book.pair_spot * (1.0 + up), down_position=down_position, up_position=up_position,
-        joint_down=joint_down, joint_up=joint_up, rows=rows_down + rows_up,
-    )  # fmt: skip
-
-
-def _search(book: Book, grid: np.ndarray):
-    """One direction: ``(move per pair, position per pair, joint move per portfolio, rows)``."""
     alive = book.result.status != LIQUIDATION
     counts = np.diff(book.pair_indptr)
-    everyone = np.arange(book.n_port)
+    n_pairs, n_port = book.n_pairs, book.n_port
     pair_alive = alive[book.pair_portfolio]
-    single = _Brackets(pair_alive, pair_alive, single_health(book, np.arange(book.n_pairs), book.base))
-    joint = _Brackets(alive, alive & (counts > 0), account_health(book, everyone, book.base))
-    rows = 0
-    for x in grid.tolist():
-        need = single.on_grid | joint.on_grid[book.pair_portfolio]
-        pairs = np.flatnonzero(need)
-        if pairs.size == 0:
-            break
-        figures = evaluate_pairs(book, pairs, np.full(pairs.size, x))
-        rows += pairs.size
-        on = np.flatnonzero(single.on_grid[pairs])
-        single.grid_step(pairs[on], x, single_health(book, pairs[on], figures.take(on)), figures.position[on])
-        accounts = np.flatnonzero(joint.on_grid)
-        row_of = np.full(book.n_pairs, -1)
-        row_of[pairs] = np.arange(pairs.size)
-        members = row_of[_ranges(book.pair_indptr[accounts], counts[accounts])]
-        joint.grid_step(accounts, x, account_health(book, accounts, figures.take(members)), None)
+    # Searches: down then up, per pair (single) and per portfolio (joint).
+    single = _Brackets(np.tile(pair_alive, 2), np.tile(single_health(book, np.arange(n_pairs), book.base), 2))
+    joint_h0 = account_health(book, np.arange(n_port), book.base)
+    joint = _Brackets(np.tile(alive, 2), np.tile(joint_h0, 2), searched=np.tile(alive & (counts > 0), 2))
+    rows = _grid_stage(book, single, joint, block_rows)
     while True:
         ones, points = single.candidates()
-        accounts, joint_points = joint.candidates()
-        if ones.size == 0 and accounts.size == 0:
+        searches, joint_points = joint.candidates()
+        if ones.size == 0 and searches.size == 0:
             break
-        # Each search's two points, all in one evaluation: single rows first, then every pair of
-        # each joint search at its account's point.
+        # Each open search's two points, in one evaluation: single rows first, then every pair
+        # of each joint search's account at its point.
+        pairs, accounts = ones % n_pairs, searches % n_port
         members = _ranges(book.pair_indptr[accounts], counts[accounts])
         figures = evaluate_pairs(
-            book, np.concatenate([ones, ones, members, members]),
+            book, np.concatenate([pairs, pairs, members, members]),
             np.concatenate([points[:, 0], points[:, 1], _joint_moves(joint_points, counts[accounts])]),
         )  # fmt: skip
         n = ones.size
         rows += 2 * (n + members.size)
-        both = np.concatenate([ones, ones])
-        health = single_health(book, both, figures.take(np.arange(2 * n)))
+        health = single_health(book, np.concatenate([pairs, pairs]), figures.take(np.arange(2 * n)))
         single.update(ones, points, health.reshape(2, n).T, figures.position[: 2 * n].reshape(2, n).T)
         trial_accounts = np.concatenate([accounts, accounts])
         joint_health = account_health(
             book, trial_accounts, figures.take(np.arange(2 * n, 2 * (n + members.size)))
         )
-        joint.update(accounts, joint_points, joint_health.reshape(2, accounts.size).T, None)
-    return single.hi, single.position, joint.hi, rows
+        joint.update(searches, joint_points, joint_health.reshape(2, accounts.size).T, None)
+    down, up = single.hi[:n_pairs], single.hi[n_pairs:]
+    return Distances(
+        book=book, down=down, up=up, down_price=book.pair_spot * (1.0 + down),
+        up_price=book.pair_spot * (1.0 + up), down_position=single.position[:n_pairs],
+        up_position=single.position[n_pairs:], joint_down=joint.hi[:n_port], joint_up=joint.hi[n_port:],
+        rows=rows,
+    )  # fmt: skip
+
+
+def _grid_stage(book: Book, single: _Brackets, joint: _Brackets, block_rows: int) -> int:
+    """Every search along its direction's grid points (outward from 0), a block of points at a
+    time: each block is one evaluation of the pairs some search still needs at those points
+    (about ``block_rows`` rows: one point for a large book, every point for one account), and a
+    search stops at its first point in liquidation. Returns the rows evaluated."""
+    n_pairs, n_port = book.n_pairs, book.n_port
+    counts = np.diff(book.pair_indptr)
+    rows = 0
+    for direction, columns in enumerate((DOWN_COLUMNS, UP_COLUMNS)):
+        singles = single.on_grid[direction * n_pairs : (direction + 1) * n_pairs]
+        joints = joint.on_grid[direction * n_port : (direction + 1) * n_port]
+        start = 0
+        while start < columns.size:
+            pairs = np.flatnonzero(singles | joints[book.pair_portfolio])
+            if pairs.size == 0:
+                break
+            size = int(min(columns.size - start, max(1, block_rows // pairs.size)))
+            points = GRID[columns[start : start + size]]
+            start += size
+            point = np.tile(np.arange(size), pairs.size)
+            pair_rows = np.repeat(pairs, size)
+            figures = evaluate_pairs(book, pair_rows, points[point], grid=(points, point))
+            rows += point.size
+            on = np.flatnonzero(singles[pairs])
+            health = single_health(book, pair_rows, figures).reshape(pairs.size, size)
+            position = figures.position.reshape(pairs.size, size)
+            single.grid(pairs[on] + direction * n_pairs, points, health[on], position[on])
+            accounts = np.flatnonzero(joints)
+            if accounts.size == 0:
+                continue
+            row_of = np.full(n_pairs, -1)
+            row_of[pairs] = np.arange(pairs.size)
+            trial_account = np.repeat(accounts, size)
+            trial_point = np.tile(np.arange(size), accounts.size)
+            members = _ranges(book.pair_indptr[trial_account], counts[trial_account])
+            member_rows = row_of[members] * size + np.repeat(trial_point, counts[trial_account])
+            joint_health = account_health(book, trial_account, figures.take(member_rows))
+            joint.grid(accounts + direction * n_port, points, joint_health.reshape(accounts.size, size), None)
+    single.on_grid[:] = False
+    joint.on_grid[:] = False
+    return rows
 
 
 def _joint_moves(points: np.ndarray, counts: np.ndarray) -> np.ndarray:
@@ -517,24 +576,36 @@ class _Brackets:
     or two rounds; a kinked or non-finite one falls back to halving, one halving a round at worst.
     """
 
-    def __init__(self, alive: np.ndarray, searched: np.ndarray, h0: np.ndarray) -> None:
-        """``alive``: not in liquidation now (else at distance 0); ``searched``: to be searched
-        (an account with nothing that moves is alive and never searched: no distance)."""
+    def __init__(self, alive: np.ndarray, h0: np.ndarray, searched: np.ndarray | None = None) -> None:
+        """``alive``: not in liquidation now (else at distance 0); ``searched`` (default
+        ``alive``): to be searched (an account with nothing that moves is alive and never
+        searched: no distance)."""
         n = alive.size
-        self.lo, self.h_lo = np.zeros(n), h0
+        self.lo, self.h_lo = np.zeros(n), h0.copy()
         self.hi, self.h_hi = np.where(alive, np.nan, 0.0), np.full(n, np.nan)
-        self.on_grid = searched.copy()
+        self.on_grid = (alive if searched is None else searched).copy()
         self.position = np.full(n, -1, dtype=np.int64)
         self.halved = np.ones(n, dtype=bool)
 
-    def grid_step(self, index, x, health, position) -> None:
+    def grid(self, index, points, health, position) -> None:
+        """Searches ``index`` (on the grid) at their next grid points ``points`` ``(n_points,)``
+        (outward) with the healths ``(n, n_points)`` there: a search in liquidation at one stops
+        with the bracket from the point before (or its last safe point) to it; the others move
+        their safe end to the last point."""
         in_liquidation = ~(health >= 0.0)
-        found, safe = index[in_liquidation], index[~in_liquidation]
-        self.hi[found], self.h_hi[found] = x, health[in_liquidation]
-        self.on_grid[found] = False
+        found = in_liquidation.any(axis=1)
+        first = np.argmax(in_liquidation, axis=1)
+        rows, cells = np.flatnonzero(found), first[found]
+        hit = index[rows]
+        self.hi[hit], self.h_hi[hit] = points[cells], health[rows, cells]
+        self.on_grid[hit] = False
         if position is not None:
-            self.position[found] = position[in_liquidation]
-        self.lo[safe], self.h_lo[safe] = x, health[~in_liquidation]
+            self.position[hit] = position[rows, cells]
+        inner = np.flatnonzero(cells > 0)
+        self.lo[hit[inner]] = points[cells[inner] - 1]
+        self.h_lo[hit[inner]] = health[rows[inner], cells[inner] - 1]
+        safe = np.flatnonzero(~found)
+        self.lo[index[safe]], self.h_lo[index[safe]] = points[-1], health[safe, -1]
 
     def candidates(self) -> tuple[np.ndarray, np.ndarray]:
         """The searches still open and their two points ``(n_open, 2)``, in the direction of the
