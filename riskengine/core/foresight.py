@@ -57,9 +57,9 @@ from .market import OPTION
 
 PRECISION = 1e-4
 DOWN_LIMIT, UP_LIMIT = -0.99, 10.0
-_STEPS = (0.01, 0.02, 0.04, 0.06, 0.08, 0.10, 0.13, 0.16, 0.20, 0.25, 0.30, 0.40, 0.50)
-DOWN_GRID = -np.array([*_STEPS, 0.60, 0.70, 0.80, 0.90, 0.99])
-UP_GRID = np.array([*_STEPS, 0.70, 1.0, 1.5, 2.0, 3.0, 4.0, 6.0, 8.0, 10.0])
+_STEPS = (0.02, 0.05, 0.10, 0.15, 0.20, 0.30, 0.40, 0.50)
+DOWN_GRID = -np.array([*_STEPS, 0.65, 0.80, 0.99])
+UP_GRID = np.array([*_STEPS, 0.70, 1.0, 1.5, 2.0, 3.0, 5.0, 7.5, 10.0])
 GRID = np.concatenate([DOWN_GRID, UP_GRID])
 DOWN_COLUMNS = np.arange(DOWN_GRID.size)
 UP_COLUMNS = np.arange(DOWN_GRID.size, GRID.size)
@@ -480,7 +480,8 @@ def distances(margin_input: MarginInput, *, book: Book | None = None, block_rows
     single = _Brackets(np.tile(pair_alive, 2), np.tile(single_health(book, np.arange(n_pairs), book.base), 2))
     joint_h0 = account_health(book, np.arange(n_port), book.base)
     joint = _Brackets(np.tile(alive, 2), np.tile(joint_h0, 2), searched=np.tile(alive & (counts > 0), 2))
-    rows = _grid_stage(book, single, joint, block_rows)
+    rows = _linear_ends(book, single, joint)
+    rows += _grid_stage(book, single, joint, block_rows)
     while True:
         ones, points = single.candidates()
         searches, joint_points = joint.candidates()
@@ -510,6 +511,55 @@ def distances(margin_input: MarginInput, *, book: Book | None = None, block_rows
         up_position=single.position[n_pairs:], joint_down=joint.hi[:n_port], joint_up=joint.hi[n_port:],
         rows=rows,
     )  # fmt: skip
+
+
+def _linear_ends(book: Book, single: _Brackets, joint: _Brackets) -> int:
+    """The searches of pairs without options, and the joint searches of accounts without options,
+    skip the grid. Their health is concave in the move: linear values and margins (``∝ S'``),
+    collateral whose haircut brackets only grow, ``E`` less a margin convex in the directional
+    parts (``sqrt(DᵀρD)``, ``max(0, ·)``); an isolated account's is a minimum of affine ones. With
+    ``h(0) ≥ 0`` the moves in liquidation in a direction are then the part of the range from one
+    boundary to its end: none when the end of the range is safe, otherwise the bracket is the
+    whole range (and false position closes it at once on a straight line). Returns the rows."""
+    n_pairs, n_port = book.n_pairs, book.n_port
+    linear = np.diff(book.entry_indptr) == 0
+    linear_accounts = np.bincount(book.pair_portfolio, weights=~linear, minlength=n_port) == 0
+    singles = np.flatnonzero(linear & single.on_grid[:n_pairs])
+    accounts = np.flatnonzero(linear_accounts & joint.on_grid[:n_port])
+    counts = np.diff(book.pair_indptr)
+    pairs = np.union1d(singles, _ranges(book.pair_indptr[accounts], counts[accounts]))
+    if pairs.size == 0:
+        return 0
+    ends = np.array([DOWN_LIMIT, UP_LIMIT])
+    point = np.tile(np.arange(2), pairs.size)
+    figures = evaluate_pairs(book, np.repeat(pairs, 2), ends[point], grid=(ends, point))
+    row_of = np.full(n_pairs, -1)
+    row_of[pairs] = np.arange(pairs.size)
+    rows = 2 * row_of[singles]
+    health = (
+        single_health(book, singles, figures.take(rows)),
+        single_health(book, singles, figures.take(rows + 1)),
+    )
+    position = figures.position[rows], figures.position[rows + 1]
+    trial = np.repeat(accounts, counts[accounts])
+    member_rows = 2 * row_of[_ranges(book.pair_indptr[accounts], counts[accounts])]
+    joint_health = (
+        account_health(book, accounts, figures.take(member_rows)),
+        account_health(book, accounts, figures.take(member_rows + 1)),
+    )
+    del trial
+    for direction in (0, 1):
+        single.grid(singles + direction * n_pairs, ends[direction : direction + 1],
+                    health[direction][:, None], position[direction][:, None])  # fmt: skip
+        single.on_grid[singles + direction * n_pairs] = False
+        joint.grid(
+            accounts + direction * n_port,
+            ends[direction : direction + 1],
+            joint_health[direction][:, None],
+            None,
+        )
+        joint.on_grid[accounts + direction * n_port] = False
+    return int(point.size)
 
 
 def _grid_stage(book: Book, single: _Brackets, joint: _Brackets, block_rows: int) -> int:
