@@ -790,8 +790,15 @@ def _probability(book, accounts, log_paths, vols, covariance, dt) -> np.ndarray:
     cell = np.clip(np.floor(moves / spacing) + half, 0, PROFILE_POINTS - 2).astype(np.int64)
     weight = (moves - nodes[np.arange(pairs.size), cell]) / spacing
     column = np.arange(pairs.size)
+    modes = set(book.margin_input.portfolios.mode[accounts].tolist())
+    needed = {"equity"} | ({"maintenance"} if CROSS in modes else set())
+    needed |= {"directional", "rest"} if PORTFOLIO in modes else set()
+    needed |= {"isolated"} if ISOLATED in modes else set()
     values, slopes = {}, {}
     for name, table in tables.items():
+        if name not in needed:  # no account of the chunk reads it
+            values[name] = slopes[name] = np.zeros(cell.shape)
+            continue
         left, right = table[column, cell], table[column, cell + 1]
         same = left == right  # also +inf on both sides (no isolated position): stays +inf
         values[name] = np.where(same, left, left + weight * (right - left))
