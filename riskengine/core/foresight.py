@@ -56,6 +56,7 @@ from .margin import LIQUIDATION, MarginResult, ScenarioGrid, compute_margin, hai
 from .market import OPTION
 
 PRECISION = 1e-4
+MAX_POINTS = 16  # points per search and refinement round at most (see ``distances``)
 DOWN_LIMIT, UP_LIMIT = -0.99, 10.0
 _STEPS = (0.02, 0.05, 0.10, 0.15, 0.20, 0.30, 0.40, 0.50)
 DOWN_GRID = -np.array([*_STEPS, 0.65, 0.80, 0.99])
@@ -480,30 +481,36 @@ def distances(margin_input: MarginInput, *, book: Book | None = None, block_rows
     single = _Brackets(np.tile(pair_alive, 2), np.tile(single_health(book, np.arange(n_pairs), book.base), 2))
     joint_h0 = account_health(book, np.arange(n_port), book.base)
     joint = _Brackets(np.tile(alive, 2), np.tile(joint_h0, 2), searched=np.tile(alive & (counts > 0), 2))
-    rows = _linear_ends(book, single, joint)
+    # Option-free searches skip the grid, unless the whole grid is one evaluation anyway.
+    small = _grid_pairs(book, single, joint, (0, 1)).size * GRID.size <= block_rows
+    rows = 0 if small else _linear_ends(book, single, joint)
     rows += _grid_stage(book, single, joint, block_rows)
     while True:
-        ones, points = single.candidates()
-        searches, joint_points = joint.candidates()
-        if ones.size == 0 and searches.size == 0:
+        # Points per open search and round: two (around the false-position guess) across the
+        # venue; more for a few searches (one account), where a round costs its call more than
+        # its rows: ``k`` evenly spaced points cut the bracket ``k + 1`` times.
+        open_rows = single.open_count() + int(counts[joint.open_index() % max(n_port, 1)].sum())
+        if open_rows == 0:
             break
-        # Each open search's two points, in one evaluation: single rows first, then every pair
-        # of each joint search's account at its point.
+        k = int(min(MAX_POINTS, max(2, block_rows // open_rows)))
+        ones, points = single.candidates(k)
+        searches, joint_points = joint.candidates(k)
+        # All points in one evaluation: single rows first (point after point), then every pair of
+        # each joint search's account at each of its points.
         pairs, accounts = ones % n_pairs, searches % n_port
         members = _ranges(book.pair_indptr[accounts], counts[accounts])
         figures = evaluate_pairs(
-            book, np.concatenate([pairs, pairs, members, members]),
-            np.concatenate([points[:, 0], points[:, 1], _joint_moves(joint_points, counts[accounts])]),
+            book, np.concatenate([np.tile(pairs, k), np.tile(members, k)]),
+            np.concatenate([
+                points.T.reshape(-1), np.repeat(joint_points.T.reshape(-1), np.tile(counts[accounts], k))
+            ]),
         )  # fmt: skip
-        n = ones.size
-        rows += 2 * (n + members.size)
-        health = single_health(book, np.concatenate([pairs, pairs]), figures.take(np.arange(2 * n)))
-        single.update(ones, points, health.reshape(2, n).T, figures.position[: 2 * n].reshape(2, n).T)
-        trial_accounts = np.concatenate([accounts, accounts])
-        joint_health = account_health(
-            book, trial_accounts, figures.take(np.arange(2 * n, 2 * (n + members.size)))
-        )
-        joint.update(searches, joint_points, joint_health.reshape(2, accounts.size).T, None)
+        n, m = ones.size, members.size
+        rows += k * (n + m)
+        health = single_health(book, np.tile(pairs, k), figures.take(np.arange(k * n)))
+        single.update(ones, points, health.reshape(k, n).T, figures.position[: k * n].reshape(k, n).T)
+        joint_health = account_health(book, np.tile(accounts, k), figures.take(np.arange(k * n, k * (n + m))))
+        joint.update(searches, joint_points, joint_health.reshape(k, accounts.size).T, None)
     down, up = single.hi[:n_pairs], single.hi[n_pairs:]
     return Distances(
         book=book, down=down, up=up, down_price=book.pair_spot * (1.0 + down),
@@ -565,50 +572,74 @@ def _linear_ends(book: Book, single: _Brackets, joint: _Brackets) -> int:
 def _grid_stage(book: Book, single: _Brackets, joint: _Brackets, block_rows: int) -> int:
     """Every search along its direction's grid points (outward from 0), a block of points at a
     time: each block is one evaluation of the pairs some search still needs at those points
-    (about ``block_rows`` rows: one point for a large book, every point for one account), and a
-    search stops at its first point in liquidation. Returns the rows evaluated."""
-    n_pairs, n_port = book.n_pairs, book.n_port
-    counts = np.diff(book.pair_indptr)
-    rows = 0
-    for direction, columns in enumerate((DOWN_COLUMNS, UP_COLUMNS)):
-        singles = single.on_grid[direction * n_pairs : (direction + 1) * n_pairs]
-        joints = joint.on_grid[direction * n_port : (direction + 1) * n_port]
-        start = 0
-        while start < columns.size:
-            pairs = np.flatnonzero(singles | joints[book.pair_portfolio])
-            if pairs.size == 0:
-                break
-            size = int(min(columns.size - start, max(1, block_rows // pairs.size)))
-            points = GRID[columns[start : start + size]]
-            start += size
-            point = np.tile(np.arange(size), pairs.size)
-            pair_rows = np.repeat(pairs, size)
-            figures = evaluate_pairs(book, pair_rows, points[point], grid=(points, point))
-            rows += point.size
-            on = np.flatnonzero(singles[pairs])
-            health = single_health(book, pair_rows, figures).reshape(pairs.size, size)
-            position = figures.position.reshape(pairs.size, size)
-            single.grid(pairs[on] + direction * n_pairs, points, health[on], position[on])
-            accounts = np.flatnonzero(joints)
-            if accounts.size == 0:
-                continue
-            row_of = np.full(n_pairs, -1)
-            row_of[pairs] = np.arange(pairs.size)
-            trial_account = np.repeat(accounts, size)
-            trial_point = np.tile(np.arange(size), accounts.size)
-            members = _ranges(book.pair_indptr[trial_account], counts[trial_account])
-            member_rows = row_of[members] * size + np.repeat(trial_point, counts[trial_account])
-            joint_health = account_health(book, trial_account, figures.take(member_rows))
-            joint.grid(accounts + direction * n_port, points, joint_health.reshape(accounts.size, size), None)
+    (about ``block_rows`` rows: one point at a time across the venue, every point of both
+    directions at once for one account), and a search stops at its first point in liquidation.
+    Returns the rows evaluated."""
+    needed = _grid_pairs(book, single, joint, (0, 1))
+    if needed.size * GRID.size <= block_rows:
+        rows = _grid_block(book, single, joint, needed, np.arange(GRID.size))
+    else:
+        rows = 0
+        for direction, columns in enumerate((DOWN_COLUMNS, UP_COLUMNS)):
+            start = 0
+            while start < columns.size:
+                pairs = _grid_pairs(book, single, joint, (direction,))
+                if pairs.size == 0:
+                    break
+                size = int(min(columns.size - start, max(1, block_rows // pairs.size)))
+                rows += _grid_block(book, single, joint, pairs, columns[start : start + size])
+                start += size
     single.on_grid[:] = False
     joint.on_grid[:] = False
     return rows
 
 
-def _joint_moves(points: np.ndarray, counts: np.ndarray) -> np.ndarray:
-    """The move of every member row: the first points of all joint searches (each repeated over
-    its account's pairs), then the second points likewise."""
-    return np.concatenate([np.repeat(points[:, 0], counts), np.repeat(points[:, 1], counts)])
+def _grid_pairs(book: Book, single: _Brackets, joint: _Brackets, directions) -> np.ndarray:
+    """The pairs a search of ``directions`` still on the grid needs (its own, or its account's)."""
+    n_pairs, n_port = book.n_pairs, book.n_port
+    need = np.zeros(n_pairs, dtype=bool)
+    for d in directions:
+        need |= single.on_grid[d * n_pairs : (d + 1) * n_pairs]
+        need |= joint.on_grid[d * n_port : (d + 1) * n_port][book.pair_portfolio]
+    return np.flatnonzero(need)
+
+
+def _grid_block(
+    book: Book, single: _Brackets, joint: _Brackets, pairs: np.ndarray, columns: np.ndarray
+) -> int:
+    """One evaluation of ``pairs`` at the grid points ``GRID[columns]``; each search still on the
+    grid takes the points of its own direction (in order). Returns the rows evaluated."""
+    n_pairs, n_port, size = book.n_pairs, book.n_port, columns.size
+    counts = np.diff(book.pair_indptr)
+    points = GRID[columns]
+    point = np.tile(np.arange(size), pairs.size)
+    pair_rows = np.repeat(pairs, size)
+    figures = evaluate_pairs(book, pair_rows, points[point], grid=(points, point))
+    health = single_health(book, pair_rows, figures).reshape(pairs.size, size)
+    position = figures.position.reshape(pairs.size, size)
+    accounts = np.flatnonzero(joint.on_grid[:n_port] | joint.on_grid[n_port:])
+    if accounts.size:
+        row_of = np.full(n_pairs, -1)
+        row_of[pairs] = np.arange(pairs.size)
+        trial_account = np.repeat(accounts, size)
+        trial_point = np.tile(np.arange(size), accounts.size)
+        members = _ranges(book.pair_indptr[trial_account], counts[trial_account])
+        member_rows = row_of[members] * size + np.repeat(trial_point, counts[trial_account])
+        joint_health = account_health(book, trial_account, figures.take(member_rows)).reshape(
+            accounts.size, size
+        )
+    for direction, own in enumerate((DOWN_COLUMNS, UP_COLUMNS)):
+        mine = np.flatnonzero(np.isin(columns, own))
+        if mine.size == 0:
+            continue
+        index = pairs + direction * n_pairs
+        on = np.flatnonzero(single.on_grid[index])
+        single.grid(index[on], points[mine], health[np.ix_(on, mine)], position[np.ix_(on, mine)])
+        if accounts.size:
+            searches = accounts + direction * n_port
+            on = np.flatnonzero(joint.on_grid[searches])
+            joint.grid(searches[on], points[mine], joint_health[np.ix_(on, mine)], None)
+    return int(point.size)
 
 
 class _Brackets:
@@ -657,12 +688,24 @@ class _Brackets:
         safe = np.flatnonzero(~found)
         self.lo[index[safe]], self.h_lo[index[safe]] = points[-1], health[safe, -1]
 
-    def candidates(self) -> tuple[np.ndarray, np.ndarray]:
-        """The searches still open and their two points ``(n_open, 2)``, in the direction of the
-        search (the first nearer the safe end)."""
-        index = np.flatnonzero(np.isfinite(self.hi) & (np.abs(self.hi - self.lo) > PRECISION))
+    def open_index(self) -> np.ndarray:
+        """The searches whose bracket is still wider than ``PRECISION``."""
+        return np.flatnonzero(np.isfinite(self.hi) & (np.abs(self.hi - self.lo) > PRECISION))
+
+    def open_count(self) -> int:
+        return int(self.open_index().size)
+
+    def candidates(self, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """The open searches and their ``k`` points ``(n_open, k)`` in the direction of the search
+        (the first nearer the safe end): for ``k = 2`` two points ``0.9·PRECISION`` apart around
+        the false-position guess (the middle after a round that did not halve the bracket), else
+        ``k`` points evenly inside the bracket."""
+        index = self.open_index()
         lo, hi, h_lo, h_hi = self.lo[index], self.hi[index], self.h_lo[index], self.h_hi[index]
         width = hi - lo
+        if k > 2:
+            fractions = np.arange(1, k + 1) / (k + 1)
+            return index, lo[:, None] + width[:, None] * fractions[None, :]
         secant = self.halved[index] & np.isfinite(h_lo) & np.isfinite(h_hi) & (h_lo > h_hi)
         with np.errstate(invalid="ignore", divide="ignore"):
             fraction = np.where(secant, h_lo / (h_lo - h_hi), 0.5)
@@ -673,23 +716,21 @@ class _Brackets:
         return index, np.stack([guess - half_gap, guess + half_gap], axis=1)
 
     def update(self, index, points, health, position) -> None:
-        """Narrow the brackets ``index`` from the healths ``(n, 2)`` at ``points`` ``(n, 2)``."""
-        first_in, second_in = ~(health[:, 0] >= 0.0), ~(health[:, 1] >= 0.0)
+        """Narrow the brackets ``index`` from the healths ``(n, k)`` at their ``points``
+        ``(n, k)``: the liquidation end moves to the first point in liquidation, the safe end to
+        the point before it (all points, when none is in liquidation)."""
         before = np.abs(self.hi[index] - self.lo[index])
-        # The liquidation end moves to the first point in liquidation, if any...
-        to_first, to_second = first_in, ~first_in & second_in
-        self.hi[index[to_first]], self.h_hi[index[to_first]] = points[to_first, 0], health[to_first, 0]
-        self.hi[index[to_second]], self.h_hi[index[to_second]] = points[to_second, 1], health[to_second, 1]
-        # ...and the safe end to the last safe point before it.
-        first_safe, both_safe = ~first_in, ~first_in & ~second_in
-        self.lo[index[first_safe]], self.h_lo[index[first_safe]] = (
-            points[first_safe, 0],
-            health[first_safe, 0],
-        )
-        self.lo[index[both_safe]], self.h_lo[index[both_safe]] = points[both_safe, 1], health[both_safe, 1]
+        in_liquidation = ~(health >= 0.0)
+        found = in_liquidation.any(axis=1)
+        first = np.where(found, np.argmax(in_liquidation, axis=1), points.shape[1])
+        rows = np.arange(index.size)
+        hit = np.flatnonzero(found)
+        self.hi[index[hit]], self.h_hi[index[hit]] = points[hit, first[hit]], health[hit, first[hit]]
         if position is not None:
-            self.position[index[to_first]] = position[to_first, 0]
-            self.position[index[to_second]] = position[to_second, 1]
+            self.position[index[hit]] = position[hit, first[hit]]
+        moved = np.flatnonzero(first > 0)
+        safe = first[moved] - 1
+        self.lo[index[moved]], self.h_lo[index[moved]] = points[rows[moved], safe], health[rows[moved], safe]
         self.halved[index] = np.abs(self.hi[index] - self.lo[index]) <= 0.5 * before
 
 
