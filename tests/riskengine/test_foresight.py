@@ -66,13 +66,13 @@ def status_at(margin_input, moves: dict[int, float]) -> int:
 
 def reference_distance(margin_input, underlyings: list[int], direction: int) -> float | None:
     """Smallest |x| in the direction's range at which the status is liquidation: a scan in steps
-    of 0.0025 (then 0.05 beyond 100 %) and a bisection to 1e-7; None when none."""
+    of 0.004 (then 0.05 beyond 100 %) and a bisection to 1e-7; None when none."""
     if status_at(margin_input, {}) == LIQUIDATION_STATUS:
         return 0.0
     limit = DOWN_LIMIT if direction < 0 else UP_LIMIT
     safe, x = 0.0, 0.0
     while abs(x) < abs(limit):
-        step = 0.0025 if abs(x) < 1.0 else 0.05
+        step = 0.004 if abs(x) < 1.0 else 0.05
         x = max(x - step, limit) if direction < 0 else min(x + step, limit)
         if status_at(margin_input, dict.fromkeys(underlyings, x)) == LIQUIDATION_STATUS:
             hit = x
@@ -487,3 +487,17 @@ def test_spec_parameters_are_those_the_closed_forms_assume():
     parameters = spec_parameters()
     assert parameters["underlyings"]["BTC"]["mmf"] == MMF
     assert parameters["underlyings"]["BTC"]["psr"] == PSR_BTC
+
+
+def test_the_venue_path_and_the_one_account_path_agree_within_the_precision():
+    # block_rows=1: one grid point per evaluation and the option-free searches on their own ends,
+    # as across the whole venue; the default takes the small book's grid in one evaluation.
+    books = [copy.deepcopy(b) | {"id": f"P{k}"} for k, b in enumerate(OPTION_BOOKS)]
+    books.append(account("cross", [perp("BTC-PERP", "1", "60000")], {"USDC": "10000"}, "LINEAR"))
+    margin_input = parse_document(make_document(*books))
+    small, venue_like = distances(margin_input), distances(margin_input, block_rows=1)
+    for name in ("down", "up", "joint_down", "joint_up"):
+        a, b = getattr(small, name), getattr(venue_like, name)
+        np.testing.assert_array_equal(np.isnan(a), np.isnan(b))
+        np.testing.assert_allclose(a[~np.isnan(a)], b[~np.isnan(b)], rtol=0, atol=PRECISION)
+    assert venue_like.rows != small.rows
