@@ -28,14 +28,18 @@ trial costs the moved pair's positions, not the account's book.
 
 Distances (``distances``). Per pair and direction, then per account for the joint move (every
 underlying by the same ``x``): a grid (``DOWN_GRID``, ``UP_GRID``, outward from 0), each search
-leaving it at the first grid point in liquidation, then bisection inside that grid cell until it
-is at most ``PRECISION`` (1e-4) wide. The reported move is the cell's end *in* liquidation (the
-account is in liquidation at the reported price; the true boundary is within 1e-4 of it, towards
-0). ``NaN`` (null) when no grid point of the range is in liquidation; 0 for an account already in
-liquidation. A liquidation region narrower than a grid cell can be stepped over: the grid is the
-resolution of "first". All searches of a direction move together; in each round every row is
-evaluated once, and options are revalued once per instrument on the grid: all the pairs of
-the grid stage share one table per grid point.
+leaving it at its first grid point in liquidation, then refinement inside that grid cell until the
+bracket is at most ``PRECISION`` (1e-4) wide (false position closed by two points 0.9e-4 apart,
+halving when that does not halve the bracket; more points a round when few searches are open:
+``_Brackets``). Searches of option-free pairs and accounts skip the grid: their health is concave
+in the move, so the end of the range decides (``_linear_ends``). The reported move is the
+bracket's end *in* liquidation (the account is in liquidation at the reported price; the true
+boundary is within 1e-4 of it, towards 0). ``NaN`` (null) when no move of the range is found in
+liquidation; 0 for an account already in liquidation. A liquidation region narrower than a grid
+cell can be stepped over: the grid is the resolution of "first". All open searches, both
+directions, single and joint, are evaluated together in each round; on the grid every row of a
+block shares its moves, so each option is revalued once per grid point for all the pairs holding
+it.
 
 Probability (``liquidation_probability``): see its docstring and docs/foresight.md.
 """
