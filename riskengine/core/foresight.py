@@ -61,6 +61,7 @@ from .market import OPTION
 
 PRECISION = 1e-4
 MAX_POINTS = 16  # points per search and refinement round at most (see ``distances``)
+SMALL_ROUND_ROWS = 1024  # below this many rows a round costs its call more than its rows
 DOWN_LIMIT, UP_LIMIT = -0.99, 10.0
 _STEPS = (0.02, 0.05, 0.10, 0.15, 0.20, 0.30, 0.40, 0.50)
 DOWN_GRID = -np.array([*_STEPS, 0.65, 0.80, 0.99])
@@ -496,7 +497,7 @@ def distances(margin_input: MarginInput, *, book: Book | None = None, block_rows
         open_rows = single.open_count() + int(counts[joint.open_index() % max(n_port, 1)].sum())
         if open_rows == 0:
             break
-        k = int(min(MAX_POINTS, max(2, block_rows // open_rows)))
+        k = int(min(MAX_POINTS, max(2, SMALL_ROUND_ROWS // open_rows)))
         ones, points = single.candidates(k)
         searches, joint_points = joint.candidates(k)
         # All points in one evaluation: single rows first (point after point), then every pair of
