@@ -1,5 +1,7 @@
 """``python -m riskengine margin DOC.json|-``: compute (or replay) a margin document.
 
+(``python -m riskengine foresight DOC.json``: liquidation foresight, ``riskengine.core.foresight_cli``.)
+
 Prints a JSON array of results, one per portfolio in document order, and exits 0: compact JSON by
 default (``--indent N`` for a readable one). Output is all or nothing: a malformed document (the
 message names the offending field), one whose figures would not be finite (it names the
@@ -14,7 +16,7 @@ import gc
 import json
 import sys
 
-from . import DocumentError, compute_margin, parse_document, require_finite
+from . import DocumentError, compute_margin, foresight_cli, parse_document, require_finite
 from .history_cli import add_commands as add_model_validation_commands
 from .jsontext import MAX_DEPTH, loads
 from .results import write_json
@@ -41,6 +43,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     margin.set_defaults(run=_margin)
     add_model_validation_commands(commands)  # backtest, stress (riskengine.core.history_cli)
+    foresight_cli.add_parser(commands)
     args = parser.parse_args(argv)
     # One run over a document tree with no reference cycles: the cyclic garbage collector would
     # only rescan the document's ~10^5 containers again and again (~10 % of a run).

@@ -14,6 +14,8 @@ from .parsing import read_number, read_object, read_string, read_time, required,
 
 FUTURE, PERPETUAL, OPTION = 0, 1, 2
 KINDS = ("future", "perpetual", "option")
+# ``vol``: the annualised volatility liquidation foresight may use (spec section 9); optional.
+UNDERLYING_KEYS = ("price", "vol")
 
 
 @dataclass(frozen=True, eq=False)
@@ -29,6 +31,9 @@ class Market:
       ``years`` ``(n_instr,)`` T in years ACT/365 to expiry (0 for perpetuals);
       ``strike`` ``(n_instr,)`` USD (NaN for linear); ``is_call`` ``(n_instr,)`` bool;
       ``iv`` ``(n_instr,)`` annualised (NaN for linear).
+    - ``underlying_vol`` ``(n_und,)`` annualised volatility of each underlying's price when the
+      document gives one (``market.underlyings.<u>.vol``, used only by liquidation foresight, spec
+      section 9), NaN otherwise; ``None`` for a market built from arrays without it.
     """
 
     valuation_time: datetime | None
@@ -42,6 +47,7 @@ class Market:
     strike: np.ndarray
     is_call: np.ndarray
     iv: np.ndarray
+    underlying_vol: np.ndarray | None = None
 
     @property
     def n_instruments(self) -> int:
@@ -56,14 +62,22 @@ def parse_market(
     names = parameters.underlyings
     und_field = f"{field}.underlyings"
     prices = np.full(len(names), np.nan)
+    vols = np.full(len(names), np.nan)
     for name, entry in read_object(form.get("underlyings", {}), und_field).items():
         where = f"{und_field}.{name}"
         if name not in names:
             raise DocumentError(where, f"unknown underlying {name!r} (not in parameters.underlyings)")
         read_object(entry, where)
+        for key in entry:
+            if key not in UNDERLYING_KEYS:
+                raise DocumentError(
+                    f"{where}.{key}", f"unknown key (an underlying's market has {', '.join(UNDERLYING_KEYS)})"
+                )
         prices[names.index(name)] = read_number(
             required(entry, "price", where), f"{where}.price", positive=True
         )
+        if "vol" in entry:
+            vols[names.index(name)] = read_number(entry["vol"], f"{where}.vol", positive=True)
 
     def need_price(u: int, where: str) -> None:
         if np.isnan(prices[u]):
@@ -120,5 +134,5 @@ def parse_market(
     return Market(
         valuation_time=valuation_time, underlying_price=prices, asset_price=asset_price,
         instruments=tuple(instruments), kind=kind, underlying=underlying, multiplier=multiplier,
-        years=years, strike=strike, is_call=is_call, iv=iv,
+        years=years, strike=strike, is_call=is_call, iv=iv, underlying_vol=vols,
     )  # fmt: skip
