@@ -6,6 +6,7 @@ from datetime import UTC, datetime
 import pytest
 from django.conf import settings
 from django.core.management import call_command
+from django.test import override_settings
 from django.utils import timezone
 
 from accounts.models import Role
@@ -15,6 +16,13 @@ from riskengine.reference import reference_clear
 from riskengine.selectors import _parameters_form
 from riskengine.services import parameter_set_bootstrap
 from tests import factories
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _quick_password_hashing():
+    """Passwords hashed in tests cost a thousandth of production's (``tests.hashers``)."""
+    with override_settings(PASSWORD_HASHERS=["tests.hashers.QuickPBKDF2PasswordHasher"]):
+        yield
 
 
 @pytest.fixture(autouse=True)
