@@ -33,6 +33,7 @@ from accounts.custody import (
     withdrawal_mark_sent,
 )
 from accounts.models import (
+    MEMBER_KINDS,
     Asset,
     CollateralBalance,
     CollateralMovement,
@@ -383,8 +384,8 @@ class TradeListCreate(RoleListView):
             return key if batch else key.removeprefix("fills[0].")
 
         # The venue books into member accounts only: the house and the insurance fund are the
-        # liquidation engine's.
-        accounts = MarginAccount.objects.filter(kind="member").in_bulk(
+        # liquidation engine's. A funding account is found, and refused by the booking naming it.
+        accounts = MarginAccount.objects.filter(kind__in=MEMBER_KINDS).in_bulk(
             {item["account"] for item in items}, field_name="code"
         )
         for index, item in enumerate(items):

@@ -153,7 +153,8 @@ def calls_follow(
     snapshot = [current[a] for a in id_list]
 
     # The arrays of the decision: venue accounts (a range scan on the primary key, never the
-    # whole table), open calls, liquidations in progress, exposure to untrusted prices.
+    # whole table), open calls, liquidations in progress, exposure to untrusted prices. Funding
+    # accounts are among the accounts never called: they margin nothing (collateral only).
     venue_ids = set(
         MarginAccount.objects.filter(pk__gte=id_list[0], pk__lte=id_list[-1])
         .exclude(kind=AccountKind.MEMBER)
