@@ -68,7 +68,7 @@ def units_for_value(
             continue
         if fb == fa:
             return math.inf  # a flat piece (a 100 % haircut): nothing further adds value
-        return abs(a + (goal - fa) * (b - a) / (fb - fa) - start) / price
+        return float(abs(a + (goal - fa) * (b - a) / (fb - fa) - start) / price)
     if value < 0:
         return math.inf  # the whole holding is worth less than asked
     # Beyond the last breakpoint: the open bracket, whose slope is read off its haircut (not
@@ -77,4 +77,4 @@ def units_for_value(
     slope = 1.0 - float(parameters.haircut_rate[asset][open_bracket][0])
     if slope <= 0:
         return math.inf
-    return (points[-1] + (goal - worth[-1]) / slope - start) / price
+    return float((points[-1] + (goal - worth[-1]) / slope - start) / price)
