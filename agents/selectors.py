@@ -6,7 +6,8 @@ from __future__ import annotations
 import numpy as np
 from django.db.models import Q, QuerySet
 
-from accounts.models import AccountKind, MarginAccount, Member
+from accounts.models import ACCOUNT_READER_ROLES, AccountKind, MarginAccount, Member, User
+from accounts.selectors import user_admitted
 from agents.models import AutoTransfer, BandPolicy, HedgePolicy, HedgeRequest, WebhookAttempt, WebhookEndpoint
 from clearing.bulk import filter_any
 from riskengine.sweeps.signals import SweptMargins
@@ -84,10 +85,21 @@ def hedge_requests_of(*, account: MarginAccount) -> QuerySet[HedgeRequest]:
     )
 
 
-def webhook_endpoints_of(*, member: Member | None) -> QuerySet[WebhookEndpoint]:
-    """A member's endpoints (every member's for ``None``: venue staff)."""
+def webhook_endpoints_visible(*, user: User) -> QuerySet[WebhookEndpoint]:
+    """The endpoints ``user`` may see, by the rule of ``margin_accounts_visible``: its member's for
+    member users, all for venue readers (ops, risk approvers), none for anyone else."""
     endpoints = WebhookEndpoint.objects.select_related("member").order_by("-is_active", "pk")
-    return endpoints if member is None else endpoints.filter(member=member)
+    if not user_admitted(user=user):
+        return endpoints.none()
+    if user.is_superuser or user.role in ACCOUNT_READER_ROLES:
+        return endpoints
+    if user.is_member_user:
+        return endpoints.filter(member_id=user.member_id)
+    return endpoints.none()
+
+
+def webhook_endpoints_of(*, member: Member) -> QuerySet[WebhookEndpoint]:
+    return WebhookEndpoint.objects.filter(member=member).order_by("-is_active", "pk")
 
 
 def webhook_attempts_of(*, endpoint: WebhookEndpoint) -> QuerySet[WebhookAttempt]:

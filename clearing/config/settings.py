@@ -622,6 +622,15 @@ CELERY_TASK_ANNOTATIONS.update(
         "agents.webhook_deliver": {"soft_time_limit": 30, "time_limit": 40},
     }
 )
+# The API schema names the agents' "mode" and "status" choices apart from the others of those names
+# (the parameter sets' status keeps the name it had).
+SPECTACULAR_SETTINGS.setdefault("ENUM_NAME_OVERRIDES", {}).update(
+    {
+        "HedgeModeEnum": "agents.models.HedgeMode",
+        "HedgeStatusEnum": "agents.models.HedgeStatus",
+        "StatusEnum": "riskengine.models.ParameterStatus",
+    }
+)
 # Deliveries due again after their back-off, or whose first task was lost.
 CELERY_BEAT_SCHEDULE["agents-webhooks-due"] = {"task": "agents.webhooks_due", "schedule": 15.0}
 
