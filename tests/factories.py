@@ -16,6 +16,7 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from unittest import mock
 
 from channels.testing import WebsocketCommunicator
 from django.conf import settings
@@ -27,7 +28,8 @@ from rest_framework.test import APIClient
 
 from accounts.models import Asset, MarginAccount, Member, Role, User
 from accounts.services import api_token_issue, collateral_deposit, collateral_withdraw, user_create
-from accounts.trading import Fill, trades_book
+from accounts.trading import Fill, trade_book, trades_book
+from agents import tasks as agents_tasks
 from agents.crypto import signature_valid
 from clearing.config.asgi import application
 from clearing.config.celery import app as celery_app
@@ -38,6 +40,7 @@ from clearing.marketdata.services import PriceIn, price_observations_submit
 from clearing.models import Instrument, InstrumentKind, OptionRight, Underlying
 from riskengine.sweeps import liquidation as liquidation_module
 from riskengine.sweeps.models import AccountMargin, Liquidation
+from riskengine.sweeps import services as sweep_services
 from riskengine.sweeps.services import sweep_accounts_run
 
 
@@ -481,3 +484,73 @@ class WebhookReceiver:
     def close(self) -> None:
         self.server.shutdown()
         self.server.server_close()
+
+
+# --- The automated agents ----------------------------------------------------------------------------
+
+
+@dataclass
+class AgentsWorld:
+    """What ``tests/conftest.py``'s ``agents_world`` builds: a funding account, a margin account, a
+    trader and a viewer of its member, and the quotes the agents read (``market["quotes"]``)."""
+
+    venue: Venue
+    funding: MarginAccount
+    margin: MarginAccount
+    trader: object
+    viewer: object
+    market: dict
+
+    @property
+    def quotes(self) -> MarketQuotes:
+        return self.market["quotes"]
+
+    def move(self, **prices: float) -> MarketQuotes:
+        """Move the oracle the agents read (``BTC=58_800.0``); returns the new quotes."""
+        self.market["quotes"] = moved(quotes_fixed(), **prices)
+        return self.market["quotes"]
+
+    def statuses(self, **statuses: str) -> MarketQuotes:
+        quotes = self.market["quotes"]
+        self.market["quotes"] = MarketQuotes(
+            valuation_time=quotes.valuation_time,
+            underlying_prices=quotes.underlying_prices,
+            asset_prices=quotes.asset_prices,
+            option_ivs=quotes.option_ivs,
+            statuses={**quotes.statuses, **statuses},
+        )
+        return self.market["quotes"]
+
+
+def btc_long_account(*, member, venue, code: str, usdc: str = "75000", mode: str = "cross") -> MarginAccount:
+    """A margin account of ``member`` long 10 BTC-PERP at 60,000 on ``usdc`` of USDC (the small venue)."""
+    account = account_make(member=member, code=code, mode=mode)
+    collateral_deposit(account=account, asset=venue.usdc, amount=Decimal(usdc))
+    trade_book(account=account, instrument="BTC-PERP", quantity=10, price=60_000)
+    return account
+
+
+@dataclass
+class SweepWithAgents:
+    """An event sweep whose commit runs what it hands to the agents, as a worker would
+    (``agents.accounts_act``); ``handed`` lists the account ids of each hand-over. The event sweeps
+    that transfers request, liquidations and webhook deliveries are not sent (``deliveries``
+    records the last)."""
+
+    capture: object
+    handed: list
+    deliveries: list
+
+    def __call__(self, *, account_ids, quotes):
+        def act(ids):
+            self.handed.append(ids)
+            return agents_tasks.accounts_act.apply(args=[ids])
+
+        with (
+            mock.patch.object(agents_tasks.accounts_act, "delay", side_effect=act),
+            mock.patch.object(sweep_services, "_drain_enqueue"),
+            mock.patch.object(sweep_services, "_liquidations_enqueue"),
+            mock.patch.object(agents_tasks.webhook_deliver, "delay", side_effect=self.deliveries.append),
+            self.capture(execute=True),
+        ):
+            return sweep_accounts_run(account_ids=account_ids, cause="test", quotes=quotes)

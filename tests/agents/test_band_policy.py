@@ -18,8 +18,7 @@ from clearing.ledger import AppendOnlyError
 from clearing.models import OutboxEvent
 from riskengine.sweeps.models import AccountMargin, Liquidation, MarginCall
 from riskengine.sweeps.services import sweep_accounts_run
-from tests.agents.conftest import btc_long_account
-from tests.factories import user_make
+from tests.factories import btc_long_account, user_make
 
 LEVELS = {"search_level": "2.2", "target_level": "2.6", "release_level": "3.5"}
 
