@@ -14,9 +14,9 @@ so that the account's equity / MM comes back to the policy's target (``docs/agen
    level pulls collateral in, above the release level returns the excess, inside does nothing;
 4. a top-up sizes each asset, most preferred first, by the haircut value still missing
    (``riskengine.core.collateral.units_for_value``, rounded up to the asset's decimals), never
-   more than the funding account holds, and re-checks with the engine (collateral linked to an
-   underlying changes the requirement too), up to ``MAX_ROUNDS`` times. What funding cannot
-   cover is left to the normal margin call, which the sweeps open as usual;
+   more than the funding account holds, and margins the account with it (collateral linked to an
+   underlying changes the requirement too: the value is then corrected, ``_top_up_plan``). What
+   funding cannot cover is left to the normal margin call, which the sweeps open as usual;
 5. a release takes the least preferred asset first, never more than the account holds, never
    below its initial margin: the transfer is written, then the account is margined at the worse
    of each price's last good and latest observed value (``margin_worst_case``, as withdrawals
@@ -68,9 +68,9 @@ from riskengine.withdrawals import (
 
 log = logging.getLogger(__name__)
 
-# Engine re-checks of a top-up plan: enough for collateral linked to an underlying, whose value
-# also moves the requirement (one round for stablecoins, which do not).
-MAX_ROUNDS = 4
+# Engine runs of a top-up plan: enough for collateral linked to an underlying, whose value also
+# moves the requirement (one run for stablecoins, which do not).
+MAX_ROUNDS = 6
 # A transfer worth less than this (USD of collateral value) is not made: no dust moves.
 MIN_TRANSFER_USD = 1.0
 
@@ -192,6 +192,50 @@ def _balances(account_id: int) -> dict[int, Decimal]:
     return dict(CollateralBalance.objects.filter(account_id=account_id).values_list("asset_id", "amount"))
 
 
+# How close to the target (relative) a top-up must land when the engine re-checks it: a ratio of
+# 1.8 lands between 1.79982 and 1.80018.
+TARGET_TOLERANCE = 1e-4
+
+
+def _top_up_plan(
+    *, margin: MarginAccount, book: _Book, assets: Sequence[Asset], target: float, quotes, reference
+) -> tuple[dict[Asset, Decimal], tuple[float, float, float]]:
+    """The collateral to pull in (asset → units) and the engine's figures with it. The haircut
+    value pulled in is ``target × MM − equity`` first; the engine then margins the account with it
+    and, when the requirement moved too (collateral linked to an underlying), the value is
+    corrected — by the shortfall while short of the target, by interpolation once the target is
+    bracketed — up to ``MAX_ROUNDS`` engine runs, until the ratio is within ``TARGET_TOLERANCE`` of
+    the target. Short of it only when funding is exhausted; when the runs are spent first, the
+    nearest plan that reached it."""
+    figures = (book.equity, book.initial_margin, book.maintenance_margin)
+    below: tuple[float, float] = (0.0, _ratio(book.equity, book.maintenance_margin))
+    above: tuple[float, float, dict, tuple] | None = None
+    planned: dict[Asset, Decimal] = {}
+    value = target * book.maintenance_margin - book.equity
+    for _ in range(MAX_ROUNDS):
+        attempt: dict[Asset, Decimal] = {}
+        _plan(reference=reference, book=book, assets=assets, value=value, planned=attempt, top_up=True)
+        if not attempt or attempt == planned:
+            break  # nothing to pull in, or funding has nothing more to give
+        planned = attempt
+        figures = _what_if(margin=margin, planned=planned, top_up=True, quotes=quotes, reference=reference)
+        ratio = _ratio(figures[0], figures[2])
+        if abs(ratio - target) <= TARGET_TOLERANCE * target:
+            return planned, figures
+        if ratio > target:
+            above = (value, ratio, planned, figures)
+        else:
+            below = (value, ratio)
+        if above is None:
+            value += target * figures[2] - figures[0]
+        else:
+            (v0, r0), (v1, r1) = below, above[:2]
+            value = v0 + (target - r0) * (v1 - v0) / (r1 - r0)
+    if above is not None and _ratio(figures[0], figures[2]) < target:
+        return above[2], above[3]  # the nearest plan that reached the target
+    return planned, figures
+
+
 @transaction.atomic
 def band_policy_apply(
     *, account_id: int, quotes: MarketQuotes | None = None, now: datetime | None = None
@@ -249,20 +293,9 @@ def band_policy_apply(
     after = (equity, initial, maintenance)
     try:
         if top_up:
-            value = target * maintenance - equity
-            for _ in range(MAX_ROUNDS):
-                previous = dict(planned)
-                _plan(
-                    reference=reference, book=book, assets=assets, value=value, planned=planned, top_up=True
-                )
-                if planned == previous:
-                    break  # funding has nothing more to give
-                after = _what_if(
-                    margin=margin, planned=planned, top_up=True, quotes=quotes, reference=reference
-                )
-                value = target * after[2] - after[0]
-                if value < MIN_TRANSFER_USD:
-                    break  # at the target
+            planned, after = _top_up_plan(
+                margin=margin, book=book, assets=assets, target=target, quotes=quotes, reference=reference
+            )
         else:
             # Never below the initial margin: at most the excess over it, whatever the target.
             value = min(equity - target * maintenance, equity - initial)

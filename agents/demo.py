@@ -24,9 +24,11 @@ from accounts.models import AccountKind, Asset, MarginAccount, MarginMode, Membe
 from accounts.services import collateral_deposit
 from agents.models import BandPolicy, HedgeMode, HedgePolicy
 from agents.services import band_policy_set, hedge_policy_create
+from clearing.marketdata.selectors import market_quotes_current
 from clearing.models import Instrument, InstrumentKind
-from riskengine import whatif
-from riskengine.core import DocumentError
+from riskengine.core import DocumentError, compute_margin
+from riskengine.loading import margin_book_load
+from riskengine.selectors import parameter_set_active
 
 MEMBER = "ALPHA"
 TRADER = "alice"
@@ -75,18 +77,26 @@ def agents_demo_seed(*, log: Callable[[str], None]) -> None:
 
 
 def _hedge_policy_seed(*, account: MarginAccount, alice: User, log: Callable[[str], None]) -> None:
+    # Read as the seed's own steps read (``riskengine.demo.demo_cushions_ensure``): the active set
+    # and the oracle's quotes fresh, leaving no per-process cache behind.
+    quotes = market_quotes_current()
     try:
-        now = whatif.margin_what_if(account=account).before
+        book = margin_book_load(
+            parameters_form=parameter_set_active().to_parameters_form(),
+            quotes=quotes,
+            account_ids=[account.pk],
+        )
     except DocumentError as error:
         log(f"{account.code}: no hedge policy ({error})")
         return
+    now = compute_margin(book.margin_input).to_dict(0)
     exposures = [row for row in now["by_underlying"] if row["delta_usd"]]
     if not exposures:
         return
     largest = max(exposures, key=lambda row: abs(row["delta_usd"]))
     symbol, delta = largest["underlying"], abs(largest["delta_usd"])
     perpetual = Instrument.objects.get(underlying__symbol=symbol, kind=InstrumentKind.PERPETUAL)
-    price = whatif.quotes_current().underlying_prices[symbol]
+    price = quotes.underlying_prices[symbol]
     hedge_policy_create(
         account=account,
         underlying=symbol,

@@ -11,6 +11,7 @@ from django.utils import timezone
 
 from accounts.models import AccountKind, CollateralBalance, CollateralMovement, MarginAccount
 from accounts.services import collateral_deposit
+from accounts.trading import trade_book
 from agents.band import band_policy_apply
 from agents.models import AutoTransfer, PolicyChange
 from agents.services import band_policy_set, band_policy_switch_off, policy_resume, policy_suspend
@@ -18,6 +19,7 @@ from clearing.ledger import AppendOnlyError
 from clearing.models import OutboxEvent
 from riskengine.sweeps.models import AccountMargin, Liquidation, MarginCall
 from riskengine.sweeps.services import sweep_accounts_run
+from tests import factories
 from tests.factories import btc_long_account, user_make
 
 LEVELS = {"search_level": "2.2", "target_level": "2.6", "release_level": "3.5"}
@@ -279,3 +281,28 @@ def test_transfers_and_policy_changes_are_append_only(agents_world):
             row.delete()
         with pytest.raises(AppendOnlyError):
             row.save()
+
+
+def test_a_top_up_in_linked_collateral_is_rechecked_with_the_engine_until_it_reaches_the_target(
+    agents_world, member_a
+):
+    # Portfolio mode, short BTC: BTC collateral is worth less than its price (5 % haircut) and
+    # offsets the short's delta, so each unit pulled in lowers the requirement too.
+    world = agents_world
+    account = factories.account_make(member=member_a, code="AAA-PORT", mode="portfolio")
+    collateral_deposit(account=account, asset=world.venue.usdc, amount=Decimal(100_000))
+    trade_book(account=account, instrument="BTC-PERP", quantity=-10, price=60_000)
+    collateral_deposit(account=world.funding, asset=world.venue.btc_asset, amount=Decimal(5))
+    band_policy_set(
+        account=account, funding_account=world.funding, search_level="1.4", target_level="1.8",
+        release_level="3", assets=["BTC", "USDC"], min_interval_seconds=0, user=world.trader,
+    )  # fmt: skip
+
+    outcome = band_policy_apply(account_id=account.pk)
+
+    assert outcome.action == "top_up"
+    assert outcome.transfer.ratio_before < 1.4
+    assert [leg["asset"] for leg in outcome.transfer.legs] == ["BTC"]
+    assert outcome.transfer.maintenance_margin_after < outcome.transfer.maintenance_margin_before
+    # The first plan (the value missing at today's MM) overshoots: the engine's re-checks bring it back.
+    assert outcome.transfer.ratio_after == pytest.approx(1.8, rel=1e-4)
