@@ -39,8 +39,8 @@ from clearing.marketdata.quotes import MarketQuotes
 from clearing.marketdata.services import PriceIn, price_observations_submit
 from clearing.models import Instrument, InstrumentKind, OptionRight, Underlying
 from riskengine.sweeps import liquidation as liquidation_module
-from riskengine.sweeps.models import AccountMargin, Liquidation
 from riskengine.sweeps import services as sweep_services
+from riskengine.sweeps.models import AccountMargin, Liquidation
 from riskengine.sweeps.services import sweep_accounts_run
 
 
