@@ -110,8 +110,9 @@ def member_trader_require(*, user: User | None, account: MarginAccount, field: s
 
 
 def member_account_require(account: MarginAccount) -> None:
-    """The house account and the insurance fund take no member deposits or withdrawals."""
-    if account.kind != AccountKind.MEMBER:
+    """The house account and the insurance fund take no member deposits or withdrawals (a member's
+    margin and funding accounts do)."""
+    if account.kind not in (AccountKind.MEMBER, AccountKind.FUNDING):
         raise ValidationError(
             {
                 "account": f"{account.code} is the venue's {account.get_kind_display().lower()}: it "

@@ -113,6 +113,16 @@ class AccountKind(models.TextChoices):
     MEMBER = "member", "Member account"
     HOUSE = "house", "Venue house (liquidation) account"
     INSURANCE_FUND = "insurance_fund", "Insurance fund"
+    # A member's funding account margins nothing: it holds collateral that the member's band
+    # policies move into and out of its margin accounts (``agents``). No position is ever booked
+    # into it (``accounts.trading``); sweeps value it as collateral only and never call it.
+    FUNDING = "funding", "Funding account"
+
+
+# The venue's own accounts: one of each kind (a database constraint).
+VENUE_KINDS = (AccountKind.HOUSE, AccountKind.INSURANCE_FUND)
+# A member's own accounts: its margin accounts and its funding account.
+MEMBER_KINDS = (AccountKind.MEMBER, AccountKind.FUNDING)
 
 
 class MarginAccount(models.Model):
@@ -120,7 +130,8 @@ class MarginAccount(models.Model):
 
     The venue itself holds two special accounts (one each, enforced by the database): the house
     account that takes over liquidated positions, and the insurance fund that receives liquidation
-    fees and covers deficits. Neither is margin-called nor liquidated.
+    fees and covers deficits. Neither is margin-called nor liquidated. A member may also hold one
+    funding account (``AccountKind.FUNDING``), which margins nothing and is never called either.
     """
 
     member = models.ForeignKey(Member, on_delete=models.PROTECT, related_name="accounts")
@@ -140,7 +151,12 @@ class MarginAccount(models.Model):
                 condition=Q(kind__in=[choice.value for choice in AccountKind]),
             ),
             models.UniqueConstraint(
-                fields=["kind"], condition=~Q(kind="member"), name="marginaccount_one_house_and_one_fund"
+                fields=["kind"],
+                condition=Q(kind__in=[kind.value for kind in VENUE_KINDS]),
+                name="marginaccount_one_house_and_one_fund",
+            ),
+            models.UniqueConstraint(
+                fields=["member"], condition=Q(kind="funding"), name="marginaccount_one_funding_per_member"
             ),
             models.CheckConstraint(
                 name="marginaccount_mode_valid",
@@ -182,6 +198,9 @@ class MovementKind(models.TextChoices):
     # then on) and credits it back if custody reports the payment failed.
     WITHDRAWAL_RESERVE = "withdrawal_reserve", "Withdrawal reserved (requested)"
     WITHDRAWAL_RELEASE = "withdrawal_release", "Withdrawal released (failed)"
+    # A band policy's internal transfer between a member's funding account and one of its margin
+    # accounts: a pair of movements (one out, one in) written in one transaction (``agents``).
+    AUTO_TRANSFER = "auto_transfer", "Automatic transfer (band policy)"
 
 
 class CollateralMovement(AppendOnlyModel):

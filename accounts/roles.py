@@ -118,6 +118,24 @@ _OPS_MONITORING = {
     "marketdata.confirm_indexprice",
 }
 
+# The members' automated agents (agents): every venue reader sees policies, transfers, hedge
+# requests, deliveries and the changes log; ops suspend and resume a policy (with a reason, through
+# agents.services, which audits it). Nobody edits them here: members configure their own.
+_AGENTS_VIEW = {
+    f"agents.view_{model}"
+    for model in (
+        "bandpolicy",
+        "autotransfer",
+        "hedgepolicy",
+        "hedgerequest",
+        "hedgefill",
+        "webhookendpoint",
+        "webhookattempt",
+        "policychange",
+    )
+}
+_AGENTS_SUSPEND = {"agents.suspend_bandpolicy", "agents.suspend_hedgepolicy"}
+
 # Custody: deposits and withdrawals move only through the custodian's API steps (view-only here).
 # Money leaves the insurance fund by maker-checker: ops propose, a risk approver who is not the
 # proposer approves or rejects (``accounts.custody``, ``riskengine.withdrawals``).
@@ -133,9 +151,16 @@ ROLE_PERMISSIONS: dict[str, frozenset[str]] = {
         | _MONITORING_VIEW
         | _OPS_MONITORING
         | _FUND_PROPOSE
+        | _AGENTS_VIEW
+        | _AGENTS_SUSPEND
     ),
     Role.RISK_APPROVER: frozenset(
-        _VIEW_ALL | _PARAMETERS_VIEW | {"riskengine.approve_parameterset"} | _MONITORING_VIEW | _FUND_APPROVE
+        _VIEW_ALL
+        | _PARAMETERS_VIEW
+        | {"riskengine.approve_parameterset"}
+        | _MONITORING_VIEW
+        | _FUND_APPROVE
+        | _AGENTS_VIEW
     ),
     Role.SECURITY_ADMIN: frozenset(_SECURITY_ADMIN),
     Role.NONE: frozenset(),

@@ -5,7 +5,8 @@ the collateral ledger under the accounts' locks; the trade and position models a
 domain's (``clearing.models``), below the accounts.
 
 A clearing house accepts executed trades even when they breach margin (the sweep then calls for
-margin), so booking checks that a fill is well formed, never that the account can afford it.
+margin), so booking checks that a fill is well formed, never that the account can afford it. A
+funding account (``AccountKind.FUNDING``) margins nothing: a fill into one is refused, naming it.
 
 Cash effects, in the settlement asset (``settings.SETTLEMENT_ASSET``):
 
@@ -32,7 +33,7 @@ from django.core.exceptions import ImproperlyConfigured, ValidationError
 from django.db import transaction
 from django.utils import timezone
 
-from accounts.models import Asset, MarginAccount, MarginMode, MovementKind, User
+from accounts.models import AccountKind, Asset, MarginAccount, MarginMode, MovementKind, User
 from accounts.services import BalanceChange, collateral_movements_apply, margin_accounts_lock
 from clearing.models import Instrument, InstrumentKind, Position, Trade
 from clearing.signals import accounts_changed_on_commit, isolated_fills_booked
@@ -161,6 +162,14 @@ def trades_book(*, fills: Sequence[Fill], booked_by: User | None = None) -> list
         raise ValidationError({"external_id": f"Already booked: {', '.join(sorted(duplicates))}."})
 
     locked = margin_accounts_lock(account_ids=[f.account.pk for f in fills])
+    for index, fill in enumerate(fills):
+        if locked[fill.account.pk].kind == AccountKind.FUNDING:
+            raise ValidationError(
+                {
+                    f"fills[{index}].account": f"{fill.account.code} is a funding account: it margins "
+                    "nothing, so no position can be booked into it."
+                }
+            )
     pairs = {(f.account.pk, checked[0].pk) for f, checked in zip(fills, validated, strict=True)}
     Position.objects.bulk_create(
         [Position(account_id=a, instrument_id=i) for a, i in pairs], ignore_conflicts=True

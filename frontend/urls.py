@@ -14,4 +14,13 @@ urlpatterns = [
         views.position_margin,
         name="position-margin",
     ),
+    path("accounts/<slug:code>/band-policy/", views.band_policy, name="band-policy"),
+    path("accounts/<slug:code>/hedge-policies/", views.hedge_policy, name="hedge-policy"),
+    path(
+        "accounts/<slug:code>/hedge-policies/<int:policy_id>/off/",
+        views.hedge_policy_off,
+        name="hedge-policy-off",
+    ),
+    path("webhooks/", views.webhooks, name="webhooks"),
+    path("webhooks/<int:endpoint_id>/off/", views.webhook_off, name="webhook-off"),
 ]

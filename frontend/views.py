@@ -12,14 +12,37 @@ import math
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import ObjectDoesNotExist, PermissionDenied, ValidationError
-from django.shortcuts import redirect, render
+from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_POST
 
+from accounts.models import AccountKind
 from accounts.selectors import margin_account_visible
+from agents.selectors import (
+    band_policy_of,
+    funding_account_of,
+    hedge_policies_of,
+    webhook_attempts_of,
+    webhook_endpoints_of,
+)
+from agents.services import (
+    band_policy_set,
+    band_policy_switch_off,
+    hedge_policy_create,
+    hedge_policy_switch_off,
+    webhook_endpoint_create,
+    webhook_endpoint_deactivate,
+)
 from clearing.api.permissions import ACCOUNT_WRITERS, WHAT_IF_USERS, user_role
 from clearing.api.throttling import compute_budget_wait
 from frontend import charts
-from frontend.forms import PositionMarginForm, TargetBandForm, what_if_forms
+from frontend.forms import (
+    BandPolicyForm,
+    HedgePolicyForm,
+    PositionMarginForm,
+    TargetBandForm,
+    WebhookEndpointForm,
+    what_if_forms,
+)
 from frontend.selectors import (
     account_now,
     account_summaries,
@@ -126,7 +149,164 @@ def account_detail(request, code: str):
     )
     context["may_set_band"] = _may(request, ACCOUNT_WRITERS)
     context["may_what_if"] = _may(request, WHAT_IF_USERS)
+    context.update(_agents_forms(request, account))
     return render(request, "frontend/account_detail.html", context)
+
+
+def _agents_forms(request, account, *, band_form=None, hedge_form=None) -> dict:
+    """The account page's agent forms (its member's traders, on a margin account)."""
+    if account.kind != AccountKind.MEMBER:
+        return {"may_set_agents": False}
+    policy = band_policy_of(account=account)
+    initial = None
+    if policy is not None and policy.is_active:
+        initial = {
+            "search_level": policy.search_level,
+            "target_level": policy.target_level,
+            "release_level": policy.release_level,
+            "assets": ", ".join(policy.assets),
+            "min_interval_seconds": policy.min_interval_seconds,
+        }
+    return {
+        "may_set_agents": _may(request, ACCOUNT_WRITERS),
+        "funding_account": funding_account_of(member_id=account.member_id),
+        "band_policy": policy,
+        "band_policy_form": band_form or BandPolicyForm(initial=initial),
+        "hedge_form": hedge_form or HedgePolicyForm(member_id=account.member_id),
+        "active_hedge_policies": list(hedge_policies_of(account=account).filter(is_active=True)),
+    }
+
+
+def _errors_into(form, error: ValidationError) -> None:
+    for name, errors in error.message_dict.items():
+        form.add_error(name if name in form.fields else None, errors)
+
+
+def _writer_account(request, code: str):
+    account = margin_account_visible(user=request.user, code=code)
+    if not _may(request, ACCOUNT_WRITERS):
+        raise PermissionDenied("Your role is read-only: only traders change the agents.")
+    return account
+
+
+def _detail_again(request, account, **forms):
+    """The account page again, with the agents form that was refused and its errors (400)."""
+    context = _detail_context(account)
+    band = context["summary"].band
+    context.update(
+        band_form=TargetBandForm(initial={"lower": band.lower, "upper": band.upper} if band else None),
+        may_set_band=True,
+        may_what_if=_may(request, WHAT_IF_USERS),
+        **_agents_forms(request, account, **forms),
+    )
+    return render(request, "frontend/account_detail.html", context, status=400)
+
+
+@login_required
+@require_POST
+def band_policy(request, code: str):
+    """The account page's band policy form: ``agents.services.band_policy_set`` with the member's
+    funding account (the API's ``PUT …/band-policy/``), or switch it off."""
+    account = _writer_account(request, code)
+    if request.POST.get("off"):
+        band_policy_switch_off(account=account, user=request.user)
+        messages.info(request, "Band policy switched off.")
+        return redirect("frontend:account-detail", code=account.code)
+    form = BandPolicyForm(request.POST)
+    if form.is_valid():
+        funding = funding_account_of(member_id=account.member_id)
+        if funding is None:
+            form.add_error(None, "Your member has no funding account yet: the venue opens one on request.")
+        else:
+            try:
+                band_policy_set(
+                    account=account, funding_account=funding, user=request.user, **form.cleaned_data
+                )
+            except ValidationError as error:
+                _errors_into(form, error)
+            else:
+                messages.success(request, "Band policy saved: it acts from the next sweep.")
+                return redirect("frontend:account-detail", code=account.code)
+    return _detail_again(request, account, band_form=form)
+
+
+@login_required
+@require_POST
+def hedge_policy(request, code: str):
+    """The account page's hedge policy form (the API's ``POST …/hedge-policies/``)."""
+    account = _writer_account(request, code)
+    form = HedgePolicyForm(request.POST, member_id=account.member_id)
+    if form.is_valid():
+        data = dict(form.cleaned_data)
+        instrument = data.pop("instrument")
+        try:
+            hedge_policy_create(
+                account=account,
+                underlying=instrument.underlying,
+                instrument=instrument,
+                user=request.user,
+                **data,
+            )
+        except ValidationError as error:
+            _errors_into(form, error)
+        else:
+            messages.success(request, f"Hedge policy on {instrument.underlying.symbol} saved.")
+            return redirect("frontend:account-detail", code=account.code)
+    return _detail_again(request, account, hedge_form=form)
+
+
+@login_required
+@require_POST
+def hedge_policy_off(request, code: str, policy_id: int):
+    account = _writer_account(request, code)
+    policy = get_object_or_404(hedge_policies_of(account=account), pk=policy_id)
+    hedge_policy_switch_off(policy=policy, user=request.user)
+    messages.info(request, f"Hedge policy on {policy.underlying.symbol} switched off.")
+    return redirect("frontend:account-detail", code=account.code)
+
+
+@login_required
+def webhooks(request):
+    """The member's webhook endpoints, each with its latest delivery attempts; traders add one
+    (its secret is shown on the answer to that request only) or switch one off."""
+    if not request.user.is_member_user:
+        raise PermissionDenied("Webhook endpoints belong to a member's users.")
+    may_change = _may(request, ACCOUNT_WRITERS)
+    form = WebhookEndpointForm(request.POST if request.method == "POST" else None)
+    context = {"form": form, "may_change": may_change, "secret": None}
+    status = 200
+    if request.method == "POST":
+        if not may_change:
+            raise PermissionDenied("Your role is read-only: only traders add webhook endpoints.")
+        if form.is_valid():
+            try:
+                endpoint, secret = webhook_endpoint_create(
+                    member=request.user.member, user=request.user, **form.cleaned_data
+                )
+            except ValidationError as error:
+                _errors_into(form, error)
+            else:
+                # Shown in this answer only (never in a message: those are stored between requests).
+                context.update(secret=secret, created=endpoint, form=WebhookEndpointForm())
+                status = 201
+        if context["secret"] is None:
+            status = 400
+    endpoints = list(webhook_endpoints_of(member=request.user.member))
+    context["endpoints"] = [
+        (endpoint, list(webhook_attempts_of(endpoint=endpoint)[:10])) for endpoint in endpoints
+    ]
+    return render(request, "frontend/webhooks.html", context, status=status)
+
+
+@login_required
+@require_POST
+def webhook_off(request, endpoint_id: int):
+    if not (request.user.is_member_user and _may(request, ACCOUNT_WRITERS)):
+        raise PermissionDenied("Your role is read-only: only traders switch webhook endpoints off.")
+    endpoint = get_object_or_404(webhook_endpoints_of(member=request.user.member), pk=endpoint_id)
+    webhook_endpoint_deactivate(endpoint=endpoint, user=request.user)
+    messages.info(request, f"{endpoint.url} switched off: nothing more is delivered to it.")
+    return redirect("frontend:webhooks")
 
 
 @login_required
@@ -151,6 +331,7 @@ def target_band(request, code: str):
             return redirect("frontend:account-detail", code=account.code)
     context = _detail_context(account)
     context.update(band_form=form, may_set_band=True, may_what_if=_may(request, WHAT_IF_USERS))
+    context.update(_agents_forms(request, account))
     return render(request, "frontend/account_detail.html", context, status=400)
 
 

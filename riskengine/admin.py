@@ -19,8 +19,9 @@ from django.urls import path, reverse
 from django.utils.html import format_html
 
 from accounts.custody import CustodyConflict, fund_withdrawal_propose, fund_withdrawal_reject
-from accounts.models import Asset, FundWithdrawalDecision, FundWithdrawalProposal, MarginAccount
+from accounts.models import AccountKind, Asset, FundWithdrawalDecision, FundWithdrawalProposal, MarginAccount
 from clearing.admin_mixins import ReadOnlyAdminMixin
+from clearing.models import Position
 from riskengine.allocations import margin_account_mode_change, margin_account_mode_plan
 from riskengine.forms import (
     ACCEPT_NEAREST,
@@ -698,6 +699,13 @@ class MarginAccountAdminForm(forms.ModelForm):
 
     def clean(self):
         data = super().clean()
+        if (
+            self.instance.pk
+            and data.get("kind") == AccountKind.FUNDING
+            and Position.objects.filter(account_id=self.instance.pk).exclude(quantity=0).exists()
+        ):
+            # A funding account margins nothing: it may hold no position.
+            self.add_error("kind", "This account holds open positions: it cannot be a funding account.")
         if self.instance.pk and "mode" in self.changed_data and data.get("mode"):
             stored = MarginAccount.objects.get(pk=self.instance.pk)
             try:
@@ -712,8 +720,8 @@ class MarginAccountAdminForm(forms.ModelForm):
 @admin.register(MarginAccount)
 class MarginAccountAdmin(admin.ModelAdmin):
     form = MarginAccountAdminForm
-    list_display = ["code", "member", "mode", "created_at"]
-    list_filter = ["mode", "member"]
+    list_display = ["code", "member", "kind", "mode", "created_at"]
+    list_filter = ["kind", "mode", "member"]
     search_fields = ["code", "name", "member__code", "member__name"]
     list_select_related = ["member"]
 

@@ -364,6 +364,17 @@ PROFILES: tuple[Callable[[Market, random.Random, float], Book], ...] = (
 )
 
 
+# What the apps above this one add to the demo (the automated agents: a funding account and
+# policies), registered in their ``AppConfig.ready()``: each step is called with ``log`` once the
+# venue is seeded, and is idempotent like the seed.
+DEMO_SEED_STEPS: list[Callable[..., None]] = []
+
+
+def demo_seed_step_register(step: Callable[..., None]) -> None:
+    if step not in DEMO_SEED_STEPS:
+        DEMO_SEED_STEPS.append(step)
+
+
 def demo_venue_seed(*, today: date | None = None, log: Callable[[str], None] = print) -> None:
     """Create or complete the demo venue; prints the demo users and their passwords."""
     now = timezone.now()
@@ -444,6 +455,8 @@ def demo_venue_seed(*, today: date | None = None, log: Callable[[str], None] = p
     marketdata_demo_seed(log=log)
     topped_up = demo_cushions_ensure(cushions=cushions)
     isolated_demo_account_seed(member=members["ALPHA"], venue_user=venue_user, log=log)
+    for step in DEMO_SEED_STEPS:
+        step(log=log)
     log(
         f"Demo venue ready: {MarginAccount.objects.count()} accounts ({len(cushions)} books booked this "
         f"run, {topped_up} topped up to start healthy), "

@@ -2,6 +2,7 @@
 
 import io
 from datetime import UTC, datetime
+from decimal import Decimal
 
 import pytest
 from django.conf import settings
@@ -9,9 +10,10 @@ from django.core.management import call_command
 from django.test import override_settings
 from django.utils import timezone
 
-from accounts.models import Role
-from accounts.services import user_create
+from accounts.models import AccountKind, MarginAccount, Role
+from accounts.services import collateral_deposit, user_create
 from clearing.marketdata.services import price_source_register
+from riskengine import whatif
 from riskengine.reference import reference_clear
 from riskengine.selectors import _parameters_form
 from riskengine.services import parameter_set_bootstrap
@@ -107,3 +109,25 @@ def oracle(db, venue, clock):
         price_source_register(user=user)
     venue.sources = users
     return venue
+
+
+@pytest.fixture
+def agents_world(venue, member_a, active_set, monkeypatch) -> factories.AgentsWorld:
+    """For the automated agents: member A with a funding account of 1,000,000 USDC and a cross
+    margin account long 10 BTC-PERP at 60,000 on 75,000 USDC (IM 60,000, MM 30,000: equity / MM
+    2.5, a margin call below 2.0), a trader and a viewer, and market quotes the agents read through
+    the what-if seam (``riskengine.whatif.quotes_current``) that a test moves
+    (``AgentsWorld.move``)."""
+    market = {"quotes": factories.quotes_fixed()}
+    monkeypatch.setattr(whatif, "quotes_current", lambda: market["quotes"])
+    funding = MarginAccount.objects.create(member=member_a, code="AAA-FUND", kind=AccountKind.FUNDING)
+    collateral_deposit(account=funding, asset=venue.usdc, amount=Decimal(1_000_000))
+    margin = factories.btc_long_account(member=member_a, venue=venue, code="AAA-01")
+    trader = factories.user_make(username="trader-a", member=member_a)
+    viewer = factories.user_make(username="viewer-a", member=member_a, role=Role.VIEWER)
+    return factories.AgentsWorld(venue, funding, margin, trader, viewer, market)
+
+
+@pytest.fixture
+def sweep_with_agents(django_capture_on_commit_callbacks) -> factories.SweepWithAgents:
+    return factories.SweepWithAgents(django_capture_on_commit_callbacks, [], [])

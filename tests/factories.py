@@ -8,11 +8,15 @@ start a server process or a worker. Fixtures that several test packages share li
 from __future__ import annotations
 
 import html
+import json
 import re
 import socket
-from dataclasses import dataclass, replace
+import threading
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from unittest import mock
 
 from channels.testing import WebsocketCommunicator
 from django.conf import settings
@@ -24,7 +28,9 @@ from rest_framework.test import APIClient
 
 from accounts.models import Asset, MarginAccount, Member, Role, User
 from accounts.services import api_token_issue, collateral_deposit, collateral_withdraw, user_create
-from accounts.trading import Fill, trades_book
+from accounts.trading import Fill, trade_book, trades_book
+from agents import tasks as agents_tasks
+from agents.crypto import signature_valid
 from clearing.config.asgi import application
 from clearing.config.celery import app as celery_app
 from clearing.marketdata.demo import UNDERLYINGS, spot_prices
@@ -33,6 +39,7 @@ from clearing.marketdata.quotes import MarketQuotes
 from clearing.marketdata.services import PriceIn, price_observations_submit
 from clearing.models import Instrument, InstrumentKind, OptionRight, Underlying
 from riskengine.sweeps import liquidation as liquidation_module
+from riskengine.sweeps import services as sweep_services
 from riskengine.sweeps.models import AccountMargin, Liquidation
 from riskengine.sweeps.services import sweep_accounts_run
 
@@ -342,6 +349,12 @@ class Client:
         headers = {"Idempotency-Key": key} if key is not None else {}
         return self.http.post(path, data, format="json", headers=headers, **kwargs)
 
+    def put(self, path, data=None, **kwargs):
+        return self.http.put(path, data, format="json", **kwargs)
+
+    def delete(self, path, **kwargs):
+        return self.http.delete(path, **kwargs)
+
 
 def client_for(user: User | None) -> Client:
     http = APIClient()
@@ -399,3 +412,145 @@ def queue_purge(name: str, *, delete: bool = False) -> None:
         if delete:
             channel.queue_delete(name)
             channel.client.delete(f"_kombu.binding.{name}", f"_kombu.binding_permanent.{name}")
+
+
+# --- A member's execution system, receiving webhooks -------------------------------------------------
+
+
+@dataclass
+class Delivery:
+    """One webhook as the receiver got it: its headers, exact body, whether its signature checked
+    out under the receiver's secret, and the status it was answered with."""
+
+    headers: dict[str, str]
+    body: bytes
+    signature_ok: bool
+    answered: int
+
+    @property
+    def payload(self) -> dict:
+        return json.loads(self.body)
+
+
+@dataclass
+class WebhookReceiver:
+    """A real HTTP server on 127.0.0.1 (a free port, its own thread) standing for a member's
+    execution system: it answers each delivery with the next of ``answers`` (then 200), checks the
+    signature with ``secret`` (``agents.crypto.signature_valid``) and "executes" a hedge once per
+    idempotency id (``executed``), however often the same id is delivered. ``close()`` stops it."""
+
+    answers: list[int] = field(default_factory=list)
+    secret: str = ""
+    deliveries: list[Delivery] = field(default_factory=list)
+    executed: list[str] = field(default_factory=list)
+
+    def __post_init__(self):
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self):
+                body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                headers = {name.lower(): value for name, value in self.headers.items()}
+                timestamp = headers.get("clearing-webhook-timestamp", "")
+                ok = timestamp.isdigit() and signature_valid(
+                    secret=receiver.secret,
+                    timestamp=int(timestamp),
+                    body=body,
+                    header=headers.get("clearing-webhook-signature", ""),
+                )
+                status = receiver.answers.pop(0) if receiver.answers else 200
+                receiver.deliveries.append(Delivery(headers, body, ok, status))
+                hedge = headers.get("clearing-webhook-id", "")
+                if ok and 200 <= status < 300 and hedge not in receiver.executed:
+                    receiver.executed.append(hedge)
+                self.send_response(status)
+                if 300 <= status < 400:
+                    self.send_header("Location", "http://127.0.0.1:9/elsewhere")
+                self.send_header("Content-Type", "text/plain")
+                self.end_headers()
+                self.wfile.write(f"answered {status}".encode())
+
+            def log_message(self, *args):
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", free_port()), Handler)
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server.server_address[1]}/hedges"
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+# --- The automated agents ----------------------------------------------------------------------------
+
+
+@dataclass
+class AgentsWorld:
+    """What ``tests/conftest.py``'s ``agents_world`` builds: a funding account, a margin account, a
+    trader and a viewer of its member, and the quotes the agents read (``market["quotes"]``)."""
+
+    venue: Venue
+    funding: MarginAccount
+    margin: MarginAccount
+    trader: object
+    viewer: object
+    market: dict
+
+    @property
+    def quotes(self) -> MarketQuotes:
+        return self.market["quotes"]
+
+    def move(self, **prices: float) -> MarketQuotes:
+        """Move the oracle the agents read (``BTC=58_800.0``); returns the new quotes."""
+        self.market["quotes"] = moved(quotes_fixed(), **prices)
+        return self.market["quotes"]
+
+    def statuses(self, **statuses: str) -> MarketQuotes:
+        quotes = self.market["quotes"]
+        self.market["quotes"] = MarketQuotes(
+            valuation_time=quotes.valuation_time,
+            underlying_prices=quotes.underlying_prices,
+            asset_prices=quotes.asset_prices,
+            option_ivs=quotes.option_ivs,
+            statuses={**quotes.statuses, **statuses},
+        )
+        return self.market["quotes"]
+
+
+def btc_long_account(*, member, venue, code: str, usdc: str = "75000", mode: str = "cross") -> MarginAccount:
+    """A margin account of ``member`` long 10 BTC-PERP at 60,000 on ``usdc`` of USDC (the small venue)."""
+    account = account_make(member=member, code=code, mode=mode)
+    collateral_deposit(account=account, asset=venue.usdc, amount=Decimal(usdc))
+    trade_book(account=account, instrument="BTC-PERP", quantity=10, price=60_000)
+    return account
+
+
+@dataclass
+class SweepWithAgents:
+    """An event sweep whose commit runs what it hands to the agents, as a worker would
+    (``agents.accounts_act``); ``handed`` lists the account ids of each hand-over. The event sweeps
+    that transfers request, liquidations and webhook deliveries are not sent (``deliveries``
+    records the last)."""
+
+    capture: object
+    handed: list
+    deliveries: list
+
+    def __call__(self, *, account_ids, quotes):
+        def act(ids):
+            self.handed.append(ids)
+            return agents_tasks.accounts_act.apply(args=[ids])
+
+        with (
+            mock.patch.object(agents_tasks.accounts_act, "delay", side_effect=act),
+            mock.patch.object(sweep_services, "_drain_enqueue"),
+            mock.patch.object(sweep_services, "_liquidations_enqueue"),
+            mock.patch.object(agents_tasks.webhook_deliver, "delay", side_effect=self.deliveries.append),
+            self.capture(execute=True),
+        ):
+            return sweep_accounts_run(account_ids=account_ids, cause="test", quotes=quotes)

@@ -14,7 +14,7 @@ import ast
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-TOPS = ("accounts", "clearing", "frontend", "riskengine")
+TOPS = ("accounts", "agents", "clearing", "frontend", "riskengine")
 SUBAPPS = ("clearing.api", "clearing.marketdata", "riskengine.sweeps", "riskengine.core")
 SKIPPED_FOLDERS = {"migrations", "tests", "__pycache__"}
 PROJECT_CONFIGURATION = {"clearing/config", "clearing/server"}
@@ -26,6 +26,7 @@ LAYERS = (
     "clearing.marketdata",
     "riskengine",
     "riskengine.sweeps",
+    "agents",
     "clearing.api",
     "frontend",
 )

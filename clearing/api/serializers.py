@@ -287,6 +287,12 @@ class FillIn(StrictSerializer):
         max_length=100, required=False, help_text="The venue's own trade id; booked at most once."
     )
     executed_at = serializers.DateTimeField(required=False, help_text="Defaults to the booking time.")
+    hedge_request = serializers.IntegerField(
+        required=False,
+        min_value=1,
+        help_text="The hedge request this fill executes (its id, from the webhook's `hedge_request`): the "
+        "platform links them and requests that hedge no more. A request takes one booking.",
+    )
 
 
 class FillBatchIn(StrictSerializer):

@@ -4,7 +4,7 @@ other ``/api/...`` path is a JSON 404 (``views.api_not_found``), never the site'
 from django.urls import include, path, re_path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
-from clearing.api import views
+from clearing.api import agents, views
 
 app_name = "api"
 
@@ -34,6 +34,35 @@ v1 = [
         "accounts/<int:pk>/margin-history/",
         views.AccountMarginHistory.as_view(),
         name="account-margin-history",
+    ),
+    # The automated agents (clearing.api.agents, docs/agents.md).
+    path("accounts/<int:pk>/band-policy/", agents.AccountBandPolicy.as_view(), name="account-band-policy"),
+    path(
+        "accounts/<int:pk>/hedge-policies/",
+        agents.AccountHedgePolicies.as_view(),
+        name="account-hedge-policies",
+    ),
+    path(
+        "accounts/<int:pk>/hedge-policies/<int:policy_id>/",
+        agents.AccountHedgePolicy.as_view(),
+        name="account-hedge-policy",
+    ),
+    path(
+        "accounts/<int:pk>/hedge-requests/",
+        agents.AccountHedgeRequests.as_view(),
+        name="account-hedge-requests",
+    ),
+    path(
+        "accounts/<int:pk>/auto-transfers/",
+        agents.AccountAutoTransfers.as_view(),
+        name="account-auto-transfers",
+    ),
+    path("webhook-endpoints/", agents.WebhookEndpoints.as_view(), name="webhook-endpoints"),
+    path("webhook-endpoints/<int:pk>/", agents.WebhookEndpointDetail.as_view(), name="webhook-endpoint"),
+    path(
+        "webhook-endpoints/<int:pk>/deliveries/",
+        agents.WebhookEndpointDeliveries.as_view(),
+        name="webhook-endpoint-deliveries",
     ),
     path("custody/deposits/", views.CustodyDeposits.as_view(), name="custody-deposits"),
     path(

@@ -33,6 +33,7 @@ from accounts.custody import (
     withdrawal_mark_sent,
 )
 from accounts.models import (
+    MEMBER_KINDS,
     Asset,
     CollateralBalance,
     CollateralMovement,
@@ -51,6 +52,7 @@ from accounts.selectors import (
     withdrawals_of_account,
 )
 from accounts.trading import Fill, trades_book
+from agents.hedge import hedge_fills_book
 from clearing.api import serializers as s
 from clearing.api.errors import validation_error_from_django, validation_error_from_document
 from clearing.api.idempotency import idempotent
@@ -355,7 +357,8 @@ _FILL_OR_BATCH = one_of("TradeBooking", s.FillIn, s.FillBatchIn)
 class TradeListCreate(RoleListView):
     """``GET``: trades of the accounts the user may see. ``POST`` (the trading venue only): clear one
     fill, or a batch ``{"fills": [...]}`` atomically. Trades are accepted even when they breach
-    margin; the sweep then calls for margin."""
+    margin; the sweep then calls for margin. A fill may name the hedge request it executes
+    (``agents.hedge.hedge_fills_book``)."""
 
     read_roles = READERS
     write_roles = VENUE
@@ -383,8 +386,8 @@ class TradeListCreate(RoleListView):
             return key if batch else key.removeprefix("fills[0].")
 
         # The venue books into member accounts only: the house and the insurance fund are the
-        # liquidation engine's.
-        accounts = MarginAccount.objects.filter(kind="member").in_bulk(
+        # liquidation engine's. A funding account is found, and refused by the booking naming it.
+        accounts = MarginAccount.objects.filter(kind__in=MEMBER_KINDS).in_bulk(
             {item["account"] for item in items}, field_name="code"
         )
         for index, item in enumerate(items):
@@ -403,8 +406,12 @@ class TradeListCreate(RoleListView):
             )
             for item in items
         ]
+        links = [item.get("hedge_request") for item in items]
         try:
-            trades = trades_book(fills=fills, booked_by=request.user)
+            if any(link is not None for link in links):
+                trades = hedge_fills_book(fills=fills, hedge_requests=links, booked_by=request.user)
+            else:
+                trades = trades_book(fills=fills, booked_by=request.user)
         except DjangoValidationError as error:
             # The service names ``fills[i].external_id``; the API calls it ``trade_id``.
             raise validation_error_from_django(

@@ -588,6 +588,52 @@ CELERY_BEAT_SCHEDULE.update(
         "ops-sweeps-recover": {"task": "ops.sweeps_recover", "schedule": 60.0},
     }
 )
+# --- Automated agents (agents, docs/agents.md) -----------------------------------------------------
+# Band policies (collateral moved between a member's funding account and its margin accounts) and
+# hedge policies (trades proposed, or requested through signed webhooks). The app sits between the
+# sweeps, which announce their figures, and the API.
+INSTALLED_APPS.insert(INSTALLED_APPS.index("clearing.api"), "agents")
+# Webhook endpoints must be https:// (plain http only to this machine, for development and tests).
+WEBHOOK_REQUIRE_HTTPS = PRODUCTION or env_bool("WEBHOOK_REQUIRE_HTTPS", False)
+# Whether an endpoint may be, or resolve to, an address outside the public internet (loopback,
+# private ranges): never in production, where that would let a member make the venue call its own
+# internal services.
+WEBHOOK_ALLOW_PRIVATE_ADDRESSES = not PRODUCTION and env_bool("WEBHOOK_ALLOW_PRIVATE_ADDRESSES", True)
+# Fernet keys (comma-separated, newest first) that encrypt endpoint secrets at rest; every key
+# decrypts, the first encrypts, so a key is rotated by putting a new one first. Empty: one key
+# derived from DJANGO_SECRET_KEY (agents.crypto). Generate one with
+# `python -c "from cryptography.fernet import Fernet; print(Fernet.generate_key().decode())"`.
+WEBHOOK_SECRET_KEYS = env_list("WEBHOOK_SECRET_KEYS", [])
+# One delivery attempt waits this long for an answer; failed attempts are retried after 30 s,
+# 1 min, 2 min… (doubling, at most an hour apart) until WEBHOOK_RETRY_HOURS after the request.
+WEBHOOK_TIMEOUT_SECONDS = float(env_str("WEBHOOK_TIMEOUT_SECONDS", "10"))
+WEBHOOK_RETRY_BASE_SECONDS = env_int("WEBHOOK_RETRY_BASE_SECONDS", 30)
+WEBHOOK_RETRY_MAX_SECONDS = env_int("WEBHOOK_RETRY_MAX_SECONDS", 3600)
+WEBHOOK_RETRY_HOURS = env_int("WEBHOOK_RETRY_HOURS", 24)
+# An egress proxy for webhook deliveries (http://proxy:3128); unset: direct, whatever the
+# environment's http_proxy says.
+WEBHOOK_PROXY = env_str("WEBHOOK_PROXY", "")
+CELERY_TASK_ANNOTATIONS.update(
+    {
+        # One engine run or two per policy of a handful of accounts.
+        "agents.accounts_act": {"soft_time_limit": 60, "time_limit": 90},
+        # One HTTP attempt (WEBHOOK_TIMEOUT_SECONDS) and two short transactions; below the claim
+        # (agents.webhooks.CLAIM_SECONDS) so a killed attempt's claim lapses after it.
+        "agents.webhook_deliver": {"soft_time_limit": 30, "time_limit": 40},
+    }
+)
+# The API schema names the agents' "mode" and "status" choices apart from the others of those names
+# (the parameter sets' status keeps the name it had).
+SPECTACULAR_SETTINGS.setdefault("ENUM_NAME_OVERRIDES", {}).update(
+    {
+        "HedgeModeEnum": "agents.models.HedgeMode",
+        "HedgeStatusEnum": "agents.models.HedgeStatus",
+        "StatusEnum": "riskengine.models.ParameterStatus",
+    }
+)
+# Deliveries due again after their back-off, or whose first task was lost.
+CELERY_BEAT_SCHEDULE["agents-webhooks-due"] = {"task": "agents.webhooks_due", "schedule": 15.0}
+
 # A periodic tick that waited in the queue for more than a minute (or its period, if longer)
 # expires: its next tick does the same work. After a worker outage, beat's backlog (12
 # sweeps.full_due a minute…) is dropped instead of run in a row.

@@ -1,6 +1,7 @@
 """The margin-call state machine of a sweep: load the arrays the decision needs, let
 ``riskengine.core.calls.call_decisions`` decide every account's transition, then write calls,
-call events, liquidations, alerts and live pushes with one bulk statement each.
+call events, liquidations, alerts and live pushes with one bulk statement each; finally announce
+the swept figures (``riskengine.sweeps.signals.margins_swept``) to the apps above.
 
 Fail closed on figures that are not finite (``result.finite``): such an account's status is
 ``liquidation`` (the engine's rule) but nothing is decided on a number that is not one: no call
@@ -51,6 +52,7 @@ from riskengine.sweeps.models import (
     Sweep,
     SweepKind,
 )
+from riskengine.sweeps.signals import SweptMargins, margins_swept
 
 log = logging.getLogger(__name__)
 
@@ -153,7 +155,8 @@ def calls_follow(
     snapshot = [current[a] for a in id_list]
 
     # The arrays of the decision: venue accounts (a range scan on the primary key, never the
-    # whole table), open calls, liquidations in progress, exposure to untrusted prices.
+    # whole table), open calls, liquidations in progress, exposure to untrusted prices. Funding
+    # accounts are among the accounts never called: they margin nothing (collateral only).
     venue_ids = set(
         MarginAccount.objects.filter(pk__gte=id_list[0], pk__lte=id_list[-1])
         .exclude(kind=AccountKind.MEMBER)
@@ -380,6 +383,16 @@ def calls_follow(
         events_publish_encoded(
             rows=events + _margin_updates(sweep=sweep, columns=columns) + nulls, margin_ratios=ratios
         )
+    # Every account made current, pushed or not: an agent's level crossed earlier and not yet
+    # acted on (prices untrusted then) is looked at again by the next sweep.
+    margins_swept.send(
+        sender=__name__,
+        sweep=sweep,
+        swept=SweptMargins(
+            account_ids=ids, equity=equity, initial_margin=im, maintenance_margin=mm, finite=finite,
+            result=result, portfolios=ks,
+        ),
+    )  # fmt: skip
     return outcome
 
 

@@ -21,7 +21,7 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
-from accounts.models import AccountKind, Asset, MarginAccount, MovementKind
+from accounts.models import VENUE_KINDS, AccountKind, Asset, MarginAccount, MovementKind
 from accounts.services import BalanceChange, collateral_movements_apply, margin_accounts_lock
 from accounts.trading import Fill, trades_book
 from clearing.events import events_publish
@@ -106,7 +106,7 @@ def liquidation_execute(*, liquidation_id: int, quotes=None) -> Liquidation:
     )
     if liquidation.status == LiquidationStatus.DONE:
         return liquidation
-    venue = dict(MarginAccount.objects.exclude(kind=AccountKind.MEMBER).values_list("kind", "pk"))
+    venue = dict(MarginAccount.objects.filter(kind__in=VENUE_KINDS).values_list("kind", "pk"))
     house_id, fund_id = venue[AccountKind.HOUSE], venue[AccountKind.INSURANCE_FUND]
     accounts = margin_accounts_lock(account_ids=[liquidation.account_id, house_id, fund_id])
     quotes = quotes or quotes_current()

@@ -1,7 +1,8 @@
 """The authorization matrix: every endpoint × every kind of caller.
 
 Callers: anonymous (401), each role (allowed or 403), and a member user of another member on an
-account-scoped endpoint (404: the account's existence does not leak).
+account-scoped endpoint (404: the account's existence does not leak). A route with several methods
+has an entry per method (``name:put``, ``name:delete``; ``-list`` for a list's ``GET``).
 """
 
 from __future__ import annotations
@@ -167,7 +168,101 @@ ENDPOINTS = {
         "get", lambda w: f"{V1}/liquidations/{w.swept.liquidation.pk}/", READERS, account_scoped=True
     ),
     "risk-parameter-set": Endpoint("get", lambda w: f"{V1}/risk-parameters/{_active_id()}/", READERS),
+    # The automated agents: member A's traders change them, readers read them, member B gets 404.
+    "account-band-policy": Endpoint("get", account("band-policy/"), READERS, account_scoped=True),
+    "account-band-policy:put": Endpoint(
+        "put",
+        account("band-policy/"),
+        {"trader_a", "trader_b"},
+        lambda w: {
+            "funding_account": "AAA-FUND",
+            "search_level": "1.3",
+            "target_level": "1.6",
+            "release_level": "3",
+            "assets": ["USDC"],
+        },
+        account_scoped=True,
+    ),
+    "account-band-policy:delete": Endpoint(
+        "delete", account("band-policy/"), {"trader_a", "trader_b"}, account_scoped=True
+    ),
+    "account-hedge-policies-list": Endpoint("get", account("hedge-policies/"), READERS, account_scoped=True),
+    "account-hedge-policies": Endpoint(
+        "post",
+        account("hedge-policies/"),
+        {"trader_a", "trader_b"},
+        lambda w: {
+            "underlying": "ETH",
+            "instrument": "ETH-PERP",
+            "threshold_usd": "1000",
+            "max_quantity": "5",
+        },
+        account_scoped=True,
+    ),
+    "account-hedge-policy": Endpoint(
+        "get",
+        lambda w: f"{V1}/accounts/{w.account_a.pk}/hedge-policies/{w.hedge_policy.pk}/",
+        READERS,
+        account_scoped=True,
+    ),
+    "account-hedge-policy:put": Endpoint(
+        "put",
+        lambda w: f"{V1}/accounts/{w.account_a.pk}/hedge-policies/{w.hedge_policy.pk}/",
+        {"trader_a", "trader_b"},
+        lambda w: {"instrument": "BTC-PERP", "threshold_usd": "2000", "max_quantity": "2"},
+        account_scoped=True,
+    ),
+    "account-hedge-policy:delete": Endpoint(
+        "delete",
+        lambda w: f"{V1}/accounts/{w.account_a.pk}/hedge-policies/{w.hedge_policy.pk}/",
+        {"trader_a", "trader_b"},
+        account_scoped=True,
+    ),
+    "account-hedge-requests": Endpoint("get", account("hedge-requests/"), READERS, account_scoped=True),
+    "account-auto-transfers": Endpoint("get", account("auto-transfers/"), READERS, account_scoped=True),
+    "webhook-endpoints-list": Endpoint("get", lambda w: f"{V1}/webhook-endpoints/", READERS),
+    # Each member's traders make their own member's endpoints.
+    "webhook-endpoints": Endpoint(
+        "post",
+        lambda w: f"{V1}/webhook-endpoints/",
+        {"trader_a", "trader_b"},
+        lambda w: {"url": "https://hedges.example.org/hook"},
+    ),
+    "webhook-endpoint": Endpoint(
+        "get", lambda w: f"{V1}/webhook-endpoints/{w.endpoint.pk}/", READERS, account_scoped=True
+    ),
+    "webhook-endpoint:delete": Endpoint(
+        "delete",
+        lambda w: f"{V1}/webhook-endpoints/{w.endpoint.pk}/",
+        {"trader_a", "trader_b"},
+        account_scoped=True,
+    ),
+    "webhook-endpoint-deliveries": Endpoint(
+        "get", lambda w: f"{V1}/webhook-endpoints/{w.endpoint.pk}/deliveries/", READERS, account_scoped=True
+    ),
 }
+
+
+@pytest.fixture
+def agents_configured(world):
+    """Member A's funding account, a band policy, a webhook endpoint and a hedge policy in request
+    mode on its first account (its traders made them)."""
+    from accounts.models import AccountKind, MarginAccount
+    from agents.services import band_policy_set, hedge_policy_create, webhook_endpoint_create
+
+    trader = world["trader_a"].user
+    funding = MarginAccount.objects.create(member=trader.member, code="AAA-FUND", kind=AccountKind.FUNDING)
+    band_policy_set(
+        account=world.account_a, funding_account=funding, search_level="1.3", target_level="1.6",
+        release_level="3", assets=["USDC"], user=trader,
+    )  # fmt: skip
+    world.endpoint, _ = webhook_endpoint_create(
+        member=trader.member, url="https://hedges.example.org/a", user=trader
+    )
+    world.hedge_policy = hedge_policy_create(
+        account=world.account_a, underlying="BTC", instrument="BTC-PERP", threshold_usd="1000",
+        max_quantity="1", mode="request", endpoint=world.endpoint, user=trader,
+    )  # fmt: skip
 
 
 def _active_id() -> int:
@@ -187,14 +282,17 @@ def expected_status(endpoint: Endpoint, caller: str) -> str:
 
 
 @pytest.mark.parametrize("name", sorted(ENDPOINTS))
-def test_every_caller_gets_exactly_what_its_role_allows(world, swept, name):
+def test_every_caller_gets_exactly_what_its_role_allows(world, swept, agents_configured, name):
     world.swept = swept
     endpoint = ENDPOINTS[name]
     outcomes = {}
     for caller in ("anonymous", *ROLES):
         client = world[caller]
         path = endpoint.path(world)
-        response = client.get(path) if endpoint.method == "get" else client.post(path, endpoint.body(world))
+        if endpoint.method in ("get", "delete"):
+            response = getattr(client, endpoint.method)(path)
+        else:
+            response = getattr(client, endpoint.method)(path, endpoint.body(world))
         code = response.status_code
         outcomes[caller] = "ok" if code in endpoint.ok else str(code)
     assert outcomes == {caller: expected_status(endpoint, caller) for caller in outcomes}
@@ -202,7 +300,7 @@ def test_every_caller_gets_exactly_what_its_role_allows(world, swept, name):
 
 def test_the_matrix_covers_every_api_route():
     """A new endpoint must be added to the matrix before it ships."""
-    covered = {name.removesuffix("-list").removesuffix("-book") for name in ENDPOINTS}
+    covered = {name.split(":")[0].removesuffix("-list").removesuffix("-book") for name in ENDPOINTS}
     assert {pattern.name for pattern in urls.v1} == covered
 
 

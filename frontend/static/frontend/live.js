@@ -16,6 +16,12 @@
     "target_band.breached": ["warn", (e) => `Equity / MM ${Number(e.ratio).toFixed(2)}× is ${e.state} your target band`],
     "target_band.restored": ["ok", () => "Back inside your target band"],
     "price.status": ["warn", (e) => `${e.symbol} price is ${e.status}`],
+    "collateral.auto_transfer": ["ok", (e) => `Band policy: ${e.legs.map((l) => `${l.amount} ${l.asset}`).join(", ")} moved ${e.from} → ${e.to}`],
+    "hedge.proposed": ["warn", (e) => `Hedge proposed: ${Number(e.quantity) > 0 ? "buy" : "sell"} ${Math.abs(Number(e.quantity))} ${e.instrument}`],
+    "hedge.requested": ["warn", (e) => `Hedge requested from your system: ${e.quantity} ${e.instrument}`],
+    "hedge.withheld": ["warn", (e) => `Hedge withheld: ${e.reason}`],
+    "hedge.undeliverable": ["bad", (e) => `Hedge request ${e.hedge_request} could not be delivered`],
+    "hedge.filled": ["ok", (e) => `Hedge ${e.hedge_request} filled`],
   };
   let socket = null;
   let retry = 500;
