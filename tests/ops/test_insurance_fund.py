@@ -8,6 +8,7 @@ import pytest
 
 from accounts.models import AccountKind, CollateralBalance, MarginAccount
 from clearing.ops.models import OpsAlert, UncoveredDeficit
+from riskengine.fund import FundValue
 from riskengine.models import FrozenParameterSet, ParameterSet, ParameterStatus
 from riskengine.services import parameter_set_approve, parameter_set_draft_from, parameter_set_propose
 from riskengine.sweeps import liquidation as liquidation_module
@@ -15,7 +16,6 @@ from riskengine.sweeps import services
 from riskengine.sweeps.insurance import (
     ALERT_BELOW_FLOOR,
     ALERT_NEGATIVE,
-    FundValue,
     insurance_fund_check,
     insurance_fund_exhausted,
 )
