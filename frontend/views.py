@@ -16,9 +16,9 @@ from django.shortcuts import redirect, render
 from django.views.decorators.http import require_POST
 
 from accounts.selectors import margin_account_visible
+from clearing import charts
 from clearing.api.permissions import ACCOUNT_WRITERS, WHAT_IF_USERS, user_role
 from clearing.api.throttling import compute_budget_wait
-from frontend import charts
 from frontend.forms import PositionMarginForm, TargetBandForm, what_if_forms
 from frontend.selectors import (
     account_now,
