@@ -39,6 +39,7 @@ from riskengine.models import (
     ParameterSet,
     ParameterSetEvent,
     ParameterStatus,
+    StressScenario,
     UnderlyingParameters,
 )
 from riskengine.selectors import (
@@ -148,6 +149,15 @@ class HaircutBracketInline(DraftRowsInline, admin.TabularInline):
     verbose_name_plural = "Haircut brackets (per asset: 'up to' increasing, the last one blank = no limit)"
 
 
+class StressScenarioInline(DraftRowsInline, admin.TabularInline):
+    model = StressScenario
+    extra = 0
+    fields = ["number", "name", "underlyings", "others", "stablecoin_price", "iv_factor"]
+    verbose_name_plural = (
+        "Hypothetical stress scenarios (methodology section 8: price factors, stablecoins' price, iv factor)"
+    )
+
+
 class ParameterSetEventInline(admin.TabularInline):
     """The set's history: every transition and edit, who, when and why (read-only)."""
 
@@ -196,6 +206,7 @@ class ParameterSetAdmin(admin.ModelAdmin):
         UnderlyingParametersInline,
         AssetParametersInline,
         HaircutBracketInline,
+        StressScenarioInline,
         ParameterSetEventInline,
     ]
     governance_fields = [

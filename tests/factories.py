@@ -27,7 +27,7 @@ from accounts.services import api_token_issue, collateral_deposit, collateral_wi
 from accounts.trading import Fill, trades_book
 from clearing.config.asgi import application
 from clearing.config.celery import app as celery_app
-from clearing.marketdata.demo import UNDERLYINGS, spot_prices
+from clearing.marketdata.demo import UNDERLYINGS, index_history_load, spot_prices
 from clearing.marketdata.models import IndexState, PriceSource
 from clearing.marketdata.quotes import MarketQuotes
 from clearing.marketdata.services import PriceIn, price_observations_submit
@@ -198,6 +198,16 @@ def oracle_parameters_form(assets: list[str]) -> dict:
             for symbol in assets
         },
     }
+
+
+# --- Price history ---------------------------------------------------------------------------------
+
+
+def price_history_load(symbols: tuple[str, ...] = ("BTC", "ETH", "USDC")) -> int:
+    """The shipped daily closes of ``symbols`` as the oracle's stored history (``IndexClose``),
+    as ``seed_demo`` loads them: what model validation backtests on. Default: the series
+    ``venue_make``'s parameter sets need (USD is the settlement currency, BTC the linked asset)."""
+    return index_history_load(symbols=symbols)
 
 
 # --- Books on the seeded demo venue ----------------------------------------------------------------
