@@ -316,6 +316,10 @@ def parameter_set_refusal(
         )
     if transition.not_by_proposer and user is not None and parameter_set.proposed_by_id == user.pk:
         return ValidationError({transition.actor_field: transition.not_by_proposer})
+    if transition.needs_validation:
+        verdict = proposal_validation(proposed=parameter_set)
+        if verdict.state != "done":
+            return ValidationError({"validation": verdict.message})
     return None
 
 
@@ -374,13 +378,11 @@ def _take(
 
 
 def _validation_gate(*, parameter_set: ParameterSet, note: str) -> str:
-    """Refuse to approve ``parameter_set`` while its validation is missing, running or failed
-    (naming ``validation``), or when its venue backtest is red and ``note`` gives no reason
+    """Once the validation is complete (``parameter_set_refusal`` refuses before, naming
+    ``validation``): refuse to approve a set whose venue backtest is red without a written reason
     (naming ``note``). Returns the note to keep in the history: for a red set, the backtest's
     figures and the approver's reason together."""
     verdict = proposal_validation(proposed=parameter_set)
-    if verdict.state != "done":
-        raise ValidationError({"validation": verdict.message})
     if not verdict.red:
         return note
     if not note.strip():

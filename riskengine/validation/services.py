@@ -228,7 +228,11 @@ def validation_run_create(
     run.shard_count = len(shards)
     run.save(update_fields=["shard_count"])
     if not shards:
-        _run_reduce(run=run)
+        try:
+            with transaction.atomic():
+                _run_reduce(run=run)
+        except DocumentError as problem:  # no price to value the scenarios at, say
+            _run_fail(run=run, error=f"{problem.field}: {problem.message}")
     elif enqueue:
         shard_ids = [shard.pk for shard in shards]
         transaction.on_commit(lambda: _shards_enqueue(shard_ids))
@@ -291,19 +295,24 @@ def validation_proposal_start(
     inline = MarginAccount.objects.filter(kind=AccountKind.MEMBER).count() <= (
         settings.CLEARING_VALIDATION_SYNC_ACCOUNTS
     )
-    runs = [
-        validation_run_create(
-            kind=ValidationKind.PROPOSAL,
-            mode=ValidationMode.FIXED,
-            parameter_set=parameter_set,
-            proposal=proposed,
-            cause=f"proposal {proposed.version}",
-            quotes=quotes,
-            requested_by=requested_by,
-            enqueue=not inline,
-        )
-        for parameter_set in sets
-    ]
+    runs = []
+    for parameter_set in sets:
+        try:
+            with transaction.atomic():
+                runs.append(
+                    validation_run_create(
+                        kind=ValidationKind.PROPOSAL,
+                        mode=ValidationMode.FIXED,
+                        parameter_set=parameter_set,
+                        proposal=proposed,
+                        cause=f"proposal {proposed.version}",
+                        quotes=quotes,
+                        requested_by=requested_by,
+                        enqueue=not inline,
+                    )
+                )
+        except Exception:  # no run: approval refuses, saying the validation is missing
+            log.exception("the validation of proposal %s could not start", proposed.version)
     if inline:
         for run in runs:
             try:

@@ -110,7 +110,7 @@ def test_the_shard_that_completes_a_full_sweep_checks_the_fund(quotes):
 
 
 def test_the_floor_is_edited_in_a_draft_and_takes_effect_only_once_approved(
-    client, active_set, ops, approver
+    client, active_set, ops, approver, validation_ready
 ):
     draft = parameter_set_draft_from(base=active_set, created_by=ops, version="v2")
     client.force_login(ops)

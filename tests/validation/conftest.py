@@ -58,12 +58,6 @@ def book_make(
 
 
 @pytest.fixture
-def history(db):
-    """The shipped closes of BTC, ETH and USDC as the oracle's stored history."""
-    return factories.price_history_load()
-
-
-@pytest.fixture
 def book(venue, active_set, member_a, member_b, history):
     return book_make(venue, member_a, member_b)
 
