@@ -210,7 +210,7 @@ class AccountBacktest(models.Model):
     exception_days = models.JSONField(
         default=list,
         help_text='[{"day", "loss", "initial_margin", "underlying"}]: each exception, the underlying that '
-        "caused it (the largest part of the loss) or \"collateral\".",
+        'caused it (the largest part of the loss) or "collateral".',
     )
     series = models.BinaryField(help_text="(IM, loss) float32 per observation day (module docstring).")
 

@@ -91,9 +91,7 @@ def proposal_validation(*, proposed: ParameterSet) -> ProposalValidation:
     failed = [run for run in needed if run.status == ValidationStatus.FAILED]
     if failed:
         reasons = "; ".join(f"{run.parameter_set.version}: {run.error}" for run in failed)
-        return ProposalValidation(
-            "failed", f"The validation failed ({reasons}): run it again.", own, current
-        )
+        return ProposalValidation("failed", f"The validation failed ({reasons}): run it again.", own, current)
     if any(run.status == ValidationStatus.RUNNING for run in needed):
         return ProposalValidation(
             "running", "The backtest and stress of this proposal are still running.", own, current
@@ -115,7 +113,8 @@ def validation_summary(run: ValidationRun) -> str:
     fund = "no fund" if run.fund_value is None else f"fund {float(run.fund_value):,.0f} USD"
     return (
         f"Venue backtest {run.light or 'empty'} ({run.parameter_set.version}, {run.mode}, "
-        f"{run.first_day}..{run.last_day}; " + "; ".join(parts)
+        f"{run.first_day}..{run.last_day}; "
+        + "; ".join(parts)
         + f"); Cover-2 {cover_2.get('amount', 0):,.0f} USD, {fund}"
     )
 
@@ -218,3 +217,91 @@ def account_validation(
         initial_margin = series["initial_margin"].astype(float).tolist()
         loss = series["loss"].astype(float).tolist()
     return AccountValidation(run, backtest, stress, days, initial_margin, loss)
+
+
+@dataclass(frozen=True)
+class ComparisonRow:
+    """One line of a proposal's comparison: the ``label`` and each run's text (``""`` absent)."""
+
+    label: str
+    current: str
+    proposed: str
+    bad: bool = False  # the proposed figure is red, or a fund below Cover-2
+
+
+def _percent(value: float | None) -> str:
+    return "—" if value is None else f"{value:.2%}"
+
+
+def _section_rows(label: str, current: dict | None, proposed: dict | None) -> list[ComparisonRow]:
+    def cell(section, text):
+        return "—" if section is None else text(section)
+
+    return [
+        ComparisonRow(
+            f"{label}: exceptions / observations",
+            cell(current, lambda s: f"{s['exceptions']:,} / {s['observations']:,}"),
+            cell(proposed, lambda s: f"{s['exceptions']:,} / {s['observations']:,}"),
+        ),
+        ComparisonRow(
+            f"{label}: coverage (target 99 %)",
+            cell(current, lambda s: _percent(s["coverage"])),
+            cell(proposed, lambda s: _percent(s["coverage"])),
+        ),
+        ComparisonRow(
+            f"{label}: traffic light",
+            cell(current, lambda s: s["traffic_light"]),
+            cell(proposed, lambda s: s["traffic_light"]),
+            bad=proposed is not None and proposed["traffic_light"] == Light.RED,
+        ),
+        ComparisonRow(f"{label}: IM peak / trough", cell(current, _peak), cell(proposed, _peak)),
+    ]
+
+
+def _peak(section: dict) -> str:
+    ratio = section["procyclicality"]["peak_to_trough"]
+    return "—" if ratio is None else f"{ratio:.2f}"
+
+
+def _cover_text(run: ValidationRun | None, key: str) -> str:
+    if run is None:
+        return "—"
+    cover = run.report.get(key) or {}
+    scenario = cover.get("scenario")
+    members = ", ".join(cover.get("members", [])) or "nobody uncovered"
+    return f"{cover.get('amount', 0):,.0f} USD" + (f" ({scenario}; {members})" if scenario else "")
+
+
+def proposal_comparison(*, verdict: ProposalValidation) -> list[ComparisonRow]:
+    """The venue-level lines of a proposal's validation beside the active set's."""
+    current, proposed = verdict.current, verdict.proposed
+
+    def report(run, key):
+        return None if run is None else run.report.get(key)
+
+    fund = "—"
+    run = proposed or current
+    if run is not None:
+        fund = "no insurance fund" if run.fund_value is None else f"{float(run.fund_value):,.0f} USD"
+    cover_2 = (proposed.report.get("cover_2") or {}).get("amount", 0.0) if proposed is not None else 0.0
+    below = proposed is not None and (proposed.fund_value is None or float(proposed.fund_value) < cover_2)
+    return [
+        ComparisonRow(
+            "Period (observation days t)",
+            "—" if current is None else f"{current.first_day} … {current.last_day}",
+            "—" if proposed is None else f"{proposed.first_day} … {proposed.last_day}",
+        ),
+        ComparisonRow(
+            "Venue traffic light",
+            "—" if current is None else current.light or "no book",
+            "—" if proposed is None else proposed.light or "no book",
+            bad=proposed is not None and proposed.light == Light.RED,
+        ),
+        *_section_rows("Accounts pooled", report(current, "pooled"), report(proposed, "pooled")),
+        *_section_rows("Aggregate book", report(current, "aggregate"), report(proposed, "aggregate")),
+        ComparisonRow("Cover-1", _cover_text(current, "cover_1"), _cover_text(proposed, "cover_1")),
+        ComparisonRow(
+            "Cover-2", _cover_text(current, "cover_2"), _cover_text(proposed, "cover_2"), bad=below
+        ),
+        ComparisonRow("Insurance fund at the run's prices", fund, fund, bad=below),
+    ]

@@ -636,9 +636,7 @@ def _run_reduce(*, run: ValidationRun) -> None:
     scenarios = run_scenarios(run=run, margin_input=aggregate_input, history=history)
     names = list(members)
     matrix = (
-        np.stack([members[name] for name in names], axis=1)
-        if names
-        else np.zeros((scenarios.n_scenarios, 0))
+        np.stack([members[name] for name in names], axis=1) if names else np.zeros((scenarios.n_scenarios, 0))
     )
     report["scenarios"] = [
         {
@@ -665,9 +663,7 @@ def _run_reduce(*, run: ValidationRun) -> None:
     run.light = max(lights, key=LIGHTS.index) if lights else ""
     run.accounts, run.backtested = accounts, backtested
     run.status, run.finished_at = ValidationStatus.DONE, timezone.now()
-    run.save(
-        update_fields=["report", "series", "light", "accounts", "backtested", "status", "finished_at"]
-    )
+    run.save(update_fields=["report", "series", "light", "accounts", "backtested", "status", "finished_at"])
     _run_alerts(run=run)
 
 

@@ -37,7 +37,6 @@ from riskengine.validation.services import (
     validation_shard_run,
 )
 from tests import factories
-from tests.validation.conftest import book_make
 
 
 def run_of(parameter_set, quotes, *, kind=ValidationKind.ON_DEMAND, mode=ValidationMode.FIXED, **kwargs):
@@ -119,7 +118,7 @@ def test_cover_1_and_cover_2_are_the_engines_over_every_member_account_with_its_
     venue, active_set, member_a, member_b, history, quotes_now
 ):
     # Thin collateral: the crash scenarios cost both members more than their equity.
-    book = book_make(venue, member_a, member_b, long_usd="10000", short_usd="8000")
+    book = factories.validation_book_make(venue, member_a, member_b, long_usd="10000", short_usd="8000")
 
     run = run_of(active_set, quotes_now, shard_size=2)
 
@@ -175,7 +174,7 @@ def test_a_missing_price_series_fails_the_run_naming_it_and_alerts_ops(
     venue, active_set, member_a, member_b, quotes_now
 ):
     factories.price_history_load(symbols=("BTC", "USDC"))  # no ETH
-    book_make(venue, member_a, member_b)
+    factories.validation_book_make(venue, member_a, member_b)
 
     run = run_of(active_set, quotes_now, kind=ValidationKind.NIGHTLY)
 
@@ -220,7 +219,7 @@ def red_venue(venue, member_a, member_b, *, fund_usd="1000000"):
         values.update(psr=0.01, imf=0.002, mmf=0.001)
     parameter_set = parameter_set_bootstrap(form=form)
     factories.price_history_load()
-    book_make(venue, member_a, member_b, fund_usd=fund_usd)
+    factories.validation_book_make(venue, member_a, member_b, fund_usd=fund_usd)
     return parameter_set
 
 
