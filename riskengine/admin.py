@@ -62,6 +62,9 @@ from riskengine.services import (
     parameter_set_validate,
     parameter_set_withdraw,
 )
+
+# Model validation's admin (runs, per-account results, "Run now") registers when imported here.
+from riskengine.validation import admin as validation_admin  # noqa: F401
 from riskengine.validation.selectors import (
     proposal_comparison,
     proposal_validation,

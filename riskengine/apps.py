@@ -19,6 +19,7 @@ class RiskEngineConfig(AppConfig):
         from riskengine.reference import reference_clear
         from riskengine.selectors import underlying_oracle_rules
         from riskengine.signals import parameter_set_activated
+        from riskengine.validation import dashboard as validation_dashboard
         from riskengine.validation import services as validation
 
         # The per-process reference cache (riskengine.reference) follows edits made in this process.
@@ -31,6 +32,7 @@ class RiskEngineConfig(AppConfig):
         # The oracle's rules for underlyings are governed in the active parameter set.
         oracle_underlying_rules_register(underlying_oracle_rules)
         dashboard.register()
+        validation_dashboard.register()
         ops_alert_severities_register(validation.SEVERITY)
         # Booking into an isolated account allocates margin to its positions (spec section 4a).
         isolated_fills_booked.connect(isolated_fills_receive, dispatch_uid="riskengine.allocations")

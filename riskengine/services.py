@@ -298,10 +298,13 @@ TRANSITIONS: dict[str, Transition] = {
 
 
 def parameter_set_refusal(
-    *, parameter_set: ParameterSet, action: str, user: User | None
+    *, parameter_set: ParameterSet, action: str, user: User | None, validation: bool = True
 ) -> ValidationError | None:
     """Why ``user`` (None: the system) may not take ``action`` on ``parameter_set`` as it stands,
-    as the error the service raises (naming the actor's field or ``status``), or None when it may."""
+    as the error the service raises (naming the actor's field or ``status``, or ``validation``
+    for an approval whose backtest and stress are not complete), or None when it may. The service
+    checks the validation last (``validation=False`` here), after the engine's own checks: a set
+    the engine refuses is refused naming its field."""
     transition = TRANSITIONS[action]
     refusal = _actor_refusal(action=action, user=user)
     if refusal is not None:
@@ -316,10 +319,15 @@ def parameter_set_refusal(
         )
     if transition.not_by_proposer and user is not None and parameter_set.proposed_by_id == user.pk:
         return ValidationError({transition.actor_field: transition.not_by_proposer})
-    if transition.needs_validation:
-        verdict = proposal_validation(proposed=parameter_set)
-        if verdict.state != "done":
-            return ValidationError({"validation": verdict.message})
+    if transition.needs_validation and validation:
+        return _validation_refusal(parameter_set=parameter_set)
+    return None
+
+
+def _validation_refusal(*, parameter_set: ParameterSet) -> ValidationError | None:
+    verdict = proposal_validation(proposed=parameter_set)
+    if verdict.state != "done":
+        return ValidationError({"validation": verdict.message})
     return None
 
 
@@ -340,7 +348,9 @@ def _refuse(*, parameter_set: ParameterSet | None, action: str, user: User | Non
     if parameter_set is None:
         refusal = _actor_refusal(action=action, user=user)
     else:
-        refusal = parameter_set_refusal(parameter_set=parameter_set, action=action, user=user)
+        refusal = parameter_set_refusal(
+            parameter_set=parameter_set, action=action, user=user, validation=False
+        )
     if refusal is not None:
         raise refusal
 
@@ -360,6 +370,8 @@ def _take(
     if transition.validates:
         parameter_set_validate(parameter_set=parameter_set)
     if transition.needs_validation:
+        if (refusal := _validation_refusal(parameter_set=parameter_set)) is not None:
+            raise refusal
         note = _validation_gate(parameter_set=parameter_set, note=note)
     now = now or timezone.now()
     if transition.to_status == ParameterStatus.PROPOSED:
@@ -378,7 +390,7 @@ def _take(
 
 
 def _validation_gate(*, parameter_set: ParameterSet, note: str) -> str:
-    """Once the validation is complete (``parameter_set_refusal`` refuses before, naming
+    """Once the validation is complete (``_validation_refusal`` refuses before, naming
     ``validation``): refuse to approve a set whose venue backtest is red without a written reason
     (naming ``note``). Returns the note to keep in the history: for a red set, the backtest's
     figures and the approver's reason together."""

@@ -10,6 +10,7 @@ from riskengine.services import parameter_set_activate_due
 from riskengine.validation.models import ValidationKind
 from riskengine.validation.services import (
     HOSTNAME,
+    validation_results_prune,
     validation_runs_expire,
     validation_runs_start,
     validation_shard_run,
@@ -34,9 +35,11 @@ def calibrate() -> int:
 
 @shared_task(name="validation.nightly", bind=True, **RETRY)
 def validation_nightly(self) -> list[int]:
-    """Beat, nightly: fail runs that never completed, then start the active set's runs in both
-    modes. Keyed by this message's id: a redelivery starts nothing twice."""
+    """Beat, nightly: fail runs that never completed, prune the per-account rows no report reads,
+    then start the active set's runs in both modes. Keyed by this message's id: a redelivery
+    starts nothing twice."""
     validation_runs_expire()
+    validation_results_prune()
     runs = validation_runs_start(kind=ValidationKind.NIGHTLY, cause="nightly", request_key=self.request.id)
     return [run.pk for run in runs]
 

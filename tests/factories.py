@@ -218,16 +218,17 @@ class ValidationBook:
     short_call: MarginAccount  # portfolio mode, short BTC call against BTC collateral
     hedged: MarginAccount  # portfolio mode, long BTC perpetual short BTC future, and ETH
     cash_only: MarginAccount  # USDC only: stressed, not backtested (no position)
-    other_member: MarginAccount  # member BBB, short ETH perpetual
+    other_member: MarginAccount  # member BBB, ETH perpetual (short by default)
     fund: MarginAccount  # the venue's insurance fund (not a member account)
 
 
 def validation_book_make(
     venue, member_a, member_b, *, fund_usd: str = "1000000", long_usd: str = "150000",
-    short_usd: str = "60000",
+    short_usd: str = "60000", other_eth: str = "-100",
 ) -> ValidationBook:  # fmt: skip
     """Books on ``venue_make``'s venue (prices of ``factories.quotes_fixed``); ``long_usd`` and
-    ``short_usd`` the cash of the long BTC and the short ETH accounts."""
+    ``short_usd`` the cash of the long BTC and of member BBB's account, which holds ``other_eth``
+    ETH perpetuals (short by default)."""
 
     def account(member, code, mode, **deposits):
         row = account_make(member=member, code=code, mode=mode)
@@ -247,7 +248,7 @@ def validation_book_make(
             Fill(hedged, "BTC-PERP", "5", "60000"),
             Fill(hedged, "BTC-FUT", "-5", "60500"),
             Fill(hedged, "ETH-PERP", "30", "3000"),
-            Fill(other_member, "ETH-PERP", "-100", "3000"),
+            Fill(other_member, "ETH-PERP", other_eth, "3000"),
         ]
     )
     venue_member = Member.objects.create(code="VENUE", name="The venue")

@@ -35,6 +35,7 @@ v1 = [
         views.AccountMarginHistory.as_view(),
         name="account-margin-history",
     ),
+    path("accounts/<int:pk>/backtest/", views.AccountBacktestView.as_view(), name="account-backtest"),
     path("custody/deposits/", views.CustodyDeposits.as_view(), name="custody-deposits"),
     path(
         "custody/deposits/<int:pk>/confirm/",

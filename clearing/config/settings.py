@@ -436,10 +436,13 @@ CLEARING_EVENT_SWEEP_DELAY_SECONDS = float(env_str("CLEARING_EVENT_SWEEP_DELAY_S
 # Model validation (riskengine.validation): member accounts per shard of a backtest-and-stress run;
 # a proposal on a venue of at most CLEARING_VALIDATION_SYNC_ACCOUNTS member accounts is validated
 # while it is proposed (a larger venue's on the workers, and approval waits for it); a run still
-# running this many hours after it started is failed (a shard lost for good).
+# running this many hours after it started is failed (a shard lost for good); the per-account
+# results of the newest CLEARING_VALIDATION_KEEP_RUNS nightly or on-demand runs of each mode are
+# kept (older runs keep their venue results only).
 CLEARING_VALIDATION_SHARD_SIZE = env_int("CLEARING_VALIDATION_SHARD_SIZE", 5000)
 CLEARING_VALIDATION_SYNC_ACCOUNTS = env_int("CLEARING_VALIDATION_SYNC_ACCOUNTS", 2000)
 CLEARING_VALIDATION_RUN_HOURS = env_int("CLEARING_VALIDATION_RUN_HOURS", 6)
+CLEARING_VALIDATION_KEEP_RUNS = env_int("CLEARING_VALIDATION_KEEP_RUNS", 7)
 # Custody (accounts.custody): an announced deposit the custodian has not confirmed within this
 # many seconds expires (the TTL is stamped on the announcement, so changing it never revives or
 # expires existing ones). The demo custody (development only, ``make run`` turns it on) confirms

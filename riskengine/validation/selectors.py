@@ -305,3 +305,57 @@ def proposal_comparison(*, verdict: ProposalValidation) -> list[ComparisonRow]:
         ),
         ComparisonRow("Insurance fund at the run's prices", fund, fund, bad=below),
     ]
+
+
+def venue_disclosure() -> dict | None:
+    """What every member may read of the venue's model validation, in the spirit of the
+    CPMI-IOSCO quantitative disclosures (PQD 6.5): aggregate figures only — the period, the pooled
+    and aggregate backtests (observations, exceptions, coverage, traffic light, procyclicality) of
+    the active set in both modes, and Cover-1 and Cover-2 against the insurance fund with the
+    scenario that sets them. Never an account's or a member's result, nor which members set a
+    cover: the dict is built from named fields, not from the stored report (two queries). None
+    before the first completed run."""
+    runs = latest_runs()
+    fixed = runs[ValidationMode.FIXED]
+    if fixed is None:
+        return None
+
+    def backtest(section: dict | None) -> dict | None:
+        if section is None:
+            return None
+        return {
+            "observations": section["observations"],
+            "exceptions": section["exceptions"],
+            "coverage": section["coverage"],
+            "traffic_light": section["traffic_light"],
+            "peak_to_trough": section["procyclicality"]["peak_to_trough"],
+            "max_increase_30": section["procyclicality"]["max_increase"]["30"],
+        }
+
+    def cover(key: str) -> dict:
+        value = fixed.report.get(key) or {}
+        return {"amount": value.get("amount", 0.0), "scenario": value.get("scenario")}
+
+    modes = {}
+    for mode, run in runs.items():
+        if run is not None:
+            modes[mode] = {
+                "pooled": backtest(run.report.get("pooled")),
+                "aggregate": backtest(run.report.get("aggregate")),
+            }
+    fund = None if fixed.fund_value is None or fixed.fund_unpriced else float(fixed.fund_value)
+    cover_2 = cover("cover_2")
+    return {
+        "parameter_set": fixed.parameter_set.version,
+        "finished_at": fixed.finished_at,
+        "start": fixed.first_day,
+        "end": fixed.last_day,
+        "mpor_days": fixed.mpor_days,
+        "accounts": fixed.backtested,
+        "light": fixed.light,
+        "modes": modes,
+        "cover_1": cover("cover_1"),
+        "cover_2": cover_2,
+        "fund": fund,
+        "fund_covers_cover_2": fund is not None and fund >= cover_2["amount"],
+    }

@@ -85,6 +85,8 @@ from riskengine.reference import quotes_current
 from riskengine.selectors import parameter_set_active, parameters_form
 from riskengine.validation import storage
 from riskengine.validation.models import (
+    AccountBacktest,
+    AccountStress,
     Light,
     ShardStatus,
     ValidationKind,
@@ -729,6 +731,32 @@ def _run_alerts(*, run: ValidationRun) -> None:
         )
     else:
         ops_alerts_resolve(kind=ALERT_COVER2, keys=[ALERT_KEY], now=now)
+
+
+def validation_results_prune(*, keep: int | None = None) -> int:
+    """Delete the per-account rows (``AccountBacktest``, ``AccountStress``) that no report reads
+    any more, keeping every run's venue results: those of nightly and on-demand runs older than
+    the newest ``keep`` completed or failed ones of their mode (default
+    ``CLEARING_VALIDATION_KEEP_RUNS``), and those of proposal runs whose proposal has been decided.
+    A run of 100,000 accounts holds ≈ 1 GB of them (docs/model-validation.md). Returns the rows
+    deleted."""
+    keep = settings.CLEARING_VALIDATION_KEEP_RUNS if keep is None else keep
+    finished = ValidationRun.objects.exclude(status=ValidationStatus.RUNNING)
+    old = []
+    for mode in ValidationMode.values:
+        ids = list(
+            finished.filter(kind__in=MONITORING_KINDS, mode=mode).order_by("-pk").values_list("pk", flat=True)
+        )
+        old += ids[keep:]
+    old += list(
+        finished.filter(kind=ValidationKind.PROPOSAL)
+        .exclude(proposal__status=ParameterStatus.PROPOSED)
+        .values_list("pk", flat=True)
+    )
+    deleted = 0
+    for model in (AccountBacktest, AccountStress):
+        deleted += model.objects.filter(run_id__in=old).delete()[0]
+    return deleted
 
 
 def validation_runs_expire(*, now: datetime | None = None) -> int:

@@ -32,6 +32,7 @@ from riskengine.validation.services import (
     ALERT_RED,
     history_arrays,
     run_scenarios,
+    validation_results_prune,
     validation_run_complete,
     validation_run_create,
     validation_shard_run,
@@ -272,3 +273,20 @@ def test_the_nightly_task_runs_both_modes_once_per_message(book, active_set, mon
         fixed.report["pooled"]["procyclicality"]["peak_to_trough"]
         != calibrated.report["pooled"]["procyclicality"]["peak_to_trough"]
     )
+
+
+def test_pruning_keeps_the_newest_runs_account_rows_and_every_runs_venue_results(
+    book, active_set, quotes_now
+):
+    older, newer = run_of(active_set, quotes_now), run_of(active_set, quotes_now)
+    calibrated = run_of(active_set, quotes_now, mode=ValidationMode.CALIBRATED)
+    proposal = run_of(active_set, quotes_now, kind=ValidationKind.PROPOSAL, proposal=active_set)
+
+    deleted = validation_results_prune(keep=1)
+
+    assert deleted == 4 + 5 + 4 + 5  # the older fixed run's and the decided proposal's rows
+    assert not AccountBacktest.objects.filter(run__in=[older, proposal]).exists()
+    assert AccountBacktest.objects.filter(run=newer).count() == 4
+    assert AccountStress.objects.filter(run=calibrated).count() == 5
+    older.refresh_from_db()
+    assert older.report["pooled"]["observations"] > 0
