@@ -87,8 +87,18 @@ def test_the_panels_read_a_fixed_number_of_queries_whatever_the_venue(validated,
     assert before[0] <= 7
 
 
-def test_the_dashboard_page_renders_both_panels(client, validated, ops):
-    client.force_login(ops)
+@pytest.fixture
+def staff(db):
+    """An ops user and a risk approver of the small venue (this package's ``ops`` and ``approver``
+    are the seeded demo venue's)."""
+    return (
+        factories.user_make(username="ops1", role=Role.OPS),
+        factories.user_make(username="risk1", role=Role.RISK_APPROVER),
+    )
+
+
+def test_the_dashboard_page_renders_both_panels(client, validated, staff):
+    client.force_login(staff[0])
 
     page = client.get(reverse("ops_dashboard")).content.decode()
 
@@ -98,15 +108,15 @@ def test_the_dashboard_page_renders_both_panels(client, validated, ops):
     assert "fund below Cover-2" in page or "fund covers Cover-2" in page
 
 
-def test_run_now_starts_both_modes_for_ops_and_risk_approvers_only(client, book_for_run_now, ops, approver):
+def test_run_now_starts_both_modes_for_ops_and_risk_approvers_only(client, book_for_run_now, staff):
     url = reverse("admin:riskengine_validationrun_run_now")
-    for user in (ops, approver):
+    for user in staff:
         client.force_login(user)
         assert "Run now" in client.get(reverse("admin:riskengine_validationrun_changelist")).content.decode()
         assert client.post(url).status_code == 302
     runs = ValidationRun.objects.filter(kind=ValidationKind.ON_DEMAND)
     assert sorted(runs.values_list("mode", flat=True)) == ["calibrated", "calibrated", "fixed", "fixed"]
-    assert set(runs.values_list("requested_by__username", flat=True)) == {ops.username, approver.username}
+    assert set(runs.values_list("requested_by__username", flat=True)) == {"ops1", "risk1"}
 
     security = factories.user_make(username="sec1", role=Role.SECURITY_ADMIN)
     client.force_login(security)
