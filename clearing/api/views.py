@@ -854,8 +854,9 @@ class AccountBacktestView(RoleView):
 
     read_roles = READERS
     schema_errors = {
+        400: "A mode other than fixed or calibrated.",
         404: "No such account for the caller, no completed validation run yet, or the account held no "
-        "position in it (nothing to backtest)."
+        "position in it (nothing to backtest).",
     }
 
     @extend_schema(
