@@ -80,12 +80,19 @@ _PARAMETERS_VIEW = {
         "underlyingparameters",
         "assetparameters",
         "haircutbracket",
+        "stressscenario",
         "parametersetevent",
     )
 }
 _PARAMETERS_EDIT = {
     f"riskengine.{action}_{model}"
-    for model in ("parameterset", "underlyingparameters", "assetparameters", "haircutbracket")
+    for model in (
+        "parameterset",
+        "underlyingparameters",
+        "assetparameters",
+        "haircutbracket",
+        "stressscenario",
+    )
     for action in ("add", "change")
 }
 
@@ -109,9 +116,13 @@ _MONITORING_VIEW = {
         # Ops alerts (clearing.ops.alerts) and the deficits the insurance fund could not cover
         # (riskengine.sweeps.insurance), read-only.
         "ops": ["opsalert", "uncovereddeficit"],
+        # Model validation (riskengine.validation): runs and their per-account results.
+        "riskengine": ["validationrun", "validationshard", "accountbacktest", "accountstress"],
     }.items()
     for model in models
 }
+# Both ops and risk approvers may start a validation run now (it changes nothing but the reports).
+_VALIDATION_RUN = {"riskengine.run_validationrun"}
 _OPS_MONITORING = {
     "marketdata.change_pricesource",
     "ops.resolve_opsalert",
@@ -153,6 +164,7 @@ ROLE_PERMISSIONS: dict[str, frozenset[str]] = {
         | _FUND_PROPOSE
         | _AGENTS_VIEW
         | _AGENTS_SUSPEND
+        | _VALIDATION_RUN
     ),
     Role.RISK_APPROVER: frozenset(
         _VIEW_ALL
@@ -161,6 +173,7 @@ ROLE_PERMISSIONS: dict[str, frozenset[str]] = {
         | _MONITORING_VIEW
         | _FUND_APPROVE
         | _AGENTS_VIEW
+        | _VALIDATION_RUN
     ),
     Role.SECURITY_ADMIN: frozenset(_SECURITY_ADMIN),
     Role.NONE: frozenset(),

@@ -6,6 +6,7 @@ app_name = "frontend"
 
 urlpatterns = [
     path("", views.overview, name="overview"),
+    path("disclosure/", views.disclosure, name="disclosure"),
     path("accounts/<slug:code>/", views.account_detail, name="account-detail"),
     path("accounts/<slug:code>/what-if/", views.what_if, name="what-if"),
     path("accounts/<slug:code>/band/", views.target_band, name="target-band"),

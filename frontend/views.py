@@ -32,9 +32,9 @@ from agents.services import (
     webhook_endpoint_create,
     webhook_endpoint_deactivate,
 )
+from clearing import charts
 from clearing.api.permissions import ACCOUNT_WRITERS, WHAT_IF_USERS, user_role
 from clearing.api.throttling import compute_budget_wait
-from frontend import charts
 from frontend.forms import (
     BandPolicyForm,
     HedgePolicyForm,
@@ -55,6 +55,7 @@ from frontend.services import target_band_clear, target_band_set
 from riskengine.allocations import position_margin_move
 from riskengine.core.errors import DocumentError
 from riskengine.selectors import NoActiveParameterSet
+from riskengine.validation.selectors import account_validation, venue_disclosure
 from riskengine.whatif import margin_what_if
 from riskengine.withdrawals import PricesUntrusted
 
@@ -135,6 +136,31 @@ def _detail_context(account) -> dict:
     return context
 
 
+BACKTEST_EXCEPTIONS_SHOWN = 20
+
+
+def _backtest_context(account) -> dict:
+    """The account's backtest in the venue's latest validation run (riskengine.validation): not
+    part of the live fragment (it changes nightly, not with every sweep)."""
+    found = account_validation(account=account)
+    if found is None or found.backtest is None:
+        return {"validation": found}
+    return {
+        "validation": found,
+        "backtest": found.backtest,
+        "backtest_exceptions": found.backtest.exception_days[::-1][:BACKTEST_EXCEPTIONS_SHOWN],
+        "backtest_chart": charts.line_chart(
+            found.days,
+            [
+                ("Initial margin", "#2456a6", found.initial_margin),
+                ("Two-day loss", "#c62828", found.loss),
+            ],
+            title="Initial margin against the two-day loss, each day of the history",
+            time_format="%d %b %Y",
+        ),
+    }
+
+
 @login_required
 def account_detail(request, code: str):
     account = margin_account_visible(user=request.user, code=code)
@@ -143,6 +169,7 @@ def account_detail(request, code: str):
     context["may_move_margin"] = account.mode == "isolated" and _may(request, ACCOUNT_WRITERS)
     if request.GET.get("fragment"):
         return render(request, "frontend/_account_live.html", context)
+    context.update(_backtest_context(account))
     band = context["summary"].band
     context["band_form"] = TargetBandForm(
         initial={"lower": band.lower, "upper": band.upper} if band else None
@@ -330,9 +357,17 @@ def target_band(request, code: str):
             messages.success(request, "Target band saved.")
             return redirect("frontend:account-detail", code=account.code)
     context = _detail_context(account)
+    context.update(_backtest_context(account))
     context.update(band_form=form, may_set_band=True, may_what_if=_may(request, WHAT_IF_USERS))
     context.update(_agents_forms(request, account))
     return render(request, "frontend/account_detail.html", context, status=400)
+
+
+@login_required
+def disclosure(request):
+    """The venue's model validation in aggregate (coverage, traffic light, Cover-2 against the
+    fund): every signed-in user may read it; it holds no account's or member's result."""
+    return render(request, "frontend/disclosure.html", {"disclosure": venue_disclosure()})
 
 
 @login_required

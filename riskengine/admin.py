@@ -40,6 +40,7 @@ from riskengine.models import (
     ParameterSet,
     ParameterSetEvent,
     ParameterStatus,
+    StressScenario,
     UnderlyingParameters,
 )
 from riskengine.selectors import (
@@ -62,6 +63,16 @@ from riskengine.services import (
     parameter_set_validate,
     parameter_set_withdraw,
 )
+
+# Model validation's admin (runs, per-account results, "Run now") registers when imported here.
+from riskengine.validation import admin as validation_admin  # noqa: F401
+from riskengine.validation.selectors import (
+    proposal_comparison,
+    proposal_validation,
+    worst_account_backtests,
+    worst_account_stresses,
+)
+from riskengine.validation.services import validation_proposal_start
 from riskengine.withdrawals import fund_withdrawal_approve
 
 # The admin index links the ops dashboard (riskengine.views.ops_dashboard).
@@ -83,6 +94,10 @@ def may(user, parameter_set: ParameterSet | None, action: str) -> bool:
         return False
     if action in TRANSITIONS:
         return parameter_set_refusal(parameter_set=parameter_set, action=action, user=user) is None
+    if action == "validate":
+        return parameter_set.status == ParameterStatus.PROPOSED and (
+            user.has_perm(EDIT_PERMISSION) or user.has_perm(APPROVE_PERMISSION)
+        )
     if action == "impact":
         return parameter_set.status in (
             ParameterStatus.DRAFT,
@@ -149,6 +164,15 @@ class HaircutBracketInline(DraftRowsInline, admin.TabularInline):
     verbose_name_plural = "Haircut brackets (per asset: 'up to' increasing, the last one blank = no limit)"
 
 
+class StressScenarioInline(DraftRowsInline, admin.TabularInline):
+    model = StressScenario
+    extra = 0
+    fields = ["number", "name", "underlyings", "others", "stablecoin_price", "iv_factor"]
+    verbose_name_plural = (
+        "Hypothetical stress scenarios (methodology section 8: price factors, stablecoins' price, iv factor)"
+    )
+
+
 class ParameterSetEventInline(admin.TabularInline):
     """The set's history: every transition and edit, who, when and why (read-only)."""
 
@@ -197,6 +221,7 @@ class ParameterSetAdmin(admin.ModelAdmin):
         UnderlyingParametersInline,
         AssetParametersInline,
         HaircutBracketInline,
+        StressScenarioInline,
         ParameterSetEventInline,
     ]
     governance_fields = [
@@ -324,7 +349,7 @@ class ParameterSetAdmin(admin.ModelAdmin):
         )
         actions = [
             name
-            for name in ("impact", "propose", "approve", "reject", "withdraw", "new_draft")
+            for name in ("impact", "validate", "propose", "approve", "reject", "withdraw", "new_draft")
             if may(user, obj, name)
         ]
         own_proposal = (
@@ -338,6 +363,21 @@ class ParameterSetAdmin(admin.ModelAdmin):
             "active": active,
             "stale_base": stale_base,
             "own_proposal": own_proposal,
+            "validation": self._validation_context(obj) if obj.status == ParameterStatus.PROPOSED else None,
+        }
+
+    @staticmethod
+    def _validation_context(obj: ParameterSet) -> dict:
+        """The proposal's backtest and stress beside the active set's (riskengine.validation)."""
+        verdict = proposal_validation(proposed=obj)
+        runs = [(verdict.current, "active"), (verdict.proposed, "proposed")]
+        done = [(run, label) for run, label in runs if run is not None and run.status == "done"]
+        return {
+            "verdict": verdict,
+            "active": verdict.current.parameter_set if verdict.current is not None else None,
+            "rows": proposal_comparison(verdict=verdict) if done else [],
+            "worst": [(label, worst_account_backtests(run=run, limit=5)) for run, label in done],
+            "stressed": [(label, worst_account_stresses(run=run, limit=5)) for run, label in done],
         }
 
     # --- Governance pages ------------------------------------------------------------------------
@@ -351,6 +391,11 @@ class ParameterSetAdmin(admin.ModelAdmin):
                 name="riskengine_parameterset_new_draft",
             ),
             path("<path:object_id>/impact/", view(self.impact_view), name="riskengine_parameterset_impact"),
+            path(
+                "<path:object_id>/validate/",
+                view(self.validate_view),
+                name="riskengine_parameterset_validate",
+            ),
             *(
                 path(
                     f"<path:object_id>/{action}/",
@@ -444,7 +489,27 @@ class ParameterSetAdmin(admin.ModelAdmin):
         if action == "approve":
             context.update(self._impact_context(obj))
             context["governance"] = self._governance_context(request, obj)
+            context["validation"] = context["governance"]["validation"]
         return self._page(request, obj, "transition.html", **context)
+
+    def validate_view(self, request, object_id):
+        """Run the proposal's validation (again): a failed or missing one, or after the active set
+        changed."""
+        obj = self._object_or_404(request, object_id)
+        if not may(request.user, obj, "validate"):
+            raise PermissionDenied
+        if request.method == "POST":
+            runs = validation_proposal_start(proposed=obj, requested_by=request.user)
+            states = ", ".join(f"{run.parameter_set.version}: {run.status}" for run in runs) or "not started"
+            self.message_user(request, f"Validation of {obj.version} started ({states}).", messages.INFO)
+            return redirect("admin:riskengine_parameterset_change", obj.pk)
+        return self._page(
+            request,
+            obj,
+            "validate.html",
+            title=f"Validate {obj.version}",
+            validation=self._validation_context(obj),
+        )
 
     def _impact_context(self, obj: ParameterSet) -> dict:
         try:

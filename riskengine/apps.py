@@ -12,12 +12,15 @@ class RiskEngineConfig(AppConfig):
         from accounts.models import Asset
         from clearing.marketdata.services import oracle_underlying_rules_register
         from clearing.models import Instrument, Underlying
+        from clearing.ops.alerts import ops_alert_severities_register
         from clearing.signals import isolated_fills_booked
         from riskengine import dashboard
         from riskengine.allocations import isolated_fills_receive
         from riskengine.reference import reference_clear
         from riskengine.selectors import underlying_oracle_rules
         from riskengine.signals import parameter_set_activated
+        from riskengine.validation import dashboard as validation_dashboard
+        from riskengine.validation import services as validation
 
         # The per-process reference cache (riskengine.reference) follows edits made in this process.
         parameter_set_activated.connect(reference_clear, dispatch_uid="riskengine.reference.activated")
@@ -29,5 +32,7 @@ class RiskEngineConfig(AppConfig):
         # The oracle's rules for underlyings are governed in the active parameter set.
         oracle_underlying_rules_register(underlying_oracle_rules)
         dashboard.register()
+        validation_dashboard.register()
+        ops_alert_severities_register(validation.SEVERITY)
         # Booking into an isolated account allocates margin to its positions (spec section 4a).
         isolated_fills_booked.connect(isolated_fills_receive, dispatch_uid="riskengine.allocations")

@@ -4,8 +4,10 @@ A ``ParameterSet`` holds everything the methodology's ``parameters`` form holds 
 here, one ``UnderlyingParameters`` row per underlying (scan ranges, standard-rule fractions, basis,
 short-option minimum, concentration, and the oracle's safety thresholds), one ``AssetParameters`` row
 and its ``HaircutBracket`` rows per collateral asset, and the correlation matrix — plus operational
-settings (cure period, sweep interval). ``parameter_set.to_parameters_form()`` produces the exact
-JSON form of the margin document, so every stored margin can be replayed.
+settings (cure period, sweep interval) and the hypothetical stress scenarios of model validation
+(``StressScenario`` rows, methodology v1.1 section 8). ``parameter_set.to_parameters_form()``
+produces the exact JSON form of the margin document, so every stored margin can be replayed (the
+scenarios are not part of it: the margin document has no such key).
 
 Sets are never deleted or edited once proposed: a change is a new set (see ``riskengine.services``).
 Exactly one set is ``active`` at any time (a partial unique index enforces "at most one"). Every
@@ -14,7 +16,10 @@ transition and every edit of a draft is recorded in the append-only ``ParameterS
 
 from __future__ import annotations
 
+from decimal import Decimal
+
 from django.conf import settings
+from django.core.exceptions import ValidationError
 from django.core.validators import MinValueValidator
 from django.db import models
 from django.db.models import Q
@@ -22,6 +27,16 @@ from django.utils import timezone
 
 from clearing.ledger import AppendOnlyModel
 from riskengine.core.params import DEFAULT_EXTREME
+from riskengine.core.stress import HypotheticalScenario
+
+# Model validation's models live in their package; importing them here registers them with the
+# app (Django reads an app's models from its ``models`` module).
+from riskengine.validation.models import (  # noqa: F401
+    AccountBacktest,
+    AccountStress,
+    ValidationRun,
+    ValidationShard,
+)
 
 
 class FrozenParameterSet(Exception):
@@ -376,6 +391,77 @@ class HaircutBracket(DraftRowMixin, models.Model):
 
     def __str__(self) -> str:
         return f"{self.asset} ≤ {self.up_to or '∞'}: {self.haircut}"
+
+
+def _positive_factor(value, field: str) -> None:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not (0 < value < 1e6):
+        raise ValidationError({field: f"A price factor must be a number > 0, got {value!r}."})
+
+
+class StressScenario(DraftRowMixin, models.Model):
+    """A hypothetical stress scenario of the set (methodology v1.1 section 8), governed with it:
+    the price factors of the ``underlyings`` it names (``{"BTC": 0.7}``: −30 %), ``others`` for
+    every underlying it does not name, every stablecoin (an asset linked to no underlying, USD
+    excepted) at ``stablecoin_price`` USD when set, option ivs times ``iv_factor``. Linked assets
+    move with their underlying (``riskengine.core.stress.hypothetical_scenarios``)."""
+
+    parameter_set = models.ForeignKey(ParameterSet, on_delete=models.CASCADE, related_name="stress_scenarios")
+    number = models.PositiveSmallIntegerField(default=0, help_text="Order in reports.")
+    name = models.CharField(max_length=100)
+    underlyings = models.JSONField(
+        default=dict, blank=True, help_text='Price factors of named underlyings: {"BTC": 0.7, "ETH": 0.55}.'
+    )
+    others = _decimal(default=1, help_text="Price factor of every underlying not named (0.6: −40 %).")
+    stablecoin_price = _decimal(
+        null=True, blank=True, help_text="Every stablecoin at this USD price (blank: unchanged)."
+    )
+    iv_factor = _decimal(default=1, help_text="Option implied vols are multiplied by this.")
+
+    class Meta:
+        ordering = ["parameter_set", "number", "pk"]
+        constraints = [
+            models.UniqueConstraint(fields=["parameter_set", "name"], name="stressscenario_unique_name"),
+            models.CheckConstraint(
+                name="stressscenario_factors_positive",
+                condition=Q(others__gt=0, iv_factor__gt=0)
+                & (Q(stablecoin_price__isnull=True) | Q(stablecoin_price__gt=0)),
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return self.name
+
+    def clean(self) -> None:
+        super().clean()
+        if not isinstance(self.underlyings, dict):
+            raise ValidationError({"underlyings": 'Give {"SYMBOL": factor, ...}.'})
+        for symbol, factor in self.underlyings.items():
+            _positive_factor(factor, "underlyings")
+            if not isinstance(symbol, str) or not symbol:
+                raise ValidationError({"underlyings": f"Not an underlying's symbol: {symbol!r}."})
+
+    def to_definition(self) -> HypotheticalScenario:
+        """The engine's definition of this scenario."""
+        return HypotheticalScenario(
+            name=self.name,
+            underlyings=tuple(sorted((symbol, float(f)) for symbol, f in self.underlyings.items())),
+            others=float(self.others),
+            stablecoin_price=None if self.stablecoin_price is None else float(self.stablecoin_price),
+            iv_factor=float(self.iv_factor),
+        )
+
+    @classmethod
+    def from_definition(cls, definition: HypotheticalScenario, **fields) -> StressScenario:
+        return cls(
+            name=definition.name,
+            underlyings=dict(definition.underlyings),
+            others=Decimal(repr(definition.others)),
+            stablecoin_price=None
+            if definition.stablecoin_price is None
+            else Decimal(repr(definition.stablecoin_price)),
+            iv_factor=Decimal(repr(definition.iv_factor)),
+            **fields,
+        )
 
 
 class EventAction(models.TextChoices):

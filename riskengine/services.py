@@ -10,6 +10,7 @@ every step is an append-only ``ParameterSetEvent`` with who, when and why. Activ
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
@@ -25,6 +26,7 @@ from clearing.ops.alerts import ops_alerts_raise
 from clearing.validation import decimal_plain
 from riskengine.core.errors import DocumentError
 from riskengine.core.params import parse_parameters
+from riskengine.core.stress import DEFAULT_HYPOTHETICAL, HypotheticalScenario
 from riskengine.models import (
     AssetParameters,
     EventAction,
@@ -33,11 +35,14 @@ from riskengine.models import (
     ParameterSet,
     ParameterSetEvent,
     ParameterStatus,
+    StressScenario,
     UnderlyingParameters,
     default_extreme_moves,
 )
 from riskengine.selectors import parameter_sets_with_rows
 from riskengine.signals import parameter_set_activated
+from riskengine.validation.selectors import proposal_validation, validation_summary
+from riskengine.validation.services import validation_proposal_start
 
 logger = logging.getLogger(__name__)
 
@@ -58,12 +63,14 @@ def parameter_set_create(
     based_on: ParameterSet | None = None,
     underlying_settings: dict[str, dict] | None = None,
     operational: dict | None = None,
+    stress_scenarios: Sequence[HypotheticalScenario] | None = None,
 ) -> ParameterSet:
     """Create a draft set from a methodology ``parameters`` form (validated by the engine first).
 
     ``underlying_settings`` carries per-underlying fields outside the form (the oracle thresholds,
-    by symbol); ``operational`` the set-wide operational settings. Both default to ``based_on``'s
-    values, then to the model defaults.
+    by symbol); ``operational`` the set-wide operational settings; ``stress_scenarios`` the
+    hypothetical stress scenarios of model validation (section 8). All default to ``based_on``'s
+    values, then to the model defaults (for the scenarios, section 8's ``DEFAULT_HYPOTHETICAL``).
     """
     try:
         parse_parameters(form)
@@ -147,6 +154,16 @@ def parameter_set_create(
         )
         for symbol, values in form.get("assets", {}).items()
     )
+    if stress_scenarios is None:
+        stress_scenarios = (
+            [row.to_definition() for row in based_on.stress_scenarios.all()]
+            if based_on is not None
+            else DEFAULT_HYPOTHETICAL
+        )
+    StressScenario.objects.bulk_create(
+        StressScenario.from_definition(definition, parameter_set=parameter_set, number=number)
+        for number, definition in enumerate(stress_scenarios)
+    )
     HaircutBracket.objects.bulk_create(
         HaircutBracket(
             parameter_set=parameter_set,
@@ -222,7 +239,9 @@ class Transition:
     - ``reason_field``/``reason_missing``: the reason it requires, and the refusal without one;
     - ``validates``: the engine validates the set first (a set heading for activation);
     - ``system_may``: the system (actor None) may take it, as calibration proposes;
-    - ``not_by_proposer``: the refusal when the set's proposer tries it (four eyes)."""
+    - ``not_by_proposer``: the refusal when the set's proposer tries it (four eyes);
+    - ``needs_validation``: the set's backtest and stress, and the active set's beside them, must
+      be complete (``riskengine.validation``), and a red venue backtest needs a written reason."""
 
     from_statuses: tuple[str, ...]
     to_status: str
@@ -233,6 +252,7 @@ class Transition:
     validates: bool = False
     system_may: bool = False
     not_by_proposer: str = ""
+    needs_validation: bool = False
 
 
 # The one table of who may move a set where: the services take every transition through it
@@ -257,6 +277,7 @@ TRANSITIONS: dict[str, Transition] = {
         "approved_by",
         validates=True,
         not_by_proposer="The proposer of a parameter set cannot approve it.",
+        needs_validation=True,
     ),
     "reject": Transition(
         (ParameterStatus.PROPOSED,),
@@ -277,10 +298,13 @@ TRANSITIONS: dict[str, Transition] = {
 
 
 def parameter_set_refusal(
-    *, parameter_set: ParameterSet, action: str, user: User | None
+    *, parameter_set: ParameterSet, action: str, user: User | None, validation: bool = True
 ) -> ValidationError | None:
     """Why ``user`` (None: the system) may not take ``action`` on ``parameter_set`` as it stands,
-    as the error the service raises (naming the actor's field or ``status``), or None when it may."""
+    as the error the service raises (naming the actor's field or ``status``, or ``validation``
+    for an approval whose backtest and stress are not complete), or None when it may. The service
+    checks the validation last (``validation=False`` here), after the engine's own checks: a set
+    the engine refuses is refused naming its field."""
     transition = TRANSITIONS[action]
     refusal = _actor_refusal(action=action, user=user)
     if refusal is not None:
@@ -295,6 +319,15 @@ def parameter_set_refusal(
         )
     if transition.not_by_proposer and user is not None and parameter_set.proposed_by_id == user.pk:
         return ValidationError({transition.actor_field: transition.not_by_proposer})
+    if transition.needs_validation and validation:
+        return _validation_refusal(parameter_set=parameter_set)
+    return None
+
+
+def _validation_refusal(*, parameter_set: ParameterSet) -> ValidationError | None:
+    verdict = proposal_validation(proposed=parameter_set)
+    if verdict.state != "done":
+        return ValidationError({"validation": verdict.message})
     return None
 
 
@@ -315,7 +348,9 @@ def _refuse(*, parameter_set: ParameterSet | None, action: str, user: User | Non
     if parameter_set is None:
         refusal = _actor_refusal(action=action, user=user)
     else:
-        refusal = parameter_set_refusal(parameter_set=parameter_set, action=action, user=user)
+        refusal = parameter_set_refusal(
+            parameter_set=parameter_set, action=action, user=user, validation=False
+        )
     if refusal is not None:
         raise refusal
 
@@ -334,6 +369,10 @@ def _take(
     _refuse(parameter_set=parameter_set, action=action, user=user)
     if transition.validates:
         parameter_set_validate(parameter_set=parameter_set)
+    if transition.needs_validation:
+        if (refusal := _validation_refusal(parameter_set=parameter_set)) is not None:
+            raise refusal
+        note = _validation_gate(parameter_set=parameter_set, note=note)
     now = now or timezone.now()
     if transition.to_status == ParameterStatus.PROPOSED:
         fields = {"proposed_by": user, "proposed_at": now, "reason": note}
@@ -348,6 +387,24 @@ def _take(
         fields=fields,
     )
     return parameter_set
+
+
+def _validation_gate(*, parameter_set: ParameterSet, note: str) -> str:
+    """Once the validation is complete (``_validation_refusal`` refuses before, naming
+    ``validation``): refuse to approve a set whose venue backtest is red without a written reason
+    (naming ``note``). Returns the note to keep in the history: for a red set, the backtest's
+    figures and the approver's reason together."""
+    verdict = proposal_validation(proposed=parameter_set)
+    if not verdict.red:
+        return note
+    if not note.strip():
+        raise ValidationError(
+            {
+                "note": f"The venue backtest of {parameter_set.version} is red: approving it needs a written "
+                "reason, kept in the history."
+            }
+        )
+    return f"{validation_summary(verdict.proposed)}. Approved with a red backtest because: {note.strip()}"
 
 
 def _lock(*, parameter_set: ParameterSet) -> ParameterSet:
@@ -441,6 +498,12 @@ def parameter_set_validate(*, parameter_set: ParameterSet):
         except ValidationError as error:
             for field, messages in error.message_dict.items():
                 errors[f"underlyings.{row.underlying.symbol}.{field}"] = messages
+    for row in parameter_set.stress_scenarios.all():
+        try:
+            row.full_clean(exclude=["parameter_set"], validate_unique=False)
+        except ValidationError as error:
+            for field, messages in error.message_dict.items():
+                errors[f"stress_scenarios.{row.name}.{field}"] = messages
     asset_ids = {row.asset_id for row in parameter_set.asset_parameters.all()}
     for bracket in parameter_set.haircut_brackets.all():
         if bracket.asset_id not in asset_ids:
@@ -496,8 +559,12 @@ def parameter_set_propose(
     *, parameter_set: ParameterSet, proposed_by: User | None, reason: str
 ) -> ParameterSet:
     """Freeze a validated draft as a proposal (``proposed_by=None``: proposed by the system, as
-    calibration does). Invalid sets are refused with the engine's error, nothing changed."""
-    return _take(action="propose", parameter_set=parameter_set, user=proposed_by, note=reason)
+    calibration does). Invalid sets are refused with the engine's error, nothing changed. Starts
+    the proposal's validation (its backtest and stress beside the active set's), which approval
+    waits for: here and now on a small venue, on the workers on a large one."""
+    parameter_set = _take(action="propose", parameter_set=parameter_set, user=proposed_by, note=reason)
+    validation_proposal_start(proposed=parameter_set, requested_by=proposed_by)
+    return parameter_set
 
 
 @transaction.atomic

@@ -54,6 +54,21 @@ def venue(db):
 
 
 @pytest.fixture
+def history(db):
+    """The shipped daily closes of BTC, ETH and USDC as the oracle's stored history: what model
+    validation backtests ``venue``'s books on (a proposal is approved only once validated)."""
+    return factories.price_history_load()
+
+
+@pytest.fixture
+def validation_ready(history, monkeypatch):
+    """Model validation can run on ``venue``'s books: the stored history, and the small venue's
+    prices where the oracle has none (no source runs in most tests). Proposals are approved only
+    once validated (riskengine.validation)."""
+    monkeypatch.setattr("riskengine.validation.services.quotes_current", factories.quotes_fixed)
+
+
+@pytest.fixture
 def member_a(db):
     return factories.member_make(code="AAA")
 

@@ -26,14 +26,14 @@ from django.urls import reverse
 from django.utils import timezone
 from rest_framework.test import APIClient
 
-from accounts.models import Asset, MarginAccount, Member, Role, User
+from accounts.models import AccountKind, Asset, MarginAccount, Member, Role, User
 from accounts.services import api_token_issue, collateral_deposit, collateral_withdraw, user_create
 from accounts.trading import Fill, trade_book, trades_book
 from agents import tasks as agents_tasks
 from agents.crypto import signature_valid
 from clearing.config.asgi import application
 from clearing.config.celery import app as celery_app
-from clearing.marketdata.demo import UNDERLYINGS, spot_prices
+from clearing.marketdata.demo import UNDERLYINGS, index_history_load, spot_prices
 from clearing.marketdata.models import IndexState, PriceSource
 from clearing.marketdata.quotes import MarketQuotes
 from clearing.marketdata.services import PriceIn, price_observations_submit
@@ -205,6 +205,65 @@ def oracle_parameters_form(assets: list[str]) -> dict:
             for symbol in assets
         },
     }
+
+
+# --- Price history ---------------------------------------------------------------------------------
+
+
+def price_history_load(symbols: tuple[str, ...] = ("BTC", "ETH", "USDC")) -> int:
+    """The shipped daily closes of ``symbols`` as the oracle's stored history (``IndexClose``),
+    as ``seed_demo`` loads them: what model validation backtests on. Default: the series
+    ``venue_make``'s parameter sets need (USD is the settlement currency, BTC the linked asset)."""
+    return index_history_load(symbols=symbols)
+
+
+@dataclass
+class ValidationBook:
+    """Member books on ``venue_make``'s venue for model validation (``validation_book_make``)."""
+
+    long_btc: MarginAccount  # cross, long BTC perpetual
+    short_call: MarginAccount  # portfolio mode, short BTC call against BTC collateral
+    hedged: MarginAccount  # portfolio mode, long BTC perpetual short BTC future, and ETH
+    cash_only: MarginAccount  # USDC only: stressed, not backtested (no position)
+    other_member: MarginAccount  # member BBB, ETH perpetual (short by default)
+    fund: MarginAccount  # the venue's insurance fund (not a member account)
+
+
+def validation_book_make(
+    venue, member_a, member_b, *, fund_usd: str = "1000000", long_usd: str = "150000",
+    short_usd: str = "60000", other_eth: str = "-100",
+) -> ValidationBook:  # fmt: skip
+    """Books on ``venue_make``'s venue (prices of ``factories.quotes_fixed``); ``long_usd`` and
+    ``short_usd`` the cash of the long BTC and of member BBB's account, which holds ``other_eth``
+    ETH perpetuals (short by default)."""
+
+    def account(member, code, mode, **deposits):
+        row = account_make(member=member, code=code, mode=mode)
+        for symbol, amount in deposits.items():
+            collateral_deposit(account=row, asset=getattr(venue, symbol), amount=Decimal(amount))
+        return row
+
+    long_btc = account(member_a, "AAA-01", "cross", usd=long_usd)
+    short_call = account(member_a, "AAA-02", "portfolio", usd="50000", btc_asset="2")
+    hedged = account(member_a, "AAA-03", "portfolio", usdc="200000")
+    cash_only = account(member_a, "AAA-04", "cross", usdc="10000")
+    other_member = account(member_b, "BBB-01", "cross", usd=short_usd)
+    trades_book(
+        fills=[
+            Fill(long_btc, "BTC-PERP", "10", "60000"),
+            Fill(short_call, "BTC-70000-C", "-4", "2500"),
+            Fill(hedged, "BTC-PERP", "5", "60000"),
+            Fill(hedged, "BTC-FUT", "-5", "60500"),
+            Fill(hedged, "ETH-PERP", "30", "3000"),
+            Fill(other_member, "ETH-PERP", other_eth, "3000"),
+        ]
+    )
+    venue_member = Member.objects.create(code="VENUE", name="The venue")
+    fund = MarginAccount.objects.create(
+        member=venue_member, code="VENUE-INSURANCE", mode="cross", kind=AccountKind.INSURANCE_FUND
+    )
+    collateral_deposit(account=fund, asset=venue.usd, amount=Decimal(fund_usd))
+    return ValidationBook(long_btc, short_call, hedged, cash_only, other_member, fund)
 
 
 # --- Books on the seeded demo venue ----------------------------------------------------------------

@@ -592,3 +592,68 @@ class LiquidationOut(serializers.ModelSerializer):
         fields = ["id", "account_id", "account", "call_id", "sweep_id", "status", "started_at", "finished_at",
                   "plan", "trades", "equity_before", "initial_margin_before", "equity_after",
                   "initial_margin_after", "closed_notional", "fee", "deficit_covered"]  # fmt: skip
+
+
+# --- Model validation (methodology v1.1 sections 7 and 8) --------------------------------------------
+
+
+class ValidationRunOut(serializers.Serializer):
+    id = serializers.IntegerField()
+    kind = serializers.CharField(help_text="nightly or on_demand.")
+    mode = serializers.CharField(help_text="fixed (the set as it is) or calibrated (psr recalibrated daily).")
+    mpor_days = serializers.IntegerField(help_text="h: losses over t → t + h calendar days.")
+    parameter_set_version = serializers.CharField(source="parameter_set.version")
+    valuation_time = serializers.DateTimeField(help_text="Today's market: option ivs and times to expiry.")
+    start = serializers.DateField(source="first_day", help_text="First observation day t.")
+    end = serializers.DateField(source="last_day", help_text="Last observation day t.")
+    finished_at = serializers.DateTimeField()
+
+
+class KupiecOut(serializers.Serializer):
+    lr = FiniteFloatField(source="kupiec_lr")
+    p_value = FiniteFloatField(source="kupiec_p_value")
+
+
+class ChristoffersenOut(serializers.Serializer):
+    lr_ind = FiniteFloatField()
+    lr_cc = FiniteFloatField()
+    p_value_cc = FiniteFloatField()
+
+
+class BacktestExceptionOut(serializers.Serializer):
+    day = serializers.DateField(help_text="t: the loss is over t → t + h.")
+    loss = FiniteFloatField(help_text="USD; null when not finite.")
+    initial_margin = FiniteFloatField(help_text="USD, at the closes of t; null when not finite.")
+    underlying = serializers.CharField(
+        help_text='The underlying whose part of the loss was largest, or "collateral".'
+    )
+
+
+class BacktestSeriesOut(serializers.Serializer):
+    days = serializers.ListField(child=serializers.DateField())
+    initial_margin = serializers.ListField(child=FiniteFloatField(), help_text="USD per day t.")
+    loss = serializers.ListField(child=FiniteFloatField(), help_text="USD, t → t + h, per day t.")
+
+
+class AccountStressOut(serializers.Serializer):
+    equity = FiniteFloatField()
+    worst_scenario = serializers.CharField()
+    loss = FiniteFloatField(source="worst_loss")
+    uncovered = FiniteFloatField(source="worst_uncovered")
+
+
+class AccountBacktestOut(serializers.Serializer):
+    """An account's backtest in the venue's latest completed validation run (section 7)."""
+
+    run = ValidationRunOut()
+    account = serializers.CharField()
+    observations = serializers.IntegerField()
+    exceptions = serializers.IntegerField()
+    coverage = FiniteFloatField()
+    traffic_light = serializers.CharField(help_text="green, yellow or red (Basel zones).")
+    kupiec = KupiecOut()
+    christoffersen = ChristoffersenOut()
+    peak_to_trough = FiniteFloatField()
+    exception_days = BacktestExceptionOut(many=True)
+    series = BacktestSeriesOut()
+    stress = AccountStressOut(allow_null=True, help_text="The account's worst stress scenario (section 8).")

@@ -35,6 +35,7 @@ v1 = [
         views.AccountMarginHistory.as_view(),
         name="account-margin-history",
     ),
+    path("accounts/<int:pk>/backtest/", views.AccountBacktestView.as_view(), name="account-backtest"),
     # The automated agents (clearing.api.agents, docs/agents.md).
     path("accounts/<int:pk>/band-policy/", agents.AccountBandPolicy.as_view(), name="account-band-policy"),
     path(

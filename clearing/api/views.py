@@ -87,6 +87,8 @@ from riskengine.reference import quotes_current, reference_current
 from riskengine.selectors import NoActiveParameterSet, parameter_set_active, parameter_sets_with_rows
 from riskengine.sweeps.models import AccountMargin, Liquidation, MarginCall, MarginCallEvent, MarginSnapshot
 from riskengine.sweeps.selectors import margin_snapshot_document, margin_snapshot_figures
+from riskengine.validation.models import ValidationMode
+from riskengine.validation.selectors import account_validation
 from riskengine.whatif import margin_what_if
 from riskengine.withdrawals import withdrawal_request
 
@@ -840,6 +842,67 @@ class AccountMarginHistory(RoleListView):
             .defer("by_underlying", "positions", "collateral", "sweep__market")
             .order_by("-read_at", "-id")
         )
+
+
+BACKTEST_MODE = OpenApiParameter(
+    "mode",
+    str,
+    OpenApiParameter.QUERY,
+    required=False,
+    enum=ValidationMode.values,
+    description="fixed (default): the set as it is; calibrated: psr recalibrated every day.",
+)
+
+
+class AccountBacktestView(RoleView):
+    """The account's backtest (methodology section 7) in the venue's latest completed nightly or
+    on-demand validation run of the active set: coverage, exceptions with the underlying that
+    caused each, the IM and two-day loss series, and its worst stress scenario (section 8)."""
+
+    read_roles = READERS
+    schema_errors = {
+        400: "A mode other than fixed or calibrated.",
+        404: "No such account for the caller, no completed validation run yet, or the account held no "
+        "position in it (nothing to backtest).",
+    }
+
+    @extend_schema(
+        parameters=[BACKTEST_MODE],
+        responses={200: s.AccountBacktestOut},
+        summary="The account's backtest: coverage, exceptions and the IM against loss series.",
+    )
+    def get(self, request, pk: int):
+        account = margin_account_visible(user=request.user, pk=pk)
+        mode = request.query_params.get("mode", ValidationMode.FIXED)
+        if mode not in ValidationMode.values:
+            raise exceptions.ValidationError({"mode": [f"One of {', '.join(ValidationMode.values)}."]})
+        found = account_validation(account=account, mode=mode)
+        if found is None:
+            raise exceptions.NotFound("No completed validation run of the active set yet.")
+        if found.backtest is None:
+            raise exceptions.NotFound(
+                f"{account.code} held no position in validation run {found.run.pk}: nothing was backtested."
+            )
+        row = found.backtest
+        data = {
+            "run": found.run,
+            "account": account.code,
+            "observations": row.observations,
+            "exceptions": row.exceptions,
+            "coverage": row.coverage,
+            "traffic_light": row.light,
+            "kupiec": row,
+            "christoffersen": row,
+            "peak_to_trough": row.peak_to_trough,
+            "exception_days": row.exception_days,
+            "series": {
+                "days": [day.date() for day in found.days],
+                "initial_margin": found.initial_margin,
+                "loss": found.loss,
+            },
+            "stress": found.stress,
+        }
+        return Response(s.AccountBacktestOut(data).data)
 
 
 class MarginCallViews:

@@ -236,6 +236,9 @@ CELERY_BEAT_SCHEDULE: dict = {
     # Daily recalibration of psr and correlations: proposed, never applied automatically.
     # Runs after the UTC day's close is recorded.
     "marketdata-calibrate": {"task": "marketdata.calibrate", "schedule": crontab(hour=0, minute=15)},
+    # Nightly model validation of the active set (riskengine.validation): backtest and stress of
+    # every member account in both modes, on the closes up to the day that just ended.
+    "validation-nightly": {"task": "validation.nightly", "schedule": crontab(hour=0, minute=45)},
     # Starts a full margin sweep when the active parameter set's sweep_interval_seconds (default
     # 60) has passed since the last one; checking every few seconds keeps that interval governed.
     "sweeps-full-due": {"task": "sweeps.full_due", "schedule": 5.0},
@@ -430,6 +433,16 @@ SETTLEMENT_ASSET = "USD"
 CLEARING_SWEEP_SHARD_SIZE = env_int("CLEARING_SWEEP_SHARD_SIZE", 5000)
 CLEARING_LIQUIDATION_FEE_RATE = env_str("CLEARING_LIQUIDATION_FEE_RATE", "0.005")
 CLEARING_EVENT_SWEEP_DELAY_SECONDS = float(env_str("CLEARING_EVENT_SWEEP_DELAY_SECONDS", "0.05"))
+# Model validation (riskengine.validation): member accounts per shard of a backtest-and-stress run;
+# a proposal on a venue of at most CLEARING_VALIDATION_SYNC_ACCOUNTS member accounts is validated
+# while it is proposed (a larger venue's on the workers, and approval waits for it); a run still
+# running this many hours after it started is failed (a shard lost for good); the per-account
+# results of the newest CLEARING_VALIDATION_KEEP_RUNS nightly or on-demand runs of each mode are
+# kept (older runs keep their venue results only).
+CLEARING_VALIDATION_SHARD_SIZE = env_int("CLEARING_VALIDATION_SHARD_SIZE", 5000)
+CLEARING_VALIDATION_SYNC_ACCOUNTS = env_int("CLEARING_VALIDATION_SYNC_ACCOUNTS", 2000)
+CLEARING_VALIDATION_RUN_HOURS = env_int("CLEARING_VALIDATION_RUN_HOURS", 6)
+CLEARING_VALIDATION_KEEP_RUNS = env_int("CLEARING_VALIDATION_KEEP_RUNS", 7)
 # Custody (accounts.custody): an announced deposit the custodian has not confirmed within this
 # many seconds expires (the TTL is stamped on the announcement, so changing it never revives or
 # expires existing ones). The demo custody (development only, ``make run`` turns it on) confirms
@@ -526,6 +539,11 @@ CELERY_TASK_ANNOTATIONS = {
     "sweeps.full_due": {"soft_time_limit": 120, "time_limit": 150},
     "sweeps.liquidation_execute": {"soft_time_limit": 60, "time_limit": 90},
     "ops.margin_snapshots_prune": {"soft_time_limit": 120, "time_limit": 150},
+    # A validation shard of 5,000 accounts backtests each over the whole history (≈ 10 s on a
+    # loaded core, docs/performance.md), and the one that completes its run adds the aggregate
+    # book (≈ 1 s); 150 s leaves > 10× room; hard limit + the longest retry countdown (60 s) stays
+    # below the broker's visibility timeout (300 s).
+    "validation.shard": {"soft_time_limit": 150, "time_limit": 180},
     # Not idempotent (each run proposes a new parameter set): at most once. A lost run is
     # repeated by hand or by the next day's beat.
     "marketdata.calibrate": {

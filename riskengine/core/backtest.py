@@ -326,7 +326,10 @@ def _numbers(values: np.ndarray) -> list[float | None]:
     return [v + 0.0 if np.isfinite(v) else None for v in np.asarray(values, dtype=np.float64).tolist()]
 
 
-def _sections(stats: Statistics, ids: list[str], exception_days: list[list[str]]) -> list[dict]:
+def report_sections(stats: Statistics, ids: list[str], exception_days: list[list[str]]) -> list[dict]:
+    """The report's SECTION of each of ``stats``' ``k`` series: ``id`` from ``ids``, the counts,
+    coverage, tests, traffic light, procyclicality and ``exception_days`` (ISO dates) of each
+    (``None`` for an undefined figure). The platform builds its venue report with it too."""
     columns = {
         name: _numbers(getattr(stats, name))
         for name in (
@@ -381,8 +384,8 @@ def backtest_report(result: Backtest) -> dict:
     days = labels[result.exception_day].tolist()
     by_column = [days[bounds[k] : bounds[k + 1]] for k in range(n_col)]
     pooled_days = labels[result.exception[:, :n_port].any(axis=1)].tolist()
-    sections = _sections(columns, [*result.ids, AGGREGATE][:n_col], by_column)
-    venue = {"pooled": _sections(pooled, ["pooled"], [pooled_days])[0]}
+    sections = report_sections(columns, [*result.ids, AGGREGATE][:n_col], by_column)
+    venue = {"pooled": report_sections(pooled, ["pooled"], [pooled_days])[0]}
     if result.aggregate:
         venue["aggregate"] = sections[n_port]
     return {

@@ -29,20 +29,16 @@ price to cover the shortfall; today it does nothing more, and ops decide.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
 from decimal import Decimal
 
 from django.db import transaction
 from django.utils import timezone
 
-from accounts.models import AccountKind, CollateralBalance, MarginAccount
 from clearing.marketdata.quotes import MarketQuotes
 from clearing.ops.alerts import ops_alerts_raise, ops_alerts_resolve
 from clearing.ops.metrics import INSURANCE_CHECK_FAILURES
 from clearing.ops.models import OpsAlert, UncoveredDeficit
-from clearing.validation import decimal_from_float
-from riskengine.models import ParameterSet, ParameterStatus
-from riskengine.reference import quotes_current
+from riskengine.fund import FundValue, insurance_fund_value
 from riskengine.sweeps.models import Liquidation, Sweep, SweepKind, SweepStatus
 from riskengine.sweeps.selectors import sweep_quotes
 
@@ -54,39 +50,6 @@ ALERT_KEY = "fund"
 # Severity of the ops alerts this module raises (OpsAlert has kinds, not severities).
 SEVERITY = {ALERT_BELOW_FLOOR: "warning", ALERT_NEGATIVE: "critical"}
 CENT = Decimal("0.01")
-
-
-@dataclass(frozen=True)
-class FundValue:
-    account_id: int
-    value: Decimal  # USD at the quotes' prices, unpriced assets left out
-    floor: Decimal
-    unpriced: tuple[str, ...] = ()
-
-
-def insurance_fund_value(*, quotes: MarketQuotes | None = None) -> FundValue | None:
-    """The fund's value in USD at ``quotes`` (default: the oracle's current market) and the active
-    floor; None when the venue has no fund (3–4 queries)."""
-    fund = MarginAccount.objects.filter(kind=AccountKind.INSURANCE_FUND).values_list("pk", flat=True).first()
-    if fund is None:
-        return None
-    quotes = quotes or quotes_current()
-    floor = (
-        ParameterSet.objects.filter(status=ParameterStatus.ACTIVE)
-        .values_list("insurance_fund_floor", flat=True)
-        .first()
-    )
-    value, unpriced = Decimal(0), []
-    for symbol, underlying, amount in CollateralBalance.objects.filter(account_id=fund).values_list(
-        "asset__symbol", "asset__underlying__symbol", "amount"
-    ):
-        price = quotes.underlying_prices.get(underlying) if underlying else quotes.asset_prices.get(symbol)
-        if price is None:
-            if amount:
-                unpriced.append(symbol)
-            continue
-        value += amount * decimal_from_float(price)
-    return FundValue(fund, value, floor if floor is not None else Decimal(0), tuple(sorted(unpriced)))
 
 
 def _usd(amount: Decimal) -> str:

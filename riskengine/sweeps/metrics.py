@@ -12,7 +12,7 @@ from django.db.models import Count, Q
 from prometheus_client.core import GaugeMetricFamily, Metric
 
 from clearing.ops.metrics import metric_age, metric_gauge
-from riskengine.sweeps.insurance import insurance_fund_value
+from riskengine.fund import insurance_fund_value
 from riskengine.sweeps.models import (
     Liquidation,
     LiquidationStatus,

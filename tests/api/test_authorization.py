@@ -15,8 +15,11 @@ import pytest
 
 from accounts.trading import trade_book
 from clearing.api import urls
+from riskengine.selectors import parameter_set_active
+from riskengine.validation.services import validation_run_complete, validation_run_create
+from riskengine.whatif import margin_what_if
 from tests.api.conftest import World
-from tests.factories import recent
+from tests.factories import price_history_load, quotes_fixed, recent
 
 V1 = "/api/v1"
 ROLES = ("trader_a", "viewer_a", "trader_b", "ops", "risk", "feed", "venue", "custodian")
@@ -36,6 +39,23 @@ class Endpoint:
 
 def _fill(world: World) -> dict:
     return {"account": "AAA-01", "instrument": "BTC-PERP", "quantity": "1", "price": "60000"}
+
+
+def _document(world: World) -> dict:
+    return margin_what_if(account=world.account_a, trades=[(world.venue.btc_perp, Decimal(1), None)]).document
+
+
+def _backtested(world: World) -> str:
+    """Member A's first account's backtest, after a completed validation run that holds it (made
+    once per test: the path is asked for every caller)."""
+    if "validated" not in world.__dict__:
+        price_history_load()
+        run = validation_run_create(
+            kind="nightly", mode="fixed", parameter_set=parameter_set_active(), cause="matrix",
+            quotes=quotes_fixed(), enqueue=False,
+        )  # fmt: skip
+        world.__dict__["validated"] = validation_run_complete(run=run)
+    return f"{V1}/accounts/{world.account_a.pk}/backtest/"
 
 
 def account(suffix: str = "") -> Callable[[World], str]:
@@ -158,6 +178,7 @@ ENDPOINTS = {
     "risk-parameters-active": Endpoint("get", lambda w: f"{V1}/risk-parameters/active/", READERS),
     "account-margin": Endpoint("get", account("margin/"), READERS, account_scoped=True),
     "account-margin-history": Endpoint("get", account("margin-history/"), READERS, account_scoped=True),
+    "account-backtest": Endpoint("get", _backtested, READERS, account_scoped=True),
     "margin-calls": Endpoint("get", lambda w: f"{V1}/margin-calls/", READERS),
     # Member B's users do not see member A's call: 404.
     "margin-call": Endpoint(

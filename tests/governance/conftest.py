@@ -7,6 +7,11 @@ from tests import factories
 # user of each role is for the four-eyes rules of this package only.
 
 
+@pytest.fixture(autouse=True)
+def _validated(validation_ready):
+    """Proposals here are approved, once validated."""
+
+
 @pytest.fixture
 def ops2(db):
     return factories.user_make(username="ops2", role=Role.OPS)

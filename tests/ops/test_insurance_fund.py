@@ -8,6 +8,7 @@ import pytest
 
 from accounts.models import AccountKind, CollateralBalance, MarginAccount
 from clearing.ops.models import OpsAlert, UncoveredDeficit
+from riskengine.fund import FundValue
 from riskengine.models import FrozenParameterSet, ParameterSet, ParameterStatus
 from riskengine.services import parameter_set_approve, parameter_set_draft_from, parameter_set_propose
 from riskengine.sweeps import liquidation as liquidation_module
@@ -15,7 +16,6 @@ from riskengine.sweeps import services
 from riskengine.sweeps.insurance import (
     ALERT_BELOW_FLOOR,
     ALERT_NEGATIVE,
-    FundValue,
     insurance_fund_check,
     insurance_fund_exhausted,
 )
@@ -110,7 +110,7 @@ def test_the_shard_that_completes_a_full_sweep_checks_the_fund(quotes):
 
 
 def test_the_floor_is_edited_in_a_draft_and_takes_effect_only_once_approved(
-    client, active_set, ops, approver
+    client, active_set, ops, approver, validation_ready
 ):
     draft = parameter_set_draft_from(base=active_set, created_by=ops, version="v2")
     client.force_login(ops)

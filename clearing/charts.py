@@ -1,5 +1,7 @@
 """Small server-rendered SVG charts (no chart library, no CDN): readable in a screenshot, scale to
-the container's width, and re-render with the fragment a live event refreshes."""
+the container's width, and re-render with the fragment a live event refreshes. In the kernel: the
+member pages (``frontend``) and the ops dashboard's panels (domain apps, which never import
+``frontend``) draw with the same helpers."""
 
 from __future__ import annotations
 
@@ -56,9 +58,14 @@ def bar_chart(items: Sequence[tuple[str, float]], *, title: str, colour: str = "
 
 
 def line_chart(
-    times: Sequence[datetime], series: Sequence[tuple[str, str, Sequence[float]]], *, title: str
+    times: Sequence[datetime],
+    series: Sequence[tuple[str, str, Sequence[float]]],
+    *,
+    title: str,
+    time_format: str = "%d %b %H:%M",
 ) -> SafeString:
-    """Lines over time, ``series`` as ``(name, colour, values)``; a legend under the plot."""
+    """Lines over time, ``series`` as ``(name, colour, values)``; a legend under the plot; the first
+    and last times labelled with ``time_format`` (``"%d %b %Y"`` for daily series)."""
     if len(times) < 2:
         return mark_safe('<p class="muted">Not enough history yet.</p>')  # a constant, nothing to escape
     width, height, left, top, bottom = 560, 200, 64, 10, 24
@@ -88,8 +95,8 @@ def line_chart(
             f'<text x="{left - 6}" y="{y + 4:.1f}" text-anchor="end">{_money(v)}</text>'
         )
     parts.append(
-        f'<text x="{left}" y="{height - 6}">{times[0]:%d %b %H:%M}</text>'
-        f'<text x="{width - 8}" y="{height - 6}" text-anchor="end">{times[-1]:%d %b %H:%M}</text>'
+        f'<text x="{left}" y="{height - 6}">{times[0].strftime(time_format)}</text>'
+        f'<text x="{width - 8}" y="{height - 6}" text-anchor="end">{times[-1].strftime(time_format)}</text>'
     )
     legend_x = left
     for name, colour, vs in series:
