@@ -335,6 +335,11 @@ def parameter_set_change_url(parameter_set) -> str:
     return reverse("admin:riskengine_parameterset_change", args=[parameter_set.pk])
 
 
+def parameter_set_action_url(parameter_set, action: str) -> str:
+    """The admin page of one governance action (``propose``, ``approve``, ``impact``...) of a set."""
+    return reverse(f"admin:riskengine_parameterset_{action}", args=[parameter_set.pk])
+
+
 def draft_post_data(client, parameter_set, **overrides) -> dict:
     """The parameter set's admin change form's own fields and inline management data, as the
     browser would post them, with ``overrides``."""

@@ -17,11 +17,7 @@ from riskengine.services import (
     parameter_set_withdraw,
 )
 from tests import factories
-from tests.factories import draft_post_data, parameter_set_change_url
-
-
-def action_url(parameter_set, action):
-    return reverse(f"admin:riskengine_parameterset_{action}", args=[parameter_set.pk])
+from tests.factories import draft_post_data, parameter_set_action_url, parameter_set_change_url
 
 
 @pytest.fixture
@@ -31,7 +27,11 @@ def draft(active_set, ops):
 
 def test_members_cannot_reach_the_parameter_admin(client, active_set, member_a):
     client.force_login(factories.user_make(username="alice", member=member_a))
-    urls = (parameter_set_change_url(active_set), reverse("ops_dashboard"), action_url(active_set, "impact"))
+    urls = (
+        parameter_set_change_url(active_set),
+        reverse("ops_dashboard"),
+        parameter_set_action_url(active_set, "impact"),
+    )
     for url in urls:
         response = client.get(url)
         assert response.status_code == 302
@@ -118,23 +118,25 @@ def test_propose_then_approve_by_a_second_user_entirely_in_the_admin(
     client, draft, ops, approver, active_set, django_capture_on_commit_callbacks
 ):
     client.force_login(ops)
-    assert client.get(action_url(draft, "propose")).status_code == 200
-    response = client.post(action_url(draft, "propose"), {"note": "Wider scan after the March crash"})
+    assert client.get(parameter_set_action_url(draft, "propose")).status_code == 200
+    response = client.post(
+        parameter_set_action_url(draft, "propose"), {"note": "Wider scan after the March crash"}
+    )
     assert response.status_code == 302
     draft.refresh_from_db()
     assert draft.status == ParameterStatus.PROPOSED
     # The proposer sees no Approve button and cannot post one.
-    assert client.post(action_url(draft, "approve"), {"note": "self"}).status_code == 403
+    assert client.post(parameter_set_action_url(draft, "approve"), {"note": "self"}).status_code == 403
     # A proposed set is read-only in the admin.
     assert client.post(parameter_set_change_url(draft), {"mm_ratio": "0.1"}).status_code == 403
 
     client.force_login(approver)
     page = client.get(parameter_set_change_url(draft)).content.decode()
-    assert action_url(draft, "approve") in page
-    approve_page = client.get(action_url(draft, "approve"))
+    assert parameter_set_action_url(draft, "approve") in page
+    approve_page = client.get(parameter_set_action_url(draft, "approve"))
     assert approve_page.status_code == 200
     with django_capture_on_commit_callbacks(execute=True):
-        response = client.post(action_url(draft, "approve"), {"note": "Reviewed the impact"})
+        response = client.post(parameter_set_action_url(draft, "approve"), {"note": "Reviewed the impact"})
     assert response.status_code == 302
     draft.refresh_from_db()
     assert draft.status == ParameterStatus.ACTIVE
@@ -146,9 +148,9 @@ def test_propose_then_approve_by_a_second_user_entirely_in_the_admin(
 def test_an_ops_user_without_the_approver_role_cannot_approve_in_the_admin(client, draft, ops, ops2):
     parameter_set_propose(parameter_set=draft, proposed_by=ops, reason="r")
     client.force_login(ops2)
-    assert client.get(action_url(draft, "approve")).status_code == 403
-    assert client.post(action_url(draft, "approve"), {"note": "x"}).status_code == 403
-    assert client.post(action_url(draft, "reject"), {"note": "x"}).status_code == 403
+    assert client.get(parameter_set_action_url(draft, "approve")).status_code == 403
+    assert client.post(parameter_set_action_url(draft, "approve"), {"note": "x"}).status_code == 403
+    assert client.post(parameter_set_action_url(draft, "reject"), {"note": "x"}).status_code == 403
     draft.refresh_from_db()
     assert draft.status == ParameterStatus.PROPOSED
 
@@ -156,13 +158,15 @@ def test_an_ops_user_without_the_approver_role_cannot_approve_in_the_admin(clien
 def test_an_approver_cannot_edit_or_propose(client, draft, approver):
     client.force_login(approver)
     assert client.get(parameter_set_change_url(draft)).status_code == 200  # view only
-    assert client.post(action_url(draft, "propose"), {"note": "x"}).status_code == 403
+    assert client.post(parameter_set_action_url(draft, "propose"), {"note": "x"}).status_code == 403
     assert client.get(reverse("admin:riskengine_parameterset_add")).status_code == 403
 
 
 def test_new_draft_from_a_set_opens_the_copy(client, active_set, ops):
     client.force_login(ops)
-    response = client.post(action_url(active_set, "new_draft"), {"version": "2026-12-01.1", "note": "tweak"})
+    response = client.post(
+        parameter_set_action_url(active_set, "new_draft"), {"version": "2026-12-01.1", "note": "tweak"}
+    )
     assert response.status_code == 302
     copy = ParameterSet.objects.get(version="2026-12-01.1")
     assert response["Location"] == parameter_set_change_url(copy)
@@ -173,7 +177,7 @@ def test_new_draft_from_a_set_opens_the_copy(client, active_set, ops):
 def test_a_rejection_without_a_reason_is_refused_on_the_page(client, draft, ops, approver):
     parameter_set_propose(parameter_set=draft, proposed_by=ops, reason="r")
     client.force_login(approver)
-    response = client.post(action_url(draft, "reject"), {"note": ""})
+    response = client.post(parameter_set_action_url(draft, "reject"), {"note": ""})
     assert response.status_code == 200
     assert "Say why the proposal is rejected." in response.content.decode()
     draft.refresh_from_db()
@@ -192,7 +196,7 @@ def test_the_dashboard_shows_the_active_set_and_pending_proposals(client, draft,
     assert "Active:" in page
     assert "v1" in page
     assert parameter_set_change_url(draft) in page
-    assert action_url(draft, "impact") in page
+    assert parameter_set_action_url(draft, "impact") in page
 
 
 class _Accepted(Exception):
@@ -235,8 +239,8 @@ def test_the_admin_shows_a_transition_button_exactly_when_the_service_would_take
         page = client.get(parameter_set_change_url(draft)).content.decode()
         for action in TRANSITIONS:
             accepted = service_accepts(action, draft, user)
-            assert (action_url(draft, action) in page) == accepted, (user.username, action)
-            assert (client.get(action_url(draft, action)).status_code == 200) == accepted
+            assert (parameter_set_action_url(draft, action) in page) == accepted, (user.username, action)
+            assert (client.get(parameter_set_action_url(draft, action)).status_code == 200) == accepted
             taken += accepted
     # The rule is not vacuous: something is allowed from every status a transition starts from.
     assert (taken > 0) == any(status in t.from_statuses for t in TRANSITIONS.values())

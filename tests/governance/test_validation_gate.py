@@ -7,7 +7,6 @@ from decimal import Decimal
 import pytest
 from django.core.exceptions import ValidationError
 from django.test import override_settings
-from django.urls import reverse
 
 from clearing.marketdata.models import IndexClose
 from riskengine.models import FrozenParameterSet, ParameterSet, StressScenario
@@ -21,11 +20,7 @@ from riskengine.services import (
 from riskengine.validation.models import ValidationKind, ValidationRun
 from riskengine.validation.services import validation_run_complete
 from tests import factories
-from tests.governance.test_admin import change_url, draft_post_data
-
-
-def action_url(parameter_set, action):
-    return reverse(f"admin:riskengine_parameterset_{action}", args=[parameter_set.pk])
+from tests.factories import draft_post_data, parameter_set_action_url, parameter_set_change_url
 
 
 @pytest.fixture
@@ -67,8 +62,8 @@ def test_proposing_validates_the_set_and_the_active_set_beside_it(wider, active_
 def test_the_proposal_page_shows_both_sets_results_before_the_approver_acts(client, wider, approver):
     client.force_login(approver)
 
-    page = client.get(change_url(wider)).content.decode()
-    approve = client.get(action_url(wider, "approve")).content.decode()
+    page = client.get(parameter_set_change_url(wider)).content.decode()
+    approve = client.get(parameter_set_action_url(wider, "approve")).content.decode()
 
     for text in (page, approve):
         assert "Backtest and stress of v2 beside the active v1" in text
@@ -95,7 +90,10 @@ def test_approval_waits_for_a_validation_still_running_on_the_workers(
         parameter_set_approve(parameter_set=proposed, approved_by=approver)
     assert "validation" in raised.value.message_dict
     client.force_login(approver)
-    assert action_url(proposed, "approve") not in client.get(change_url(proposed)).content.decode()
+    assert (
+        parameter_set_action_url(proposed, "approve")
+        not in client.get(parameter_set_change_url(proposed)).content.decode()
+    )
 
     for run in ValidationRun.objects.filter(proposal=proposed):
         validation_run_complete(run=run)
@@ -113,9 +111,9 @@ def test_a_failed_validation_refuses_approval_until_it_is_run_again(client, acti
 
     factories.price_history_load(symbols=("ETH",))
     client.force_login(approver)
-    page = client.get(change_url(proposed)).content.decode()
+    page = client.get(parameter_set_change_url(proposed)).content.decode()
     assert "prices.ETH: missing" in page
-    assert client.post(action_url(proposed, "validate")).status_code == 302
+    assert client.post(parameter_set_action_url(proposed, "validate")).status_code == 302
 
     assert parameter_set_refusal(parameter_set=proposed, action="approve", user=approver) is None
 
@@ -202,7 +200,7 @@ def test_scenarios_are_copied_into_a_draft_edited_there_and_frozen_once_proposed
             f"{prefix}-TOTAL_FORMS": "5",
         },
     )
-    response = client.post(change_url(draft), data)
+    response = client.post(parameter_set_change_url(draft), data)
     assert response.status_code == 302, response.content.decode()[:2000]
     assert draft.stress_scenarios.filter(name="BTC -70%").exists()
     assert "BTC -70%" in str(draft.events.get(action="edited").changes)
