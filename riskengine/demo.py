@@ -33,6 +33,8 @@ from riskengine.models import ParameterSet
 from riskengine.reference import quotes_current
 from riskengine.selectors import parameter_set_active
 from riskengine.services import parameter_set_bootstrap
+from riskengine.validation.models import ValidationKind, ValidationRun
+from riskengine.validation.services import validation_runs_start
 from riskengine.withdrawals import PricesUntrusted
 
 ASSETS = {
@@ -457,6 +459,7 @@ def demo_venue_seed(*, today: date | None = None, log: Callable[[str], None] = p
     isolated_demo_account_seed(member=members["ALPHA"], venue_user=venue_user, log=log)
     for step in DEMO_SEED_STEPS:
         step(log=log)
+    validation_demo_start(log=log)
     log(
         f"Demo venue ready: {MarginAccount.objects.count()} accounts ({len(cushions)} books booked this "
         f"run, {topped_up} topped up to start healthy), "
@@ -466,6 +469,18 @@ def demo_venue_seed(*, today: date | None = None, log: Callable[[str], None] = p
     for demo in DEMO_USERS:
         of_member = f" of {demo.member}" if demo.member else ""
         log(f"  {demo.username:<9} {demo.password:<23} {demo.role}{of_member}")
+
+
+def validation_demo_start(*, log: Callable[[str], None]) -> None:
+    """Queue the venue's first model validation (both modes, as the nightly run does) when it has
+    none, so that the ops dashboard, the account pages and ``/disclosure/`` have figures from the
+    first minutes of ``make run`` rather than after the first night. The runs are enqueued on
+    commit: the stack's workers compute them."""
+    if ValidationRun.objects.exists():
+        return
+    with transaction.atomic():
+        runs = validation_runs_start(kind=ValidationKind.ON_DEMAND, cause="demo venue: first validation")
+    log(f"Model validation queued: {len(runs)} runs of the active set (backtest and stress).")
 
 
 def demo_cushions_ensure(*, cushions: dict[int, float]) -> int:

@@ -20,6 +20,7 @@ from riskengine.reference import quotes_current
 from riskengine.selectors import parameter_set_active
 from riskengine.sweeps.models import AccountMargin, Liquidation, MarginCall
 from riskengine.sweeps.services import sweep_full_run
+from riskengine.validation.models import ValidationRun
 
 
 @pytest.fixture
@@ -147,3 +148,16 @@ def test_alices_member_has_an_isolated_account_with_one_position_near_its_own_li
     # The ETH short stands at 1.3 × its IM = 2.6 × its MM; the BTC long at 3 × IM = 6 × MM.
     assert cushions["ETH-PERP"] == pytest.approx(2.6, rel=1e-3)
     assert cushions["BTC-PERP"] == pytest.approx(6.0, rel=1e-3)
+
+
+def test_the_demo_queues_its_first_model_validation_once_so_its_pages_have_figures(seeded):
+    runs = ValidationRun.objects.order_by("mode")
+    assert [(run.mode, run.kind, run.status) for run in runs] == [
+        ("calibrated", "on_demand", "running"),
+        ("fixed", "on_demand", "running"),
+    ]
+    assert runs[0].parameter_set == parameter_set_active()
+    assert "Model validation queued: 2 runs" in seeded
+
+    call_command("seed_demo")
+    assert ValidationRun.objects.count() == 2
