@@ -204,6 +204,8 @@ def test_every_panel_reads_in_the_same_number_of_queries_however_much_there_is(q
         "oracle": 8,
         "sweeps": 1,
         "insurance_fund": 5,
+        "validation_backtest": 4,
+        "validation_stress": 3,
     }
 
 
