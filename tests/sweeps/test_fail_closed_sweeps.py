@@ -16,7 +16,8 @@ from django.utils import timezone
 from clearing.api.serializers import AccountMarginOut, SnapshotOut
 from clearing.models import OutboxEvent, Trade
 from clearing.ops.models import OpsAlert
-from riskengine.selectors import parameter_set_active
+from riskengine.reference import reference_clear
+from riskengine.selectors import _parameters_form, parameter_set_active
 from riskengine.sweeps import liquidation as liquidation_module
 from riskengine.sweeps import services
 from riskengine.sweeps.models import AccountMargin, CallStatus, Liquidation, MarginCall, MarginSnapshot
@@ -162,6 +163,10 @@ def test_no_sweep_starts_on_an_active_set_that_fails_validation_and_ops_get_a_cr
     UnderlyingParameters.objects.filter(parameter_set=active, underlying__symbol="BTC").update(
         psr=Decimal("0.9")
     )
+    # The set was like this when activated: nothing in this process has read it before (the demo's
+    # seed has: its first validation run), as a set's rows never change once frozen.
+    _parameters_form.cache_clear()
+    reference_clear()
     sweeps = Sweep.objects.count()
 
     assert services.sweep_full_due() is None
