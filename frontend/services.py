@@ -15,6 +15,7 @@ from django.db import transaction
 from accounts.models import MarginAccount, User
 from clearing.bulk import filter_any
 from clearing.events import events_publish
+from clearing.marketdata.models import IndexStatus
 from clearing.validation import decimal_positive
 from frontend.models import BandState, TargetBand
 from riskengine.sweeps.selectors import accounts_exposed
@@ -90,15 +91,36 @@ def target_bands_check(*, ratios: Mapping[int, float | None]) -> list[TargetBand
 
 
 def price_status_events_publish(*, changes: Iterable[tuple[str, str, str]]) -> int:
-    """Tell the accounts exposed to a symbol that its oracle status changed; ``changes`` are
-    ``(symbol, previous status, new status)``. Called by the oracle in the transaction that stores
-    the new status. Returns how many events were written."""
-    events = [
-        (account_id, "price.status", {"symbol": symbol, "previous": previous, "status": status})
-        for symbol, previous, status in changes
-        if previous != status
-        for account_id in accounts_exposed(symbol=symbol)
-    ]
+    """Tell each member whose accounts depend on a symbol that its oracle status changed;
+    ``changes`` are ``(symbol, previous status, new status)``, ``previous`` empty for a symbol's
+    first status. Called by the oracle in the transaction that stores the new status. Returns how
+    many events were written.
+
+    A member hears of a change once, however many of its accounts depend on the symbol
+    (``accounts_exposed``: positions on it, collateral that is it or is linked to it), and never
+    of a symbol none of its accounts depends on. The event goes to the group of the member's first
+    exposed account (a member user's socket watches every account of its member,
+    ``margin_accounts_visible``) and names all of them in ``accounts``, so a page re-reads whichever
+    it shows. A symbol whose first status is ``ok`` is no news and publishes nothing."""
+    events = []
+    for symbol, previous, status in changes:
+        if previous == status or (not previous and status == IndexStatus.OK):
+            continue
+        exposed = accounts_exposed(symbol=symbol)
+        if not exposed:
+            continue
+        by_member: dict[int, list[int]] = {}
+        rows = filter_any(MarginAccount.objects.all(), "id", exposed).order_by("pk")
+        for account_id, member_id in rows.values_list("pk", "member_id"):
+            by_member.setdefault(member_id, []).append(account_id)
+        events.extend(
+            (
+                accounts[0],
+                "price.status",
+                {"symbol": symbol, "previous": previous, "status": status, "accounts": accounts},
+            )
+            for accounts in by_member.values()
+        )
     if events:
         events_publish(events=events)
     return len(events)

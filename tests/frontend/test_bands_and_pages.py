@@ -10,6 +10,8 @@ from django.db import connection
 from django.test.utils import CaptureQueriesContext
 
 from accounts.models import MarginAccount, User
+from accounts.services import collateral_deposit
+from accounts.trading import Fill, trades_book
 from clearing.events import events_publish
 from clearing.models import OutboxEvent
 from frontend.models import TargetBand
@@ -79,8 +81,6 @@ def test_a_sweep_outside_the_band_alerts_once_and_again_when_back_inside(account
 
 
 def test_price_status_changes_reach_only_the_exposed_accounts(venue, member_a, member_b):
-    from accounts.trading import Fill, trades_book
-
     exposed = factories.account_make(member=member_a, code="AAA-01")
     other = factories.account_make(member=member_b, code="BBB-01")
     trades_book(
@@ -98,7 +98,43 @@ def test_price_status_changes_reach_only_the_exposed_accounts(venue, member_a, m
         "symbol": "BTC",
         "previous": "ok",
         "status": "stale",
+        "accounts": [exposed.pk],
     }
+
+
+def test_a_member_whose_accounts_do_not_depend_on_a_symbol_gets_no_event_for_it(venue, member_a, member_b):
+    usd_only = factories.account_make(member=member_a, code="AAA-01")  # depends on no oracle price
+    collateral_deposit(account=usd_only, asset=venue.usd, amount=Decimal(1000))
+    holder = factories.account_make(member=member_b, code="BBB-01")
+    collateral_deposit(account=holder, asset=venue.usdc, amount=Decimal(1000))
+
+    assert price_status_events_publish(changes=[("USDC", "ok", "degraded"), ("BTC", "ok", "stale")]) == 1
+    assert [(e.group, e.payload["symbol"]) for e in OutboxEvent.objects.filter(type="price.status")] == [
+        (f"account-{holder.pk}", "USDC")
+    ]
+
+
+def test_a_member_hears_of_a_price_status_change_once_however_many_of_its_accounts_depend_on_it(
+    venue, member_a, member_b
+):
+    a1, _not_exposed, a3 = (factories.account_make(member=member_a, code=f"AAA-0{n}") for n in (1, 2, 3))
+    b1 = factories.account_make(member=member_b, code="BBB-01")
+    for account in (a3, a1, b1):
+        collateral_deposit(account=account, asset=venue.usdc, amount=Decimal(1000))
+
+    assert price_status_events_publish(changes=[("USDC", "ok", "degraded")]) == 2
+    events = {e.payload["account"]: e.payload for e in OutboxEvent.objects.filter(type="price.status")}
+    assert set(events) == {a1.pk, b1.pk}, "one event per member, to its first exposed account"
+    assert events[a1.pk]["accounts"] == [a1.pk, a3.pk], "naming every exposed account, no other"
+    assert events[b1.pk]["accounts"] == [b1.pk]
+
+
+def test_a_symbols_first_status_ok_is_no_news_but_a_first_degraded_status_is(venue, member_a):
+    account = factories.account_make(member=member_a, code="AAA-01")
+    collateral_deposit(account=account, asset=venue.usdc, amount=Decimal(1000))
+
+    assert price_status_events_publish(changes=[("USDC", "", "ok")]) == 0
+    assert price_status_events_publish(changes=[("USDC", "", "degraded")]) == 1
 
 
 @pytest.fixture

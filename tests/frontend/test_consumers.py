@@ -1,11 +1,16 @@
 """The /ws/margin/ socket: who may connect, and that a member hears only its own accounts."""
 
 import asyncio
+from decimal import Decimal
 
 import pytest
 from asgiref.sync import sync_to_async
+from django.db import transaction
 
+from accounts.services import collateral_deposit
 from clearing.events import events_publish
+from clearing.marketdata.signals import price_status_changed
+from tests import factories
 from tests.factories import communicator, session_cookie
 
 pytestmark = [pytest.mark.asyncio, pytest.mark.usefixtures("stop_relay")]
@@ -132,8 +137,6 @@ async def test_a_ping_is_answered_and_other_messages_are_ignored(two_members):
 
 
 async def test_an_event_rolled_back_with_its_change_is_never_pushed(two_members):
-    from django.db import transaction
-
     (a1, _) = two_members["a_accounts"]
     socket = communicator(cookie=await sync_to_async(session_cookie)(two_members["alice"]))
     await socket.connect()
@@ -151,3 +154,48 @@ async def test_an_event_rolled_back_with_its_change_is_never_pushed(two_members)
     assert await socket.receive_nothing(timeout=0.4)
     await asyncio.sleep(0)
     await socket.disconnect()
+
+
+async def test_a_member_hears_of_a_price_status_change_once_and_only_for_symbols_its_accounts_depend_on(
+    two_members,
+):
+    a1, a2 = two_members["a_accounts"]
+    (b1,) = two_members["b_accounts"]
+
+    def holdings() -> None:
+        venue = factories.venue_make()
+        collateral_deposit(account=a1, asset=venue.usdc, amount=Decimal(1000))
+        collateral_deposit(account=a2, asset=venue.usdc, amount=Decimal(2000))
+        collateral_deposit(account=b1, asset=venue.btc_asset, amount=Decimal(1))
+
+    await sync_to_async(holdings)()
+    alice = communicator(cookie=await sync_to_async(session_cookie)(two_members["alice"]))
+    bob = communicator(cookie=await sync_to_async(session_cookie)(two_members["bob"]))
+    assert (await alice.connect())[0]
+    assert (await bob.connect())[0]
+    await alice.receive_json_from(timeout=2)
+    await bob.receive_json_from(timeout=2)
+
+    def oracle_changes() -> None:
+        with transaction.atomic():
+            price_status_changed.send(
+                sender=__name__,
+                changes=[("USDC", "ok", "degraded"), ("BTC", "ok", "stale"), ("ETH", "ok", "ok")],
+            )
+
+    await sync_to_async(oracle_changes)()
+    assert await alice.receive_json_from(timeout=2) == {
+        "type": "price.status",
+        "account": a1.pk,
+        "account_code": "AAA-01",
+        "symbol": "USDC",
+        "previous": "ok",
+        "status": "degraded",
+        "accounts": [a1.pk, a2.pk],
+    }
+    bob_event = await bob.receive_json_from(timeout=2)
+    assert (bob_event["symbol"], bob_event["accounts"]) == ("BTC", [b1.pk])
+    assert await alice.receive_nothing(timeout=0.3), "no second USDC event, and nothing about BTC"
+    assert await bob.receive_nothing(timeout=0.3)
+    await alice.disconnect()
+    await bob.disconnect()
