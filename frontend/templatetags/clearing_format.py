@@ -25,6 +25,12 @@ def pct(value) -> str:
 
 
 @register.filter
+def pct2(value) -> str:
+    """A coverage: 98.74 % (two decimals, where one would round 98.96 % up to 99.0 %)."""
+    return "—" if value is None else f"{float(value) * 100:.2f} %"
+
+
+@register.filter
 def qty(value) -> str:
     if value is None:
         return "—"

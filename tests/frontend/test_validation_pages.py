@@ -38,7 +38,7 @@ def test_the_account_page_shows_the_accounts_coverage_exceptions_and_chart(clien
     row = run.account_backtests.get(account=book.long_btc)
     section = page[page.index('id="backtest"') :]
     assert f"on <strong>{row.exceptions}</strong> days" in section
-    assert f"coverage <strong>{row.coverage:.4f}</strong>" in section
+    assert f"coverage <strong>{row.coverage * 100:.2f} %</strong>" in section
     assert "<svg" in section
     newest = row.exception_days[-1]
     assert f"<td>{newest['day']}</td><td>{newest['underlying']}</td>" in section
@@ -62,11 +62,12 @@ def test_the_disclosure_page_shows_the_venues_figures_to_every_member(client, va
     page = client.get(reverse("frontend:disclosure")).content.decode()
 
     pooled = fixed.report["pooled"]
-    assert f'<td class="num">{pooled["observations"]}</td><td class="num">{pooled["exceptions"]}</td>' in page
-    assert f"{pooled['coverage']:.4f}" in page
+    days, exceptions = pooled["observations"], pooled["exceptions"]
+    assert f'<td class="num">{days:,}</td><td class="num">{exceptions:,}</td>' in page
+    assert f"{pooled['coverage'] * 100:.2f} %" in page
     assert usd(fixed.report["cover_2"]["amount"]) in page
     assert fixed.report["cover_2"]["scenario"] in page
-    assert "psr recalibrated daily" in page  # both modes
+    assert "psr recalibrated" in page  # both modes
     assert "below Cover-2" in page or "covers Cover-2" in page
 
 
