@@ -41,6 +41,18 @@ def test_a_trader_sets_a_band_policy_on_the_account_page_and_sees_its_transfers(
     assert "margins nothing" in funding_page
 
 
+def test_the_pages_call_a_funding_account_a_funding_account_not_a_margin_mode(agents_world, pages):
+    world, (trader, _viewer) = agents_world, pages
+
+    overview = trader.get("/").content.decode()
+    detail = trader.get(f"/accounts/{world.funding.code}/").content.decode()
+
+    card = overview[overview.index(world.funding.code) :][:400]
+    assert "Funding account" in card
+    assert "Cross" not in card
+    assert "<small>funding account</small>" in detail
+
+
 def test_a_refused_band_policy_is_shown_with_its_error(agents_world, pages):
     trader, _viewer = pages
     answer = trader.post(
