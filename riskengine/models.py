@@ -161,7 +161,7 @@ class ParameterSet(models.Model):
     foresight_below_ratio = _decimal(
         12,
         4,
-        default=3,
+        default=4,
         validators=[MinValueValidator(1)],
         help_text="After every full sweep, foresight is computed for the accounts whose equity / MM is "
         "below this level (and those not at ok); at least 1.",
@@ -172,9 +172,9 @@ class ParameterSet(models.Model):
     warning_warning_sigmas = _decimal(
         8, 4, default=Decimal("1.5"), help_text="Warning below this distance (daily standard deviations)."
     )
-    warning_watch_ratio = _decimal(8, 4, default=2, help_text="Watch below this equity / MM.")
+    warning_watch_ratio = _decimal(8, 4, default=3, help_text="Watch below this equity / MM.")
     warning_warning_ratio = _decimal(
-        8, 4, default=Decimal("1.25"), help_text="Warning below this equity / MM."
+        8, 4, default=Decimal("2.2"), help_text="Warning below this equity / MM."
     )
     warning_hysteresis = _decimal(
         6,

@@ -53,8 +53,8 @@ class LadderThresholds:
 
     watch_sigmas: float = 3.0
     warning_sigmas: float = 1.5
-    watch_ratio: float = 2.0
-    warning_ratio: float = 1.25
+    watch_ratio: float = 3.0
+    warning_ratio: float = 2.2
     hysteresis: float = 0.1
 
     def __post_init__(self) -> None:

@@ -14,8 +14,8 @@ from riskengine.core import parse_parameters, scenario_grid
 from riskengine.core.margin import VOL_MOVES
 from riskengine.loading import market_form_quotes
 from riskengine.selectors import parameters_form
-from riskengine.sweeps import codec
-from riskengine.sweeps.models import MarginSnapshot, Sweep
+from riskengine.sweeps import codec, storage
+from riskengine.sweeps.models import AccountForesight, MarginSnapshot, Sweep, WarningLevel
 
 
 def sweep_quotes(*, sweep: Sweep) -> MarketQuotes:
@@ -159,3 +159,11 @@ def margin_snapshot_document(*, snapshot: MarginSnapshot) -> dict:
             }
         ],
     }
+
+
+def accounts_graded_above_ok(*, account_ids: list[int]) -> set[int]:
+    """Those of ``account_ids`` whose stored foresight is at a level above ``ok`` (one query)."""
+    graded = storage.any_of(
+        AccountForesight.objects.exclude(level=WarningLevel.OK), "account_id", account_ids
+    )
+    return set(graded.values_list("account_id", flat=True))
