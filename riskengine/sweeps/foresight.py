@@ -50,7 +50,7 @@ from riskengine.selectors import parameters_form
 from riskengine.sweeps import codec, storage
 from riskengine.sweeps.calls import exposed_symbols
 from riskengine.sweeps.models import AccountForesight, AccountMargin, MarginSnapshot, Sweep
-from riskengine.sweeps.selectors import sweep_quotes
+from riskengine.sweeps.selectors import foresight_figures, sweep_quotes
 
 MODEL = "ewma-0.94"
 # Accounts per ``sweeps.foresight`` task: the probability costs 70–200 ms of CPU per account
@@ -363,3 +363,16 @@ def foresight_on_demand(*, account: MarginAccount) -> AccountForesight | None:
     return _row(
         computed=computed, i=0, sweep=sweep, level=int(levels[0]), previous=NO_LEVEL, now=timezone.now()
     )
+
+
+def account_foresight(*, account: MarginAccount) -> dict | None:
+    """The account's foresight in the API's shape (``foresight_figures``): the stored one (one
+    query), else computed now from its current margin (not stored); ``None`` when it has no
+    current margin or its book cannot be margined."""
+    stored = AccountForesight.objects.filter(account=account).first()
+    if stored is None:
+        try:
+            stored = foresight_on_demand(account=account)
+        except DocumentError:
+            return None
+    return None if stored is None else foresight_figures(foresight=stored)

@@ -167,3 +167,24 @@ def accounts_graded_above_ok(*, account_ids: list[int]) -> set[int]:
         AccountForesight.objects.exclude(level=WarningLevel.OK), "account_id", account_ids
     )
     return set(graded.values_list("account_id", flat=True))
+
+
+def foresight_figures(*, foresight: AccountForesight) -> dict:
+    """A stored (or on-demand) foresight in the API's and the pages' shape."""
+    return {
+        "level": foresight.level,
+        "computed_at": foresight.computed_at,
+        "horizon_days": foresight.horizon_days,
+        "by_underlying": foresight.by_underlying,
+        "joint": foresight.joint,
+        "probability": {
+            "value": foresight.probability,
+            "model": foresight.model,
+            "horizon_days": foresight.horizon_days,
+        },
+        "lookahead": {
+            "im": foresight.lookahead_im,
+            "excess": foresight.lookahead_excess,
+            "reason": foresight.lookahead_reason,
+        },
+    }
