@@ -188,3 +188,16 @@ def foresight_figures(*, foresight: AccountForesight) -> dict:
             "reason": foresight.lookahead_reason,
         },
     }
+
+
+def foresight_document(*, foresight: AccountForesight) -> dict:
+    """The margin document a stored foresight replays from: its snapshot's document
+    (``margin_snapshot_document``) with the vols it used as ``market.underlyings.<u>.vol``, for
+    ``python -m riskengine foresight --horizon-days <foresight.horizon_days>``."""
+    document = margin_snapshot_document(snapshot=foresight.snapshot)
+    underlyings = {name: dict(entry) for name, entry in document["market"]["underlyings"].items()}
+    for name, vol in foresight.vols.items():
+        if name in underlyings and vol is not None:
+            underlyings[name]["vol"] = vol
+    document["market"] = {**document["market"], "underlyings": underlyings}
+    return document

@@ -3,18 +3,20 @@ stored result, the ``margin.warning`` event on a change of level only, newest va
 
 from __future__ import annotations
 
+import json
 from unittest import mock
 
 import pytest
 
 from clearing.models import OutboxEvent
 from riskengine.core import compute_document
+from riskengine.core.cli import main
 from riskengine.core.document import parse_document
 from riskengine.core.foresight import distances
 from riskengine.sweeps import services, tasks
 from riskengine.sweeps.foresight import foresight_accounts_grade
 from riskengine.sweeps.models import AccountForesight, MarginSnapshot
-from riskengine.sweeps.selectors import margin_snapshot_document
+from riskengine.sweeps.selectors import foresight_document, margin_snapshot_document
 from tests.factories import btc_long_account, moved, quotes_fixed
 
 # Long 10 BTC-PERP at 60,000 on 150,000 USDC, cross: E/MM = 5 at 60,000; at 50,300 equity is
@@ -144,3 +146,20 @@ def test_an_untrusted_price_grades_at_least_warning(sweep_graded, long_btc, monk
     # E/MM is 5 here: not due on the ratio; grade it directly as the task would.
     foresight_accounts_grade(sweep_id=sweep.pk, account_ids=[long_btc.pk])
     assert AccountForesight.objects.get(account=long_btc).level == "warning"
+
+
+def test_a_stored_foresight_replays_with_the_command_line(sweep_graded, long_btc, tmp_path, capsys):
+    sweep_graded(WARNING_PRICE)
+    foresight = AccountForesight.objects.select_related("snapshot__sweep", "snapshot__account").get(
+        account=long_btc
+    )
+    path = tmp_path / "replay.json"
+    path.write_text(json.dumps(foresight_document(foresight=foresight)))
+
+    assert main(["foresight", str(path), "--horizon-days", repr(foresight.horizon_days)]) == 0
+
+    (replayed,) = json.loads(capsys.readouterr().out)["portfolios"]
+    (btc,) = replayed["by_underlying"]
+    assert btc["down"]["move"] == foresight.by_underlying[0]["down"]["move"]
+    assert btc["down"]["price"] == pytest.approx(foresight.by_underlying[0]["down"]["price"], rel=1e-12)
+    assert replayed["probability"]["value"] == pytest.approx(foresight.probability, rel=1e-9)
