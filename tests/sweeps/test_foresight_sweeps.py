@@ -163,3 +163,25 @@ def test_a_stored_foresight_replays_with_the_command_line(sweep_graded, long_btc
     assert btc["down"]["move"] == foresight.by_underlying[0]["down"]["move"]
     assert btc["down"]["price"] == pytest.approx(foresight.by_underlying[0]["down"]["price"], rel=1e-12)
     assert replayed["probability"]["value"] == pytest.approx(foresight.probability, rel=1e-9)
+
+
+def test_an_event_sweep_grades_nothing(long_btc, django_capture_on_commit_callbacks):
+    with (
+        mock.patch.object(tasks.foresight_grade, "delay") as sent,
+        mock.patch.object(services, "_drain_enqueue"),
+        django_capture_on_commit_callbacks(execute=True),
+    ):
+        services.sweep_accounts_run(
+            account_ids=[long_btc.pk], cause="test", quotes=moved(quotes_fixed(), BTC=WARNING_PRICE)
+        )
+    assert not sent.called
+    assert not AccountForesight.objects.exists()
+
+
+def test_a_full_sweep_sends_one_task_per_chunk_of_due_accounts(long_btc, django_capture_on_commit_callbacks):
+    with (
+        mock.patch.object(tasks.foresight_grade, "delay") as sent,
+        django_capture_on_commit_callbacks(execute=True),
+    ):
+        sweep, _ = services.sweep_full_run(cause="test", quotes=moved(quotes_fixed(), BTC=WARNING_PRICE))
+    sent.assert_called_once_with(sweep.pk, [long_btc.pk])
