@@ -7,7 +7,7 @@ move; ``Book`` built from one ``compute_margin`` run, then ``distances``), best 
 ``--repeat`` runs, the pair rows evaluated; then one account at a time as the API would do it
 (``--sample`` accounts drawn with a fixed seed, each its own ``MarginInput``: engine run, book,
 distances), p50/p99/max; and the probability of liquidation within a day (``--probability``
-accounts, one at a time and in one call).
+accounts, one at a time and in one call), and how many accounts are below each equity / MM level.
 """
 
 from __future__ import annotations
@@ -63,6 +63,13 @@ def main() -> None:
     book = found.book
     status = np.bincount(book.result.status, minlength=3)
     print(f"pairs {book.n_pairs:,}; accounts healthy / margin call / liquidation: {status.tolist()}")
+    # The accounts the platform grades after a full sweep: equity / MM below the governed level.
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ratio = book.result.equity / book.result.maintenance_margin
+    for level in (2.0, 3.0, 4.0, 6.0):
+        below = ~(ratio >= level)
+        healthy = int((below & (book.result.status == 0)).sum())
+        print(f"  equity / MM below {level:g}: {int(below.sum()):,} accounts ({healthy:,} healthy)")
     print(
         f"all distances (engine run + book + search): wall best {min(times):.2f} s, median "
         f"{statistics.median(times):.2f} s; CPU best {min(cpu):.2f} s, median {statistics.median(cpu):.2f} s "

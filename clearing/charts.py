@@ -109,3 +109,86 @@ def line_chart(
         legend_x += 110
     parts.append("</svg>")
     return mark_safe("".join(parts))
+
+
+def distance_gauge(
+    items: Sequence[tuple[str, float | None, float | None]],
+    *,
+    title: str,
+    watch: float,
+    warning: float,
+    scale: float = 10.0,
+) -> SafeString:
+    """One gauge per ``(label, down, up)`` distance to liquidation in daily standard deviations
+    (``None``: no move of the range liquidates; NaN: no volatility forecast). From the centre
+    (today's price) a bar runs left for a fall and right for a rise, as long as the distance (at
+    most ``scale``): red below ``warning``, amber below ``watch``, green beyond; the two
+    thresholds are marked on both sides."""
+    if not items:
+        return format_html('<p class="muted">Nothing to chart.</p>')
+    row, label_w, width = 30, 70, 560
+    half = (width - label_w - 20) / 2
+    centre = label_w + 10 + half
+
+    def reach(sigmas: float) -> float:
+        return min(max(sigmas, 0.0), scale) / scale * half
+
+    def colour(sigmas: float) -> str:
+        return "#c62828" if sigmas < warning else "#b26a00" if sigmas < watch else "#1f8a4c"
+
+    height = row * len(items) + 22
+    parts = [
+        f'<svg class="chart gauge" viewBox="0 0 {width} {height}" role="img" '
+        f'aria-label="{escape(title)}"><title>{escape(title)}</title>'
+    ]
+    for i, (label, down, up) in enumerate(items):
+        y = 4 + i * row
+        parts.append(f'<text x="{label_w}" y="{y + 18}" text-anchor="end">{escape(label)}</text>')
+        parts.append(
+            f'<rect x="{centre - half:.1f}" y="{y + 6}" width="{2 * half:.1f}" height="{row - 12}" '
+            'fill="#eef1f5" rx="2"/>'
+        )
+        for side, sigmas in ((-1, down), (1, up)):
+            if sigmas is None:
+                text, anchor = "none in range", centre + side * half * 0.5
+                parts.append(
+                    f'<text x="{anchor:.1f}" y="{y + 18}" text-anchor="middle" fill="#5b6777">{text}</text>'
+                )
+                continue
+            if sigmas != sigmas:  # NaN: no forecast
+                parts.append(
+                    f'<text x="{centre + side * half * 0.5:.1f}" y="{y + 18}" text-anchor="middle" '
+                    'fill="#c62828">no forecast</text>'
+                )
+                continue
+            length = max(reach(sigmas), 1.0)
+            left = centre - length if side < 0 else centre
+            tip = centre + side * length
+            parts.append(
+                f'<rect x="{left:.1f}" y="{y + 8}" width="{length:.1f}" height="{row - 16}" '
+                f'fill="{colour(sigmas)}" rx="2"/>'
+            )
+            # The figure inside the bar near today's price (white), or past a short bar's tip.
+            inside = length > 50
+            text_x = centre + side * 6 if inside else tip + side * 4
+            anchor = "end" if side < 0 else "start"
+            fill = "#fff" if inside else "#1c2430"
+            parts.append(
+                f'<text x="{text_x:.1f}" y="{y + 18}" text-anchor="{anchor}" fill="{fill}">'
+                f'{"≥" if sigmas >= scale else ""}{min(sigmas, scale):.1f}σ</text>'
+            )
+    for threshold, stroke in ((warning, "#c62828"), (watch, "#b26a00")):
+        for side in (-1, 1):
+            x = centre + side * reach(threshold)
+            parts.append(
+                f'<line x1="{x:.1f}" x2="{x:.1f}" y1="2" y2="{height - 18}" stroke="{stroke}" '
+                'stroke-dasharray="3 3"/>'
+            )
+    parts.append(
+        f'<line x1="{centre:.1f}" x2="{centre:.1f}" y1="0" y2="{height - 18}" stroke="#1c2430"/>'
+        f'<text x="{centre - half:.1f}" y="{height - 4}">◀ fall</text>'
+        f'<text x="{centre:.1f}" y="{height - 4}" text-anchor="middle">today</text>'
+        f'<text x="{centre + half:.1f}" y="{height - 4}" text-anchor="end">rise ▶</text>'
+    )
+    parts.append("</svg>")
+    return mark_safe("".join(parts))

@@ -17,7 +17,9 @@ from riskengine.core import OPTION, compute_margin
 from riskengine.core.errors import DocumentError
 from riskengine.loading import margin_book_load
 from riskengine.reference import quotes_current, reference_current
-from riskengine.sweeps.models import AccountMargin, CallStatus, MarginCall, MarginSnapshot
+from riskengine.selectors import NoActiveParameterSet, parameter_set_active
+from riskengine.sweeps.foresight import account_foresight
+from riskengine.sweeps.models import AccountForesight, AccountMargin, CallStatus, MarginCall, MarginSnapshot
 from riskengine.whatif import margin_what_if
 
 HISTORY_POINTS = 120
@@ -32,6 +34,7 @@ class AccountSummary:
     margin: AccountMargin | None
     band: TargetBand | None
     open_call: MarginCall | None
+    foresight: AccountForesight | None = None  # as graded after the last full sweeps
 
     @property
     def excess(self) -> float | None:
@@ -60,7 +63,7 @@ class AccountSummary:
 
 def _summaries(accounts: QuerySet[MarginAccount]) -> list[AccountSummary]:
     accounts = list(
-        accounts.select_related("margin", "target_band").prefetch_related(
+        accounts.select_related("margin", "target_band", "foresight").prefetch_related(
             Prefetch(
                 "margin_calls",
                 queryset=MarginCall.objects.filter(status=CallStatus.OPEN),
@@ -81,6 +84,7 @@ def _summaries(accounts: QuerySet[MarginAccount]) -> list[AccountSummary]:
             margin=related(account, "margin"),
             band=related(account, "target_band"),
             open_call=account.open_calls[0] if account.open_calls else None,
+            foresight=related(account, "foresight"),
         )
         for account in accounts
     ]
@@ -236,3 +240,29 @@ def hedge_suggestions(*, account: MarginAccount, now: AccountNow) -> list[dict]:
                 suggestion["after"] = outcome.after
         suggestions.append(suggestion)
     return suggestions
+
+
+def foresight_view(*, account: MarginAccount) -> dict | None:
+    """The account page's foresight: the API's figures (``account_foresight``: stored, else
+    computed now), its gauge rows ``(underlying, down σ, up σ)`` (``None``: no move of the range
+    liquidates; NaN: no volatility forecast) and the active set's ladder thresholds."""
+    foresight = account_foresight(account=account)
+    if foresight is None:
+        return None
+
+    def sigmas(side: dict | None) -> float | None:
+        if side is None:
+            return None
+        return float("nan") if side["sigmas"] is None else side["sigmas"]
+
+    try:
+        thresholds = parameter_set_active().ladder_thresholds()
+    except NoActiveParameterSet:
+        thresholds = None
+    return {
+        **foresight,
+        "gauge": [
+            (row["underlying"], sigmas(row["down"]), sigmas(row["up"])) for row in foresight["by_underlying"]
+        ],
+        "thresholds": thresholds,
+    }

@@ -47,6 +47,7 @@ from frontend.selectors import (
     account_now,
     account_summaries,
     account_summary,
+    foresight_view,
     hedge_suggestions,
     margin_calls_recent,
     margin_history,
@@ -96,12 +97,27 @@ def _im_chart(result: dict):
     return charts.bar_chart(items, title="Initial margin by position")
 
 
+def _foresight_gauge(foresight: dict | None):
+    if foresight is None or foresight["thresholds"] is None:
+        return None
+    thresholds = foresight["thresholds"]
+    return charts.distance_gauge(
+        foresight["gauge"],
+        title="Distance to liquidation per underlying, in forecast daily standard deviations",
+        watch=thresholds.watch_sigmas,
+        warning=thresholds.warning_sigmas,
+    )
+
+
 def _detail_context(account) -> dict:
     summary = account_summary(account=account)
     history = margin_history(account=account)
+    foresight = foresight_view(account=account)
     context = {
         "account": account,
         "summary": summary,
+        "foresight": foresight,
+        "foresight_gauge": _foresight_gauge(foresight),
         "calls": margin_calls_recent(account=account),
         "history_chart": charts.line_chart(
             [s.read_at for s in history],

@@ -260,6 +260,17 @@ class ParameterSetAdmin(admin.ModelAdmin):
                 "Operations",
                 {"fields": [("cure_period_minutes", "sweep_interval_seconds"), "insurance_fund_floor"]},
             ),
+            (
+                "Liquidation foresight and the warning ladder",
+                {
+                    "fields": [
+                        ("foresight_horizon_days", "foresight_below_ratio"),
+                        ("warning_watch_sigmas", "warning_warning_sigmas"),
+                        ("warning_watch_ratio", "warning_warning_ratio"),
+                        "warning_hysteresis",
+                    ]
+                },
+            ),
             ("Governance", {"fields": self.governance_fields}),
         ]
 

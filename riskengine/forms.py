@@ -254,6 +254,8 @@ class ParameterSetForm(PlainDecimalsMixin, forms.ModelForm):
             "mm_ratio", "offset_cap", "lookahead_days", "rate", "price_steps", "min_vol",
             "pivot_days", "short_power", "long_power", "option_imf", "option_min", "option_mmf",
             "correlation", "cure_period_minutes", "sweep_interval_seconds", "insurance_fund_floor",
+            "foresight_horizon_days", "foresight_below_ratio", "warning_watch_sigmas",
+            "warning_warning_sigmas", "warning_watch_ratio", "warning_warning_ratio", "warning_hysteresis",
         ]  # fmt: skip
 
     def __init__(self, *args, **kwargs):

@@ -20,12 +20,13 @@ from decimal import Decimal
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
-from django.core.validators import MinValueValidator
+from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
 from django.db.models import Q
 from django.utils import timezone
 
 from clearing.ledger import AppendOnlyModel
+from riskengine.core.ladder import LadderThresholds
 from riskengine.core.params import DEFAULT_EXTREME
 from riskengine.core.stress import HypotheticalScenario
 
@@ -77,6 +78,17 @@ GOVERNANCE_FIELDS = frozenset(
         "reason",
     }
 )
+
+
+# The governed settings of liquidation foresight and the warning ladder (copied into each new set).
+LADDER_FIELDS = (
+    "warning_watch_sigmas",
+    "warning_warning_sigmas",
+    "warning_watch_ratio",
+    "warning_warning_ratio",
+    "warning_hysteresis",
+)
+FORESIGHT_FIELDS = ("foresight_horizon_days", "foresight_below_ratio", *LADDER_FIELDS)
 
 
 class ParameterSet(models.Model):
@@ -135,6 +147,42 @@ class ParameterSet(models.Model):
         validators=[MinValueValidator(0)],
         help_text="Ops are alerted when the insurance fund's value (USD) falls below this floor.",
     )
+    # Liquidation foresight and the warning ladder (docs/foresight.md, "On the platform";
+    # riskengine.core.ladder): which accounts are graded after every full sweep, over which
+    # horizon, and the ladder's thresholds. Validated together in ``clean`` (the one place
+    # ``parameter_set_validate`` and the admin form both go through) and by the constraints below.
+    foresight_horizon_days = _decimal(
+        8,
+        4,
+        default=1,
+        validators=[MinValueValidator(Decimal("0.01")), MaxValueValidator(30)],
+        help_text="Horizon of the probability of liquidation, in calendar days (0.01 to 30).",
+    )
+    foresight_below_ratio = _decimal(
+        12,
+        4,
+        default=4,
+        validators=[MinValueValidator(1)],
+        help_text="After every full sweep, foresight is computed for the accounts whose equity / MM is "
+        "below this level (and those not at ok); at least 1.",
+    )
+    warning_watch_sigmas = _decimal(
+        8, 4, default=3, help_text="Watch below this distance, in forecast daily standard deviations."
+    )
+    warning_warning_sigmas = _decimal(
+        8, 4, default=Decimal("1.5"), help_text="Warning below this distance (daily standard deviations)."
+    )
+    warning_watch_ratio = _decimal(8, 4, default=3, help_text="Watch below this equity / MM.")
+    warning_warning_ratio = _decimal(
+        8, 4, default=Decimal("2.2"), help_text="Warning below this equity / MM."
+    )
+    warning_hysteresis = _decimal(
+        6,
+        4,
+        default=Decimal("0.1"),
+        validators=[MinValueValidator(0), MaxValueValidator(Decimal("0.9"))],
+        help_text="A level is left only when past its thresholds by this fraction of them (0 to 0.9).",
+    )
 
     class Meta:
         ordering = ["-created_at"]
@@ -157,6 +205,20 @@ class ParameterSet(models.Model):
                 name="parameterset_insurance_fund_floor_not_negative",
                 condition=Q(insurance_fund_floor__gte=0),
                 violation_error_message="The insurance fund floor cannot be negative.",
+            ),
+            models.CheckConstraint(
+                name="parameterset_warning_ladder_ordered",
+                condition=Q(
+                    warning_watch_sigmas__gt=models.F("warning_warning_sigmas"),
+                    warning_warning_sigmas__gt=0,
+                    warning_watch_ratio__gt=models.F("warning_warning_ratio"),
+                    warning_warning_ratio__gt=1,
+                    warning_hysteresis__gte=0,
+                    warning_hysteresis__lte=Decimal("0.9"),
+                    foresight_horizon_days__gt=0,
+                    foresight_below_ratio__gte=1,
+                ),
+                violation_error_message="The warning ladder's thresholds are out of order or out of range.",
             ),
             models.CheckConstraint(
                 name="parameterset_not_self_approved",
@@ -192,6 +254,35 @@ class ParameterSet(models.Model):
         instance = super().from_db(db, field_names, values)
         instance._loaded_status = instance.status if "status" in field_names else None
         return instance
+
+    def clean(self) -> None:
+        """The warning ladder's thresholds in order (``riskengine.core.ladder.LadderThresholds``):
+        watch above warning on both measures, ratios above 1, distances above 0."""
+        super().clean()
+        errors = {}
+        values = {name: getattr(self, name) for name in LADDER_FIELDS}
+        if any(value is None for value in values.values()):
+            return  # each missing field has its own error
+        if not values["warning_warning_sigmas"] > 0:
+            errors["warning_warning_sigmas"] = "Must be above 0."
+        elif not values["warning_watch_sigmas"] > values["warning_warning_sigmas"]:
+            errors["warning_watch_sigmas"] = "Must be above the warning distance."
+        if not values["warning_warning_ratio"] > 1:
+            errors["warning_warning_ratio"] = "Must be above 1 (below 1 the engine calls)."
+        elif not values["warning_watch_ratio"] > values["warning_warning_ratio"]:
+            errors["warning_watch_ratio"] = "Must be above the warning ratio."
+        if errors:
+            raise ValidationError(errors)
+
+    def ladder_thresholds(self) -> LadderThresholds:
+        """The governed thresholds as the engine's ladder reads them."""
+        return LadderThresholds(
+            watch_sigmas=float(self.warning_watch_sigmas),
+            warning_sigmas=float(self.warning_warning_sigmas),
+            watch_ratio=float(self.warning_watch_ratio),
+            warning_ratio=float(self.warning_warning_ratio),
+            hysteresis=float(self.warning_hysteresis),
+        )
 
     @property
     def is_draft(self) -> bool:

@@ -28,6 +28,7 @@ from riskengine.core.errors import DocumentError
 from riskengine.core.params import parse_parameters
 from riskengine.core.stress import DEFAULT_HYPOTHETICAL, HypotheticalScenario
 from riskengine.models import (
+    FORESIGHT_FIELDS,
     AssetParameters,
     EventAction,
     HaircutBracket,
@@ -92,6 +93,7 @@ def parameter_set_create(
         "cure_period_minutes": based_on.cure_period_minutes if based_on else 60,
         "sweep_interval_seconds": based_on.sweep_interval_seconds if based_on else 60,
         "insurance_fund_floor": based_on.insurance_fund_floor if based_on else Decimal(0),
+        **({name: getattr(based_on, name) for name in FORESIGHT_FIELDS} if based_on else {}),
     } | (operational or {})
     parameter_set = ParameterSet.objects.create(
         version=form["version"],

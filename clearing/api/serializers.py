@@ -558,10 +558,66 @@ class MarginFiguresOut(serializers.Serializer):
     comparison = ComparisonOut()
 
 
+class ForesightSideOut(serializers.Serializer):
+    move = FiniteFloatField(help_text="The move x of the underlying's price that liquidates (fraction).")
+    price = FiniteFloatField(help_text="The liquidation price S·(1 + x), USD.")
+    sigmas = FiniteFloatField(
+        help_text="|ln(1 + x)| in forecast daily standard deviations; null without a volatility forecast."
+    )
+
+
+class ForesightUnderlyingOut(serializers.Serializer):
+    underlying = serializers.CharField()
+    down = ForesightSideOut(allow_null=True, help_text="null: no fall within the range liquidates.")
+    up = ForesightSideOut(allow_null=True, help_text="null: no rise within the range liquidates.")
+
+
+class ForesightJointSideOut(serializers.Serializer):
+    move = FiniteFloatField(help_text="Every underlying moved by this fraction together liquidates.")
+
+
+class ForesightJointOut(serializers.Serializer):
+    down = ForesightJointSideOut(allow_null=True)
+    up = ForesightJointSideOut(allow_null=True)
+
+
+class ForesightProbabilityOut(serializers.Serializer):
+    value = FiniteFloatField(
+        help_text="Probability of liquidation within the horizon; null without a forecast."
+    )
+    model = serializers.CharField(help_text="The volatility forecast: ewma-0.94.")
+    horizon_days = serializers.FloatField()
+
+
+class ForesightLookaheadOut(serializers.Serializer):
+    im = FiniteFloatField(help_text="The initial margin at the next change in sight, USD.")
+    excess = FiniteFloatField(help_text="Equity less that requirement, USD.")
+    reason = serializers.CharField(
+        help_text="tomorrow, or parameter_set <version> (an approved set to come)."
+    )
+
+
+class ForesightOut(serializers.Serializer):
+    level = serializers.ChoiceField(choices=["ok", "watch", "warning", "margin_call", "liquidation"])
+    computed_at = serializers.DateTimeField()
+    horizon_days = serializers.FloatField()
+    by_underlying = ForesightUnderlyingOut(many=True)
+    joint = ForesightJointOut()
+    probability = ForesightProbabilityOut()
+    lookahead = ForesightLookaheadOut()
+
+
 class AccountMarginDetailOut(serializers.Serializer):
     snapshot = SnapshotOut()
     margin = MarginFiguresOut(help_text="The stored figures (methodology section 5 result).")
     document = serializers.DictField(help_text="The margin document the figures replay from.")
+    foresight = ForesightOut(
+        allow_null=True,
+        help_text="Liquidation foresight (methodology section 9, docs/foresight.md): the warning level, "
+        "distances and liquidation prices per underlying and for a market-wide move, the probability "
+        "of liquidation within the horizon and the look-ahead requirement; as stored after the last "
+        "full sweep that graded the account, else computed for this answer; null if it cannot be.",
+    )
 
 
 class MarginCallEventOut(serializers.ModelSerializer):

@@ -85,6 +85,7 @@ from riskengine.core import DocumentError, DocumentLimits, NonFiniteFigures, com
 from riskengine.models import ParameterStatus
 from riskengine.reference import quotes_current, reference_current
 from riskengine.selectors import NoActiveParameterSet, parameter_set_active, parameter_sets_with_rows
+from riskengine.sweeps.foresight import account_foresight
 from riskengine.sweeps.models import AccountMargin, Liquidation, MarginCall, MarginCallEvent, MarginSnapshot
 from riskengine.sweeps.selectors import margin_snapshot_document, margin_snapshot_figures
 from riskengine.validation.models import ValidationMode
@@ -819,11 +820,13 @@ class AccountMarginCurrent(RoleView):
         if current is None:
             raise exceptions.NotFound("This account has not been margined by a sweep yet.")
         snapshot = current.snapshot
+        foresight = account_foresight(account=account)
         return Response(
             {
                 "snapshot": s.SnapshotOut(snapshot).data,
                 "margin": s.MarginFiguresOut(margin_snapshot_figures(snapshot=snapshot)).data,
                 "document": margin_snapshot_document(snapshot=snapshot),
+                "foresight": None if foresight is None else s.ForesightOut(foresight).data,
             }
         )
 

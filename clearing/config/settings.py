@@ -538,6 +538,8 @@ CELERY_TASK_ANNOTATIONS = {
     "sweeps.requests_drain": {"soft_time_limit": 120, "time_limit": 150},
     "sweeps.full_due": {"soft_time_limit": 120, "time_limit": 150},
     "sweeps.liquidation_execute": {"soft_time_limit": 60, "time_limit": 90},
+    # At most riskengine.sweeps.foresight.TASK_ACCOUNTS (200) accounts, ≈ 0.1-0.2 s each.
+    "sweeps.foresight": {"soft_time_limit": 120, "time_limit": 150},
     "ops.margin_snapshots_prune": {"soft_time_limit": 120, "time_limit": 150},
     # A validation shard of 5,000 accounts backtests each over the whole history (≈ 10 s on a
     # loaded core, docs/performance.md), and the one that completes its run adds the aggregate

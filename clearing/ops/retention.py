@@ -8,7 +8,8 @@ Policy — a snapshot is kept while any of these holds, and deleted otherwise:
 1. it was read within the last ``CLEARING_SNAPSHOT_RETENTION_HOURS`` (default 2 h): recent history
    stays at full resolution (the account page charts the last 120 snapshots, two hours of full
    sweeps; the API's margin history pages through the same);
-2. it is referenced by current margin (``AccountMargin``), by a margin call (the snapshot that
+2. it is referenced by current margin (``AccountMargin``), by the current foresight
+   (``AccountForesight``, so its figures replay), by a margin call (the snapshot that
    opened it), by a call event, or by a liquidation (the liquidated account's snapshot in the
    liquidation's sweep): everything an audit of a call or a liquidation replays;
 3. it is the last snapshot of its account in its UTC day (the account's daily close), for
@@ -81,6 +82,7 @@ def _deletable() -> str:
     return f"""
         {_PERMANENT}
         AND NOT EXISTS (SELECT 1 FROM sweeps_accountmargin m WHERE m.snapshot_id = s.id)
+        AND NOT EXISTS (SELECT 1 FROM sweeps_accountforesight f WHERE f.snapshot_id = s.id)
         AND EXISTS (
             SELECT 1 FROM {SNAPSHOT} later
             WHERE later.account_id = s.account_id AND later.read_at > s.read_at

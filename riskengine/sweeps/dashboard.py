@@ -1,6 +1,7 @@
 """The sweeps' panels of the ops dashboard: accounts by status, open margin calls, liquidations,
-recent sweeps. Each panel reads in a fixed number of queries whatever the size of the venue
-(asserted in ``tests/dashboard``): the page refreshes every 30 s on several ops screens.
+recent sweeps, the accounts most likely to be liquidated (liquidation foresight). Each panel reads
+in a fixed number of queries whatever the size of the venue (asserted in ``tests/dashboard``): the
+page refreshes every 30 s on several ops screens.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from django.utils import timezone
 from accounts.models import AccountKind, MarginAccount
 from clearing.dashboard import DashboardPanel, dashboard_panel_register, duration_text
 from riskengine.sweeps.models import (
+    AccountForesight,
     AccountMargin,
     CallStatus,
     Liquidation,
@@ -21,6 +23,7 @@ from riskengine.sweeps.models import (
     MarginCall,
     MarginStatus,
     Sweep,
+    WarningLevel,
 )
 
 WORST_ACCOUNTS = 10
@@ -28,6 +31,7 @@ CALLS_SHOWN = 50
 LIQUIDATIONS_SHOWN = 20
 FINISHED_LIQUIDATIONS_SHOWN = 10
 SWEEPS_SHOWN = 15
+FORESIGHT_SHOWN = 15
 
 
 def account_status_counts() -> dict:
@@ -137,6 +141,36 @@ def sweeps_panel_context() -> dict:
     return {"sweeps": sweeps_recent(now=now), "now": now}
 
 
+def foresight_most_likely(*, limit: int = FORESIGHT_SHOWN) -> dict:
+    """The member accounts most likely to be liquidated within the horizon (stored foresight,
+    highest probability first; those without a forecast after them), each with its distance,
+    driving underlying and liquidation price; and the graded accounts by level (2 queries)."""
+    rows = list(
+        AccountForesight.objects.filter(account__kind=AccountKind.MEMBER)
+        .select_related("account__member")
+        .order_by(F("probability").desc(nulls_last=True), "distance_sigmas", "account_id")[:limit]
+    )
+    for row in rows:
+        row.percent = None if row.probability is None else 100.0 * row.probability
+        row.liquidation_price = None
+        for entry in row.by_underlying:
+            if entry["underlying"] == row.driver:
+                sides = [entry[d] for d in ("down", "up") if entry[d] and entry[d]["sigmas"] is not None]
+                if sides:
+                    row.liquidation_price = min(sides, key=lambda side: side["sigmas"])["price"]
+    by_level = dict(
+        AccountForesight.objects.filter(account__kind=AccountKind.MEMBER)
+        .values_list("level")
+        .annotate(n=Count("pk"))
+        .values_list("level", "n")
+    )
+    return {"rows": rows, "levels": {level: by_level.get(level, 0) for level in WarningLevel.values}}
+
+
+def foresight_panel_context() -> dict:
+    return {**foresight_most_likely(), "now": timezone.now()}
+
+
 def register() -> None:
     for panel in (
         DashboardPanel(
@@ -159,6 +193,13 @@ def register() -> None:
             template="sweeps/dashboard/liquidations.html",
             context=liquidations_panel_context,
             order=40,
+        ),
+        DashboardPanel(
+            key="foresight",
+            title="Most likely to be liquidated",
+            template="sweeps/dashboard/foresight.html",
+            context=foresight_panel_context,
+            order=35,
         ),
         DashboardPanel(
             key="sweeps",

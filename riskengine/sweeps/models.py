@@ -334,3 +334,66 @@ class SweepRequest(models.Model):
 
     def __str__(self) -> str:
         return f"sweep {self.account_id} ({self.cause})"
+
+
+class WarningLevel(models.TextChoices):
+    """The warning ladder's one vocabulary (``riskengine.core.ladder.LEVELS``, in order)."""
+
+    OK = "ok", "OK"
+    WATCH = "watch", "Watch"
+    WARNING = "warning", "Warning"
+    MARGIN_CALL = "margin_call", "Margin call"
+    LIQUIDATION = "liquidation", "Liquidation"
+
+
+class AccountForesight(models.Model):
+    """An account's latest liquidation foresight (methodology v1.1 section 9; issue #17): its
+    distances, liquidation prices, probability within the horizon, look-ahead requirement and
+    warning level, computed from ``snapshot`` (a full sweep's) after that sweep
+    (``riskengine.sweeps.foresight``). One row per account, the newest valuation by ``(valued_at,
+    sweep_id)``, like ``AccountMargin``: a late task of an older sweep never replaces it. The
+    snapshot is kept by retention while a row points at it, and the vols used are stored, so the
+    figures replay (``foresight_document`` + ``python -m riskengine foresight``).
+
+    ``by_underlying``: ``[{"underlying", "down": {"move", "price", "sigmas"} | null, "up": …}]`` in
+    the parameter set's order; ``joint``: ``{"down": {"move"} | null, "up": …}``; ``vols``:
+    ``{underlying: annualised vol | null}``. Figures that are not numbers are stored as null
+    (JSON) or NaN (``FigureField``)."""
+
+    account = models.OneToOneField(
+        "accounts.MarginAccount", on_delete=models.CASCADE, primary_key=True, related_name="foresight"
+    )
+    # No database constraints: retention deletes snapshots and sweeps with raw SQL, and keeps the
+    # ones a row points at (clearing.ops.retention).
+    snapshot = models.ForeignKey(
+        MarginSnapshot, on_delete=models.DO_NOTHING, related_name="+", db_constraint=False
+    )
+    sweep = models.ForeignKey(
+        Sweep, on_delete=models.DO_NOTHING, related_name="+", db_constraint=False, db_index=False
+    )
+    valued_at = models.DateTimeField(help_text="The valuation time of the snapshot's sweep.")
+    computed_at = models.DateTimeField()
+    level = models.CharField(max_length=12, choices=WarningLevel.choices)
+    previous = models.CharField(max_length=12, choices=WarningLevel.choices, blank=True)
+    driver = models.CharField(max_length=20, blank=True, help_text="The underlying of the nearest distance.")
+    distance_sigmas = FigureField(null=True, blank=True)
+    horizon_days = FigureField()
+    probability = FigureField(null=True, blank=True)
+    model = models.CharField(max_length=40)
+    vols = models.JSONField(default=dict)
+    by_underlying = models.JSONField(default=list)
+    joint = models.JSONField(default=dict)
+    lookahead_im = FigureField(null=True, blank=True)
+    lookahead_excess = FigureField(null=True, blank=True)
+    lookahead_reason = models.CharField(max_length=80, blank=True)
+
+    class Meta:
+        constraints = [
+            models.CheckConstraint(
+                name="accountforesight_level_valid", condition=Q(level__in=WarningLevel.values)
+            ),
+        ]
+        indexes = [models.Index(fields=["-probability"], name="accountforesight_probability")]
+
+    def __str__(self) -> str:
+        return f"{self.account_id}: {self.level}"

@@ -14,8 +14,8 @@ from riskengine.core import parse_parameters, scenario_grid
 from riskengine.core.margin import VOL_MOVES
 from riskengine.loading import market_form_quotes
 from riskengine.selectors import parameters_form
-from riskengine.sweeps import codec
-from riskengine.sweeps.models import MarginSnapshot, Sweep
+from riskengine.sweeps import codec, storage
+from riskengine.sweeps.models import AccountForesight, MarginSnapshot, Sweep, WarningLevel
 
 
 def sweep_quotes(*, sweep: Sweep) -> MarketQuotes:
@@ -159,3 +159,45 @@ def margin_snapshot_document(*, snapshot: MarginSnapshot) -> dict:
             }
         ],
     }
+
+
+def accounts_graded_above_ok(*, account_ids: list[int]) -> set[int]:
+    """Those of ``account_ids`` whose stored foresight is at a level above ``ok`` (one query)."""
+    graded = storage.any_of(
+        AccountForesight.objects.exclude(level=WarningLevel.OK), "account_id", account_ids
+    )
+    return set(graded.values_list("account_id", flat=True))
+
+
+def foresight_figures(*, foresight: AccountForesight) -> dict:
+    """A stored (or on-demand) foresight in the API's and the pages' shape."""
+    return {
+        "level": foresight.level,
+        "computed_at": foresight.computed_at,
+        "horizon_days": foresight.horizon_days,
+        "by_underlying": foresight.by_underlying,
+        "joint": foresight.joint,
+        "probability": {
+            "value": foresight.probability,
+            "model": foresight.model,
+            "horizon_days": foresight.horizon_days,
+        },
+        "lookahead": {
+            "im": foresight.lookahead_im,
+            "excess": foresight.lookahead_excess,
+            "reason": foresight.lookahead_reason,
+        },
+    }
+
+
+def foresight_document(*, foresight: AccountForesight) -> dict:
+    """The margin document a stored foresight replays from: its snapshot's document
+    (``margin_snapshot_document``) with the vols it used as ``market.underlyings.<u>.vol``, for
+    ``python -m riskengine foresight --horizon-days <foresight.horizon_days>``."""
+    document = margin_snapshot_document(snapshot=foresight.snapshot)
+    underlyings = {name: dict(entry) for name, entry in document["market"]["underlyings"].items()}
+    for name, vol in foresight.vols.items():
+        if name in underlyings and vol is not None:
+            underlyings[name]["vol"] = vol
+    document["market"] = {**document["market"], "underlyings": underlyings}
+    return document

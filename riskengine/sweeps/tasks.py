@@ -8,7 +8,7 @@ from __future__ import annotations
 from celery import shared_task
 
 from clearing.ops.retry import RETRY
-from riskengine.sweeps import liquidation, services
+from riskengine.sweeps import foresight, liquidation, services
 from riskengine.sweeps.insurance import insurance_fund_after_shard, insurance_fund_check
 from riskengine.sweeps.recovery import liquidations_resume, sweeps_recover
 
@@ -62,6 +62,15 @@ def sweep_shard(self, shard_id: int) -> int:
 def sweep_requests_drain() -> int:
     """Sweep the accounts with a pending request (several engine runs if more than a batch)."""
     return _drain()
+
+
+@shared_task(name="sweeps.foresight", **RETRY)
+def foresight_grade(sweep_id: int, account_ids: list[int]) -> dict:
+    """Liquidation foresight and the warning level of ``account_ids`` from their snapshots in a
+    full sweep (``riskengine.sweeps.foresight``). Safe to run twice or late: the newest valuation
+    wins, and an unchanged level publishes nothing."""
+    outcome = foresight.foresight_accounts_grade(sweep_id=sweep_id, account_ids=account_ids)
+    return {"accounts": outcome.accounts, "stored": outcome.stored, "events": outcome.events}
 
 
 @shared_task(name="sweeps.liquidations_send", **RETRY)

@@ -19,7 +19,8 @@ from clearing.marketdata.services import PriceIn, price_observations_submit
 from clearing.ops.alerts import ops_alert_raise
 from riskengine.reference import reference_clear
 from riskengine.sweeps import services
-from riskengine.sweeps.models import AccountMargin, Liquidation, MarginCall, MarginStatus
+from riskengine.sweeps.foresight import foresight_accounts_grade
+from riskengine.sweeps.models import AccountForesight, AccountMargin, Liquidation, MarginCall, MarginStatus
 from tests.factories import account_with_btc_long, margin_activity_make
 
 DASHBOARD = "ops_dashboard"
@@ -200,6 +201,7 @@ def test_every_panel_reads_in_the_same_number_of_queries_however_much_there_is(q
         "parameters": 3,
         "accounts": 3,
         "margin_calls": 2,
+        "foresight": 2,
         "liquidations": 2,
         "oracle": 8,
         "sweeps": 1,
@@ -207,6 +209,27 @@ def test_every_panel_reads_in_the_same_number_of_queries_however_much_there_is(q
         "validation_backtest": 4,
         "validation_stress": 3,
     }
+
+
+def test_the_foresight_panel_ranks_the_accounts_most_likely_to_be_liquidated(client, quotes, ops):
+    sweep, _ = services.sweep_full_run(cause="test", quotes=quotes)
+    members = list(MarginAccount.objects.filter(kind=AccountKind.MEMBER).values_list("pk", flat=True))
+    foresight_accounts_grade(sweep_id=sweep.pk, account_ids=members)
+    context = panel("foresight").context()
+
+    rows = context["rows"]
+    probabilities = [row.probability for row in rows if row.probability is not None]
+    assert probabilities == sorted(probabilities, reverse=True)
+    assert probabilities[0] > 0
+    assert sum(context["levels"].values()) == AccountForesight.objects.count() == len(members)
+    top = rows[0]
+    client.force_login(ops)
+    page = client.get(reverse(DASHBOARD)).content.decode()
+    assert "Most likely to be liquidated" in page
+    assert top.account.code in page
+    assert f"{top.percent:.2f} %" in page
+    if top.driver:
+        assert top.driver in page
 
 
 def test_the_whole_page_reads_in_a_bounded_number_of_queries(client, quotes, ops):

@@ -1,0 +1,55 @@
+"""Liquidation foresight in ``GET accounts/{id}/margin/``: the stored result, computed for the
+answer when missing, and only ever the caller's own member's."""
+
+from __future__ import annotations
+
+from riskengine.sweeps.foresight import foresight_accounts_grade
+from riskengine.sweeps.models import AccountForesight, AccountMargin
+
+V1 = "/api/v1"
+SHAPE = {"level", "computed_at", "horizon_days", "by_underlying", "joint", "probability", "lookahead"}
+
+
+def test_the_margin_carries_the_stored_foresight(world, swept):
+    sweep_id = AccountMargin.objects.get(account=world.account_a).sweep_id
+    foresight_accounts_grade(sweep_id=sweep_id, account_ids=[world.account_a.pk])
+    stored = AccountForesight.objects.get(account=world.account_a)
+
+    body = world["viewer_a"].get(f"{V1}/accounts/{world.account_a.pk}/margin/").json()["foresight"]
+
+    assert set(body) == SHAPE
+    assert body["level"] == "margin_call" == stored.level  # the engine's call, never softened
+    (btc,) = body["by_underlying"]
+    assert btc["underlying"] == "BTC"
+    assert set(btc["down"]) == {"move", "price", "sigmas"}
+    assert btc["down"]["move"] < 0
+    assert btc["up"] is None
+    assert set(body["joint"]) == {"down", "up"}
+    assert body["joint"]["down"]["move"] == btc["down"]["move"]
+    assert set(body["probability"]) == {"value", "model", "horizon_days"}
+    assert body["probability"]["model"] == "ewma-0.94"
+    assert body["lookahead"]["reason"] == "tomorrow"
+    assert body["lookahead"]["im"] == stored.lookahead_im
+    assert body["lookahead"]["excess"] < 0  # equity below the initial margin
+
+
+def test_a_missing_foresight_is_computed_for_the_answer_and_not_stored(world, swept):
+    body = world["trader_a"].get(f"{V1}/accounts/{world.account_a.pk}/margin/").json()["foresight"]
+
+    assert body["level"] == "margin_call"
+    # No daily closes in this venue's history: no volatility forecast, no probability (fail closed).
+    assert body["probability"]["value"] is None
+    assert body["by_underlying"][0]["down"]["sigmas"] is None
+    assert not AccountForesight.objects.exists()
+
+
+def test_a_member_never_sees_another_members_foresight(world, swept):
+    sweep_id = AccountMargin.objects.get(account=world.account_a).sweep_id
+    foresight_accounts_grade(sweep_id=sweep_id, account_ids=[world.account_a.pk])
+
+    response = world["trader_b"].get(f"{V1}/accounts/{world.account_a.pk}/margin/")
+
+    assert response.status_code == 404
+    assert "foresight" not in response.content.decode()
+    own = world["trader_b"].get(f"{V1}/accounts/{world.account_b.pk}/margin/").json()
+    assert own["foresight"]["level"] in {"ok", "watch", "warning"}
