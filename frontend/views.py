@@ -35,6 +35,7 @@ from agents.services import (
 from clearing import charts
 from clearing.api.permissions import ACCOUNT_WRITERS, WHAT_IF_USERS, user_role
 from clearing.api.throttling import compute_budget_wait
+from clearing.bulk import atomic_snapshot
 from frontend.forms import (
     BandPolicyForm,
     HedgePolicyForm,
@@ -110,6 +111,13 @@ def _foresight_gauge(foresight: dict | None):
 
 
 def _detail_context(account) -> dict:
+    # One snapshot for the whole page: a sweep that commits while the page is read (the foresight
+    # can take a while) must not show its margin call beside the margin from before it.
+    with atomic_snapshot():
+        return _detail_context_read(account)
+
+
+def _detail_context_read(account) -> dict:
     summary = account_summary(account=account)
     history = margin_history(account=account)
     foresight = foresight_view(account=account)

@@ -73,11 +73,17 @@ def overlaps(a: dict, b: dict) -> bool:
 
 def assert_the_accounts_stay_visible(page, *, accounts: int) -> None:
     """Between one and three toasts on screen, none over an account card, the first card in view."""
-    on_screen = page.locator("#toasts .toast")
-    assert 1 <= on_screen.count() <= 3
-    toast_boxes = [on_screen.nth(i).bounding_box() for i in range(on_screen.count())]
-    cards = page.locator("[data-account-card]")
-    card_boxes = [cards.nth(i).bounding_box() for i in range(cards.count())]
+    # One snapshot of every rectangle, taken in the page at once: a live region re-read between
+    # two separate reads would replace the cards under the second.
+    boxes = page.evaluate(
+        """() => {
+            const rects = (selector) =>
+                [...document.querySelectorAll(selector)].map((e) => e.getBoundingClientRect().toJSON());
+            return {toasts: rects("#toasts .toast"), cards: rects("[data-account-card]")};
+        }"""
+    )
+    toast_boxes, card_boxes = boxes["toasts"], boxes["cards"]
+    assert 1 <= len(toast_boxes) <= 3
     assert len(card_boxes) == accounts
     covered = [(t, c) for t in toast_boxes for c in card_boxes if overlaps(t, c)]
     assert not covered, "a toast covers an account"
