@@ -166,7 +166,6 @@ def api(members: list[int], token: str, requests: int) -> None:
 
     from django.db import connection
     from django.test import Client
-    from django.test.utils import CaptureQueriesContext
 
     import clearing
     from accounts.models import MarginAccount
@@ -191,9 +190,17 @@ def api(members: list[int], token: str, requests: int) -> None:
     print(f"  code: {os.path.dirname(os.path.dirname(clearing.__file__))}")
     for _ in range(20):
         once(account.pk)
-    with CaptureQueriesContext(connection) as queries:
+    # Counted as they execute (CaptureQueriesContext reads the debug log, which is capped and may
+    # already be full after the setup).
+    executed: list[str] = []
+
+    def count(execute, sql, params, many, context):
+        executed.append(sql)
+        return execute(sql, params, many, context)
+
+    with connection.execute_wrapper(count):
         once(account.pk)
-    print(f"  {len(queries)} queries per request")
+    print(f"  {len(executed)} queries per request")
     walls, cpus = [], []
     for _ in range(requests):
         wall, cpu = time.perf_counter(), time.process_time()
