@@ -130,25 +130,26 @@ def margin_snapshot_figures(*, snapshot: MarginSnapshot) -> dict:
 
 
 # A sweep's market is written once, when the sweep starts, and never changed: it is cached per
-# process by sweep id (the id read with the snapshot, so a newer sweep is a new key). A full sweep's
-# market holds every instrument (≈ 150 bytes of JSON each), so only a few are kept; event sweeps
-# each have their own.
+# process by sweep (the id read with the snapshot, so a newer sweep is a new key; with its start
+# time, so an id reused by a re-created database never hits). A full sweep's market holds every
+# instrument (≈ 150 bytes of JSON each), so only a few are kept; event sweeps each have their own.
 SWEEP_MARKETS_CACHED = 8
-_sweep_markets: OrderedDict[int, dict] = OrderedDict()
+_sweep_markets: OrderedDict[tuple, dict] = OrderedDict()
 _sweep_markets_lock = Lock()
 
 
 def sweep_market(*, sweep: Sweep) -> dict:
     """``sweep.market``, from the per-process cache when this sweep's was read before (loaded, one
     query, when ``sweep`` was read with its market deferred). Shared: callers must not change it."""
+    key = (sweep.pk, sweep.started_at)
     with _sweep_markets_lock:
-        market = _sweep_markets.get(sweep.pk)
+        market = _sweep_markets.get(key)
         if market is not None:
-            _sweep_markets.move_to_end(sweep.pk)
+            _sweep_markets.move_to_end(key)
             return market
     market = sweep.market
     with _sweep_markets_lock:
-        _sweep_markets[sweep.pk] = market
+        _sweep_markets[key] = market
         while len(_sweep_markets) > SWEEP_MARKETS_CACHED:
             _sweep_markets.popitem(last=False)
     return market
@@ -211,7 +212,7 @@ _CURRENT_MARGIN_COLUMNS = (
     *_columns("", MarginAccount, "code", "mode", "kind", "member_id"),
     *_columns("margin__", AccountMargin, "snapshot_id"),
     *_columns("margin__snapshot__", MarginSnapshot),
-    *_columns("margin__snapshot__sweep__", Sweep, "valuation_time"),
+    *_columns("margin__snapshot__sweep__", Sweep, "valuation_time", "started_at"),
     *_columns("margin__snapshot__parameter_set__", ParameterSet, "version"),
     *_columns("foresight__", AccountForesight),
 )
