@@ -13,7 +13,14 @@ from django.utils import timezone
 
 from accounts.models import AccountKind, MarginAccount
 from clearing.marketdata.quotes import MarketQuotes
-from riskengine.core import STATUSES, compute_margin
+from riskengine.core import (
+    STATUSES,
+    Parameters,
+    ScenarioGrid,
+    compute_margin,
+    parse_parameters,
+    scenario_grid,
+)
 from riskengine.core.errors import DocumentError
 from riskengine.loading import book_rows_fetch, margin_book_build
 from riskengine.models import (
@@ -47,6 +54,18 @@ def _parameters_form(parameter_set_id: int, version: str) -> dict:
 def parameters_form(*, parameter_set) -> dict:
     """The parameters form of ``parameter_set`` (cached per process: sets are frozen)."""
     return _parameters_form(parameter_set.pk, parameter_set.version)
+
+
+@lru_cache(maxsize=16)
+def _parameters_parsed(parameter_set_id: int, version: str) -> tuple[Parameters, ScenarioGrid]:
+    parameters = parse_parameters(_parameters_form(parameter_set_id, version))
+    return parameters, scenario_grid(parameters)
+
+
+def parameters_parsed(*, parameter_set) -> tuple[Parameters, ScenarioGrid]:
+    """``parameter_set``'s parsed parameters and their scenario grid (cached per process, like its
+    form: sets are frozen). Read-only: callers share them."""
+    return _parameters_parsed(parameter_set.pk, parameter_set.version)
 
 
 def parameter_set_active() -> ParameterSet:

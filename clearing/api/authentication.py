@@ -35,12 +35,12 @@ class BearerTokenAuthentication(authentication.BaseAuthentication):
             token = header[1].decode()
         except UnicodeError:
             self._refuse(request, "Invalid token.")
-        record = (
-            ApiToken.objects.select_related("user__member")
-            .filter(digest=api_token_digest(token), revoked_at__isnull=True)
-            .first()
-        )
-        if record is None:
+        try:
+            # get(), not first(): the digest is unique, and first() would add an ORDER BY.
+            record = ApiToken.objects.select_related("user__member").get(
+                digest=api_token_digest(token), revoked_at__isnull=True
+            )
+        except ApiToken.DoesNotExist:
             self._refuse(request, "Invalid or revoked token.")
         if not user_admitted(user=record.user):
             self._refuse(request, "The token's user or its member is deactivated.")

@@ -87,7 +87,11 @@ from riskengine.reference import quotes_current, reference_current
 from riskengine.selectors import NoActiveParameterSet, parameter_set_active, parameter_sets_with_rows
 from riskengine.sweeps.foresight import account_foresight
 from riskengine.sweeps.models import AccountMargin, Liquidation, MarginCall, MarginCallEvent, MarginSnapshot
-from riskengine.sweeps.selectors import margin_snapshot_document, margin_snapshot_figures
+from riskengine.sweeps.selectors import (
+    margin_account_visible_current,
+    margin_snapshot_document,
+    margin_snapshot_figures,
+)
 from riskengine.validation.models import ValidationMode
 from riskengine.validation.selectors import account_validation
 from riskengine.whatif import margin_what_if
@@ -811,22 +815,19 @@ class AccountMarginCurrent(RoleView):
         summary="The account's latest margin snapshot, its figures and the document it replays from.",
     )
     def get(self, request, pk: int):
-        account = margin_account_visible(user=request.user, pk=pk)
-        current = (
-            AccountMargin.objects.filter(account=account)
-            .select_related("snapshot__sweep", "snapshot__parameter_set", "snapshot__account")
-            .first()
-        )
-        if current is None:
-            raise exceptions.NotFound("This account has not been margined by a sweep yet.")
-        snapshot = current.snapshot
+        # One query: the account (if visible), its current margin and its stored foresight.
+        account = margin_account_visible_current(user=request.user, pk=pk)
+        try:
+            snapshot = account.margin.snapshot
+        except AccountMargin.DoesNotExist:
+            raise exceptions.NotFound("This account has not been margined by a sweep yet.") from None
         foresight = account_foresight(account=account)
         return Response(
             {
-                "snapshot": s.SnapshotOut(snapshot).data,
-                "margin": s.MarginFiguresOut(margin_snapshot_figures(snapshot=snapshot)).data,
+                "snapshot": s.output_data(s.SnapshotOut, snapshot),
+                "margin": s.output_data(s.MarginFiguresOut, margin_snapshot_figures(snapshot=snapshot)),
                 "document": margin_snapshot_document(snapshot=snapshot),
-                "foresight": None if foresight is None else s.ForesightOut(foresight).data,
+                "foresight": None if foresight is None else s.output_data(s.ForesightOut, foresight),
             }
         )
 

@@ -367,9 +367,13 @@ def foresight_on_demand(*, account: MarginAccount) -> AccountForesight | None:
 
 def account_foresight(*, account: MarginAccount) -> dict | None:
     """The account's foresight in the API's shape (``foresight_figures``): the stored one (one
-    query), else computed now from its current margin (not stored); ``None`` when it has no
-    current margin or its book cannot be margined."""
-    stored = AccountForesight.objects.filter(account=account).first()
+    query, none when ``account`` was read with it: ``select_related("foresight")``), else computed
+    now from its current margin (not stored); ``None`` when it has no current margin or its book
+    cannot be margined."""
+    try:
+        stored = account.foresight
+    except AccountForesight.DoesNotExist:
+        stored = None
     if stored is None:
         try:
             stored = foresight_on_demand(account=account)

@@ -11,6 +11,8 @@ from django.test.utils import CaptureQueriesContext
 
 from accounts.services import collateral_deposit
 from riskengine.core import compute_document
+from riskengine.sweeps.foresight import foresight_accounts_grade
+from riskengine.sweeps.models import AccountMargin
 from riskengine.sweeps.services import sweep_accounts_run
 from tests import factories
 from tests.factories import quotes_fixed
@@ -34,6 +36,36 @@ def test_accounts_carry_their_current_margin(world, swept):
     assert accounts["AAA-01"]["margin"]["status"] == "margin_call"
     assert accounts["AAA-01"]["margin"]["initial_margin"] > accounts["AAA-01"]["margin"]["equity"]
     assert accounts["AAA-02"]["margin"] is None  # never swept
+
+
+def test_the_current_margin_with_its_foresight_is_read_in_three_queries(world, swept):
+    sweep_id = AccountMargin.objects.get(account=world.account_a).sweep_id
+    foresight_accounts_grade(sweep_id=sweep_id, account_ids=[world.account_a.pk])
+    url = f"{V1}/accounts/{world.account_a.pk}/margin/"
+    world["viewer_a"].get(url)  # the token's last use is written, the sweep's market cached
+
+    with CaptureQueriesContext(connection) as queries:
+        body = world["viewer_a"].get(url).json()
+
+    # The token; the account with its margin, snapshot, sweep, parameter set and foresight; the
+    # symbols of its instruments and assets.
+    assert len(queries) == 3
+    assert body["foresight"]["level"] == "margin_call"
+    assert body["document"]["portfolios"][0]["positions"][0]["instrument"] == "BTC-PERP"
+
+
+def test_the_current_margin_after_a_newer_sweep_is_the_newer_one(world, swept):
+    url = f"{V1}/accounts/{world.account_a.pk}/margin/"
+    before = world["viewer_a"].get(url).json()
+    collateral_deposit(account=world.account_a, asset=world.venue.usdc, amount=Decimal(50_000))
+    sweep_accounts_run(account_ids=[world.account_a.pk], cause="deposit", quotes=quotes_fixed())
+
+    after = world["viewer_a"].get(url).json()
+
+    current = AccountMargin.objects.get(account=world.account_a)
+    assert after["snapshot"]["id"] == current.snapshot_id != before["snapshot"]["id"]
+    assert after["snapshot"]["sweep_id"] == current.sweep_id
+    assert after["margin"]["equity"] == pytest.approx(before["margin"]["equity"] + 50_000)
 
 
 def test_an_account_never_swept_has_no_current_margin(world, swept):
