@@ -17,6 +17,7 @@ from riskengine import whatif
 from riskengine.reference import reference_clear
 from riskengine.selectors import _parameters_form
 from riskengine.services import parameter_set_bootstrap
+from riskengine.sweeps.foresight import foresight_on_demand_clear
 from tests import factories
 
 
@@ -34,6 +35,7 @@ def _process_caches_cleared():
     parameter set in place must not meet the form a previous test cached under the same id."""
     reference_clear()
     _parameters_form.cache_clear()
+    foresight_on_demand_clear()
 
 
 def pytest_runtest_setup(item):

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections import OrderedDict
 from dataclasses import dataclass
 from datetime import date
 
@@ -347,14 +348,9 @@ def foresight_accounts_grade(*, sweep_id: int, account_ids: list[int]) -> GradeO
     return outcome
 
 
-def foresight_on_demand(*, account: MarginAccount) -> AccountForesight | None:
-    """The foresight of ``account``'s current margin, computed now and not stored (the API and
-    pages when no sweep has graded it yet); ``None`` when it has no current margin."""
-    current = (
-        AccountMargin.objects.filter(account=account).select_related("snapshot__account", "sweep").first()
-    )
-    if current is None:
-        return None
+def foresight_on_demand(*, current: AccountMargin) -> AccountForesight | None:
+    """The foresight of the current margin ``current``, computed now and not stored (the API and
+    pages, for an account no recent full sweep has graded)."""
     sweep = Sweep.objects.select_related("parameter_set").get(pk=current.sweep_id)
     computed = foresight_compute(sweep=sweep, snapshots=[current.snapshot])
     levels = foresight_levels(
@@ -365,18 +361,57 @@ def foresight_on_demand(*, account: MarginAccount) -> AccountForesight | None:
     )
 
 
+# Foresights computed on demand, per process: (account id, snapshot id, the snapshot's valuation
+# time) -> figures. A snapshot never changes, so its foresight is computed once per process however
+# often a page re-reads it (the probability alone is tens of milliseconds); the valuation time in
+# the key keeps a SQLite database's reused ids from meeting another snapshot's figures.
+_ON_DEMAND: OrderedDict[tuple, dict | None] = OrderedDict()
+_ON_DEMAND_SIZE = 2048
+
+
+def foresight_on_demand_clear() -> None:
+    """Forget this process's on-demand foresights (tests; nothing else needs to: a snapshot's
+    foresight never changes)."""
+    _ON_DEMAND.clear()
+
+
+def _stored_is_current(stored: AccountForesight, current: AccountMargin) -> bool:
+    """Whether the stored foresight still speaks for the current margin: it was graded by a full
+    sweep no more than two sweep intervals before the current valuation. Every full sweep grades
+    the accounts below the set's ``foresight_below_ratio`` (and those above ``ok``) again; an
+    account that has since risen above that ratio keeps an old row no sweep refreshes, and its
+    liquidation prices must not be shown as today's."""
+    interval = current.snapshot.parameter_set.sweep_interval_seconds
+    lag = (current.snapshot.sweep.valuation_time - stored.valued_at).total_seconds()
+    return lag <= 2 * interval
+
+
 def account_foresight(*, account: MarginAccount) -> dict | None:
-    """The account's foresight in the API's shape (``foresight_figures``): the stored one (one
-    query, none when ``account`` was read with it: ``select_related("foresight")``), else computed
-    now from its current margin (not stored); ``None`` when it has no current margin or its book
-    cannot be margined."""
+    """The account's foresight in the API's shape (``foresight_figures``): the stored one while it
+    is current (no query when ``account`` was read with its margin and foresight, as
+    ``margin_account_visible_current`` reads it), else computed from its current margin and kept
+    per process for that snapshot (not stored: a read stays a read); ``None`` when it has no
+    current margin or its book cannot be margined."""
+    try:
+        current = account.margin
+    except AccountMargin.DoesNotExist:
+        return None
     try:
         stored = account.foresight
     except AccountForesight.DoesNotExist:
         stored = None
-    if stored is None:
-        try:
-            stored = foresight_on_demand(account=account)
-        except DocumentError:
-            return None
-    return None if stored is None else foresight_figures(foresight=stored)
+    if stored is not None and _stored_is_current(stored, current):
+        return foresight_figures(foresight=stored)
+    key = (account.pk, current.snapshot_id, current.snapshot.sweep.valuation_time)
+    if key in _ON_DEMAND:
+        _ON_DEMAND.move_to_end(key)
+        return _ON_DEMAND[key]
+    try:
+        computed = foresight_on_demand(current=current)
+    except DocumentError:
+        computed = None
+    figures = None if computed is None else foresight_figures(foresight=computed)
+    _ON_DEMAND[key] = figures
+    if len(_ON_DEMAND) > _ON_DEMAND_SIZE:
+        _ON_DEMAND.popitem(last=False)
+    return figures

@@ -213,7 +213,7 @@ _CURRENT_MARGIN_COLUMNS = (
     *_columns("margin__", AccountMargin, "snapshot_id"),
     *_columns("margin__snapshot__", MarginSnapshot),
     *_columns("margin__snapshot__sweep__", Sweep, "valuation_time", "started_at"),
-    *_columns("margin__snapshot__parameter_set__", ParameterSet, "version"),
+    *_columns("margin__snapshot__parameter_set__", ParameterSet, "version", "sweep_interval_seconds"),
     *_columns("foresight__", AccountForesight),
 )
 

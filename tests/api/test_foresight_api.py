@@ -3,6 +3,10 @@ answer when missing, and only ever the caller's own member's."""
 
 from __future__ import annotations
 
+from datetime import datetime, timedelta
+from unittest import mock
+
+from riskengine.sweeps import foresight
 from riskengine.sweeps.foresight import foresight_accounts_grade
 from riskengine.sweeps.models import AccountForesight, AccountMargin
 
@@ -53,3 +57,36 @@ def test_a_member_never_sees_another_members_foresight(world, swept):
     assert "foresight" not in response.content.decode()
     own = world["trader_b"].get(f"{V1}/accounts/{world.account_b.pk}/margin/").json()
     assert own["foresight"]["level"] in {"ok", "watch", "warning"}
+
+
+def test_a_stored_foresight_no_recent_full_sweep_refreshed_is_not_shown_as_todays(world, swept):
+    # Graded long ago, then the account rose above the level below which full sweeps grade: its row
+    # is old, and its liquidation prices are no longer today's.
+    sweep_id = AccountMargin.objects.get(account=world.account_a).sweep_id
+    foresight_accounts_grade(sweep_id=sweep_id, account_ids=[world.account_a.pk])
+    stale = AccountForesight.objects.get(account=world.account_a)
+    margin = AccountMargin.objects.get(account=world.account_a)
+    interval = margin.snapshot.parameter_set.sweep_interval_seconds
+    made_up = {"underlying": "BTC", "down": {"move": -0.5, "price": 1.0, "sigmas": 9.0}, "up": None}
+    AccountForesight.objects.filter(pk=stale.pk).update(
+        valued_at=stale.valued_at - timedelta(seconds=2 * interval + 1), by_underlying=[made_up]
+    )
+
+    body = world["trader_a"].get(f"{V1}/accounts/{world.account_a.pk}/margin/").json()["foresight"]
+
+    assert body["by_underlying"][0]["down"]["price"] != 1.0
+    assert datetime.fromisoformat(body["computed_at"]) > stale.computed_at
+    fresh = world["trader_a"].get(f"{V1}/accounts/{world.account_a.pk}/margin/").json()["foresight"]
+    assert fresh == body
+
+
+def test_a_snapshots_foresight_is_computed_once_however_often_it_is_read(world, swept):
+    compute_now = foresight.foresight_on_demand
+    with mock.patch.object(foresight, "foresight_on_demand", wraps=compute_now) as compute:
+        answers = [
+            world["trader_a"].get(f"{V1}/accounts/{world.account_a.pk}/margin/").json()["foresight"]
+            for _ in range(3)
+        ]
+
+    assert compute.call_count == 1
+    assert answers[0] == answers[1] == answers[2]
