@@ -225,10 +225,13 @@ def api(members: list[int], token: str, requests: int) -> None:
     walls = []
     for _ in range(requests):
         wall = time.perf_counter()
-        # A new instance each time: account_foresight keeps the row it read on the instance.
+        # A new instance each time: account_foresight keeps the rows it read on the instance.
         account_foresight(account=MarginAccount(pk=account.pk))
         walls.append(time.perf_counter() - wall)
-    print(f"  the stored foresight's read alone (one query by primary key): wall {quantiles(walls)}")
+    print(
+        "  account_foresight on a bare account (its margin, snapshot, sweep, set and stored foresight "
+        f"read one by one, as the account page does): wall {quantiles(walls)}"
+    )
 
     stored = AccountForesight.objects.get(account=account)
     stored.delete()
