@@ -25,6 +25,15 @@ def pct(value) -> str:
 
 
 @register.filter
+def chance(value) -> str:
+    """A probability: 0.5 %; below 0.1 % as "< 0.1 %" (not "0.0 %", which reads as impossible)."""
+    if value is None:
+        return "—"
+    value = float(value)
+    return "< 0.1 %" if 0 <= value < 0.0005 else f"{value * 100:.1f} %"
+
+
+@register.filter
 def pct2(value) -> str:
     """A coverage: 98.74 % (two decimals, where one would round 98.96 % up to 99.0 %)."""
     return "—" if value is None else f"{float(value) * 100:.2f} %"

@@ -8,7 +8,7 @@ import pytest
 from django.core.management import call_command
 
 from accounts.models import User
-from frontend.templatetags.clearing_format import usd
+from frontend.templatetags.clearing_format import chance, usd
 from riskengine.sweeps.foresight import foresight_accounts_grade
 from riskengine.sweeps.models import AccountForesight
 from riskengine.sweeps.services import sweep_accounts_run
@@ -38,7 +38,7 @@ def test_the_account_page_shows_the_level_gauge_prices_probability_and_lookahead
             if row["down"]:
                 assert f"{row['down']['price']:,.2f}" in html
         assert 'data-field="probability"' in html
-        assert f"{graded_demo.probability * 100:.1f} %" in html
+        assert f'data-field="probability">{chance(graded_demo.probability)}' in html
         assert 'data-field="lookahead-excess"' in html
         assert usd(graded_demo.lookahead_excess) in html
 
@@ -71,3 +71,11 @@ def test_another_member_sees_no_foresight_of_the_account(client, graded_demo):
     assert client.get("/accounts/ALPHA-LIVE/").status_code == 404
     assert client.get("/accounts/ALPHA-LIVE/?fragment=1").status_code == 404
     assert "ALPHA-LIVE" not in client.get("/").content.decode()
+
+
+def test_a_tiny_probability_reads_as_below_a_tenth_of_a_percent_not_as_zero():
+    assert chance(0.00002) == "< 0.1 %"
+    assert chance(0.0) == "< 0.1 %"
+    assert chance(0.0051) == "0.5 %"
+    assert chance(0.25) == "25.0 %"
+    assert chance(None) == "—"
