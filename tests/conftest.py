@@ -18,6 +18,7 @@ from riskengine.reference import reference_clear
 from riskengine.selectors import _parameters_form
 from riskengine.services import parameter_set_bootstrap
 from riskengine.sweeps.foresight import foresight_on_demand_clear
+from riskengine.sweeps.selectors import snapshot_documents_shared_clear
 from tests import factories
 
 
@@ -36,6 +37,7 @@ def _process_caches_cleared():
     reference_clear()
     _parameters_form.cache_clear()
     foresight_on_demand_clear()
+    snapshot_documents_shared_clear()
 
 
 def pytest_runtest_setup(item):

@@ -89,7 +89,7 @@ from riskengine.sweeps.foresight import account_foresight
 from riskengine.sweeps.models import AccountMargin, Liquidation, MarginCall, MarginCallEvent, MarginSnapshot
 from riskengine.sweeps.selectors import (
     margin_account_visible_current,
-    margin_snapshot_document,
+    margin_snapshot_document_shared,
     margin_snapshot_figures,
 )
 from riskengine.validation.models import ValidationMode
@@ -826,7 +826,7 @@ class AccountMarginCurrent(RoleView):
             {
                 "snapshot": s.output_data(s.SnapshotOut, snapshot),
                 "margin": s.output_data(s.MarginFiguresOut, margin_snapshot_figures(snapshot=snapshot)),
-                "document": margin_snapshot_document(snapshot=snapshot),
+                "document": margin_snapshot_document_shared(snapshot=snapshot),
                 "foresight": None if foresight is None else s.output_data(s.ForesightOut, foresight),
             }
         )

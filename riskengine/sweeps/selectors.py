@@ -197,6 +197,39 @@ def margin_snapshot_document(*, snapshot: MarginSnapshot) -> dict:
     }
 
 
+# Documents of snapshots, per process, for the read-only callers that serve them as they are (the
+# current-margin route): (snapshot id, its sweep's valuation time) -> document. A snapshot never
+# changes once written, so its document is built once however often it is served; the valuation
+# time in the key keeps a SQLite database's reused ids from meeting another snapshot's document.
+SNAPSHOT_DOCUMENTS_SHARED = 1024
+_snapshot_documents: OrderedDict[tuple, dict] = OrderedDict()
+_snapshot_documents_lock = Lock()
+
+
+def margin_snapshot_document_shared(*, snapshot: MarginSnapshot) -> dict:
+    """``margin_snapshot_document``, built once per process and snapshot and shared: the caller
+    must not change it (``margin_snapshot_document`` gives a document of one's own). No query
+    once the snapshot's document is built."""
+    key = (snapshot.pk, snapshot.sweep.valuation_time)
+    with _snapshot_documents_lock:
+        document = _snapshot_documents.get(key)
+        if document is not None:
+            _snapshot_documents.move_to_end(key)
+            return document
+    document = margin_snapshot_document(snapshot=snapshot)
+    with _snapshot_documents_lock:
+        _snapshot_documents[key] = document
+        while len(_snapshot_documents) > SNAPSHOT_DOCUMENTS_SHARED:
+            _snapshot_documents.popitem(last=False)
+    return document
+
+
+def snapshot_documents_shared_clear() -> None:
+    """Forget this process's shared documents (tests)."""
+    with _snapshot_documents_lock:
+        _snapshot_documents.clear()
+
+
 def _columns(prefix: str, model, *names: str) -> list[str]:
     """``prefix`` + each of ``names``, or of every concrete column of ``model`` when none is named."""
     names = names or tuple(field.attname for field in model._meta.concrete_fields)

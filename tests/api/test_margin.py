@@ -3,6 +3,7 @@ liquidations."""
 
 from __future__ import annotations
 
+import json
 from decimal import Decimal
 
 import pytest
@@ -13,6 +14,7 @@ from accounts.services import collateral_deposit
 from riskengine.core import compute_document
 from riskengine.sweeps.foresight import foresight_accounts_grade
 from riskengine.sweeps.models import AccountMargin
+from riskengine.sweeps.selectors import margin_snapshot_document
 from riskengine.sweeps.services import sweep_accounts_run
 from tests import factories
 from tests.factories import quotes_fixed
@@ -38,20 +40,21 @@ def test_accounts_carry_their_current_margin(world, swept):
     assert accounts["AAA-02"]["margin"] is None  # never swept
 
 
-def test_the_current_margin_with_its_foresight_is_read_in_three_queries(world, swept):
-    sweep_id = AccountMargin.objects.get(account=world.account_a).sweep_id
-    foresight_accounts_grade(sweep_id=sweep_id, account_ids=[world.account_a.pk])
+def test_the_current_margin_and_foresight_are_read_in_two_queries_once_the_document_is_built(world, swept):
+    current = AccountMargin.objects.select_related("snapshot").get(account=world.account_a)
+    foresight_accounts_grade(sweep_id=current.sweep_id, account_ids=[world.account_a.pk])
     url = f"{V1}/accounts/{world.account_a.pk}/margin/"
-    world["viewer_a"].get(url)  # the token's last use is written, the sweep's market cached
+    world["viewer_a"].get(url)  # the token's last use is written, the snapshot's document built
 
     with CaptureQueriesContext(connection) as queries:
         body = world["viewer_a"].get(url).json()
 
-    # The token; the account with its margin, snapshot, sweep, parameter set and foresight; the
-    # symbols of its instruments and assets.
-    assert len(queries) == 3
+    # The token; the account with its margin, snapshot, sweep, parameter set and foresight (the
+    # snapshot's document was built by the first read: a snapshot never changes).
+    assert len(queries) == 2
     assert body["foresight"]["level"] == "margin_call"
     assert body["document"]["portfolios"][0]["positions"][0]["instrument"] == "BTC-PERP"
+    assert body["document"] == json.loads(json.dumps(margin_snapshot_document(snapshot=current.snapshot)))
 
 
 def test_the_current_margin_after_a_newer_sweep_is_the_newer_one(world, swept):
