@@ -30,6 +30,7 @@ import time
 from collections import OrderedDict
 from dataclasses import dataclass
 from datetime import date
+from threading import Lock
 
 import numpy as np
 from django.db import transaction
@@ -367,12 +368,14 @@ def foresight_on_demand(*, current: AccountMargin) -> AccountForesight | None:
 # the key keeps a SQLite database's reused ids from meeting another snapshot's figures.
 _ON_DEMAND: OrderedDict[tuple, dict | None] = OrderedDict()
 _ON_DEMAND_SIZE = 2048
+_on_demand_lock = Lock()  # the web server answers on a pool of threads
 
 
 def foresight_on_demand_clear() -> None:
     """Forget this process's on-demand foresights (tests; nothing else needs to: a snapshot's
     foresight never changes)."""
-    _ON_DEMAND.clear()
+    with _on_demand_lock:
+        _ON_DEMAND.clear()
 
 
 def _stored_is_current(stored: AccountForesight, current: AccountMargin) -> bool:
@@ -403,15 +406,17 @@ def account_foresight(*, account: MarginAccount) -> dict | None:
     if stored is not None and _stored_is_current(stored, current):
         return foresight_figures(foresight=stored)
     key = (account.pk, current.snapshot_id, current.snapshot.sweep.valuation_time)
-    if key in _ON_DEMAND:
-        _ON_DEMAND.move_to_end(key)
-        return _ON_DEMAND[key]
+    with _on_demand_lock:
+        if key in _ON_DEMAND:
+            _ON_DEMAND.move_to_end(key)
+            return _ON_DEMAND[key]
     try:
         computed = foresight_on_demand(current=current)
     except DocumentError:
         computed = None
     figures = None if computed is None else foresight_figures(foresight=computed)
-    _ON_DEMAND[key] = figures
-    if len(_ON_DEMAND) > _ON_DEMAND_SIZE:
-        _ON_DEMAND.popitem(last=False)
+    with _on_demand_lock:
+        _ON_DEMAND[key] = figures
+        while len(_ON_DEMAND) > _ON_DEMAND_SIZE:
+            _ON_DEMAND.popitem(last=False)
     return figures
