@@ -1,4 +1,5 @@
-"""One Redis connection pool per server and process for Django's cache.
+"""Per-process caches: one Redis connection pool per server for Django's cache, and
+``ProcessLRU`` for values that never change once written.
 
 Django's ``RedisCache`` builds its connection pool inside the cache object, and cache objects
 live per request context under ASGI (``django.core.cache.caches`` is context-local): each request
@@ -11,6 +12,7 @@ are reused across requests. redis-py pools are thread-safe and reset themselves 
 from __future__ import annotations
 
 import threading
+from collections import OrderedDict
 
 import redis
 
@@ -27,3 +29,35 @@ class ProcessConnectionPool(redis.ConnectionPool):
             if pool is None:
                 pool = cls._shared[key] = redis.ConnectionPool.from_url(url, **options)
             return pool
+
+
+class ProcessLRU:
+    """A bounded per-process cache of values that never change once written (a sweep's market, a
+    snapshot's document), safe for the web server's pool of threads. ``get_or_build(key, build)``
+    returns the cached value or builds it outside the lock (two threads may both build the same
+    value once; both are equal) and keeps at most ``size`` values, dropping the least recently
+    used. Values are shared: callers must not change them."""
+
+    _MISSING = object()
+
+    def __init__(self, size: int):
+        self.size = size
+        self._values: OrderedDict = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get_or_build(self, key, build):
+        with self._lock:
+            value = self._values.get(key, self._MISSING)
+            if value is not self._MISSING:
+                self._values.move_to_end(key)
+                return value
+        value = build()
+        with self._lock:
+            self._values[key] = value
+            while len(self._values) > self.size:
+                self._values.popitem(last=False)
+        return value
+
+    def clear(self) -> None:
+        with self._lock:
+            self._values.clear()

@@ -27,16 +27,15 @@ from __future__ import annotations
 
 import math
 import time
-from collections import OrderedDict
 from dataclasses import dataclass
 from datetime import date
-from threading import Lock
 
 import numpy as np
 from django.db import transaction
 from django.utils import timezone
 
 from accounts.models import MarginAccount
+from clearing.cache import ProcessLRU
 from clearing.events import events_publish
 from clearing.marketdata.selectors import index_closes
 from riskengine.calibration import daily_log_returns
@@ -366,16 +365,13 @@ def foresight_on_demand(*, current: AccountMargin) -> AccountForesight | None:
 # time) -> figures. A snapshot never changes, so its foresight is computed once per process however
 # often a page re-reads it (the probability alone is tens of milliseconds); the valuation time in
 # the key keeps a SQLite database's reused ids from meeting another snapshot's figures.
-_ON_DEMAND: OrderedDict[tuple, dict | None] = OrderedDict()
-_ON_DEMAND_SIZE = 2048
-_on_demand_lock = Lock()  # the web server answers on a pool of threads
+_on_demand = ProcessLRU(2048)
 
 
 def foresight_on_demand_clear() -> None:
     """Forget this process's on-demand foresights (tests; nothing else needs to: a snapshot's
     foresight never changes)."""
-    with _on_demand_lock:
-        _ON_DEMAND.clear()
+    _on_demand.clear()
 
 
 def _stored_is_current(stored: AccountForesight, current: AccountMargin) -> bool:
@@ -405,18 +401,13 @@ def account_foresight(*, account: MarginAccount) -> dict | None:
         stored = None
     if stored is not None and _stored_is_current(stored, current):
         return foresight_figures(foresight=stored)
-    key = (account.pk, current.snapshot_id, current.snapshot.sweep.valuation_time)
-    with _on_demand_lock:
-        if key in _ON_DEMAND:
-            _ON_DEMAND.move_to_end(key)
-            return _ON_DEMAND[key]
-    try:
-        computed = foresight_on_demand(current=current)
-    except DocumentError:
-        computed = None
-    figures = None if computed is None else foresight_figures(foresight=computed)
-    with _on_demand_lock:
-        _ON_DEMAND[key] = figures
-        while len(_ON_DEMAND) > _ON_DEMAND_SIZE:
-            _ON_DEMAND.popitem(last=False)
-    return figures
+    def build() -> dict | None:
+        try:
+            computed = foresight_on_demand(current=current)
+        except DocumentError:
+            return None
+        return None if computed is None else foresight_figures(foresight=computed)
+
+    return _on_demand.get_or_build(
+        (account.pk, current.snapshot_id, current.snapshot.sweep.valuation_time), build
+    )

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import math
-from collections import OrderedDict
-from threading import Lock
 
 import numpy as np
 from django.db.models import Q, Value
@@ -12,6 +10,7 @@ from django.shortcuts import get_object_or_404
 
 from accounts.models import Asset, CollateralBalance, MarginAccount, User
 from accounts.selectors import margin_accounts_visible
+from clearing.cache import ProcessLRU
 from clearing.marketdata.quotes import MarketQuotes
 from clearing.models import Instrument, Position
 from riskengine.core.margin import VOL_MOVES
@@ -134,25 +133,13 @@ def margin_snapshot_figures(*, snapshot: MarginSnapshot) -> dict:
 # time, so an id reused by a re-created database never hits). A full sweep's market holds every
 # instrument (≈ 150 bytes of JSON each), so only a few are kept; event sweeps each have their own.
 SWEEP_MARKETS_CACHED = 8
-_sweep_markets: OrderedDict[tuple, dict] = OrderedDict()
-_sweep_markets_lock = Lock()
+_sweep_markets = ProcessLRU(SWEEP_MARKETS_CACHED)
 
 
 def sweep_market(*, sweep: Sweep) -> dict:
     """``sweep.market``, from the per-process cache when this sweep's was read before (loaded, one
     query, when ``sweep`` was read with its market deferred). Shared: callers must not change it."""
-    key = (sweep.pk, sweep.started_at)
-    with _sweep_markets_lock:
-        market = _sweep_markets.get(key)
-        if market is not None:
-            _sweep_markets.move_to_end(key)
-            return market
-    market = sweep.market
-    with _sweep_markets_lock:
-        _sweep_markets[key] = market
-        while len(_sweep_markets) > SWEEP_MARKETS_CACHED:
-            _sweep_markets.popitem(last=False)
-    return market
+    return _sweep_markets.get_or_build((sweep.pk, sweep.started_at), lambda: sweep.market)
 
 
 def margin_snapshot_document(*, snapshot: MarginSnapshot) -> dict:
@@ -202,32 +189,21 @@ def margin_snapshot_document(*, snapshot: MarginSnapshot) -> dict:
 # changes once written, so its document is built once however often it is served; the valuation
 # time in the key keeps a SQLite database's reused ids from meeting another snapshot's document.
 SNAPSHOT_DOCUMENTS_SHARED = 1024
-_snapshot_documents: OrderedDict[tuple, dict] = OrderedDict()
-_snapshot_documents_lock = Lock()
+_snapshot_documents = ProcessLRU(SNAPSHOT_DOCUMENTS_SHARED)
 
 
 def margin_snapshot_document_shared(*, snapshot: MarginSnapshot) -> dict:
     """``margin_snapshot_document``, built once per process and snapshot and shared: the caller
     must not change it (``margin_snapshot_document`` gives a document of one's own). No query
     once the snapshot's document is built."""
-    key = (snapshot.pk, snapshot.sweep.valuation_time)
-    with _snapshot_documents_lock:
-        document = _snapshot_documents.get(key)
-        if document is not None:
-            _snapshot_documents.move_to_end(key)
-            return document
-    document = margin_snapshot_document(snapshot=snapshot)
-    with _snapshot_documents_lock:
-        _snapshot_documents[key] = document
-        while len(_snapshot_documents) > SNAPSHOT_DOCUMENTS_SHARED:
-            _snapshot_documents.popitem(last=False)
-    return document
+    return _snapshot_documents.get_or_build(
+        (snapshot.pk, snapshot.sweep.valuation_time), lambda: margin_snapshot_document(snapshot=snapshot)
+    )
 
 
 def snapshot_documents_shared_clear() -> None:
     """Forget this process's shared documents (tests)."""
-    with _snapshot_documents_lock:
-        _snapshot_documents.clear()
+    _snapshot_documents.clear()
 
 
 def _columns(prefix: str, model, *names: str) -> list[str]:
