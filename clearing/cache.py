@@ -12,6 +12,7 @@ are reused across requests. redis-py pools are thread-safe and reset themselves 
 from __future__ import annotations
 
 import threading
+import weakref
 from collections import OrderedDict
 
 import redis
@@ -39,11 +40,13 @@ class ProcessLRU:
     used. Values are shared: callers must not change them."""
 
     _MISSING = object()
+    _instances: weakref.WeakSet[ProcessLRU] = weakref.WeakSet()
 
     def __init__(self, size: int):
         self.size = size
         self._values: OrderedDict = OrderedDict()
         self._lock = threading.Lock()
+        ProcessLRU._instances.add(self)
 
     def get_or_build(self, key, build):
         with self._lock:
@@ -61,3 +64,10 @@ class ProcessLRU:
     def clear(self) -> None:
         with self._lock:
             self._values.clear()
+
+    @classmethod
+    def clear_all(cls) -> None:
+        """Empty every cache of the process (tests: SQLite hands a rolled-back test's ids out again,
+        and the keys' timestamps alone may meet again within a test run)."""
+        for cache in list(cls._instances):
+            cache.clear()

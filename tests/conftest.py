@@ -12,13 +12,12 @@ from django.utils import timezone
 
 from accounts.models import AccountKind, MarginAccount, Role
 from accounts.services import collateral_deposit, user_create
+from clearing.cache import ProcessLRU
 from clearing.marketdata.services import price_source_register
 from riskengine import whatif
 from riskengine.reference import reference_clear
 from riskengine.selectors import _parameters_form
 from riskengine.services import parameter_set_bootstrap
-from riskengine.sweeps.foresight import foresight_on_demand_clear
-from riskengine.sweeps.selectors import snapshot_documents_shared_clear
 from tests import factories
 
 
@@ -36,8 +35,7 @@ def _process_caches_cleared():
     parameter set in place must not meet the form a previous test cached under the same id."""
     reference_clear()
     _parameters_form.cache_clear()
-    foresight_on_demand_clear()
-    snapshot_documents_shared_clear()
+    ProcessLRU.clear_all()
 
 
 def pytest_runtest_setup(item):

@@ -71,6 +71,7 @@ from clearing.api.permissions import (
     user_role,
 )
 from clearing.api.throttling import ComputeRateThrottle
+from clearing.cache import ProcessLRU
 from clearing.marketdata.models import IndexState
 from clearing.marketdata.services import (
     PriceIn,
@@ -89,6 +90,7 @@ from riskengine.sweeps.foresight import account_foresight
 from riskengine.sweeps.models import AccountMargin, Liquidation, MarginCall, MarginCallEvent, MarginSnapshot
 from riskengine.sweeps.selectors import (
     margin_account_visible_current,
+    margin_account_visible_version,
     margin_snapshot_document_shared,
     margin_snapshot_figures,
 )
@@ -806,6 +808,15 @@ class MarginSimulate(RoleView):
         return Response({"results": results})
 
 
+# The current-margin answers of this process by version (``margin_account_visible_version``): an
+# answer is built once per version (the wide read of the account's margin, snapshot, sweep, set and
+# foresight, the figures and the foresight's shaping) however often clients poll it, and each
+# request reads only the narrow version. The version is read first on every request, so a newer
+# sweep or foresight is served at once; an answer read after it is at least as new.
+CURRENT_MARGIN_ANSWERS = 1024
+_current_margin_answers = ProcessLRU(CURRENT_MARGIN_ANSWERS)
+
+
 class AccountMarginCurrent(RoleView):
     read_roles = READERS
     schema_errors = {404: "No such account for the caller, or it has not been margined by a sweep yet."}
@@ -815,6 +826,14 @@ class AccountMarginCurrent(RoleView):
         summary="The account's latest margin snapshot, its figures and the document it replays from.",
     )
     def get(self, request, pk: int):
+        version = margin_account_visible_version(user=request.user, pk=pk)
+        if version[2] is None:
+            raise exceptions.NotFound("This account has not been margined by a sweep yet.")
+        answer = _current_margin_answers.get_or_build(version, lambda: self._answer(request, pk))
+        return Response(answer)
+
+    @staticmethod
+    def _answer(request, pk: int) -> dict:
         # One query: the account (if visible), its current margin and its stored foresight.
         account = margin_account_visible_current(user=request.user, pk=pk)
         try:
@@ -822,14 +841,12 @@ class AccountMarginCurrent(RoleView):
         except AccountMargin.DoesNotExist:
             raise exceptions.NotFound("This account has not been margined by a sweep yet.") from None
         foresight = account_foresight(account=account)
-        return Response(
-            {
-                "snapshot": s.output_data(s.SnapshotOut, snapshot),
-                "margin": s.output_data(s.MarginFiguresOut, margin_snapshot_figures(snapshot=snapshot)),
-                "document": margin_snapshot_document_shared(snapshot=snapshot),
-                "foresight": None if foresight is None else s.output_data(s.ForesightOut, foresight),
-            }
-        )
+        return {
+            "snapshot": s.output_data(s.SnapshotOut, snapshot),
+            "margin": s.output_data(s.MarginFiguresOut, margin_snapshot_figures(snapshot=snapshot)),
+            "document": margin_snapshot_document_shared(snapshot=snapshot),
+            "foresight": None if foresight is None else s.output_data(s.ForesightOut, foresight),
+        }
 
 
 class AccountMarginHistory(RoleListView):

@@ -368,12 +368,6 @@ def foresight_on_demand(*, current: AccountMargin) -> AccountForesight | None:
 _on_demand = ProcessLRU(2048)
 
 
-def foresight_on_demand_clear() -> None:
-    """Forget this process's on-demand foresights (tests; nothing else needs to: a snapshot's
-    foresight never changes)."""
-    _on_demand.clear()
-
-
 def _stored_is_current(stored: AccountForesight, current: AccountMargin) -> bool:
     """Whether the stored foresight still speaks for the current margin: it was graded by a full
     sweep no more than two sweep intervals before the current valuation. Every full sweep grades
@@ -401,6 +395,7 @@ def account_foresight(*, account: MarginAccount) -> dict | None:
         stored = None
     if stored is not None and _stored_is_current(stored, current):
         return foresight_figures(foresight=stored)
+
     def build() -> dict | None:
         try:
             computed = foresight_on_demand(current=current)

@@ -201,11 +201,6 @@ def margin_snapshot_document_shared(*, snapshot: MarginSnapshot) -> dict:
     )
 
 
-def snapshot_documents_shared_clear() -> None:
-    """Forget this process's shared documents (tests)."""
-    _snapshot_documents.clear()
-
-
 def _columns(prefix: str, model, *names: str) -> list[str]:
     """``prefix`` + each of ``names``, or of every concrete column of ``model`` when none is named."""
     names = names or tuple(field.attname for field in model._meta.concrete_fields)
@@ -245,6 +240,19 @@ def margin_account_visible_current(*, user: User, pk: int) -> MarginAccount:
     if margin is not None and margin.snapshot.account_id == account.pk:
         margin.snapshot.account = account  # the same row: no query to read it again
     return account
+
+
+def margin_account_visible_version(*, user: User, pk: int) -> tuple:
+    """What the account's current-margin answer (``margin_account_visible_current`` shaped for the
+    API) is a function of, read in one narrow query: ``(pk, code, snapshot id, valued at, stored
+    foresight's snapshot id, valuation and computation times)``, ``None`` for what it does not have;
+    ``Http404`` as ``margin_account_visible``. A snapshot, its sweep and its parameter set never
+    change once written, and a stored foresight is replaced with a new computation time, never
+    edited: equal versions are equal answers, and a newer sweep or foresight is a new version."""
+    columns = ("pk", "code", "margin__snapshot_id", "margin__valued_at")
+    columns += ("foresight__snapshot_id", "foresight__valued_at", "foresight__computed_at")
+    versions = margin_accounts_visible(user=user).select_related(None).values_list(*columns)
+    return get_object_or_404(versions, pk=pk)
 
 
 def accounts_graded_above_ok(*, account_ids: list[int]) -> set[int]:

@@ -47,6 +47,29 @@ def test_a_missing_foresight_is_computed_for_the_answer_and_not_stored(world, sw
     assert not AccountForesight.objects.exists()
 
 
+def test_a_foresight_graded_after_a_read_is_served_at_once(world, swept):
+    url = f"{V1}/accounts/{world.account_a.pk}/margin/"
+    on_demand = world["viewer_a"].get(url).json()["foresight"]
+    sweep_id = AccountMargin.objects.get(account=world.account_a).sweep_id
+    foresight_accounts_grade(sweep_id=sweep_id, account_ids=[world.account_a.pk])
+    stored = AccountForesight.objects.get(account=world.account_a)
+
+    body = world["viewer_a"].get(url).json()["foresight"]
+
+    assert datetime.fromisoformat(body["computed_at"]) == stored.computed_at
+    assert datetime.fromisoformat(on_demand["computed_at"]) < stored.computed_at
+
+
+def test_an_answer_read_by_its_member_is_never_served_to_another(world, swept):
+    url = f"{V1}/accounts/{world.account_a.pk}/margin/"
+    assert world["trader_a"].get(url).status_code == 200  # built and kept by this process
+
+    response = world["trader_b"].get(url)
+
+    assert response.status_code == 404
+    assert world.account_a.code not in response.content.decode()
+
+
 def test_a_member_never_sees_another_members_foresight(world, swept):
     sweep_id = AccountMargin.objects.get(account=world.account_a).sweep_id
     foresight_accounts_grade(sweep_id=sweep_id, account_ids=[world.account_a.pk])

@@ -40,18 +40,20 @@ def test_accounts_carry_their_current_margin(world, swept):
     assert accounts["AAA-02"]["margin"] is None  # never swept
 
 
-def test_the_current_margin_and_foresight_are_read_in_two_queries_once_the_document_is_built(world, swept):
+def test_the_current_margin_is_served_in_two_narrow_queries_once_its_answer_is_built(world, swept):
     current = AccountMargin.objects.select_related("snapshot").get(account=world.account_a)
     foresight_accounts_grade(sweep_id=current.sweep_id, account_ids=[world.account_a.pk])
     url = f"{V1}/accounts/{world.account_a.pk}/margin/"
-    world["viewer_a"].get(url)  # the token's last use is written, the snapshot's document built
+    world["viewer_a"].get(url)  # the token's last use is written, the answer built and kept
 
     with CaptureQueriesContext(connection) as queries:
         body = world["viewer_a"].get(url).json()
 
-    # The token; the account with its margin, snapshot, sweep, parameter set and foresight (the
-    # snapshot's document was built by the first read: a snapshot never changes).
+    # The token; the account's version (its current snapshot's and stored foresight's ids and
+    # times), which names the answer built by the first read: no snapshot or sweep is read again.
     assert len(queries) == 2
+    assert "sweeps_marginsnapshot" not in queries[1]["sql"]
+    assert "sweeps_sweep" not in queries[1]["sql"]
     assert body["foresight"]["level"] == "margin_call"
     assert body["document"]["portfolios"][0]["positions"][0]["instrument"] == "BTC-PERP"
     assert body["document"] == json.loads(json.dumps(margin_snapshot_document(snapshot=current.snapshot)))
