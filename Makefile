@@ -64,6 +64,7 @@ test-sqlite: install-dev
 
 lint: install-dev
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
 
 migrations-check: install-dev
 	$(PY) manage.py makemigrations --check --dry-run

@@ -175,7 +175,7 @@ def distance_gauge(
             fill = "#fff" if inside else "#1c2430"
             parts.append(
                 f'<text x="{text_x:.1f}" y="{y + 18}" text-anchor="{anchor}" fill="{fill}">'
-                f'{"≥" if sigmas >= scale else ""}{min(sigmas, scale):.1f}σ</text>'
+                f"{'≥' if sigmas >= scale else ''}{min(sigmas, scale):.1f}σ</text>"
             )
     for threshold, stroke in ((warning, "#c62828"), (watch, "#b26a00")):
         for side in (-1, 1):

@@ -121,5 +121,3 @@ def allocation_after_fill(
     remainder = quantity + fill_quantity
     opened = remainder if remainder != 0 and (remainder > 0) != (quantity > 0) else Decimal(0)
     return kept, opened
-
-

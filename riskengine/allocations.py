@@ -65,6 +65,7 @@ from riskengine.withdrawals import account_price_symbols, prices_trusted_require
 
 logger = logging.getLogger(__name__)
 
+
 def _parameters_form() -> dict:
     """The active set's form; ``NoActiveParameterSet`` when there is none."""
     return parameter_set_active().to_parameters_form()

@@ -557,5 +557,3 @@ def isolated_demo_account_seed(*, member: Member, venue_user: User, log: Callabl
             )
         except PricesUntrusted as error:
             log(f"{ISOLATED_DEMO_ACCOUNT}: no margin moved into {symbol} ({error})")
-
-

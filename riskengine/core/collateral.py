@@ -36,9 +36,7 @@ def _breakpoints(parameters: Parameters, asset: int) -> np.ndarray:
     return np.unique(np.concatenate([[0.0], bounds[np.isfinite(bounds) & (bounds >= 0.0)]]))
 
 
-def units_for_value(
-    parameters: Parameters, *, asset: int, price: float, held: float, value: float
-) -> float:
+def units_for_value(parameters: Parameters, *, asset: int, price: float, held: float, value: float) -> float:
     """The units ``u >= 0`` of asset index ``asset`` (of ``parameters.assets``) at ``price`` USD
     per unit that change the haircut value of a holding of ``held`` units (negative: a liability)
     by ``value`` USD: added to the holding when ``value > 0``, taken from it when ``value < 0``.

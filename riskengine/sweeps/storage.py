@@ -111,8 +111,7 @@ def snapshot_columns(book: LoadedBook, result, *, sweep: Sweep, shard: SweepShar
         "positions": codec.split(positions, pos_indptr),
         "collateral": codec.split(balances, bal_indptr),
         "position_allocations": [
-            blob if keep else None
-            for blob, keep in zip(allocation_blobs, allocating.tolist(), strict=True)
+            blob if keep else None for blob, keep in zip(allocation_blobs, allocating.tolist(), strict=True)
         ],
     }
 

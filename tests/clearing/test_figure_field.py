@@ -90,4 +90,3 @@ def test_a_nan_figure_is_not_null_and_compares_above_every_number_as_on_postgres
             [1e308],
         )
         assert cursor.fetchone()[0] == 2  # NaN and +inf
-

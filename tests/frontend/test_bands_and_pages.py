@@ -222,7 +222,7 @@ def test_a_trader_posting_a_non_plain_number_to_the_web_what_if_gets_the_field_e
     form = response.context["trade_forms" if row == "t0" else "collateral_forms"][0]
     assert list(form.errors) == [field]
     assert form.errors[field] == [
-        f"{typed!r} is not a plain decimal number (ASCII digits, e.g. \"-1.5\" or \"2e3\", no spaces)."
+        f'{typed!r} is not a plain decimal number (ASCII digits, e.g. "-1.5" or "2e3", no spaces).'
     ]
     page = response.content.decode()
     assert "is not a plain decimal number" in page
