@@ -827,7 +827,8 @@ class AccountMarginCurrent(RoleView):
     )
     def get(self, request, pk: int):
         version = margin_account_visible_version(user=request.user, pk=pk)
-        if version[2] is None:
+        _, _, snapshot_id, *_ = version
+        if snapshot_id is None:
             raise exceptions.NotFound("This account has not been margined by a sweep yet.")
         answer = _current_margin_answers.get_or_build(version, lambda: self._answer(request, pk))
         return Response(answer)
